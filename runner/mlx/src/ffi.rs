@@ -94,14 +94,6 @@ unsafe extern "C" {
         out: *mut *mut msx_array,
     ) -> c_int;
     pub fn msx_concatenate(v: *const msx_vec, axis: c_int, out: *mut *mut msx_array) -> c_int;
-    pub fn msx_pad_axis(
-        a: *const msx_array,
-        axis: c_int,
-        before: c_int,
-        after: c_int,
-        value: f32,
-        out: *mut *mut msx_array,
-    ) -> c_int;
     pub fn msx_take(a: *const msx_array, idx: *const msx_array, axis: c_int, out: *mut *mut msx_array) -> c_int;
     pub fn msx_take_along_axis(a: *const msx_array, idx: *const msx_array, axis: c_int, out: *mut *mut msx_array)
     -> c_int;

@@ -294,11 +294,34 @@ impl Array {
         self.slice(&lo, &hi, &vec![1; shape.len()])
     }
 
-    /// Pads one axis with `before`/`after` copies of `value`.
+    /// Pads one axis with `before`/`after` copies of `value` (built from `concatenate`, whose
+    /// gradient is a plain slice).
     pub fn pad_axis(&self, axis: i32, before: usize, after: usize, value: f32) -> Result<Array> {
-        Array::build(|out| unsafe {
-            ffi::msx_pad_axis(self.as_ptr(), axis, before as i32, after as i32, value, out)
-        })
+        let shape = self.shape();
+        let n = shape.len() as i32;
+        let ax = if axis < 0 { n + axis } else { axis };
+        if ax < 0 || ax >= n {
+            return Err(Error::new(format!("pad axis {axis} out of range for shape {shape:?}")));
+        }
+        let dtype = self.dtype()?;
+        let filler = |len: usize| {
+            let mut s = shape.clone();
+            s[ax as usize] = len;
+            Array::full(&s, value, dtype)
+        };
+        let (lo, hi) = (filler(before)?, filler(after)?);
+        let mut parts: Vec<&Array> = Vec::with_capacity(3);
+        if before > 0 {
+            parts.push(&lo);
+        }
+        parts.push(self);
+        if after > 0 {
+            parts.push(&hi);
+        }
+        if parts.len() == 1 {
+            return Ok(self.clone());
+        }
+        concatenate(&parts, ax)
     }
 
     /// Gathers slices along `axis` at `indices` (e.g. embedding rows).

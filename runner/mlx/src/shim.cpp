@@ -371,12 +371,6 @@ int msx_concatenate(const msx_vec* v, int axis, msx_array** out) {
   MSX_CATCH
 }
 
-int msx_pad_axis(const msx_array* a, int axis, int before, int after, float value, msx_array** out) {
-  MSX_TRY
-  *out = box(mx::pad(*a, std::vector<int>{axis}, mx::Shape{before}, mx::Shape{after}, mx::array(value, a->dtype())));
-  MSX_CATCH
-}
-
 int msx_take(const msx_array* a, const msx_array* idx, int axis, msx_array** out) {
   MSX_TRY
   *out = box(mx::take(*a, *idx, axis));

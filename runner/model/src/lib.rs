@@ -1,0 +1,24 @@
+//! # mixsweep-model: model configs and their IR, without MLX
+//!
+//! This crate owns the meaning of a model config. It parses mixlab-compatible JSON (with comments)
+//! into a validated [`ModelConfig`] (invalid configs cannot be constructed: every error names the JSON
+//! path and a fix), lowers it to an IR [`Program`] of typed ops over weights with shapes, init rules
+//! and optimizer groups, and counts parameters and FLOPs. The orchestrator uses it to validate every
+//! trial before launching; the runner executes the [`Program`] on MLX.
+//!
+//! * [`config`]: top-level and `training` fields, defaults, validation, learning-rate schedule.
+//! * [`blocks`]: one module per block type (`plain`, `swiglu`, `mlp`, `mamba`) and the registry.
+//! * [`ir`]: values, ops, weights and the shape-checking [`ir::Builder`].
+//! * [`model`]: lowering a whole model and [`Counts`].
+
+pub mod blocks;
+pub mod config;
+pub mod error;
+pub mod ir;
+pub mod json;
+pub mod model;
+
+pub use config::{ComputeDtype, ModelConfig, TrainingConfig};
+pub use error::ConfigError;
+pub use ir::Program;
+pub use model::Counts;

@@ -1,0 +1,247 @@
+//! Runs an IR [`Program`] on MLX: each op maps to a few MLX calls. Called inside `value_and_grad`
+//! and `compile`, so this interpreter runs only while MLX traces; the compiled graph replays without
+//! it.
+//!
+//! Precision: with `bfloat16` compute, weights are cast to bf16 on entry (master copies stay
+//! float32 outside), activations and matmuls run in bf16, and RMSNorm, the Mamba scan and the loss
+//! run in float32.
+
+use mixsweep_mlx::{Array, Dtype, Result, concatenate, random, where_};
+use mixsweep_model::ComputeDtype;
+use mixsweep_model::ir::{Activation, Op, Program, Source};
+
+/// Per-step log-decay floor of the chunked scan is `-SCAN_LOG_BUDGET / chunk`, so that `exp(-cumsum)`
+/// inside one chunk stays below e^64 in float32. With the default chunk of 8 the floor is -8: a
+/// channel keeps at least e^-8 ≈ 3.4e-4 of its state per step (the exact scan may keep less).
+pub const SCAN_LOG_BUDGET: f32 = 64.0;
+
+pub struct Executor<'p> {
+    pub program: &'p Program,
+    pub dtype: ComputeDtype,
+}
+
+/// Results of a forward pass.
+pub struct ForwardOutput {
+    /// Mean cross-entropy (float32 scalar); `None` when no targets were given.
+    pub loss: Option<Array>,
+    /// `[B, T, V]` logits in the compute dtype.
+    pub logits: Array,
+}
+
+impl<'p> Executor<'p> {
+    pub fn new(program: &'p Program, dtype: ComputeDtype) -> Self {
+        Executor { program, dtype }
+    }
+
+    fn compute_dtype(&self) -> Dtype {
+        match self.dtype {
+            ComputeDtype::Float32 => Dtype::F32,
+            ComputeDtype::Bfloat16 => Dtype::Bf16,
+        }
+    }
+
+    /// Forward pass. `dropout_key` (a PRNG key) turns on training mode; `None` is evaluation.
+    pub fn forward(
+        &self,
+        weights: &[Array],
+        tokens: &Array,
+        targets: Option<&Array>,
+        dropout_key: Option<&Array>,
+    ) -> Result<ForwardOutput> {
+        let p = self.program;
+        let dt = self.compute_dtype();
+        let mut env: Vec<Option<Array>> = vec![None; p.values.len()];
+        for (i, info) in p.values.iter().enumerate() {
+            match info.source {
+                Source::Weight(w) => {
+                    let a = &weights[w];
+                    env[i] = Some(if dt == Dtype::F32 { a.clone() } else { a.astype(dt)? });
+                }
+                Source::Tokens => env[i] = Some(tokens.clone()),
+                Source::Targets => {
+                    if let Some(t) = targets {
+                        env[i] = Some(t.clone())
+                    }
+                }
+                Source::Op(_) => {}
+            }
+        }
+        let dropout_keys = match (dropout_key, p.dropout_ops) {
+            (Some(k), n) if n > 0 => Some(random::split(k, n)?),
+            _ => None,
+        };
+        let get = |env: &Vec<Option<Array>>, v: mixsweep_model::ir::ValueId| -> Result<Array> {
+            env[v.0].clone().ok_or_else(|| {
+                mixsweep_mlx::Error::new(format!("IR value {} used before it was computed", p.values[v.0].name))
+            })
+        };
+        for op in &p.ops {
+            let (out, value) = match op {
+                Op::Embedding { table, tokens, out } => (out, get(&env, *table)?.take(&get(&env, *tokens)?, 0)?),
+                Op::Linear { x, weight, out } => (out, get(&env, *x)?.matmul(&get(&env, *weight)?)?),
+                Op::LinearTransposed { x, weight, out } => (out, get(&env, *x)?.matmul(&get(&env, *weight)?.t()?)?),
+                Op::RmsNorm { x, scale, eps, out } => (out, get(&env, *x)?.rms_norm(Some(&get(&env, *scale)?), *eps)?),
+                Op::Add { a, b, out } => (out, get(&env, *a)?.add(&get(&env, *b)?)?),
+                Op::Mul { a, b, out } => (out, get(&env, *a)?.mul(&get(&env, *b)?)?),
+                Op::Activation { x, kind, out } => (out, activation(&get(&env, *x)?, *kind)?),
+                Op::SliceLast { x, start, end, out } => (out, get(&env, *x)?.slice_axis(-1, *start, *end)?),
+                Op::SplitHeads { x, heads, out } => {
+                    let a = get(&env, *x)?;
+                    let s = a.shape();
+                    let (b, t, w) = (s[0] as i32, s[1] as i32, s[2] as i32);
+                    let h = *heads as i32;
+                    (out, a.reshape(&[b, t, h, w / h])?.transpose(&[0, 2, 1, 3])?)
+                }
+                Op::MergeHeads { x, out } => {
+                    let a = get(&env, *x)?;
+                    let s = a.shape();
+                    let (b, h, t, hd) = (s[0] as i32, s[1] as i32, s[2] as i32, s[3] as i32);
+                    (out, a.transpose(&[0, 2, 1, 3])?.reshape(&[b, t, h * hd])?)
+                }
+                Op::Rope { x, dims, base, adjacent_pairs, out } => {
+                    (out, get(&env, *x)?.rope(*dims, *adjacent_pairs, *base, 0)?)
+                }
+                Op::HeadGain { x, gain, out } => {
+                    let g = get(&env, *gain)?;
+                    let h = g.size() as i32;
+                    (out, get(&env, *x)?.mul(&g.reshape(&[1, h, 1, 1])?)?)
+                }
+                Op::Attention { q, k, v, scale, causal, out } => {
+                    let (q, k, v) = (get(&env, *q)?, get(&env, *k)?, get(&env, *v)?);
+                    (out, q.scaled_dot_product_attention(&k, &v, *scale, *causal)?)
+                }
+                Op::CausalConv1d { x, weight, bias, out } => {
+                    (out, causal_conv1d(&get(&env, *x)?, &get(&env, *weight)?, &get(&env, *bias)?)?)
+                }
+                Op::SelectiveScan { x, delta, a_log, b, c, d, chunk, out } => (
+                    out,
+                    selective_scan(
+                        &get(&env, *x)?,
+                        &get(&env, *delta)?,
+                        &get(&env, *a_log)?,
+                        &get(&env, *b)?,
+                        &get(&env, *c)?,
+                        &get(&env, *d)?,
+                        *chunk,
+                    )?,
+                ),
+                Op::Dropout { x, rate, ordinal, out } => {
+                    let a = get(&env, *x)?;
+                    match &dropout_keys {
+                        None => (out, a),
+                        Some(keys) => {
+                            let key = keys.slice_axis(0, *ordinal, ordinal + 1)?.reshape(&[2])?;
+                            (out, dropout(&a, *rate, &key)?)
+                        }
+                    }
+                }
+                Op::CrossEntropy { logits, targets, out } => {
+                    let Some(t) = env[targets.0].clone() else { continue };
+                    (out, cross_entropy(&get(&env, *logits)?, &t)?)
+                }
+            };
+            env[out.0] = Some(value);
+        }
+        let logits = get(&env, p.logits)?;
+        let loss = env[p.loss.0].clone();
+        Ok(ForwardOutput { loss, logits })
+    }
+}
+
+pub fn activation(x: &Array, kind: Activation) -> Result<Array> {
+    match kind {
+        Activation::Silu => x.mul(&x.sigmoid()?),
+        Activation::Gelu => x.mul(&x.mul_scalar(std::f32::consts::FRAC_1_SQRT_2)?.erf()?.add_scalar(1.0)?)?.mul_scalar(0.5),
+        Activation::GeluTanh => {
+            // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+            let inner = x.add(&x.mul(&x)?.mul(x)?.mul_scalar(0.044715)?)?.mul_scalar(0.797_884_6)?;
+            x.mul(&inner.tanh()?.add_scalar(1.0)?)?.mul_scalar(0.5)
+        }
+        Activation::Relu => x.maximum_scalar(0.0),
+        Activation::LeakyReluSquared { slope } => x.maximum(&x.mul_scalar(slope)?)?.square(),
+        Activation::Sigmoid => x.sigmoid(),
+        Activation::Softplus => x.logaddexp(&Array::scalar(0.0, x.dtype()?)?),
+    }
+}
+
+/// Inverted dropout: keeps each element with probability `1 - rate` and scales it by `1 / (1 - rate)`.
+pub fn dropout(x: &Array, rate: f32, key: &Array) -> Result<Array> {
+    let keep = random::bernoulli(1.0 - rate, &x.shape(), key)?;
+    let scaled = x.mul_scalar(1.0 / (1.0 - rate))?;
+    where_(&keep, &scaled, &Array::scalar(0.0, x.dtype()?)?)
+}
+
+/// Mean cross-entropy in float32 of `logits [..., V]` against integer `targets [...]`.
+pub fn cross_entropy(logits: &Array, targets: &Array) -> Result<Array> {
+    let logits = logits.astype(Dtype::F32)?;
+    let lse = logits.logsumexp(&[-1], false)?;
+    let picked = logits.take_along_axis(&targets.astype(Dtype::I32)?.expand_dims(-1)?, -1)?;
+    let picked = picked.reshape(&lse.shape().iter().map(|&d| d as i32).collect::<Vec<_>>())?;
+    lse.sub(&picked)?.mean_all()
+}
+
+/// `y_t = Σ_j w[j] · x_{t-K+1+j} + bias` over `x [B, T, C]`, `w [K, C]`.
+pub fn causal_conv1d(x: &Array, w: &Array, bias: &Array) -> Result<Array> {
+    let k = w.dim(0);
+    let t = x.dim(1);
+    let padded = x.pad_axis(1, k - 1, 0, 0.0)?;
+    let mut acc = bias.clone();
+    for j in 0..k {
+        let wj = w.slice_axis(0, j, j + 1)?; // [1, C], broadcasts over [B, T, C]
+        acc = acc.add(&padded.slice_axis(1, j, j + t)?.mul(&wj)?)?;
+    }
+    Ok(acc)
+}
+
+/// Mamba's selective scan, chunked: within a chunk of `chunk` steps the recurrence
+/// `h_t = exp(a_t) h_{t-1} + u_t` is solved in parallel as `h_t = e^{S_t} (h_0 + Σ_{s≤t} e^{-S_s} u_s)`
+/// with `S = cumsum(a)`; one sequential carry per chunk links the chunks. Runs in float32.
+pub fn selective_scan(
+    x: &Array,
+    delta: &Array,
+    a_log: &Array,
+    b: &Array,
+    c: &Array,
+    d: &Array,
+    chunk: usize,
+) -> Result<Array> {
+    let out_dtype = x.dtype()?;
+    let f = |a: &Array| a.astype(Dtype::F32);
+    let (x, delta, a_log, b, c, d) = (f(x)?, f(delta)?, f(a_log)?, f(b)?, f(c)?, f(d)?);
+    let (bsz, t, inner) = (x.dim(0), x.dim(1), x.dim(2));
+    let n = b.dim(-1);
+    let l = chunk.clamp(1, t.max(1));
+    let chunks = t.div_ceil(l);
+    let tp = chunks * l;
+    let pad = |a: &Array| if tp > t { a.pad_axis(1, 0, tp - t, 0.0) } else { Ok(a.clone()) };
+    let (xp, deltap, bp, cp) = (pad(&x)?, pad(&delta)?, pad(&b)?, pad(&c)?);
+
+    let a = a_log.exp()?.neg()?; // [I, N]
+    let floor = -SCAN_LOG_BUDGET / l as f32;
+    let log_decay = deltap.expand_dims(-1)?.mul(&a)?.maximum_scalar(floor)?; // [B, Tp, I, N]
+    let u = deltap.mul(&xp)?.expand_dims(-1)?.mul(&bp.expand_dims(2)?)?; // [B, Tp, I, N]
+    let shape5 = [bsz as i32, chunks as i32, l as i32, inner as i32, n as i32];
+    let log_decay = log_decay.reshape(&shape5)?;
+    let u = u.reshape(&shape5)?;
+    let s = log_decay.cumsum(2, false, true)?;
+    let es = s.exp()?;
+    let local = es.mul(&u.mul(&s.neg()?.exp()?)?.cumsum(2, false, true)?)?; // state with h_0 = 0
+
+    let decay_end = es.slice_axis(2, l - 1, l)?; // [B, C, 1, I, N]
+    let local_end = local.slice_axis(2, l - 1, l)?;
+    let mut carry = Array::zeros(&[bsz, 1, 1, inner, n], Dtype::F32)?;
+    let mut entering = Vec::with_capacity(chunks);
+    for ci in 0..chunks {
+        entering.push(carry.clone());
+        if ci + 1 < chunks {
+            carry = decay_end.slice_axis(1, ci, ci + 1)?.mul(&carry)?.add(&local_end.slice_axis(1, ci, ci + 1)?)?;
+        }
+    }
+    let refs: Vec<&Array> = entering.iter().collect();
+    let h0 = if chunks == 1 { entering[0].clone() } else { concatenate(&refs, 1)? };
+    let h = local.add(&es.mul(&h0)?)?; // [B, C, L, I, N]
+    let cc = cp.reshape(&[bsz as i32, chunks as i32, l as i32, 1, n as i32])?;
+    let y = h.mul(&cc)?.sum(&[-1], false)?.reshape(&[bsz as i32, tp as i32, inner as i32])?;
+    let y = if tp > t { y.slice_axis(1, 0, t)? } else { y };
+    y.add(&x.mul(&d)?)?.astype(out_dtype)
+}

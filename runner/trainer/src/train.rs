@@ -1,0 +1,447 @@
+//! The training loop: loads data, initialises or loads weights, runs the compiled step with the
+//! next batch prepared ahead, validates, logs (`metrics.jsonl`, progress lines) and writes
+//! `summary.json` and the final weights.
+//!
+//! Pipelining: step `s + 1` is submitted (`async_eval`) before step `s`'s loss is read back, so the
+//! device never waits on the host. A non-finite loss stops the run with status `diverged`. Ctrl-C
+//! stops after the current step with status `interrupted`, writing weights and summary.
+
+use crate::checkpoint;
+use crate::data::{self, HostBatch, Prefetcher, TokenStream};
+use crate::init::initial_weights;
+use crate::rng::derive;
+use crate::step::{OptimizerSpec, StepScalars, Steps, TrainState};
+use mixsweep_mlx::{Array, device};
+use mixsweep_model::{ConfigError, Counts, ModelConfig};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Why a run failed. `exit_code` separates what the user must fix (2) from runtime failures (1).
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Data(#[from] data::DataError),
+    #[error("{0}")]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error("{0}")]
+    Mlx(#[from] mixsweep_mlx::Error),
+    #[error("{message}")]
+    Diverged { message: String },
+    #[error("interrupted")]
+    Interrupted,
+    #[error("{0}")]
+    Io(String),
+}
+
+impl TrainError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            TrainError::Config(_) | TrainError::Data(_) | TrainError::Checkpoint(_) => 2,
+            TrainError::Interrupted => 130,
+            _ => 1,
+        }
+    }
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> TrainError {
+    TrainError::Io(format!("{what} {}: {e}", path.display()))
+}
+
+pub struct TrainOptions {
+    pub config: PathBuf,
+    pub train: String,
+    pub val: Option<String>,
+    pub out: Option<PathBuf>,
+    pub steps: Option<usize>,
+    pub safetensors_load: Option<PathBuf>,
+    pub safetensors_out: Option<PathBuf>,
+    pub device: Option<device::Device>,
+    pub compute_dtype: Option<mixsweep_model::ComputeDtype>,
+    pub quiet: bool,
+    /// Set by a signal handler to stop after the current step.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricsRecord {
+    pub step: usize,
+    pub train_loss: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens: u64,
+    pub tok_s: f64,
+    pub elapsed_s: f64,
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub name: String,
+    /// `completed`, `diverged`, `interrupted` or `failed`.
+    pub status: String,
+    pub steps: usize,
+    pub steps_completed: usize,
+    pub best_val_loss: Option<f64>,
+    pub final_val_loss: Option<f64>,
+    pub final_train_loss: Option<f64>,
+    pub params: usize,
+    pub flops_per_token: f64,
+    pub mean_tok_s: f64,
+    pub wall_time_s: f64,
+    pub peak_memory_bytes: usize,
+    pub device: String,
+    pub mlx_version: String,
+    pub compute_dtype: String,
+    pub config_hash: String,
+    pub tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
+    let tmp = path.with_extension("json.partial");
+    let text = serde_json::to_string_pretty(value).expect("summary serializes");
+    std::fs::write(&tmp, text + "\n").map_err(|e| io_err("cannot write", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err("cannot rename", path, e))
+}
+
+fn to_arrays(batch: &HostBatch, rows: usize, seq_len: usize) -> Result<(Array, Array), TrainError> {
+    Ok((Array::from_i32(&batch.tokens, &[rows, seq_len])?, Array::from_i32(&batch.targets, &[rows, seq_len])?))
+}
+
+fn format_duration(secs: f64) -> String {
+    let s = secs.round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m{:02}s", s / 3600, (s % 3600) / 60, s % 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Loads a config, printing nothing. Config errors name the file.
+pub fn load_config(path: &Path) -> Result<ModelConfig, TrainError> {
+    Ok(ModelConfig::load(path)?)
+}
+
+/// Whether step `s` (0-based) of `total` prints a progress line.
+fn is_log_step(s: usize, total: usize, every: usize) -> bool {
+    s == 0 || s + 1 == total || s % every == 0 || (s < every && s.is_power_of_two())
+}
+
+pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
+    let started = Instant::now();
+    let mut cfg = load_config(&opts.config)?;
+    if let Some(steps) = opts.steps {
+        if steps == 0 {
+            return Err(ConfigError::new("", "--steps must be > 0").into());
+        }
+        if cfg.training.lr_schedule_steps == cfg.training.steps {
+            cfg.training.lr_schedule_steps = steps;
+        }
+        cfg.training.steps = steps;
+        cfg.training.warmup_steps = cfg.training.warmup_steps.min(steps);
+    }
+    if let Some(d) = opts.compute_dtype {
+        cfg.training.compute_dtype = d;
+    }
+    let t = cfg.training.clone();
+    let (seq_len, rows) = (cfg.seq_len, t.batch_size(cfg.seq_len));
+
+    // Data first: bad data is an input error and should fail before any device work.
+    let train_files = data::expand_glob(&opts.train, "train")?;
+    let train_stream = TokenStream::load(train_files, cfg.vocab_size)?;
+    data::check_length(&train_stream, "training data", seq_len)?;
+    let val_stream = match &opts.val {
+        Some(glob) => Some(TokenStream::load(data::expand_glob(glob, "val")?, cfg.vocab_size)?),
+        None => match data::derive_val_glob(&opts.train) {
+            Some(g) => match data::expand_glob(&g, "val") {
+                Ok(files) => Some(TokenStream::load(files, cfg.vocab_size)?),
+                Err(_) => {
+                    eprintln!("  [{}] no validation set: {g:?} matches nothing (pass --val GLOB)", cfg.name);
+                    None
+                }
+            },
+            None => {
+                eprintln!(
+                    "  [{}] no validation set: the train glob has no `train` to replace with `val` (pass --val GLOB)",
+                    cfg.name
+                );
+                None
+            }
+        },
+    };
+    if let Some(v) = &val_stream {
+        data::check_length(v, "validation data", seq_len)?;
+    }
+
+    let out_dir = opts.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
+    std::fs::create_dir_all(&out_dir).map_err(|e| io_err("cannot create", &out_dir, e))?;
+    let weights_out = opts.safetensors_out.clone().unwrap_or_else(|| out_dir.join("model.safetensors"));
+
+    let device = device::select(opts.device)?;
+    let mlx_version = mixsweep_mlx::version()?;
+    let program = Arc::new(cfg.lower());
+    let counts = Counts::of(&program, &cfg.dims(), cfg.blocks.len());
+    if !opts.quiet {
+        println!(
+            "loaded config {:?}: model_dim={} vocab_size={} seq_len={} blocks={}",
+            cfg.name,
+            cfg.model_dim,
+            cfg.vocab_size,
+            seq_len,
+            cfg.blocks.len()
+        );
+        println!(
+            "  training: steps={} lr={} grad_clip={} weight_decay={} seed={} batch_tokens={} compute_dtype={}",
+            t.steps,
+            t.lr,
+            t.grad_clip,
+            t.matrix.weight_decay,
+            t.seed,
+            t.batch_tokens,
+            t.compute_dtype.as_str()
+        );
+        println!(
+            "  [{}] IR program: {} ops, {} weights, {} params, {:.2} MFLOP/token; device={device} mlx={mlx_version}",
+            cfg.name,
+            counts.ir_ops,
+            counts.weights,
+            counts.params,
+            counts.train_flops_per_token / 1e6
+        );
+    }
+
+    let host_weights = match &opts.safetensors_load {
+        Some(p) => {
+            let w = checkpoint::load(p, &program.weights)?;
+            if !opts.quiet {
+                println!("  [{}] loaded {} weights from {}", cfg.name, w.len(), p.display());
+            }
+            w
+        }
+        None => initial_weights(&program.weights, t.seed),
+    };
+    let params = program
+        .weights
+        .iter()
+        .zip(&host_weights)
+        .map(|(s, v)| Array::from_f32(v, &s.shape))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut state = TrainState::new(params)?;
+    let spec = OptimizerSpec::new(&cfg, &program);
+    let mut steps = Steps::new(program.clone(), t.compute_dtype, spec)?;
+    mixsweep_mlx::memory::reset_peak()?;
+
+    let val_batches: Vec<(Array, Array)> = match &val_stream {
+        Some(v) => data::validation_batches(v, t.val_batches, rows, seq_len)
+            .iter()
+            .map(|b| to_arrays(b, rows, seq_len))
+            .collect::<Result<_, _>>()?,
+        None => vec![],
+    };
+
+    let metrics_path = out_dir.join("metrics.jsonl");
+    let mut metrics = std::fs::File::create(&metrics_path).map_err(|e| io_err("cannot create", &metrics_path, e))?;
+    let mut summary = Summary {
+        name: cfg.name.clone(),
+        status: "running".into(),
+        steps: t.steps,
+        steps_completed: 0,
+        best_val_loss: None,
+        final_val_loss: None,
+        final_train_loss: None,
+        params: counts.params,
+        flops_per_token: counts.train_flops_per_token,
+        mean_tok_s: 0.0,
+        wall_time_s: 0.0,
+        peak_memory_bytes: 0,
+        device: device.to_string(),
+        mlx_version,
+        compute_dtype: t.compute_dtype.as_str().into(),
+        config_hash: cfg.config_hash.clone(),
+        tokens: 0,
+        error: None,
+    };
+
+    let evaluate = |steps: &mut Steps, params: &[Array]| -> Result<Option<f64>, TrainError> {
+        if val_batches.is_empty() {
+            return Ok(None);
+        }
+        let mut total = 0f64;
+        for (x, y) in &val_batches {
+            total += steps.eval_loss(params, x, y)?.item_f32()? as f64;
+        }
+        Ok(Some(total / val_batches.len() as f64))
+    };
+
+    let prefetch = Prefetcher::start(train_stream, t.seed, 0..t.steps, rows, seq_len);
+    let tokens_per_step = (rows * seq_len) as u64;
+    let mut first_done: Option<Instant> = None;
+    let mut pending: Option<(usize, Array, Array, Option<f64>)> = None;
+    let mut outcome: Result<(), TrainError> = Ok(());
+
+    // Reads a finished step's loss and logs it.
+    let mut finish_step = |s: usize,
+                           loss: &Array,
+                           norm: &Array,
+                           val: Option<f64>,
+                           first_done: &mut Option<Instant>,
+                           summary: &mut Summary|
+     -> Result<(), TrainError> {
+        let loss_v = loss.item_f32()? as f64;
+        summary.steps_completed = s + 1;
+        summary.tokens = (s as u64 + 1) * tokens_per_step;
+        summary.final_train_loss = Some(loss_v);
+        if first_done.is_none() {
+            *first_done = Some(Instant::now());
+        }
+        if !loss_v.is_finite() {
+            return Err(TrainError::Diverged {
+                message: format!("loss is {loss_v} at step {s} (diverged; lower training.lr or set training.grad_clip)"),
+            });
+        }
+        if is_log_step(s, t.steps, t.log_every) || val.is_some() {
+            let steady = first_done.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
+            let tok_s = if s > 0 && steady > 0.0 { (s as u64 * tokens_per_step) as f64 / steady } else { 0.0 };
+            let lr = t.lr * t.lr_scale(s);
+            let grad_norm = norm.item_f32()? as f64;
+            let elapsed = started.elapsed().as_secs_f64();
+            let record = MetricsRecord {
+                step: s,
+                train_loss: loss_v,
+                val_loss: val,
+                lr,
+                grad_norm,
+                tokens: summary.tokens,
+                tok_s,
+                elapsed_s: elapsed,
+            };
+            let line = serde_json::to_string(&record).expect("record serializes");
+            writeln!(metrics, "{line}").and_then(|_| metrics.flush()).map_err(|e| io_err("cannot write", &metrics_path, e))?;
+            if !opts.quiet {
+                let val_s = val.map(|v| format!(" val={v:.4}")).unwrap_or_default();
+                let eta = if s > 0 {
+                    format!(", ~{} remaining", format_duration(steady / s as f64 * (t.steps - s - 1) as f64))
+                } else {
+                    String::new()
+                };
+                println!(
+                    "  [{}] step {s}/{} loss={loss_v:.4}{val_s} lr={lr:.6} tok/s={tok_s:.0} ({elapsed:.1}s{eta})",
+                    cfg.name, t.steps
+                );
+            }
+        }
+        Ok(())
+    };
+
+    for s in 0..t.steps {
+        if opts.stop.load(Ordering::SeqCst) {
+            outcome = Err(TrainError::Interrupted);
+            break;
+        }
+        // Validation on the weights after `s` updates, at mixlab's cadence.
+        let val = if t.val_every > 0 && s % t.val_every == 0 { evaluate(&mut steps, &state.params)? } else { None };
+        if let Some(v) = val {
+            summary.best_val_loss = Some(summary.best_val_loss.map_or(v, |b: f64| b.min(v)));
+            summary.final_val_loss = Some(v);
+        }
+        let batch = prefetch.next(s);
+        let (x, y) = to_arrays(&batch, rows, seq_len)?;
+        let scalars = StepScalars {
+            lr_scale: t.lr_scale(s) as f32,
+            t: s as u64 + 1,
+            dropout_seed: derive(t.seed, 1 << 40 | s as u64),
+        };
+        let (loss, norm) = steps.train_step(&mut state, &x, &y, &scalars)?;
+        let mut to_eval: Vec<&Array> = vec![&loss, &norm];
+        to_eval.extend(state.arrays());
+        mixsweep_mlx::async_eval(&to_eval)?;
+        if let Some((ps, pl, pn, pv)) = pending.take() {
+            if let Err(e) = finish_step(ps, &pl, &pn, pv, &mut first_done, &mut summary) {
+                outcome = Err(e);
+                break;
+            }
+        }
+        pending = Some((s, loss, norm, val));
+    }
+    if let Some((ps, pl, pn, pv)) = pending.take() {
+        if outcome.is_ok() {
+            outcome = finish_step(ps, &pl, &pn, pv, &mut first_done, &mut summary);
+        }
+    }
+    if outcome.is_ok() && summary.steps_completed == t.steps {
+        let val = evaluate(&mut steps, &state.params)?;
+        if let Some(v) = val {
+            summary.best_val_loss = Some(summary.best_val_loss.map_or(v, |b: f64| b.min(v)));
+            summary.final_val_loss = Some(v);
+            let line = serde_json::json!({"step": t.steps, "val_loss": v, "tokens": summary.tokens,
+                "elapsed_s": started.elapsed().as_secs_f64()});
+            writeln!(metrics, "{line}").map_err(|e| io_err("cannot write", &metrics_path, e))?;
+            if !opts.quiet {
+                println!("  [{}] completed_steps={} val={v:.4}", cfg.name, t.steps);
+            }
+        }
+    }
+
+    let steady = first_done.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
+    summary.mean_tok_s = if summary.steps_completed > 1 && steady > 0.0 {
+        ((summary.steps_completed - 1) as u64 * tokens_per_step) as f64 / steady
+    } else {
+        0.0
+    };
+    summary.wall_time_s = started.elapsed().as_secs_f64();
+    summary.peak_memory_bytes = mixsweep_mlx::memory::stats().map(|s| s.peak).unwrap_or(0);
+    summary.status = match &outcome {
+        Ok(()) => "completed",
+        Err(TrainError::Diverged { .. }) => "diverged",
+        Err(TrainError::Interrupted) => "interrupted",
+        Err(_) => "failed",
+    }
+    .into();
+    if let Err(e) = &outcome {
+        summary.error = Some(e.to_string());
+    }
+
+    // Keep the weights of every run that got anywhere (a diverged run's are not finite: skip them).
+    if !matches!(outcome, Err(TrainError::Diverged { .. })) && summary.steps_completed > 0 {
+        let host: Vec<Vec<f32>> = state.params.iter().map(|p| p.to_vec_f32()).collect::<Result<_, _>>()?;
+        let mut meta = HashMap::new();
+        meta.insert("name".to_string(), cfg.name.clone());
+        meta.insert("config_hash".to_string(), cfg.config_hash.clone());
+        meta.insert("steps".to_string(), summary.steps_completed.to_string());
+        meta.insert("format".to_string(), "mixsweep_v1".to_string());
+        checkpoint::save(&weights_out, &program.weights, &host, meta)?;
+        if !opts.quiet {
+            println!("exported safetensors to {} ({} tensors)", weights_out.display(), host.len());
+        }
+    }
+    write_json_atomic(&out_dir.join("summary.json"), &summary)?;
+    if !opts.quiet {
+        let first = "";
+        let _ = first;
+        println!(
+            "  [{}] {}: steps={}/{} final_train={} best_val={} tok/s={:.0} wall={}",
+            cfg.name,
+            summary.status,
+            summary.steps_completed,
+            t.steps,
+            summary.final_train_loss.map_or("n/a".into(), |v| format!("{v:.4}")),
+            summary.best_val_loss.map_or("n/a".into(), |v| format!("{v:.4}")),
+            summary.mean_tok_s,
+            format_duration(summary.wall_time_s)
+        );
+    }
+    outcome.map(|_| summary)
+}
