@@ -174,4 +174,5 @@ unsafe extern "C" {
     pub fn msx_compiled_call(c: *mut msx_compiled, inputs: *const msx_vec, out: *mut msx_vec) -> c_int;
     pub fn msx_compiled_free(c: *mut msx_compiled);
     pub fn msx_set_compile_enabled(enabled: c_int) -> c_int;
+    pub fn msx_export_dot(outputs: *const msx_vec, path: *const c_char) -> c_int;
 }

@@ -76,3 +76,11 @@ pub fn async_eval(arrays: &[&Array]) -> Result<()> {
     let v = array::ArrayVec::from_refs(arrays);
     check(unsafe { ffi::msx_async_eval(v.as_ptr()) })
 }
+
+/// Writes the (lazy) graph that computes `arrays` to a Graphviz DOT file, for debugging and for
+/// counting the operations a step launches.
+pub fn export_dot(arrays: &[&Array], path: &std::path::Path) -> Result<()> {
+    let v = array::ArrayVec::from_refs(arrays);
+    let p = std::ffi::CString::new(path.to_string_lossy().as_bytes()).map_err(|_| Error::new("path has a NUL byte"))?;
+    check(unsafe { ffi::msx_export_dot(v.as_ptr(), p.as_ptr()) })
+}

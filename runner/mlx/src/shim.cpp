@@ -21,6 +21,9 @@
 #include "mlx/compile_impl.h"
 #include "mlx/device.h"
 #include "mlx/fast.h"
+#include "mlx/graph_utils.h"
+#include <fstream>
+#include <sstream>
 #include "mlx/memory.h"
 #include "mlx/ops.h"
 #include "mlx/random.h"
@@ -522,6 +525,15 @@ void msx_compiled_free(msx_compiled* c) {
   } catch (...) {
   }
   delete c;
+}
+
+// Writes the graph of `outputs` (primitives and their inputs) in Graphviz DOT form.
+int msx_export_dot(const msx_vec* outputs, const char* path) {
+  MSX_TRY
+  std::ofstream f(path);
+  if (!f) throw std::runtime_error(std::string("cannot open ") + path);
+  mx::export_to_dot(f, *outputs);
+  MSX_CATCH
 }
 
 int msx_set_compile_enabled(int enabled) {

@@ -65,8 +65,17 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// The closest candidate to `key`, if it is plausibly a typo.
+/// The closest candidate to `key`, if it is plausibly a typo. Candidates sharing a word with the key
+/// (`lr_warmup` and `warmup_steps` share `warmup`) are preferred over mere edit-distance neighbours.
 pub(crate) fn nearest<'a>(key: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let words: Vec<&str> = key.split('_').filter(|w| w.len() >= 4).collect();
+    let sharing = candidates
+        .iter()
+        .filter(|c| c.split('_').any(|cw| words.contains(&cw)))
+        .min_by_key(|c| edit_distance(key, c));
+    if let Some(c) = sharing {
+        return Some(c);
+    }
     candidates
         .iter()
         .map(|c| (edit_distance(key, c), *c))

@@ -169,7 +169,19 @@ fn smoke(d: DeviceArg) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// MLX's CUDA backend replays command buffers as CUDA graphs of at most `MLX_MAX_OPS_PER_BUFFER`
+/// nodes and keeps `MLX_CUDA_GRAPH_CACHE_SIZE` (default 100) of them. A compiled train step has more
+/// segments than that, so the default cache is re-captured every step; raise it unless the user set it.
+/// Must run before MLX reads its environment (before any MLX call).
+fn tune_mlx_environment() {
+    if std::env::var_os("MLX_CUDA_GRAPH_CACHE_SIZE").is_none() {
+        // SAFETY: called first thing in main, before any other thread exists.
+        unsafe { std::env::set_var("MLX_CUDA_GRAPH_CACHE_SIZE", "2000") };
+    }
+}
+
 fn main() -> ExitCode {
+    tune_mlx_environment();
     let cli = Cli::parse();
     let result: Result<(), (i32, String)> = match cli.command {
         Command::Train { config, train: train_glob, val, out, steps, safetensors_load, safetensors_out, device: d, compute_dtype, quiet } => {

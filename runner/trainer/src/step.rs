@@ -139,6 +139,8 @@ pub fn adamw_update(
 
 /// The compiled train and eval functions of one model.
 pub struct Steps {
+    /// How many times the train step was traced (1 unless input shapes change).
+    pub traces: Arc<std::sync::atomic::AtomicUsize>,
     train: Compiled,
     eval: Compiled,
     n: usize,
@@ -150,8 +152,11 @@ impl Steps {
         let n = program.weights.len();
         let train_program = program.clone();
         let train_spec = spec.clone();
+        let traces = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let trace_counter = traces.clone();
         let train = Compiled::new(
             move |ins: &[Array]| {
+                trace_counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let exec = Executor::new(&train_program, dtype);
                 let (params, rest) = ins.split_at(n);
                 let (m, rest) = rest.split_at(n);
@@ -186,7 +191,7 @@ impl Steps {
             },
             false,
         )?;
-        Ok(Steps { train, eval, n, spec })
+        Ok(Steps { traces, train, eval, n, spec })
     }
 
     /// One optimizer step; replaces `state` and returns `(loss, grad_norm)` (lazy arrays).
@@ -227,5 +232,37 @@ impl Steps {
         ins.push(tokens.clone());
         ins.push(targets.clone());
         Ok(self.eval.call(&ins)?.remove(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(src: &str) -> (ModelConfig, Arc<Program>, Vec<Array>) {
+        let cfg = ModelConfig::from_jsonc(src).unwrap();
+        let p = Arc::new(cfg.lower());
+        let host = crate::init::initial_weights(&p.weights, 1);
+        let w = p.weights.iter().zip(&host).map(|(s, v)| Array::from_f32(v, &s.shape).unwrap()).collect();
+        (cfg, p, w)
+    }
+
+    #[test]
+    fn compiled_step_uses_each_steps_dropout_key() {
+        let (cfg, p, w) = setup(
+            r#"{"model_dim":16,"vocab_size":32,"seq_len":8,"dropout":0.5,
+                "blocks":[{"type":"plain","heads":2}],"training":{"batch_tokens":16}}"#,
+        );
+        let mut steps = Steps::new(p.clone(), ComputeDtype::Float32, OptimizerSpec::new(&cfg, &p)).unwrap();
+        let toks = Array::from_i32(&(0..16).map(|i| i % 32).collect::<Vec<_>>(), &[2, 8]).unwrap();
+        let mut loss_with = |seed: u64| {
+            let mut st = TrainState::new(w.clone()).unwrap();
+            let s = StepScalars { lr_scale: 0.0, t: 1, dropout_seed: seed };
+            steps.train_step(&mut st, &toks, &toks, &s).unwrap().0.item_f32().unwrap()
+        };
+        let (a, b, c) = (loss_with(1), loss_with(2), loss_with(1));
+        assert_ne!(a, b, "different dropout keys must give different losses");
+        assert_eq!(a, c);
+        assert_eq!(steps.traces.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 }

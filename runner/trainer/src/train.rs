@@ -291,6 +291,11 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
     let mut first_done: Option<Instant> = None;
     let mut pending: Option<(usize, Array, Array, Option<f64>)> = None;
     let mut outcome: Result<(), TrainError> = Ok(());
+    // MIXSWEEP_TIMING=1: host time spent submitting steps vs waiting for the device.
+    let timing = std::env::var("MIXSWEEP_TIMING").is_ok_and(|v| v == "1");
+    let (mut submit_s, mut wait_s) = (0f64, 0f64);
+    // MIXSWEEP_SYNC=1: evaluate each step before submitting the next (no pipelining).
+    let sync_steps = std::env::var("MIXSWEEP_SYNC").is_ok_and(|v| v == "1");
 
     // Reads a finished step's loss and logs it.
     let mut finish_step = |s: usize,
@@ -364,15 +369,27 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
             t: s as u64 + 1,
             dropout_seed: derive(t.seed, 1 << 40 | s as u64),
         };
+        let submit = Instant::now();
         let (loss, norm) = steps.train_step(&mut state, &x, &y, &scalars)?;
         let mut to_eval: Vec<&Array> = vec![&loss, &norm];
         to_eval.extend(state.arrays());
-        mixsweep_mlx::async_eval(&to_eval)?;
+        if sync_steps {
+            mixsweep_mlx::eval(&to_eval)?;
+        } else {
+            mixsweep_mlx::async_eval(&to_eval)?;
+        }
+        let wait = Instant::now();
+        if s > 0 {
+            submit_s += (wait - submit).as_secs_f64();
+        }
         if let Some((ps, pl, pn, pv)) = pending.take() {
             if let Err(e) = finish_step(ps, &pl, &pn, pv, &mut first_done, &mut summary) {
                 outcome = Err(e);
                 break;
             }
+        }
+        if s > 0 {
+            wait_s += wait.elapsed().as_secs_f64();
         }
         pending = Some((s, loss, norm, val));
     }
@@ -381,6 +398,7 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
             outcome = finish_step(ps, &pl, &pn, pv, &mut first_done, &mut summary);
         }
     }
+    let steady = first_done.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
     if outcome.is_ok() && summary.steps_completed == t.steps {
         let val = evaluate(&mut steps, &state.params)?;
         if let Some(v) = val {
@@ -395,13 +413,22 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
         }
     }
 
-    let steady = first_done.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
     summary.mean_tok_s = if summary.steps_completed > 1 && steady > 0.0 {
         ((summary.steps_completed - 1) as u64 * tokens_per_step) as f64 / steady
     } else {
         0.0
     };
     summary.wall_time_s = started.elapsed().as_secs_f64();
+    if timing && summary.steps_completed > 1 {
+        let n = (summary.steps_completed - 1) as f64;
+        eprintln!(
+            "  [{}] [timing] per step: submit={:.2}ms wait={:.2}ms traces={}",
+            cfg.name,
+            submit_s / n * 1e3,
+            wait_s / n * 1e3,
+            steps.traces.load(Ordering::Relaxed)
+        );
+    }
     summary.peak_memory_bytes = mixsweep_mlx::memory::stats().map(|s| s.peak).unwrap_or(0);
     summary.status = match &outcome {
         Ok(()) => "completed",
@@ -429,8 +456,6 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
     }
     write_json_atomic(&out_dir.join("summary.json"), &summary)?;
     if !opts.quiet {
-        let first = "";
-        let _ = first;
         println!(
             "  [{}] {}: steps={}/{} final_train={} best_val={} tok/s={:.0} wall={}",
             cfg.name,

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# GPU benchmark: mixsweep-runner against the reference trainers, in one machine session.
+#
+# Runs on the GPU machine (see BENCHMARKS.md for how it is launched with the device tool):
+#   source .gpu/b/install.sh && bash scripts/bench_gpu.sh
+# Expects: $RUNNER (default .gpu/b/mixsweep-runner), the tiny Shakespeare text at $TEXT
+# (default .gpu/b/input.txt), the reference scripts in .gpu/b/bench/, and $OUT for results.
+set -u
+RUNNER=${RUNNER:-.gpu/b/mixsweep-runner}
+TEXT=${TEXT:-.gpu/b/input.txt}
+OUT=${OUT:-/tmp/mixsweep-bench}
+PARTS=${PARTS:-refs,ours,full}
+mkdir -p "$OUT"
+log() { echo "### $*" | tee -a "$OUT/bench.log"; }
+run() { log "$*"; "$@" 2>&1 | tee -a "$OUT/bench.log"; }
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+run "$RUNNER" smoke --device gpu || exit 1
+run "$RUNNER" prepare --byte-level --input "$TEXT" --output /tmp/shakespeare_char
+TRAIN='/tmp/shakespeare_char/train_*.bin'
+
+if [[ $PARTS == *refs* ]]; then
+  (cd .gpu/b/bench && run python3 gpt_mlx.py fp32 && run python3 gpt_mlx.py bf16 \
+    && run python3 gpt_torch.py bf16 compile && run python3 gpt_torch.py fp32 compile)
+fi
+if [[ $PARTS == *ours* ]]; then
+  for dtype in float32 bfloat16; do
+    run "$RUNNER" train --config scripts/bench/gpt_bench.json --train "$TRAIN" --device gpu \
+      --compute-dtype $dtype --out "$OUT/bench_$dtype"
+  done
+  for cfg in gqa_shakespeare mamba_shakespeare; do
+    run "$RUNNER" train --config examples/$cfg.json --train "$TRAIN" --device gpu --steps 300 \
+      --compute-dtype bfloat16 --out "$OUT/${cfg}_300"
+  done
+fi
+if [[ $PARTS == *full* ]]; then
+  for dtype in bfloat16 float32; do
+    run "$RUNNER" train --config examples/nanogpt_shakespeare.json --train "$TRAIN" --device gpu \
+      --compute-dtype $dtype --out "$OUT/nanogpt_$dtype"
+  done
+fi
+for f in "$OUT"/*/summary.json; do echo "== $f"; cat "$f"; done > "$OUT/summaries.txt"
