@@ -1,0 +1,63 @@
+//! Helpers for the end-to-end tests: the real binary, data from ../shared, temp configs.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+pub fn runner() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mixsweep-runner"))
+}
+
+/// Byte-level tiny Shakespeare shards, prepared once per test binary with the real `prepare`.
+pub fn shakespeare() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let text = root().join("../shared/data/tinyshakespeare/input.txt");
+        assert!(text.is_file(), "tests need {} (CI has ../shared beside the checkout)", text.display());
+        let dir = std::env::temp_dir().join(format!("mixsweep-shakespeare-{}", std::process::id()));
+        let out = runner()
+            .args(["prepare", "--byte-level", "--input"])
+            .arg(&text)
+            .arg("--output")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "prepare failed: {}", String::from_utf8_lossy(&out.stderr));
+        dir
+    })
+}
+
+pub fn train_glob() -> String {
+    format!("{}/train_*.bin", shakespeare().display())
+}
+
+/// Reads an example config (JSONC), applies `edit` to its JSON, writes it to `dir/name.json`.
+pub fn config_from_example(example: &str, dir: &Path, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let src = std::fs::read_to_string(root().join("examples").join(example)).unwrap();
+    let mut v = mixsweep_model::json::parse_jsonc(&src).unwrap();
+    edit(&mut v);
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    path
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+pub fn metrics(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
