@@ -6,7 +6,7 @@
 //! float32 outside), activations and matmuls run in bf16, and RMSNorm, the Mamba scan and the loss
 //! run in float32.
 
-use mixsweep_mlx::{Array, Dtype, Result, concatenate, random, where_};
+use mixsweep_mlx::{Array, Dtype, Result, random, where_};
 use mixsweep_model::ComputeDtype;
 use mixsweep_model::ir::{Activation, Op, Program, Source};
 
@@ -77,7 +77,17 @@ impl<'p> Executor<'p> {
         };
         for op in &p.ops {
             let (out, value) = match op {
-                Op::Embedding { table, tokens, out } => (out, get(&env, *table)?.take(&get(&env, *tokens)?, 0)?),
+                Op::Embedding { table, tokens, out } => {
+                    // Gather from the float32 master table and cast the rows: the backward pass is then
+                    // a float32 scatter-add. In bf16 the scatter-add of skewed real token ids (spaces,
+                    // 'e', ...) into a small table serialises on emulated bf16 atomics.
+                    let master = match p.values[table.0].source {
+                        Source::Weight(w) => weights[w].clone(),
+                        _ => get(&env, *table)?,
+                    };
+                    let rows = master.take(&get(&env, *tokens)?, 0)?;
+                    (out, if rows.dtype()? == dt { rows } else { rows.astype(dt)? })
+                }
                 Op::Linear { x, weight, out } => (out, get(&env, *x)?.matmul(&get(&env, *weight)?)?),
                 Op::LinearTransposed { x, weight, out } => (out, get(&env, *x)?.matmul(&get(&env, *weight)?.t()?)?),
                 Op::RmsNorm { x, scale, eps, out } => (out, get(&env, *x)?.rms_norm(Some(&get(&env, *scale)?), *eps)?),
@@ -198,7 +208,7 @@ pub fn causal_conv1d(x: &Array, w: &Array, bias: &Array) -> Result<Array> {
 
 /// Mamba's selective scan, chunked: within a chunk of `chunk` steps the recurrence
 /// `h_t = exp(a_t) h_{t-1} + u_t` is solved in parallel as `h_t = e^{S_t} (h_0 + Σ_{s≤t} e^{-S_s} u_s)`
-/// with `S = cumsum(a)`; one sequential carry per chunk links the chunks. Runs in float32.
+/// with `S = cumsum(a)`; a log-depth scan over chunk end states links the chunks. Runs in float32.
 pub fn selective_scan(
     x: &Array,
     delta: &Array,
@@ -241,16 +251,21 @@ pub fn selective_scan(
 
     let decay_end = es.slice_axis(2, l - 1, l)?; // [B, C, 1, I, N]
     let local_end = local.slice_axis(2, l - 1, l)?;
-    let mut carry = Array::zeros(&[bsz, 1, 1, inner, n], Dtype::F32)?;
-    let mut entering = Vec::with_capacity(chunks);
-    for ci in 0..chunks {
-        entering.push(carry.clone());
-        if ci + 1 < chunks {
-            carry = decay_end.slice_axis(1, ci, ci + 1)?.mul(&carry)?.add(&local_end.slice_axis(1, ci, ci + 1)?)?;
-        }
+    // Carries between chunks: an inclusive Hillis-Steele scan over the chunk axis of
+    // H_c = decay_c · H_{c-1} + local_end_c (log2(chunks) vectorised steps, products of decays <= 1),
+    // then shifted by one so chunk c starts from H_{c-1}.
+    let shift = |a: &Array, k: usize, fill: f32| -> Result<Array> {
+        a.slice_axis(1, 0, chunks - k)?.pad_axis(1, k, 0, fill)
+    };
+    let (mut decay, mut carry) = (decay_end, local_end);
+    let mut k = 1;
+    while k < chunks {
+        let carry_next = carry.add(&decay.mul(&shift(&carry, k, 0.0)?)?)?;
+        decay = decay.mul(&shift(&decay, k, 1.0)?)?;
+        carry = carry_next;
+        k *= 2;
     }
-    let refs: Vec<&Array> = entering.iter().collect();
-    let h0 = if chunks == 1 { entering[0].clone() } else { concatenate(&refs, 1)? };
+    let h0 = if chunks == 1 { Array::zeros(&carry.shape(), Dtype::F32)? } else { shift(&carry, 1, 0.0)? };
     let h = local.add(&es.mul(&h0)?)?; // [B, C, L, I, N]
     let cc = cp.reshape(&[bsz as i32, chunks as i32, l as i32, 1, n as i32])?;
     let y = h.mul(&cc)?.sum(&[-1], false)?.reshape(&[bsz as i32, tp as i32, inner as i32])?;

@@ -3,7 +3,7 @@
 //! The runner half of mixsweep. It executes the IR of a [`mixsweep_model::ModelConfig`] on MLX
 //! (through `mixsweep-mlx`), on the CPU, CUDA or Metal, with the whole train step compiled.
 //!
-//! * [`data`]: token shards, globs, batch sampling and prefetch.
+//! * [`data`]: token shards, globs, batch sampling, the device-resident stream.
 //! * [`init`], [`rng`]: deterministic host-side weight init.
 //! * [`executor`]: IR ops -> MLX ops (incl. the chunked Mamba scan).
 //! * [`step`]: the compiled train step (AdamW, clipping) and eval step.

@@ -7,7 +7,7 @@
 //! stops after the current step with status `interrupted`, writing weights and summary.
 
 use crate::checkpoint;
-use crate::data::{self, HostBatch, Prefetcher, TokenStream};
+use crate::data::{self, DeviceStream, HostBatch, TokenStream};
 use crate::init::initial_weights;
 use crate::rng::derive;
 use crate::step::{OptimizerSpec, StepScalars, Steps, TrainState};
@@ -286,7 +286,8 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
         Ok(Some(total / val_batches.len() as f64))
     };
 
-    let prefetch = Prefetcher::start(train_stream, t.seed, 0..t.steps, rows, seq_len);
+    // The training tokens live on the device; each step uploads only its row offsets.
+    let device_stream = DeviceStream::upload(&train_stream, seq_len)?;
     let tokens_per_step = (rows * seq_len) as u64;
     let mut first_done: Option<Instant> = None;
     let mut pending: Option<(usize, Array, Array, Option<f64>)> = None;
@@ -362,8 +363,8 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
             summary.best_val_loss = Some(summary.best_val_loss.map_or(v, |b: f64| b.min(v)));
             summary.final_val_loss = Some(v);
         }
-        let batch = prefetch.next(s);
-        let (x, y) = to_arrays(&batch, rows, seq_len)?;
+        let offsets = data::train_offsets(t.seed, s, train_stream.len(), rows, seq_len);
+        let (x, y) = device_stream.batch(&offsets)?;
         let scalars = StepScalars {
             lr_scale: t.lr_scale(s) as f32,
             t: s as u64 + 1,
