@@ -10,6 +10,7 @@
 //! * [`blocks`]: one module per block type (`plain`, `swiglu`, `mlp`, `mamba`) and the registry.
 //! * [`ir`]: values, ops, weights and the shape-checking [`ir::Builder`].
 //! * [`model`]: lowering a whole model and [`Counts`].
+//! * [`rng`]: SplitMix64, shared by weight init, batch sampling and sweep sampling.
 
 pub mod blocks;
 pub mod config;
@@ -17,8 +18,13 @@ pub mod error;
 pub mod ir;
 pub mod json;
 pub mod model;
+pub mod rng;
 
 pub use config::{ComputeDtype, ModelConfig, TrainingConfig};
 pub use error::ConfigError;
 pub use ir::Program;
 pub use model::Counts;
+
+/// Version of the runner's training semantics; part of every trial id, so that results from an older
+/// runner are not mistaken for results of this one.
+pub const RUNNER_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -16,6 +16,6 @@ pub mod data;
 pub mod executor;
 pub mod init;
 pub mod prepare;
-pub mod rng;
+pub use mixsweep_model::rng;
 pub mod step;
 pub mod train;
