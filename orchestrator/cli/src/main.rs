@@ -1,6 +1,10 @@
-//! `mixsweep`: the command users type. This version has `plan` (expand and validate a sweep, print the
-//! trial table, run nothing); `run`, `results` and `status` come with the local backend and storage.
-//! Exit codes: 0 ok, 2 the sweep or a config in it is invalid.
+//! `mixsweep`: the command users type.
+//! * `plan`: expand and validate a sweep, print the trial table with each trial's state, run nothing.
+//! * `run`: run the trials that are not done on the local backend, then print the ranked table.
+//! Exit codes: 0 ok, 1 some trials failed, 2 the sweep or a config in it is invalid, 130 interrupted.
+
+mod run;
+mod storage;
 
 use clap::{Parser, Subcommand};
 use mixsweep_sweep::Sweep;
@@ -22,6 +26,25 @@ enum Command {
         /// Print the trials (with their full configs) as JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// Storage root to read trial states from (default: the sweep's `storage`, else ./mixsweep-runs).
+        #[arg(long)]
+        storage: Option<String>,
+    },
+    /// Run a sweep's unfinished trials (local runner processes) and print the ranked results.
+    Run {
+        sweep: PathBuf,
+        /// Storage root (default: the sweep's `storage`, else ./mixsweep-runs).
+        #[arg(long)]
+        storage: Option<String>,
+        /// Trials at a time (default: the sweep's max_parallel, else one per GPU, else 1).
+        #[arg(long)]
+        max_parallel: Option<usize>,
+        /// `all` runs done trials again too; `failed` (the default behaviour) reruns failed and interrupted ones.
+        #[arg(long, value_parser = ["failed", "all"])]
+        rerun: Option<String>,
+        /// No live view; only errors.
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -37,12 +60,13 @@ fn human(n: f64) -> String {
     }
 }
 
-fn print_table(s: &Sweep) {
-    let headers = ["trial", "variant", "overrides", "seed", "params", "FLOPs/token", "steps"];
-    let rows: Vec<[String; 7]> = s
+fn print_table(s: &Sweep, states: &[&str]) {
+    let headers = ["trial", "variant", "overrides", "seed", "params", "FLOPs/token", "steps", "state"];
+    let rows: Vec<[String; 8]> = s
         .trials
         .iter()
-        .map(|t| {
+        .zip(states)
+        .map(|(t, state)| {
             [
                 t.id.clone(),
                 t.variant.clone(),
@@ -51,6 +75,7 @@ fn print_table(s: &Sweep) {
                 human(t.params as f64),
                 human(t.flops_per_token),
                 t.steps.to_string(),
+                state.to_string(),
             ]
         })
         .collect();
@@ -83,10 +108,119 @@ fn print_table(s: &Sweep) {
     }
 }
 
+fn plan_states(s: &Sweep, root: &str) -> Vec<&'static str> {
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match storage::Storage::open(root) {
+        Ok(st) => s
+            .trials
+            .iter()
+            .map(|t| rt.block_on(st.trial_state(&t.id)).map(|x| x.as_str()).unwrap_or("unknown"))
+            .collect(),
+        Err(_) => vec!["unknown"; s.trials.len()],
+    }
+}
+
+/// The ranked table printed after `run`: one row per trial, sorted by the sweep's metric.
+fn print_results(sweep: &Sweep, storage: &storage::Storage, outcomes: &[(mixsweep_sweep::Trial, run::Outcome)]) {
+    let rt = tokio::runtime::Handle::current();
+    let (metric, goal) = sweep.spec.metric();
+    let key = match metric.as_str() {
+        "val_loss" => "best_val_loss",
+        "train_loss" => "final_train_loss",
+        other => other,
+    }
+    .to_string();
+    let mut rows: Vec<(Option<f64>, Vec<String>)> = outcomes
+        .iter()
+        .map(|(t, o)| {
+            let s = tokio::task::block_in_place(|| rt.block_on(storage.get_json(&format!("trials/{}/summary.json", t.id))))
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            let m = s[&key].as_f64();
+            let f = |k: &str| s[k].as_f64().map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+            let status = match o {
+                run::Outcome::Cached => "cached".to_string(),
+                run::Outcome::Done => "done".to_string(),
+                run::Outcome::Interrupted => "interrupted".to_string(),
+                run::Outcome::Failed(_) => s["status"].as_str().unwrap_or("failed").to_string(),
+            };
+            (
+                m,
+                vec![
+                    t.id.clone(),
+                    t.variant.clone(),
+                    if t.overrides.is_empty() { "-".into() } else { t.overrides_text() },
+                    t.seed.to_string(),
+                    human(t.params as f64),
+                    f("best_val_loss"),
+                    f("final_val_loss"),
+                    s["mean_tok_s"].as_f64().map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into()),
+                    s["wall_time_s"].as_f64().map(|v| format!("{v:.1}s")).unwrap_or_else(|| "-".into()),
+                    status,
+                ],
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| match (a.0, b.0) {
+        (Some(x), Some(y)) => {
+            let o = x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal);
+            if goal == mixsweep_sweep::spec::Goal::Max { o.reverse() } else { o }
+        }
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        _ => std::cmp::Ordering::Equal,
+    });
+    let headers = ["rank", "trial", "variant", "overrides", "seed", "params", "best_val", "final_val", "tok/s", "wall", "status"];
+    let table: Vec<Vec<String>> =
+        rows.into_iter().enumerate().map(|(i, (_, r))| [vec![(i + 1).to_string()], r].concat()).collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &table {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string();
+    println!("{}", line(headers.to_vec()));
+    for r in &table {
+        println!("{}", line(r.iter().map(String::as_str).collect()));
+    }
+    println!("\nranked by {metric} ({goal:?}); artifacts in {}/trials/<trial>/", storage.root);
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Plan { sweep, json } => match mixsweep_sweep::load(&sweep) {
+        Command::Run { sweep, storage, max_parallel, rerun, quiet } => {
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let opts = run::RunOptions {
+                sweep,
+                storage,
+                max_parallel,
+                rerun: if rerun.as_deref() == Some("all") { run::Rerun::All } else { run::Rerun::Unfinished },
+                quiet,
+                runner: run::find_runner(),
+            };
+            match rt.block_on(run::run(opts)) {
+                Ok((sweep, storage, outcomes, interrupted)) => {
+                    let _guard = rt.enter();
+                    rt.block_on(async { print_results(&sweep, &storage, &outcomes) });
+                    if interrupted {
+                        ExitCode::from(130)
+                    } else if outcomes.iter().any(|(_, o)| matches!(o, run::Outcome::Failed(_))) {
+                        ExitCode::from(1)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    let invalid = e.downcast_ref::<mixsweep_sweep::SweepError>().is_some();
+                    ExitCode::from(if invalid { 2 } else { 1 })
+                }
+            }
+        }
+        Command::Plan { sweep, json, storage } => match mixsweep_sweep::load(&sweep) {
             Ok(s) => {
                 if json {
                     for t in &s.trials {
@@ -99,7 +233,9 @@ fn main() -> ExitCode {
                         println!("{line}");
                     }
                 } else {
-                    print_table(&s);
+                    let root = storage.or_else(|| s.spec.storage.clone()).unwrap_or_else(|| "./mixsweep-runs".into());
+                    let states = plan_states(&s, &root);
+                    print_table(&s, &states);
                 }
                 ExitCode::SUCCESS
             }

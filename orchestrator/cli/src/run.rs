@@ -1,0 +1,410 @@
+//! `mixsweep run`: the local backend. Plans the sweep, derives each trial's state from storage, and
+//! runs the trials that are not done as `mixsweep-runner train` child processes, `max_parallel` at a
+//! time (default: one per GPU with `CUDA_VISIBLE_DEVICES` set per trial, or one on CPU).
+//!
+//! * Runtime failures (runner exit code 1, or a crash) are retried up to `retries` times with backoff
+//!   (2 s, 4 s, ...); config and data errors (exit code 2) and time-outs are not.
+//! * Ctrl-C sends SIGINT to the running children (the runner stops after its current step and writes
+//!   its weights and summary), marks their trials interrupted, and starts nothing new. Running again
+//!   resumes: done trials are kept, interrupted and failed ones run again.
+//! * Artifacts are copied to storage when an attempt ends, `summary.json` last.
+
+use crate::storage::{Storage, TrialState};
+use anyhow::{Context, Result};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mixsweep_sweep::{Sweep, Trial};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, Semaphore};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rerun {
+    /// Run new, interrupted and failed trials (the default).
+    Unfinished,
+    /// Also run trials that are done.
+    All,
+}
+
+pub struct RunOptions {
+    pub sweep: PathBuf,
+    pub storage: Option<String>,
+    pub max_parallel: Option<usize>,
+    pub rerun: Rerun,
+    pub quiet: bool,
+    pub runner: PathBuf,
+}
+
+/// How one trial ended (this invocation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    Cached,
+    Failed(String),
+    Interrupted,
+}
+
+unsafe extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+fn signal(child: &tokio::process::Child, sig: i32) {
+    if let Some(pid) = child.id() {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { kill(pid as i32, sig) };
+    }
+}
+
+/// Finds `mixsweep-runner`: `MIXSWEEP_RUNNER`, then next to this executable, then `PATH`.
+pub fn find_runner() -> PathBuf {
+    if let Some(p) = std::env::var_os("MIXSWEEP_RUNNER") {
+        return PathBuf::from(p);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        let sibling = exe.with_file_name("mixsweep-runner");
+        if sibling.is_file() {
+            return sibling;
+        }
+    }
+    PathBuf::from("mixsweep-runner")
+}
+
+fn gpu_count() -> usize {
+    std::process::Command::new("nvidia-smi")
+        .arg("-L")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.starts_with("GPU ")).count())
+        .unwrap_or(0)
+}
+
+struct Shared {
+    storage: Storage,
+    runner: PathBuf,
+    sweep_name: String,
+    timeout: Option<Duration>,
+    retries: usize,
+    stop: AtomicBool,
+    slots: Mutex<Vec<Option<usize>>>,
+    progress: MultiProgress,
+    summary: ProgressBar,
+    live: bool,
+    counts: Counts,
+}
+
+#[derive(Default)]
+struct Counts {
+    done: AtomicUsize,
+    running: AtomicUsize,
+    queued: AtomicUsize,
+    failed: AtomicUsize,
+    cached: AtomicUsize,
+}
+
+impl Shared {
+    fn refresh(&self) {
+        let c = &self.counts;
+        self.summary.set_message(format!(
+            "done {}  running {}  queued {}  failed {}  cached {}",
+            c.done.load(Ordering::Relaxed),
+            c.running.load(Ordering::Relaxed),
+            c.queued.load(Ordering::Relaxed),
+            c.failed.load(Ordering::Relaxed),
+            c.cached.load(Ordering::Relaxed)
+        ));
+    }
+
+    fn log(&self, line: String) {
+        if self.live {
+            self.progress.suspend(|| eprintln!("{line}"));
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}
+
+fn label(t: &Trial) -> String {
+    let o = t.overrides_text();
+    format!("{} {} {}seed={}", t.id, t.variant, if o.is_empty() { String::new() } else { format!("{o} ") }, t.seed)
+}
+
+/// Reads metrics lines appended since `offset`.
+fn new_metrics(path: &Path, offset: &mut usize) -> Vec<serde_json::Value> {
+    let Ok(text) = std::fs::read_to_string(path) else { return vec![] };
+    if text.len() <= *offset {
+        return vec![];
+    }
+    let fresh = &text[*offset..];
+    let complete = fresh.rfind('\n').map_or(0, |i| i + 1);
+    *offset += complete;
+    fresh[..complete].lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+async fn upload_artifacts(shared: &Shared, id: &str, work: &Path, attempt: &serde_json::Value) -> Result<()> {
+    let out = work.join("out");
+    for (src, name) in [
+        (out.join("metrics.jsonl"), "metrics.jsonl"),
+        (out.join("model.safetensors"), "model.safetensors"),
+        (work.join("stdout.log"), "stdout.log"),
+        (work.join("stderr.log"), "stderr.log"),
+    ] {
+        if let Ok(bytes) = tokio::fs::read(&src).await {
+            shared.storage.put(&format!("trials/{id}/{name}"), bytes).await?;
+        }
+    }
+    shared.storage.put(&format!("trials/{id}/attempt.json"), serde_json::to_vec_pretty(attempt)?).await?;
+    if let Ok(bytes) = tokio::fs::read(out.join("summary.json")).await {
+        shared.storage.put(&format!("trials/{id}/summary.json"), bytes).await?;
+    }
+    Ok(())
+}
+
+/// One attempt: returns (exit code or None when killed/crashed, interrupted-by-us, timed-out).
+async fn attempt(shared: &Shared, t: &Trial, work: &Path, bar: &ProgressBar, gpu: Option<usize>) -> Result<(Option<i32>, bool, bool)> {
+    let _ = tokio::fs::remove_dir_all(work).await;
+    tokio::fs::create_dir_all(work.join("out")).await?;
+    let config = serde_json::to_vec_pretty(&t.config)?;
+    tokio::fs::write(work.join("config.json"), &config).await?;
+    shared.storage.put(&format!("trials/{}/config.json", t.id), config).await?;
+    let stdout = std::fs::File::create(work.join("stdout.log"))?;
+    let stderr = std::fs::File::create(work.join("stderr.log"))?;
+    let mut cmd = tokio::process::Command::new(&shared.runner);
+    cmd.arg("train").arg("--config").arg(work.join("config.json")).arg("--train").arg(&t.train);
+    if let Some(v) = &t.val {
+        cmd.arg("--val").arg(v);
+    }
+    cmd.arg("--out").arg(work.join("out")).arg("--quiet");
+    cmd.stdout(stdout).stderr(stderr).stdin(std::process::Stdio::null()).kill_on_drop(true);
+    if let Some(g) = gpu {
+        cmd.env("CUDA_VISIBLE_DEVICES", g.to_string());
+    }
+    let mut child = cmd.spawn().with_context(|| format!("starting {}", shared.runner.display()))?;
+    let started = Instant::now();
+    let metrics = work.join("out/metrics.jsonl");
+    let mut offset = 0usize;
+    let mut interrupted = false;
+    let mut timed_out = false;
+    let mut signalled_at: Option<Instant> = None;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            for m in new_metrics(&metrics, &mut offset) {
+                update_bar(bar, t, &m);
+            }
+            return Ok((status.code(), interrupted, timed_out));
+        }
+        for m in new_metrics(&metrics, &mut offset) {
+            update_bar(bar, t, &m);
+        }
+        if !interrupted && shared.stop.load(Ordering::SeqCst) {
+            interrupted = true;
+            signal(&child, 2);
+            signalled_at = Some(Instant::now());
+        }
+        if !interrupted && shared.timeout.is_some_and(|d| started.elapsed() > d) {
+            timed_out = true;
+            interrupted = true;
+            signal(&child, 2);
+            signalled_at = Some(Instant::now());
+        }
+        if signalled_at.is_some_and(|s| s.elapsed() > Duration::from_secs(30)) {
+            child.start_kill()?;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn update_bar(bar: &ProgressBar, t: &Trial, m: &serde_json::Value) {
+    if let Some(step) = m["step"].as_u64() {
+        bar.set_position(step.min(t.steps as u64));
+    }
+    let mut msg = format!("{} seed={}", t.variant, t.seed);
+    if let Some(l) = m["train_loss"].as_f64() {
+        msg += &format!(" loss={l:.4}");
+    }
+    if let Some(v) = m["val_loss"].as_f64() {
+        msg += &format!(" val={v:.4}");
+    }
+    if let Some(r) = m["tok_s"].as_f64().filter(|r| *r > 0.0) {
+        msg += &format!(" tok/s={r:.0}");
+    }
+    bar.set_message(msg);
+}
+
+async fn run_trial(shared: Arc<Shared>, t: Trial, sem: Arc<Semaphore>) -> Outcome {
+    let _permit = sem.acquire_owned().await.expect("semaphore open");
+    if shared.stop.load(Ordering::SeqCst) {
+        shared.counts.queued.fetch_sub(1, Ordering::Relaxed);
+        return Outcome::Interrupted;
+    }
+    shared.counts.queued.fetch_sub(1, Ordering::Relaxed);
+    shared.counts.running.fetch_add(1, Ordering::Relaxed);
+    shared.refresh();
+    let slot = {
+        let mut slots = shared.slots.lock().await;
+        let i = slots.iter().position(|s| s.is_some()).unwrap_or(0);
+        (i, slots.get_mut(i).and_then(|s| s.take()))
+    };
+    let bar = shared.progress.insert_before(&shared.summary, ProgressBar::new(t.steps as u64));
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:24}] {pos}/{len} {msg} (eta {eta})").unwrap().progress_chars("=> "),
+    );
+    bar.set_prefix(t.id.clone());
+    bar.set_message(format!("{} seed={}", t.variant, t.seed));
+    let work = std::env::temp_dir().join("mixsweep-work").join(&shared.sweep_name).join(&t.id);
+    let mut outcome = Outcome::Failed("not run".into());
+    for n in 0..=shared.retries {
+        if n > 0 {
+            let wait = Duration::from_secs(2u64.pow(n as u32));
+            shared.log(format!("retrying {} in {}s (attempt {}/{})", label(&t), wait.as_secs(), n + 1, shared.retries + 1));
+            tokio::time::sleep(wait).await;
+            if shared.stop.load(Ordering::SeqCst) {
+                outcome = Outcome::Interrupted;
+                break;
+            }
+        }
+        let result = attempt(&shared, &t, &work, &bar, slot.1).await;
+        let (status, error, retryable) = match &result {
+            Ok((Some(0), _, _)) => ("completed", None, false),
+            Ok((_, true, true)) => ("timeout", Some("timed out".to_string()), false),
+            Ok((_, true, false)) => ("interrupted", None, false),
+            Ok((Some(2), _, _)) => ("failed", Some("config or data error (see stderr.log)".to_string()), false),
+            Ok((code, _, _)) => ("failed", Some(format!("runner exited with {code:?} (see stderr.log)")), true),
+            Err(e) => ("failed", Some(format!("{e:#}")), true),
+        };
+        let stderr_tail = std::fs::read_to_string(work.join("stderr.log"))
+            .map(|s| s.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | "))
+            .unwrap_or_default();
+        let record = serde_json::json!({
+            "trial": t.id, "status": status, "attempt": n + 1, "error": error, "stderr_tail": stderr_tail,
+            "exit_code": result.as_ref().ok().and_then(|r| r.0),
+        });
+        if let Err(e) = upload_artifacts(&shared, &t.id, &work, &record).await {
+            shared.log(format!("could not store artifacts of {}: {e:#}", t.id));
+        }
+        outcome = match status {
+            "completed" => Outcome::Done,
+            "interrupted" => Outcome::Interrupted,
+            _ => Outcome::Failed(format!("{}{}", error.unwrap_or_default(), if stderr_tail.is_empty() { String::new() } else { format!(": {stderr_tail}") })),
+        };
+        if !retryable || shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    bar.finish_and_clear();
+    if let Some(g) = slot.1 {
+        shared.slots.lock().await[slot.0] = Some(g);
+    }
+    shared.counts.running.fetch_sub(1, Ordering::Relaxed);
+    match &outcome {
+        Outcome::Done => {
+            shared.counts.done.fetch_add(1, Ordering::Relaxed);
+            shared.log(format!("done {}", label(&t)));
+        }
+        Outcome::Failed(why) => {
+            shared.counts.failed.fetch_add(1, Ordering::Relaxed);
+            shared.log(format!("FAILED {}: {why}", label(&t)));
+        }
+        Outcome::Interrupted => shared.log(format!("interrupted {}", label(&t))),
+        Outcome::Cached => {}
+    }
+    shared.refresh();
+    outcome
+}
+
+/// Runs a sweep; returns the sweep, the storage and each trial's outcome.
+pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcome)>, bool)> {
+    let sweep = mixsweep_sweep::load(&opts.sweep)?;
+    let root = opts.storage.clone().or_else(|| sweep.spec.storage.clone()).unwrap_or_else(|| "./mixsweep-runs".into());
+    let storage = Storage::open(&root)?;
+    let src = tokio::fs::read(&opts.sweep).await?;
+    storage.put(&format!("sweeps/{}/sweep.yaml", sweep.spec.name), src).await?;
+    let listing: String = sweep
+        .trials
+        .iter()
+        .map(|t| {
+            serde_json::json!({"id": t.id, "variant": t.variant, "seed": t.seed, "params": t.params,
+                "flops_per_token": t.flops_per_token, "steps": t.steps,
+                "overrides": t.overrides.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<serde_json::Map<_, _>>()})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    storage.put(&format!("sweeps/{}/trials.jsonl", sweep.spec.name), listing.into_bytes()).await?;
+
+    let gpus = gpu_count();
+    let max_parallel = opts.max_parallel.or(sweep.spec.max_parallel).unwrap_or(gpus.max(1)).max(1);
+    let timeout = sweep.spec.timeout.as_deref().map(mixsweep_sweep::spec::parse_duration).transpose().map_err(anyhow::Error::msg)?;
+    let live = !opts.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let progress = MultiProgress::with_draw_target(if live { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    let summary = progress.add(ProgressBar::new_spinner());
+    summary.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap());
+    summary.enable_steady_tick(Duration::from_millis(250));
+    let shared = Arc::new(Shared {
+        storage: storage.clone(),
+        runner: opts.runner.clone(),
+        sweep_name: sweep.spec.name.clone(),
+        timeout,
+        retries: sweep.spec.retries.unwrap_or(1),
+        stop: AtomicBool::new(false),
+        slots: Mutex::new(if gpus > 1 { (0..gpus).map(Some).collect() } else { vec![None] }),
+        progress,
+        summary,
+        live,
+        counts: Counts::default(),
+    });
+
+    let mut outcomes: Vec<(Trial, Outcome)> = vec![];
+    let mut queue = vec![];
+    for t in &sweep.trials {
+        let state = storage.trial_state(&t.id).await?;
+        if state == TrialState::Done && opts.rerun == Rerun::Unfinished {
+            shared.counts.cached.fetch_add(1, Ordering::Relaxed);
+            outcomes.push((t.clone(), Outcome::Cached));
+        } else {
+            queue.push(t.clone());
+        }
+    }
+    shared.counts.queued.store(queue.len(), Ordering::Relaxed);
+    shared.refresh();
+    if !opts.quiet {
+        eprintln!(
+            "sweep {:?}: {} trials, {} to run, {} cached; storage {}; {} at a time",
+            sweep.spec.name,
+            sweep.trials.len(),
+            queue.len(),
+            outcomes.len(),
+            storage.root,
+            max_parallel
+        );
+    }
+    let sem = Arc::new(Semaphore::new(max_parallel));
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in queue {
+        let (s, sem) = (shared.clone(), sem.clone());
+        tasks.spawn(async move {
+            let o = run_trial(s, t.clone(), sem).await;
+            (t, o)
+        });
+    }
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => match next {
+                Some(r) => outcomes.push(r?),
+                None => break,
+            },
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                shared.stop.store(true, Ordering::SeqCst);
+                shared.log("interrupt: stopping running trials after their current step; run again to resume".into());
+            }
+        }
+    }
+    shared.summary.finish_and_clear();
+    let order: std::collections::HashMap<&str, usize> = sweep.trials.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+    outcomes.sort_by_key(|(t, _)| order[t.id.as_str()]);
+    Ok((sweep, storage, outcomes, interrupted))
+}

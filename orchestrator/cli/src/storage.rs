@@ -1,0 +1,112 @@
+//! Artifact storage through `object_store`: a local folder (the default, `./mixsweep-runs`) now;
+//! `s3://` and `gs://` roots are recognised and reported as not yet built into this binary.
+//!
+//! Layout under the root:
+//! ```text
+//! sweeps/<sweep name>/sweep.yaml       the sweep file as run
+//! sweeps/<sweep name>/trials.jsonl     one line per trial: id, variant, overrides, seed, params, flops
+//! trials/<trial id>/config.json        the complete model config
+//! trials/<trial id>/metrics.jsonl      the runner's metrics
+//! trials/<trial id>/model.safetensors  final weights
+//! trials/<trial id>/stdout.log, stderr.log
+//! trials/<trial id>/attempt.json       the orchestrator's record of the last attempt (status, exit code, attempts)
+//! trials/<trial id>/summary.json       the runner's summary, written last
+//! ```
+//! Every object is written whole (the local store writes a temporary file and renames it), so a
+//! reader never sees half a file, and a trial's state can be derived from storage alone.
+
+use bytes::Bytes;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage {root}: {message}")]
+    Root { root: String, message: String },
+    #[error("storage {path}: {source}")]
+    Io { path: String, source: object_store::Error },
+}
+
+#[derive(Clone)]
+pub struct Storage {
+    pub root: String,
+    store: Arc<dyn ObjectStore>,
+}
+
+/// What storage says about a trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrialState {
+    New,
+    Done,
+    Failed,
+    Interrupted,
+}
+
+impl TrialState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrialState::New => "new",
+            TrialState::Done => "done",
+            TrialState::Failed => "failed",
+            TrialState::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl Storage {
+    pub fn open(root: &str) -> Result<Storage, StorageError> {
+        if let Some((scheme, _)) = root.split_once("://") {
+            if scheme != "file" {
+                return Err(StorageError::Root {
+                    root: root.into(),
+                    message: format!("{scheme}:// storage is not built into this version yet (local folders only)"),
+                });
+            }
+        }
+        let dir = root.strip_prefix("file://").unwrap_or(root);
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::Root { root: root.into(), message: e.to_string() })?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| StorageError::Root { root: root.into(), message: e.to_string() })?;
+        Ok(Storage { root: root.into(), store: Arc::new(fs) })
+    }
+
+    fn path(key: &str) -> ObjectPath {
+        ObjectPath::from(key)
+    }
+
+    pub async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), StorageError> {
+        self.store
+            .put(&Self::path(key), PutPayload::from(Bytes::from(data)))
+            .await
+            .map(|_| ())
+            .map_err(|source| StorageError::Io { path: key.into(), source })
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        match self.store.get(&Self::path(key)).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(|source| StorageError::Io { path: key.into(), source })?.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(StorageError::Io { path: key.into(), source }),
+        }
+    }
+
+    pub async fn get_json(&self, key: &str) -> Result<Option<serde_json::Value>, StorageError> {
+        Ok(self.get(key).await?.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// The state of a trial, from its `summary.json` and `attempt.json`.
+    pub async fn trial_state(&self, id: &str) -> Result<TrialState, StorageError> {
+        if let Some(s) = self.get_json(&format!("trials/{id}/summary.json")).await? {
+            return Ok(match s["status"].as_str() {
+                Some("completed") => TrialState::Done,
+                Some("interrupted") => TrialState::Interrupted,
+                _ => TrialState::Failed,
+            });
+        }
+        if let Some(a) = self.get_json(&format!("trials/{id}/attempt.json")).await? {
+            return Ok(if a["status"] == "interrupted" { TrialState::Interrupted } else { TrialState::Failed });
+        }
+        Ok(TrialState::New)
+    }
+}

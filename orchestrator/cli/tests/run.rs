@@ -1,0 +1,153 @@
+//! `mixsweep run` end to end with the real runner on CPU: a 4-trial sweep, cache on rerun, resume
+//! after Ctrl-C, and failures that must not be retried.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn runner() -> PathBuf {
+    // the runner binary of this workspace's target folder (built by `cargo test --workspace`)
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_mixsweep"));
+    let sibling = exe.with_file_name("mixsweep-runner");
+    assert!(sibling.is_file(), "build the runner first: cargo build -p mixsweep-runner ({})", sibling.display());
+    sibling
+}
+
+/// Byte-level Shakespeare shards in `dir/data`, made with the real runner.
+fn data(dir: &Path) {
+    let text = root().join("data/tinyshakespeare/input.txt");
+    let o = Command::new(runner())
+        .args(["prepare", "--byte-level", "--input"])
+        .arg(text)
+        .arg("--output")
+        .arg(dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn sweep(dir: &Path, body: &str) -> PathBuf {
+    for f in ["tiny.json", "tiny_mamba.json"] {
+        std::fs::copy(root().join("examples").join(f), dir.join(f)).unwrap();
+    }
+    let p = dir.join("sweep.yaml");
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+fn mixsweep(args: &[&str], sweep: &Path, storage: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mixsweep"));
+    c.args(args).arg(sweep).arg("--storage").arg(storage).env("MIXSWEEP_RUNNER", runner());
+    c
+}
+
+fn summary(storage: &Path, id: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(storage.join(format!("trials/{id}/summary.json"))).unwrap()).unwrap()
+}
+
+fn trial_ids(storage: &Path, name: &str) -> Vec<String> {
+    std::fs::read_to_string(storage.join(format!("sweeps/{name}/trials.jsonl")))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn four_trial_sweep_runs_ranks_and_caches() {
+    let dir = tempfile::tempdir().unwrap();
+    data(dir.path());
+    let s = sweep(
+        dir.path(),
+        "name: four\nvariants:\n  - {name: attention, base: tiny.json}\n  - {name: mamba, base: tiny_mamba.json}\ngrid: {training.lr: [0.001, 0.003]}\nsteps: 30\nseeds: [1]\ntrain: data/train_*.bin\n",
+    );
+    let store = dir.path().join("runs");
+    let o = mixsweep(&["run"], &s, &store).output().unwrap();
+    assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let rows: Vec<&str> = out.lines().filter(|l| l.ends_with(" done")).collect();
+    assert_eq!(rows.len(), 4, "{out}");
+    // ranked: best_val (7th column) ascending
+    let vals: Vec<f64> = rows.iter().map(|r| r.split_whitespace().nth(6).unwrap().parse().unwrap()).collect();
+    assert!(vals.windows(2).all(|w| w[0] <= w[1]), "{out}");
+    for id in trial_ids(&store, "four") {
+        assert_eq!(summary(&store, &id)["status"], "completed");
+        for f in ["config.json", "metrics.jsonl", "model.safetensors", "stdout.log", "stderr.log", "attempt.json"] {
+            assert!(store.join(format!("trials/{id}/{f}")).is_file(), "{id}/{f} missing");
+        }
+    }
+    // the same sweep again: everything cached, nothing run
+    let o = mixsweep(&["run"], &s, &store).output().unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("4 trials, 0 to run, 4 cached"));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.ends_with(" cached")).count(), 4);
+    let plan = mixsweep(&["plan"], &s, &store).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&plan.stdout).lines().filter(|l| l.ends_with(" done")).count(), 4);
+}
+
+#[test]
+fn interrupted_sweep_resumes_without_rerunning_finished_trials() {
+    let dir = tempfile::tempdir().unwrap();
+    data(dir.path());
+    let s = sweep(
+        dir.path(),
+        "name: resume\nbase: tiny.json\nzip: {training.lr: [0.001, 0.002, 0.003], training.steps: [20, 2000, 20]}\nseeds: [1]\ntrain: data/train_*.bin\n",
+    );
+    let store = dir.path().join("runs");
+    let mut child = mixsweep(&["run"], &s, &store).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // wait for the first trial to finish, then give the long second one a moment and press Ctrl-C
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("done ") {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    unsafe { kill(child.id() as i32, 2) };
+    for _ in lines {}
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let ids = trial_ids(&store, "resume");
+    let done_before = summary(&store, &ids[0]);
+    assert_eq!(done_before["status"], "completed");
+    let second = std::fs::read_to_string(store.join(format!("trials/{}/attempt.json", ids[1]))).unwrap();
+    assert!(second.contains("\"interrupted\""), "{second}");
+    assert!(!store.join(format!("trials/{}/summary.json", ids[2])).exists() || summary(&store, &ids[2])["status"] != "completed");
+
+    // resume with a shorter second trial? No: the same file resumes the same trials.
+    let o = mixsweep(&["run", "--quiet"], &s, &store).stdout(Stdio::piped()).spawn().unwrap();
+    // the long trial takes a while; stop it again quickly and check the first is still the old result
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    unsafe { kill(o.id() as i32, 2) };
+    let out = o.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.lines().any(|l| l.contains(&ids[0]) && l.ends_with(" cached")), "{stdout}");
+    assert_eq!(summary(&store, &ids[0])["wall_time_s"], done_before["wall_time_s"], "the finished trial was run again");
+}
+
+unsafe extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn config_errors_fail_once_without_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    data(dir.path());
+    // vocab 64 passes validation but the byte data holds ids up to 255: a data error (exit 2)
+    let s = sweep(dir.path(), "name: bad\nbase: tiny.json\nset: {vocab_size: 64}\nretries: 3\ntrain: data/train_*.bin\n");
+    let store = dir.path().join("runs");
+    let o = mixsweep(&["run"], &s, &store).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("FAILED") && err.contains("vocab_size 64"), "{err}");
+    assert!(!err.contains("retrying"), "config errors must not be retried: {err}");
+    let id = &trial_ids(&store, "bad")[0];
+    let attempt: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(store.join(format!("trials/{id}/attempt.json"))).unwrap()).unwrap();
+    assert_eq!(attempt["attempt"], 1);
+    assert_eq!(attempt["exit_code"], 2);
+}
