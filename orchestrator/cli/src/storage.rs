@@ -1,5 +1,8 @@
-//! Artifact storage through `object_store`: a local folder (the default, `./mixsweep-runs`) now;
-//! `s3://` and `gs://` roots are recognised and reported as not yet built into this binary.
+//! Artifact storage through `object_store`: a local folder (the default, `./mixsweep-runs`),
+//! `s3://bucket/prefix` (credentials, region and an endpoint override for S3-compatible servers from the
+//! standard AWS variables: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+//! `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`), or `gs://bucket/prefix` (`GOOGLE_APPLICATION_CREDENTIALS` or
+//! `GOOGLE_SERVICE_ACCOUNT`).
 //!
 //! Layout under the root:
 //! ```text
@@ -56,19 +59,45 @@ impl TrialState {
 
 impl Storage {
     pub fn open(root: &str) -> Result<Storage, StorageError> {
-        if let Some((scheme, _)) = root.split_once("://") {
-            if scheme != "file" {
-                return Err(StorageError::Root {
-                    root: root.into(),
-                    message: format!("{scheme}:// storage is not built into this version yet (local folders only)"),
-                });
+        let fail = |message: String| StorageError::Root { root: root.into(), message };
+        let store: Arc<dyn ObjectStore> = match root.split_once("://") {
+            Some(("s3", rest)) | Some(("gs", rest)) => {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(fail("the URL has no bucket (use s3://bucket/prefix)".into()));
+                }
+                let inner: Arc<dyn ObjectStore> = if root.starts_with("s3") {
+                    Arc::new(
+                        object_store::aws::AmazonS3Builder::from_env()
+                            .with_bucket_name(bucket)
+                            .build()
+                            .map_err(|e| fail(format!("{e} (set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION; AWS_ENDPOINT_URL for S3-compatible servers)")))?,
+                    )
+                } else {
+                    Arc::new(
+                        object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                            .with_bucket_name(bucket)
+                            .build()
+                            .map_err(|e| fail(format!("{e} (set GOOGLE_APPLICATION_CREDENTIALS)")))?,
+                    )
+                };
+                let prefix = prefix.trim_matches('/');
+                if prefix.is_empty() {
+                    inner
+                } else {
+                    Arc::new(object_store::prefix::PrefixStore::new(inner, prefix))
+                }
             }
-        }
-        let dir = root.strip_prefix("file://").unwrap_or(root);
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::Root { root: root.into(), message: e.to_string() })?;
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
-            .map_err(|e| StorageError::Root { root: root.into(), message: e.to_string() })?;
-        Ok(Storage { root: root.into(), store: Arc::new(fs) })
+            Some(("file", dir)) | Some(("", dir)) => Self::local(dir).map_err(fail)?,
+            Some((scheme, _)) => return Err(fail(format!("unknown storage scheme {scheme}:// (use a folder, s3:// or gs://)"))),
+            None => Self::local(root).map_err(fail)?,
+        };
+        Ok(Storage { root: root.into(), store })
+    }
+
+    fn local(dir: &str) -> Result<Arc<dyn ObjectStore>, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        Ok(Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|e| e.to_string())?))
     }
 
     fn path(key: &str) -> ObjectPath {
