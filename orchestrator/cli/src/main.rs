@@ -1,8 +1,11 @@
 //! `mixsweep`: the command users type.
 //! * `plan`: expand and validate a sweep, print the trial table with each trial's state, run nothing.
 //! * `run`: run the trials that are not done on the local backend, then print the ranked table.
+//! * `results`: the ranked table (or per-variant aggregates over seeds) from storage alone, with exports.
+//! * `status`: every sweep in storage and its progress.
 //! Exit codes: 0 ok, 1 some trials failed, 2 the sweep or a config in it is invalid, 130 interrupted.
 
+mod results;
 mod run;
 mod storage;
 
@@ -27,6 +30,27 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Storage root to read trial states from (default: the sweep's `storage`, else ./mixsweep-runs).
+        #[arg(long)]
+        storage: Option<String>,
+    },
+    /// Results of a sweep from storage: one row per trial ranked by the metric, or aggregated per variant.
+    Results {
+        /// A sweep name, a sweep file, or a storage URL ending in /sweeps/<name>.
+        sweep: String,
+        #[arg(long)]
+        storage: Option<String>,
+        /// Aggregate over seeds: mean, std, n, paired difference to the best variant and its seed wins.
+        #[arg(long, value_parser = ["variant"])]
+        group_by: Option<String>,
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        #[arg(long)]
+        parquet: Option<PathBuf>,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Sweeps in storage and their progress.
+    Status {
         #[arg(long)]
         storage: Option<String>,
     },
@@ -189,8 +213,45 @@ fn print_results(sweep: &Sweep, storage: &storage::Storage, outcomes: &[(mixswee
 }
 
 fn main() -> ExitCode {
+    for (k, v) in [("POLARS_FMT_MAX_ROWS", "1000"), ("POLARS_FMT_MAX_COLS", "30"), ("POLARS_FMT_STR_LEN", "80"), ("POLARS_FMT_TABLE_HIDE_DATAFRAME_SHAPE_INFORMATION", "1"), ("POLARS_FMT_TABLE_HIDE_COLUMN_DATA_TYPES", "1")] {
+        if std::env::var_os(k).is_none() {
+            // SAFETY: first thing in main, before any thread starts.
+            unsafe { std::env::set_var(k, v) };
+        }
+    }
     let cli = Cli::parse();
     match cli.command {
+        Command::Results { sweep, storage, group_by, csv, parquet, json } => {
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let result = (|| -> anyhow::Result<()> {
+                let target = results::resolve(&sweep, storage)?;
+                let trials = rt.block_on(results::trials_frame(&target))?;
+                let mut table = if group_by.is_some() { results::group_by_variant(&trials, target.goal_max)? } else { trials };
+                println!("{table}");
+                results::export(&mut table, csv.as_deref(), parquet.as_deref(), json.as_deref())?;
+                Ok(())
+            })();
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Status { storage } => {
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match rt.block_on(results::status(&storage.unwrap_or_else(|| "./mixsweep-runs".into()))) {
+                Ok(df) => {
+                    println!("{df}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Run { sweep, storage, max_parallel, rerun, quiet } => {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             let opts = run::RunOptions {

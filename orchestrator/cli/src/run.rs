@@ -86,6 +86,7 @@ struct Shared {
     sweep_name: String,
     timeout: Option<Duration>,
     retries: usize,
+    profile: bool,
     stop: AtomicBool,
     slots: Mutex<Vec<Option<usize>>>,
     progress: MultiProgress,
@@ -147,6 +148,7 @@ async fn upload_artifacts(shared: &Shared, id: &str, work: &Path, attempt: &serd
     for (src, name) in [
         (out.join("metrics.jsonl"), "metrics.jsonl"),
         (out.join("model.safetensors"), "model.safetensors"),
+        (out.join("cpu.pb"), "cpu.pb"),
         (work.join("stdout.log"), "stdout.log"),
         (work.join("stderr.log"), "stderr.log"),
     ] {
@@ -176,6 +178,9 @@ async fn attempt(shared: &Shared, t: &Trial, work: &Path, bar: &ProgressBar, gpu
         cmd.arg("--val").arg(v);
     }
     cmd.arg("--out").arg(work.join("out")).arg("--quiet");
+    if shared.profile {
+        cmd.arg("--cpuprofile").arg(work.join("out/cpu.pb"));
+    }
     cmd.stdout(stdout).stderr(stderr).stdin(std::process::Stdio::null()).kill_on_drop(true);
     if let Some(g) = gpu {
         cmd.env("CUDA_VISIBLE_DEVICES", g.to_string());
@@ -348,6 +353,7 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
         sweep_name: sweep.spec.name.clone(),
         timeout,
         retries: sweep.spec.retries.unwrap_or(1),
+        profile: sweep.spec.profile,
         stop: AtomicBool::new(false),
         slots: Mutex::new(if gpus > 1 { (0..gpus).map(Some).collect() } else { vec![None] }),
         progress,

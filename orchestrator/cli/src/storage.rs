@@ -11,6 +11,7 @@
 //! trials/<trial id>/config.json        the complete model config
 //! trials/<trial id>/metrics.jsonl      the runner's metrics
 //! trials/<trial id>/model.safetensors  final weights
+//! trials/<trial id>/cpu.pb             CPU profile (pprof protobuf), with `profile: true`
 //! trials/<trial id>/stdout.log, stderr.log
 //! trials/<trial id>/attempt.json       the orchestrator's record of the last attempt (status, exit code, attempts)
 //! trials/<trial id>/summary.json       the runner's summary, written last
@@ -122,6 +123,19 @@ impl Storage {
 
     pub async fn get_json(&self, key: &str) -> Result<Option<serde_json::Value>, StorageError> {
         Ok(self.get(key).await?.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// Names of the "folders" directly under `prefix`.
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&Self::path(prefix)))
+            .await
+            .map_err(|source| StorageError::Io { path: prefix.into(), source })?;
+        let mut names: Vec<String> =
+            listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
+        names.sort();
+        Ok(names)
     }
 
     /// The state of a trial, from its `summary.json` and `attempt.json`.

@@ -151,3 +151,49 @@ fn config_errors_fail_once_without_retries() {
     assert_eq!(attempt["attempt"], 1);
     assert_eq!(attempt["exit_code"], 2);
 }
+
+#[test]
+fn runtime_failures_are_retried_and_timeouts_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A stand-in runner that crashes like a runtime failure (exit 1) and counts its starts.
+    let fake = d.join("crashing-runner");
+    let counter = d.join("starts");
+    std::fs::write(&fake, format!("#!/bin/sh\necho x >> {}\necho 'CUDA error: out of memory' >&2\nexit 1\n", counter.display())).unwrap();
+    Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
+    std::fs::create_dir(d.join("data")).unwrap();
+    let mut shard = vec![0u8; 1024];
+    shard[0..4].copy_from_slice(&20240520i32.to_le_bytes());
+    shard[4..8].copy_from_slice(&1i32.to_le_bytes());
+    shard[8..12].copy_from_slice(&200i32.to_le_bytes());
+    shard.extend((0..200u16).flat_map(|t| (t % 256).to_le_bytes()));
+    std::fs::write(d.join("data/train_00000.bin"), &shard).unwrap();
+    let s = sweep(d, "name: flaky\nbase: tiny.json\nretries: 2\ntrain: data/train_*.bin\n");
+    let store = d.join("runs");
+    let o = Command::new(env!("CARGO_BIN_EXE_mixsweep"))
+        .arg("run")
+        .arg(&s)
+        .arg("--storage")
+        .arg(&store)
+        .env("MIXSWEEP_RUNNER", &fake)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(std::fs::read_to_string(&counter).unwrap().lines().count(), 3, "1 attempt + 2 retries: {err}");
+    assert!(err.contains("retrying") && err.contains("out of memory"), "{err}");
+
+    // A trial over its time limit is stopped and not retried.
+    let s = sweep(d, "name: slow\nbase: tiny.json\nsteps: 100000\ntimeout: 3s\nretries: 2\ntrain: data/train_*.bin\n");
+    let o = Command::new(env!("CARGO_BIN_EXE_mixsweep"))
+        .arg("run")
+        .arg(&s)
+        .arg("--storage")
+        .arg(&store)
+        .env("MIXSWEEP_RUNNER", runner())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("timed out") && !err.contains("retrying"), "{err}");
+}

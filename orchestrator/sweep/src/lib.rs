@@ -44,6 +44,11 @@ fn locate(src: &str, needle: &str) -> Option<(usize, usize)> {
     Some((line, col))
 }
 
+/// Parses a sweep file's text without expanding it (no config or data files are read).
+pub fn parse_spec(src: &str) -> Result<SweepSpec, String> {
+    serde_saphyr::from_str(src).map_err(|e| e.to_string())
+}
+
 /// Reads, parses and expands a sweep file.
 pub fn load(file: &Path) -> Result<Sweep, SweepError> {
     let src = std::fs::read_to_string(file).map_err(|e| SweepError {

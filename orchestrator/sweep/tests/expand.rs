@@ -180,3 +180,28 @@ fn errors_carry_location_and_fix() {
     let e = mixsweep_sweep::load(&f.sweep("m.yaml", "name: m\nbase: model.json\ntrain: data/nothing_*.bin\n")).unwrap_err().to_string();
     assert!(e.contains("matches no files") && e.contains("prepare"), "{e}");
 }
+
+/// Property: for random axis shapes, the trial count is the product of the axis lengths times the
+/// seeds, and ids are unique (every point differs).
+#[test]
+fn count_property_over_random_shapes() {
+    let f = Fixture::new();
+    let mut rng = mixsweep_model::rng::SplitMix64::new(11);
+    for case in 0..12 {
+        let pick = |rng: &mut mixsweep_model::rng::SplitMix64, n: u64| (rng.next_u64() % n) as usize + 1;
+        let (n_lr, n_b1, n_zip, n_seeds) = (pick(&mut rng, 4), pick(&mut rng, 3), pick(&mut rng, 3), pick(&mut rng, 3));
+        let list = |n: usize, scale: f64| (0..n).map(|i| format!("{}", scale * (i as f64 + 1.0))).collect::<Vec<_>>().join(", ");
+        let yaml = format!(
+            "name: p{case}\nbase: model.json\ngrid:\n  training.lr: [{}]\n  training.beta1: [{}]\nzip:\n  training.warmup_steps: [{}]\n  training.hold_steps: [{}]\nseeds: [{}]\ntrain: data/train_*.bin\n",
+            list(n_lr, 0.001),
+            list(n_b1, 0.1),
+            list(n_zip, 1.0),
+            list(n_zip, 2.0),
+            (1..=n_seeds).map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+        );
+        let s = load(&f.sweep(&format!("p{case}.yaml"), &yaml));
+        assert_eq!(s.trials.len(), n_lr * n_b1 * n_zip * n_seeds, "{yaml}");
+        let ids: std::collections::HashSet<&str> = s.trials.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids.len(), s.trials.len());
+    }
+}

@@ -64,6 +64,9 @@ enum Command {
         /// Print only errors.
         #[arg(long)]
         quiet: bool,
+        /// Write a CPU profile of the whole run (pprof protobuf, for `go tool pprof` or speedscope).
+        #[arg(long)]
+        cpuprofile: Option<PathBuf>,
     },
     /// Parameters, sizes, blocks, IR ops and FLOPs of a config (no MLX needed).
     Count {
@@ -180,11 +183,51 @@ fn tune_mlx_environment() {
     }
 }
 
+fn fail(code: u8, message: String) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+/// Encodes the profile as pprof protobuf and writes it atomically.
+fn write_profile(guard: &pprof::ProfilerGuard<'_>, path: &std::path::Path) -> anyhow::Result<()> {
+    use pprof::protos::Message;
+    let profile = guard.report().build()?.pprof()?;
+    let mut buf = Vec::new();
+    profile.encode(&mut buf)?;
+    let tmp = path.with_extension("pb.partial");
+    std::fs::write(&tmp, &buf)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     tune_mlx_environment();
     let cli = Cli::parse();
     let result: Result<(), (i32, String)> = match cli.command {
-        Command::Train { config, train: train_glob, val, out, steps, safetensors_load, safetensors_out, device: d, compute_dtype, quiet } => {
+        Command::Train {
+            config,
+            train: train_glob,
+            val,
+            out,
+            steps,
+            safetensors_load,
+            safetensors_out,
+            device: d,
+            compute_dtype,
+            quiet,
+            cpuprofile,
+        } => {
+            let profiler = match &cpuprofile {
+                Some(_) => match pprof::ProfilerGuardBuilder::default()
+                    .frequency(499)
+                    .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+                    .build()
+                {
+                    Ok(g) => Some(g),
+                    Err(e) => return fail(1, format!("cannot start the CPU profiler: {e}")),
+                },
+                None => None,
+            };
             let stop = Arc::new(AtomicBool::new(false));
             let flag = stop.clone();
             let _ = ctrlc::set_handler(move || {
@@ -209,7 +252,13 @@ fn main() -> ExitCode {
                 quiet,
                 stop,
             };
-            train(&opts).map(|_| ()).map_err(|e| (e.exit_code(), e.to_string()))
+            let result = train(&opts).map(|_| ()).map_err(|e| (e.exit_code(), e.to_string()));
+            if let (Some(guard), Some(path)) = (profiler, cpuprofile) {
+                if let Err(e) = write_profile(&guard, &path) {
+                    eprintln!("error: writing the CPU profile {}: {e}", path.display());
+                }
+            }
+            result
         }
         Command::Count { config, json } => count(&config, json).map_err(|e| (e.exit_code(), e.to_string())),
         Command::Smoke { device: d } => smoke(d).map_err(|e| (1, format!("{e:#}"))),

@@ -177,3 +177,23 @@ fn smoke_runs_a_compiled_step() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("All checks passed"));
 }
+
+#[test]
+fn cpuprofile_is_a_pprof_protobuf_with_samples() {
+    use pprof::protos::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let prof = dir.path().join("cpu.pb");
+    let o = runner()
+        .args(["train", "--device", "cpu", "--steps", "15", "--quiet", "--config"])
+        .arg(root().join("examples/tiny.json"))
+        .args(["--train", &train_glob(), "--out"])
+        .arg(dir.path().join("run"))
+        .arg("--cpuprofile")
+        .arg(&prof)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p = pprof::protos::Profile::decode(std::fs::read(&prof).unwrap().as_slice()).unwrap();
+    assert!(!p.sample.is_empty(), "no samples in the profile");
+    assert!(p.string_table.iter().any(|s| s.contains("mixsweep")), "no mixsweep frames in the profile");
+}
