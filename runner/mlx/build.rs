@@ -41,7 +41,10 @@ fn main() {
         Some(dir) => {
             let dir = PathBuf::from(dir);
             if !is_mlx_root(&dir) {
-                panic!("MLX_DIR={} does not hold include/mlx/array.h and lib/libmlx.*\n\n{HELP}", dir.display());
+                panic!(
+                    "MLX_DIR={} does not hold include/mlx/array.h and lib/libmlx.*\n\n{HELP}",
+                    dir.display()
+                );
             }
             dir
         }

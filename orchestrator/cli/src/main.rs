@@ -15,7 +15,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "mixsweep", version, about = "Sweep model architectures: plan, run and rank trials")]
+#[command(
+    name = "mixsweep",
+    version,
+    about = "Sweep model architectures: plan, run and rank trials"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -85,7 +89,16 @@ fn human(n: f64) -> String {
 }
 
 fn print_table(s: &Sweep, states: &[&str]) {
-    let headers = ["trial", "variant", "overrides", "seed", "params", "FLOPs/token", "steps", "state"];
+    let headers = [
+        "trial",
+        "variant",
+        "overrides",
+        "seed",
+        "params",
+        "FLOPs/token",
+        "steps",
+        "state",
+    ];
     let rows: Vec<[String; 8]> = s
         .trials
         .iter()
@@ -94,7 +107,11 @@ fn print_table(s: &Sweep, states: &[&str]) {
             [
                 t.id.clone(),
                 t.variant.clone(),
-                if t.overrides.is_empty() { "-".into() } else { t.overrides_text() },
+                if t.overrides.is_empty() {
+                    "-".into()
+                } else {
+                    t.overrides_text()
+                },
                 t.seed.to_string(),
                 human(t.params as f64),
                 human(t.flops_per_token),
@@ -110,7 +127,14 @@ fn print_table(s: &Sweep, states: &[&str]) {
         }
     }
     let line = |cells: Vec<&str>| {
-        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
     };
     println!("{}", line(headers.to_vec()));
     for r in &rows {
@@ -121,14 +145,27 @@ fn print_table(s: &Sweep, states: &[&str]) {
         "\nsweep {:?}: {} trials ({} variants), metric {metric} ({goal:?}), backend {:?}",
         s.spec.name,
         s.trials.len(),
-        s.trials.iter().map(|t| &t.variant).collect::<std::collections::BTreeSet<_>>().len(),
+        s.trials
+            .iter()
+            .map(|t| &t.variant)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
         s.spec.backend
     );
     for (variant, overrides, id) in &s.duplicates {
         println!("  duplicate: {variant} {overrides} is trial {id}; it runs once");
     }
     for k in &s.skipped {
-        println!("  skipped (invalid): {} {}: {}", k.variant, k.overrides.iter().map(|(p, v)| format!("{p}={v}")).collect::<Vec<_>>().join(" "), k.reason);
+        println!(
+            "  skipped (invalid): {} {}: {}",
+            k.variant,
+            k.overrides
+                .iter()
+                .map(|(p, v)| format!("{p}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            k.reason
+        );
     }
 }
 
@@ -138,14 +175,22 @@ fn plan_states(s: &Sweep, root: &str) -> Vec<&'static str> {
         Ok(st) => s
             .trials
             .iter()
-            .map(|t| rt.block_on(st.trial_state(&t.id)).map(|x| x.as_str()).unwrap_or("unknown"))
+            .map(|t| {
+                rt.block_on(st.trial_state(&t.id))
+                    .map(|x| x.as_str())
+                    .unwrap_or("unknown")
+            })
             .collect(),
         Err(_) => vec!["unknown"; s.trials.len()],
     }
 }
 
 /// The ranked table printed after `run`: one row per trial, sorted by the sweep's metric.
-fn print_results(sweep: &Sweep, storage: &storage::Storage, outcomes: &[(mixsweep_sweep::Trial, run::Outcome)]) {
+fn print_results(
+    sweep: &Sweep,
+    storage: &storage::Storage,
+    outcomes: &[(mixsweep_sweep::Trial, run::Outcome)],
+) {
     let rt = tokio::runtime::Handle::current();
     let (metric, goal) = sweep.spec.metric();
     let key = match metric.as_str() {
@@ -157,12 +202,18 @@ fn print_results(sweep: &Sweep, storage: &storage::Storage, outcomes: &[(mixswee
     let mut rows: Vec<(Option<f64>, Vec<String>)> = outcomes
         .iter()
         .map(|(t, o)| {
-            let s = tokio::task::block_in_place(|| rt.block_on(storage.get_json(&format!("trials/{}/summary.json", t.id))))
-                .ok()
-                .flatten()
-                .unwrap_or_default();
+            let s = tokio::task::block_in_place(|| {
+                rt.block_on(storage.get_json(&format!("trials/{}/summary.json", t.id)))
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_default();
             let m = s[&key].as_f64();
-            let f = |k: &str| s[k].as_f64().map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+            let f = |k: &str| {
+                s[k].as_f64()
+                    .map(|v| format!("{v:.4}"))
+                    .unwrap_or_else(|| "-".into())
+            };
             let status = match o {
                 run::Outcome::Cached => "cached".to_string(),
                 run::Outcome::Done => "done".to_string(),
@@ -174,13 +225,23 @@ fn print_results(sweep: &Sweep, storage: &storage::Storage, outcomes: &[(mixswee
                 vec![
                     t.id.clone(),
                     t.variant.clone(),
-                    if t.overrides.is_empty() { "-".into() } else { t.overrides_text() },
+                    if t.overrides.is_empty() {
+                        "-".into()
+                    } else {
+                        t.overrides_text()
+                    },
                     t.seed.to_string(),
                     human(t.params as f64),
                     f("best_val_loss"),
                     f("final_val_loss"),
-                    s["mean_tok_s"].as_f64().map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into()),
-                    s["wall_time_s"].as_f64().map(|v| format!("{v:.1}s")).unwrap_or_else(|| "-".into()),
+                    s["mean_tok_s"]
+                        .as_f64()
+                        .map(|v| format!("{v:.0}"))
+                        .unwrap_or_else(|| "-".into()),
+                    s["wall_time_s"]
+                        .as_f64()
+                        .map(|v| format!("{v:.1}s"))
+                        .unwrap_or_else(|| "-".into()),
                     status,
                 ],
             )
@@ -189,31 +250,68 @@ fn print_results(sweep: &Sweep, storage: &storage::Storage, outcomes: &[(mixswee
     rows.sort_by(|a, b| match (a.0, b.0) {
         (Some(x), Some(y)) => {
             let o = x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal);
-            if goal == mixsweep_sweep::spec::Goal::Max { o.reverse() } else { o }
+            if goal == mixsweep_sweep::spec::Goal::Max {
+                o.reverse()
+            } else {
+                o
+            }
         }
         (Some(_), None) => std::cmp::Ordering::Less,
         (None, Some(_)) => std::cmp::Ordering::Greater,
         _ => std::cmp::Ordering::Equal,
     });
-    let headers = ["rank", "trial", "variant", "overrides", "seed", "params", "best_val", "final_val", "tok/s", "wall", "status"];
-    let table: Vec<Vec<String>> =
-        rows.into_iter().enumerate().map(|(i, (_, r))| [vec![(i + 1).to_string()], r].concat()).collect();
+    let headers = [
+        "rank",
+        "trial",
+        "variant",
+        "overrides",
+        "seed",
+        "params",
+        "best_val",
+        "final_val",
+        "tok/s",
+        "wall",
+        "status",
+    ];
+    let table: Vec<Vec<String>> = rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, r))| [vec![(i + 1).to_string()], r].concat())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in &table {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string();
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
     println!("{}", line(headers.to_vec()));
     for r in &table {
         println!("{}", line(r.iter().map(String::as_str).collect()));
     }
-    println!("\nranked by {metric} ({goal:?}); artifacts in {}/trials/<trial>/", storage.root);
+    println!(
+        "\nranked by {metric} ({goal:?}); artifacts in {}/trials/<trial>/",
+        storage.root
+    );
 }
 
 fn main() -> ExitCode {
-    for (k, v) in [("POLARS_FMT_MAX_ROWS", "1000"), ("POLARS_FMT_MAX_COLS", "30"), ("POLARS_FMT_STR_LEN", "80"), ("POLARS_FMT_TABLE_HIDE_DATAFRAME_SHAPE_INFORMATION", "1"), ("POLARS_FMT_TABLE_HIDE_COLUMN_DATA_TYPES", "1")] {
+    for (k, v) in [
+        ("POLARS_FMT_MAX_ROWS", "1000"),
+        ("POLARS_FMT_MAX_COLS", "30"),
+        ("POLARS_FMT_STR_LEN", "80"),
+        ("POLARS_FMT_TABLE_HIDE_DATAFRAME_SHAPE_INFORMATION", "1"),
+        ("POLARS_FMT_TABLE_HIDE_COLUMN_DATA_TYPES", "1"),
+    ] {
         if std::env::var_os(k).is_none() {
             // SAFETY: first thing in main, before any thread starts.
             unsafe { std::env::set_var(k, v) };
@@ -221,14 +319,30 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::Results { sweep, storage, group_by, csv, parquet, json } => {
+        Command::Results {
+            sweep,
+            storage,
+            group_by,
+            csv,
+            parquet,
+            json,
+        } => {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             let result = (|| -> anyhow::Result<()> {
                 let target = results::resolve(&sweep, storage)?;
                 let trials = rt.block_on(results::trials_frame(&target))?;
-                let mut table = if group_by.is_some() { results::group_by_variant(&trials, target.goal_max)? } else { trials };
+                let mut table = if group_by.is_some() {
+                    results::group_by_variant(&trials, target.goal_max)?
+                } else {
+                    trials
+                };
                 println!("{table}");
-                results::export(&mut table, csv.as_deref(), parquet.as_deref(), json.as_deref())?;
+                results::export(
+                    &mut table,
+                    csv.as_deref(),
+                    parquet.as_deref(),
+                    json.as_deref(),
+                )?;
                 Ok(())
             })();
             match result {
@@ -241,7 +355,9 @@ fn main() -> ExitCode {
         }
         Command::Status { storage } => {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match rt.block_on(results::status(&storage.unwrap_or_else(|| "./mixsweep-runs".into()))) {
+            match rt.block_on(results::status(
+                &storage.unwrap_or_else(|| "./mixsweep-runs".into()),
+            )) {
                 Ok(df) => {
                     println!("{df}");
                     ExitCode::SUCCESS
@@ -252,13 +368,23 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { sweep, storage, max_parallel, rerun, quiet } => {
+        Command::Run {
+            sweep,
+            storage,
+            max_parallel,
+            rerun,
+            quiet,
+        } => {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             let opts = run::RunOptions {
                 sweep,
                 storage,
                 max_parallel,
-                rerun: if rerun.as_deref() == Some("all") { run::Rerun::All } else { run::Rerun::Unfinished },
+                rerun: if rerun.as_deref() == Some("all") {
+                    run::Rerun::All
+                } else {
+                    run::Rerun::Unfinished
+                },
                 quiet,
                 runner: run::find_runner(),
             };
@@ -268,7 +394,10 @@ fn main() -> ExitCode {
                     rt.block_on(async { print_results(&sweep, &storage, &outcomes) });
                     if interrupted {
                         ExitCode::from(130)
-                    } else if outcomes.iter().any(|(_, o)| matches!(o, run::Outcome::Failed(_))) {
+                    } else if outcomes
+                        .iter()
+                        .any(|(_, o)| matches!(o, run::Outcome::Failed(_)))
+                    {
                         ExitCode::from(1)
                     } else {
                         ExitCode::SUCCESS
@@ -281,7 +410,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Plan { sweep, json, storage } => match mixsweep_sweep::load(&sweep) {
+        Command::Plan {
+            sweep,
+            json,
+            storage,
+        } => match mixsweep_sweep::load(&sweep) {
             Ok(s) => {
                 if json {
                     for t in &s.trials {
@@ -294,7 +427,9 @@ fn main() -> ExitCode {
                         println!("{line}");
                     }
                 } else {
-                    let root = storage.or_else(|| s.spec.storage.clone()).unwrap_or_else(|| "./mixsweep-runs".into());
+                    let root = storage
+                        .or_else(|| s.spec.storage.clone())
+                        .unwrap_or_else(|| "./mixsweep-runs".into());
                     let states = plan_states(&s, &root);
                     print_table(&s, &states);
                 }

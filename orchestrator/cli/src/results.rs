@@ -19,15 +19,33 @@ pub fn resolve(arg: &str, storage: Option<String>) -> Result<Target> {
     let default_root = || storage.clone().unwrap_or_else(|| "./mixsweep-runs".into());
     if (arg.ends_with(".yaml") || arg.ends_with(".yml")) && Path::new(arg).is_file() {
         let src = std::fs::read_to_string(arg)?;
-        let spec = mixsweep_sweep::parse_spec(&src).map_err(|e| anyhow::anyhow!("{arg}: invalid sweep file: {e}"))?;
+        let spec = mixsweep_sweep::parse_spec(&src)
+            .map_err(|e| anyhow::anyhow!("{arg}: invalid sweep file: {e}"))?;
         let (metric, goal) = spec.metric();
-        let root = storage.or(spec.storage.clone()).unwrap_or_else(|| "./mixsweep-runs".into());
-        return Ok(Target { root, name: spec.name, goal_max: goal == mixsweep_sweep::spec::Goal::Max, metric });
+        let root = storage
+            .or(spec.storage.clone())
+            .unwrap_or_else(|| "./mixsweep-runs".into());
+        return Ok(Target {
+            root,
+            name: spec.name,
+            goal_max: goal == mixsweep_sweep::spec::Goal::Max,
+            metric,
+        });
     }
     if let Some((root, name)) = arg.rsplit_once("/sweeps/") {
-        return Ok(Target { root: root.into(), name: name.trim_end_matches('/').into(), goal_max: false, metric: "val_loss".into() });
+        return Ok(Target {
+            root: root.into(),
+            name: name.trim_end_matches('/').into(),
+            goal_max: false,
+            metric: "val_loss".into(),
+        });
     }
-    Ok(Target { root: default_root(), name: arg.into(), goal_max: false, metric: "val_loss".into() })
+    Ok(Target {
+        root: default_root(),
+        name: arg.into(),
+        goal_max: false,
+        metric: "val_loss".into(),
+    })
 }
 
 fn summary_key(metric: &str) -> &str {
@@ -44,7 +62,12 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
     let listing = storage
         .get(&format!("sweeps/{}/trials.jsonl", t.name))
         .await?
-        .with_context(|| format!("no sweep {:?} in storage {} (run it first, or pass --storage)", t.name, t.root))?;
+        .with_context(|| {
+            format!(
+                "no sweep {:?} in storage {} (run it first, or pass --storage)",
+                t.name, t.root
+            )
+        })?;
     let mut cols: (Vec<String>, Vec<String>, Vec<String>, Vec<u64>, Vec<u64>) = Default::default();
     let (mut best, mut fin, mut train, mut toks, mut wall, mut status, mut metric) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
@@ -53,12 +76,21 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
         let id = v["id"].as_str().unwrap_or_default().to_string();
         let overrides = v["overrides"]
             .as_object()
-            .map(|m| m.iter().map(|(k, x)| format!("{k}={x}")).collect::<Vec<_>>().join(" "))
+            .map(|m| {
+                m.iter()
+                    .map(|(k, x)| format!("{k}={x}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .unwrap_or_default();
-        let s = storage.get_json(&format!("trials/{id}/summary.json")).await?.unwrap_or_default();
+        let s = storage
+            .get_json(&format!("trials/{id}/summary.json"))
+            .await?
+            .unwrap_or_default();
         let state = storage.trial_state(&id).await?;
         cols.0.push(id);
-        cols.1.push(v["variant"].as_str().unwrap_or_default().into());
+        cols.1
+            .push(v["variant"].as_str().unwrap_or_default().into());
         cols.2.push(overrides);
         cols.3.push(v["seed"].as_u64().unwrap_or(0));
         cols.4.push(v["params"].as_u64().unwrap_or(0));
@@ -70,9 +102,16 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
         status.push(match state {
             TrialState::Done => "done".to_string(),
             TrialState::New => "new".to_string(),
-            _ => s["status"].as_str().map(str::to_string).unwrap_or_else(|| state.as_str().to_string()),
+            _ => s["status"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| state.as_str().to_string()),
         });
-        metric.push(if state == TrialState::Done { s[summary_key(&t.metric)].as_f64() } else { None });
+        metric.push(if state == TrialState::Done {
+            s[summary_key(&t.metric)].as_f64()
+        } else {
+            None
+        });
     }
     let df = df!(
         "trial" => cols.0,
@@ -90,7 +129,12 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
     )?;
     let sorted = df
         .lazy()
-        .sort(["metric"], SortMultipleOptions::default().with_order_descending(t.goal_max).with_nulls_last(true))
+        .sort(
+            ["metric"],
+            SortMultipleOptions::default()
+                .with_order_descending(t.goal_max)
+                .with_nulls_last(true),
+        )
         .collect()?;
     Ok(sorted)
 }
@@ -109,33 +153,76 @@ pub fn group_by_variant(trials: &DataFrame, goal_max: bool) -> Result<DataFrame>
             col("params").first().alias("params"),
             col("tok_s").mean().alias("tok_s"),
         ])
-        .sort(["mean"], SortMultipleOptions::default().with_order_descending(goal_max).with_nulls_last(true))
+        .sort(
+            ["mean"],
+            SortMultipleOptions::default()
+                .with_order_descending(goal_max)
+                .with_nulls_last(true),
+        )
         .collect()?;
     if agg.height() == 0 {
         bail!("no finished trials to aggregate");
     }
-    let best = agg.column("variant")?.str()?.get(0).unwrap_or_default().to_string();
-    let per_seed = done.group_by([col("variant"), col("seed")]).agg([col("metric").mean().alias("m")]);
-    let best_per_seed =
-        per_seed.clone().filter(col("variant").eq(lit(best.clone()))).select([col("seed"), col("m").alias("m_best")]);
-    let better = if goal_max { col("m").gt(col("m_best")) } else { col("m").lt(col("m_best")) };
+    let best = agg
+        .column("variant")?
+        .str()?
+        .get(0)
+        .unwrap_or_default()
+        .to_string();
+    let per_seed = done
+        .group_by([col("variant"), col("seed")])
+        .agg([col("metric").mean().alias("m")]);
+    let best_per_seed = per_seed
+        .clone()
+        .filter(col("variant").eq(lit(best.clone())))
+        .select([col("seed"), col("m").alias("m_best")]);
+    let better = if goal_max {
+        col("m").gt(col("m_best"))
+    } else {
+        col("m").lt(col("m_best"))
+    };
     let paired = per_seed
-        .join(best_per_seed, [col("seed")], [col("seed")], JoinArgs::new(JoinType::Inner))
+        .join(
+            best_per_seed,
+            [col("seed")],
+            [col("seed")],
+            JoinArgs::new(JoinType::Inner),
+        )
         .group_by([col("variant")])
         .agg([
-            (col("m") - col("m_best")).mean().alias("paired_diff_to_best"),
-            better.cast(DataType::UInt32).sum().alias("seed_wins_vs_best"),
+            (col("m") - col("m_best"))
+                .mean()
+                .alias("paired_diff_to_best"),
+            better
+                .cast(DataType::UInt32)
+                .sum()
+                .alias("seed_wins_vs_best"),
             col("seed").count().alias("pairs"),
         ]);
     let out = agg
         .lazy()
-        .join(paired, [col("variant")], [col("variant")], JoinArgs::new(JoinType::Left))
-        .sort(["mean"], SortMultipleOptions::default().with_order_descending(goal_max).with_nulls_last(true))
+        .join(
+            paired,
+            [col("variant")],
+            [col("variant")],
+            JoinArgs::new(JoinType::Left),
+        )
+        .sort(
+            ["mean"],
+            SortMultipleOptions::default()
+                .with_order_descending(goal_max)
+                .with_nulls_last(true),
+        )
         .collect()?;
     Ok(out)
 }
 
-pub fn export(df: &mut DataFrame, csv: Option<&Path>, parquet: Option<&Path>, json: Option<&Path>) -> Result<()> {
+pub fn export(
+    df: &mut DataFrame,
+    csv: Option<&Path>,
+    parquet: Option<&Path>,
+    json: Option<&Path>,
+) -> Result<()> {
     if let Some(p) = csv {
         CsvWriter::new(std::fs::File::create(p)?).finish(df)?;
     }
@@ -143,7 +230,9 @@ pub fn export(df: &mut DataFrame, csv: Option<&Path>, parquet: Option<&Path>, js
         ParquetWriter::new(std::fs::File::create(p)?).finish(df)?;
     }
     if let Some(p) = json {
-        JsonWriter::new(std::fs::File::create(p)?).with_json_format(JsonFormat::Json).finish(df)?;
+        JsonWriter::new(std::fs::File::create(p)?)
+            .with_json_format(JsonFormat::Json)
+            .finish(df)?;
     }
     Ok(())
 }
@@ -152,9 +241,12 @@ pub fn export(df: &mut DataFrame, csv: Option<&Path>, parquet: Option<&Path>, js
 pub async fn status(root: &str) -> Result<DataFrame> {
     let storage = Storage::open(root)?;
     let names = storage.list_dirs("sweeps").await?;
-    let (mut n, mut total, mut done, mut failed, mut interrupted, mut new) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut n, mut total, mut done, mut failed, mut interrupted, mut new) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     for name in names {
-        let Some(listing) = storage.get(&format!("sweeps/{name}/trials.jsonl")).await? else { continue };
+        let Some(listing) = storage.get(&format!("sweeps/{name}/trials.jsonl")).await? else {
+            continue;
+        };
         let ids: Vec<String> = String::from_utf8_lossy(&listing)
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -176,5 +268,7 @@ pub async fn status(root: &str) -> Result<DataFrame> {
         interrupted.push(c[2]);
         new.push(c[3]);
     }
-    Ok(df!("sweep" => n, "trials" => total, "done" => done, "failed" => failed, "interrupted" => interrupted, "new" => new)?)
+    Ok(
+        df!("sweep" => n, "trials" => total, "done" => done, "failed" => failed, "interrupted" => interrupted, "new" => new)?,
+    )
 }

@@ -76,7 +76,12 @@ fn gpu_count() -> usize {
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.starts_with("GPU ")).count())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.starts_with("GPU "))
+                .count()
+        })
         .unwrap_or(0)
 }
 
@@ -128,22 +133,42 @@ impl Shared {
 
 fn label(t: &Trial) -> String {
     let o = t.overrides_text();
-    format!("{} {} {}seed={}", t.id, t.variant, if o.is_empty() { String::new() } else { format!("{o} ") }, t.seed)
+    format!(
+        "{} {} {}seed={}",
+        t.id,
+        t.variant,
+        if o.is_empty() {
+            String::new()
+        } else {
+            format!("{o} ")
+        },
+        t.seed
+    )
 }
 
 /// Reads metrics lines appended since `offset`.
 fn new_metrics(path: &Path, offset: &mut usize) -> Vec<serde_json::Value> {
-    let Ok(text) = std::fs::read_to_string(path) else { return vec![] };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return vec![];
+    };
     if text.len() <= *offset {
         return vec![];
     }
     let fresh = &text[*offset..];
     let complete = fresh.rfind('\n').map_or(0, |i| i + 1);
     *offset += complete;
-    fresh[..complete].lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    fresh[..complete]
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
-async fn upload_artifacts(shared: &Shared, id: &str, work: &Path, attempt: &serde_json::Value) -> Result<()> {
+async fn upload_artifacts(
+    shared: &Shared,
+    id: &str,
+    work: &Path,
+    attempt: &serde_json::Value,
+) -> Result<()> {
     let out = work.join("out");
     for (src, name) in [
         (out.join("metrics.jsonl"), "metrics.jsonl"),
@@ -153,27 +178,52 @@ async fn upload_artifacts(shared: &Shared, id: &str, work: &Path, attempt: &serd
         (work.join("stderr.log"), "stderr.log"),
     ] {
         if let Ok(bytes) = tokio::fs::read(&src).await {
-            shared.storage.put(&format!("trials/{id}/{name}"), bytes).await?;
+            shared
+                .storage
+                .put(&format!("trials/{id}/{name}"), bytes)
+                .await?;
         }
     }
-    shared.storage.put(&format!("trials/{id}/attempt.json"), serde_json::to_vec_pretty(attempt)?).await?;
+    shared
+        .storage
+        .put(
+            &format!("trials/{id}/attempt.json"),
+            serde_json::to_vec_pretty(attempt)?,
+        )
+        .await?;
     if let Ok(bytes) = tokio::fs::read(out.join("summary.json")).await {
-        shared.storage.put(&format!("trials/{id}/summary.json"), bytes).await?;
+        shared
+            .storage
+            .put(&format!("trials/{id}/summary.json"), bytes)
+            .await?;
     }
     Ok(())
 }
 
 /// One attempt: returns (exit code or None when killed/crashed, interrupted-by-us, timed-out).
-async fn attempt(shared: &Shared, t: &Trial, work: &Path, bar: &ProgressBar, gpu: Option<usize>) -> Result<(Option<i32>, bool, bool)> {
+async fn attempt(
+    shared: &Shared,
+    t: &Trial,
+    work: &Path,
+    bar: &ProgressBar,
+    gpu: Option<usize>,
+) -> Result<(Option<i32>, bool, bool)> {
     let _ = tokio::fs::remove_dir_all(work).await;
     tokio::fs::create_dir_all(work.join("out")).await?;
     let config = serde_json::to_vec_pretty(&t.config)?;
     tokio::fs::write(work.join("config.json"), &config).await?;
-    shared.storage.put(&format!("trials/{}/config.json", t.id), config).await?;
+    shared
+        .storage
+        .put(&format!("trials/{}/config.json", t.id), config)
+        .await?;
     let stdout = std::fs::File::create(work.join("stdout.log"))?;
     let stderr = std::fs::File::create(work.join("stderr.log"))?;
     let mut cmd = tokio::process::Command::new(&shared.runner);
-    cmd.arg("train").arg("--config").arg(work.join("config.json")).arg("--train").arg(&t.train);
+    cmd.arg("train")
+        .arg("--config")
+        .arg(work.join("config.json"))
+        .arg("--train")
+        .arg(&t.train);
     if let Some(v) = &t.val {
         cmd.arg("--val").arg(v);
     }
@@ -181,11 +231,16 @@ async fn attempt(shared: &Shared, t: &Trial, work: &Path, bar: &ProgressBar, gpu
     if shared.profile {
         cmd.arg("--cpuprofile").arg(work.join("out/cpu.pb"));
     }
-    cmd.stdout(stdout).stderr(stderr).stdin(std::process::Stdio::null()).kill_on_drop(true);
+    cmd.stdout(stdout)
+        .stderr(stderr)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
     if let Some(g) = gpu {
         cmd.env("CUDA_VISIBLE_DEVICES", g.to_string());
     }
-    let mut child = cmd.spawn().with_context(|| format!("starting {}", shared.runner.display()))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", shared.runner.display()))?;
     let started = Instant::now();
     let metrics = work.join("out/metrics.jsonl");
     let mut offset = 0usize;
@@ -251,18 +306,31 @@ async fn run_trial(shared: Arc<Shared>, t: Trial, sem: Arc<Semaphore>) -> Outcom
         let i = slots.iter().position(|s| s.is_some()).unwrap_or(0);
         (i, slots.get_mut(i).and_then(|s| s.take()))
     };
-    let bar = shared.progress.insert_before(&shared.summary, ProgressBar::new(t.steps as u64));
+    let bar = shared
+        .progress
+        .insert_before(&shared.summary, ProgressBar::new(t.steps as u64));
     bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:24}] {pos}/{len} {msg} (eta {eta})").unwrap().progress_chars("=> "),
+        ProgressStyle::with_template("{prefix} [{bar:24}] {pos}/{len} {msg} (eta {eta})")
+            .unwrap()
+            .progress_chars("=> "),
     );
     bar.set_prefix(t.id.clone());
     bar.set_message(format!("{} seed={}", t.variant, t.seed));
-    let work = std::env::temp_dir().join("mixsweep-work").join(&shared.sweep_name).join(&t.id);
+    let work = std::env::temp_dir()
+        .join("mixsweep-work")
+        .join(&shared.sweep_name)
+        .join(&t.id);
     let mut outcome = Outcome::Failed("not run".into());
     for n in 0..=shared.retries {
         if n > 0 {
             let wait = Duration::from_secs(2u64.pow(n as u32));
-            shared.log(format!("retrying {} in {}s (attempt {}/{})", label(&t), wait.as_secs(), n + 1, shared.retries + 1));
+            shared.log(format!(
+                "retrying {} in {}s (attempt {}/{})",
+                label(&t),
+                wait.as_secs(),
+                n + 1,
+                shared.retries + 1
+            ));
             tokio::time::sleep(wait).await;
             if shared.stop.load(Ordering::SeqCst) {
                 outcome = Outcome::Interrupted;
@@ -274,12 +342,29 @@ async fn run_trial(shared: Arc<Shared>, t: Trial, sem: Arc<Semaphore>) -> Outcom
             Ok((Some(0), _, _)) => ("completed", None, false),
             Ok((_, true, true)) => ("timeout", Some("timed out".to_string()), false),
             Ok((_, true, false)) => ("interrupted", None, false),
-            Ok((Some(2), _, _)) => ("failed", Some("config or data error (see stderr.log)".to_string()), false),
-            Ok((code, _, _)) => ("failed", Some(format!("runner exited with {code:?} (see stderr.log)")), true),
+            Ok((Some(2), _, _)) => (
+                "failed",
+                Some("config or data error (see stderr.log)".to_string()),
+                false,
+            ),
+            Ok((code, _, _)) => (
+                "failed",
+                Some(format!("runner exited with {code:?} (see stderr.log)")),
+                true,
+            ),
             Err(e) => ("failed", Some(format!("{e:#}")), true),
         };
         let stderr_tail = std::fs::read_to_string(work.join("stderr.log"))
-            .map(|s| s.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | "))
+            .map(|s| {
+                s.lines()
+                    .rev()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            })
             .unwrap_or_default();
         let record = serde_json::json!({
             "trial": t.id, "status": status, "attempt": n + 1, "error": error, "stderr_tail": stderr_tail,
@@ -291,7 +376,15 @@ async fn run_trial(shared: Arc<Shared>, t: Trial, sem: Arc<Semaphore>) -> Outcom
         outcome = match status {
             "completed" => Outcome::Done,
             "interrupted" => Outcome::Interrupted,
-            _ => Outcome::Failed(format!("{}{}", error.unwrap_or_default(), if stderr_tail.is_empty() { String::new() } else { format!(": {stderr_tail}") })),
+            _ => Outcome::Failed(format!(
+                "{}{}",
+                error.unwrap_or_default(),
+                if stderr_tail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {stderr_tail}")
+                }
+            )),
         };
         if !retryable || shared.stop.load(Ordering::SeqCst) {
             break;
@@ -322,10 +415,16 @@ async fn run_trial(shared: Arc<Shared>, t: Trial, sem: Arc<Semaphore>) -> Outcom
 /// Runs a sweep; returns the sweep, the storage and each trial's outcome.
 pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcome)>, bool)> {
     let sweep = mixsweep_sweep::load(&opts.sweep)?;
-    let root = opts.storage.clone().or_else(|| sweep.spec.storage.clone()).unwrap_or_else(|| "./mixsweep-runs".into());
+    let root = opts
+        .storage
+        .clone()
+        .or_else(|| sweep.spec.storage.clone())
+        .unwrap_or_else(|| "./mixsweep-runs".into());
     let storage = Storage::open(&root)?;
     let src = tokio::fs::read(&opts.sweep).await?;
-    storage.put(&format!("sweeps/{}/sweep.yaml", sweep.spec.name), src).await?;
+    storage
+        .put(&format!("sweeps/{}/sweep.yaml", sweep.spec.name), src)
+        .await?;
     let listing: String = sweep
         .trials
         .iter()
@@ -337,13 +436,32 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
                 + "\n"
         })
         .collect();
-    storage.put(&format!("sweeps/{}/trials.jsonl", sweep.spec.name), listing.into_bytes()).await?;
+    storage
+        .put(
+            &format!("sweeps/{}/trials.jsonl", sweep.spec.name),
+            listing.into_bytes(),
+        )
+        .await?;
 
     let gpus = gpu_count();
-    let max_parallel = opts.max_parallel.or(sweep.spec.max_parallel).unwrap_or(gpus.max(1)).max(1);
-    let timeout = sweep.spec.timeout.as_deref().map(mixsweep_sweep::spec::parse_duration).transpose().map_err(anyhow::Error::msg)?;
+    let max_parallel = opts
+        .max_parallel
+        .or(sweep.spec.max_parallel)
+        .unwrap_or(gpus.max(1))
+        .max(1);
+    let timeout = sweep
+        .spec
+        .timeout
+        .as_deref()
+        .map(mixsweep_sweep::spec::parse_duration)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let live = !opts.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let progress = MultiProgress::with_draw_target(if live { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    let progress = MultiProgress::with_draw_target(if live {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
     let summary = progress.add(ProgressBar::new_spinner());
     summary.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap());
     summary.enable_steady_tick(Duration::from_millis(250));
@@ -355,7 +473,11 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
         retries: sweep.spec.retries.unwrap_or(1),
         profile: sweep.spec.profile,
         stop: AtomicBool::new(false),
-        slots: Mutex::new(if gpus > 1 { (0..gpus).map(Some).collect() } else { vec![None] }),
+        slots: Mutex::new(if gpus > 1 {
+            (0..gpus).map(Some).collect()
+        } else {
+            vec![None]
+        }),
         progress,
         summary,
         live,
@@ -410,7 +532,12 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
         }
     }
     shared.summary.finish_and_clear();
-    let order: std::collections::HashMap<&str, usize> = sweep.trials.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+    let order: std::collections::HashMap<&str, usize> = sweep
+        .trials
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), i))
+        .collect();
     outcomes.sort_by_key(|(t, _)| order[t.id.as_str()]);
     Ok((sweep, storage, outcomes, interrupted))
 }

@@ -29,7 +29,10 @@ pub enum StorageError {
     #[error("storage {root}: {message}")]
     Root { root: String, message: String },
     #[error("storage {path}: {source}")]
-    Io { path: String, source: object_store::Error },
+    Io {
+        path: String,
+        source: object_store::Error,
+    },
 }
 
 #[derive(Clone)]
@@ -60,12 +63,17 @@ impl TrialState {
 
 impl Storage {
     pub fn open(root: &str) -> Result<Storage, StorageError> {
-        let fail = |message: String| StorageError::Root { root: root.into(), message };
+        let fail = |message: String| StorageError::Root {
+            root: root.into(),
+            message,
+        };
         let store: Arc<dyn ObjectStore> = match root.split_once("://") {
             Some(("s3", rest)) | Some(("gs", rest)) => {
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
                 if bucket.is_empty() {
-                    return Err(fail("the URL has no bucket (use s3://bucket/prefix)".into()));
+                    return Err(fail(
+                        "the URL has no bucket (use s3://bucket/prefix)".into(),
+                    ));
                 }
                 let inner: Arc<dyn ObjectStore> = if root.starts_with("s3") {
                     Arc::new(
@@ -79,7 +87,9 @@ impl Storage {
                         object_store::gcp::GoogleCloudStorageBuilder::from_env()
                             .with_bucket_name(bucket)
                             .build()
-                            .map_err(|e| fail(format!("{e} (set GOOGLE_APPLICATION_CREDENTIALS)")))?,
+                            .map_err(|e| {
+                                fail(format!("{e} (set GOOGLE_APPLICATION_CREDENTIALS)"))
+                            })?,
                     )
                 };
                 let prefix = prefix.trim_matches('/');
@@ -90,15 +100,25 @@ impl Storage {
                 }
             }
             Some(("file", dir)) | Some(("", dir)) => Self::local(dir).map_err(fail)?,
-            Some((scheme, _)) => return Err(fail(format!("unknown storage scheme {scheme}:// (use a folder, s3:// or gs://)"))),
+            Some((scheme, _)) => {
+                return Err(fail(format!(
+                    "unknown storage scheme {scheme}:// (use a folder, s3:// or gs://)"
+                )));
+            }
             None => Self::local(root).map_err(fail)?,
         };
-        Ok(Storage { root: root.into(), store })
+        Ok(Storage {
+            root: root.into(),
+            store,
+        })
     }
 
     fn local(dir: &str) -> Result<Arc<dyn ObjectStore>, String> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        Ok(Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|e| e.to_string())?))
+        Ok(Arc::new(
+            object_store::local::LocalFileSystem::new_with_prefix(dir)
+                .map_err(|e| e.to_string())?,
+        ))
     }
 
     fn path(key: &str) -> ObjectPath {
@@ -110,19 +130,36 @@ impl Storage {
             .put(&Self::path(key), PutPayload::from(Bytes::from(data)))
             .await
             .map(|_| ())
-            .map_err(|source| StorageError::Io { path: key.into(), source })
+            .map_err(|source| StorageError::Io {
+                path: key.into(),
+                source,
+            })
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         match self.store.get(&Self::path(key)).await {
-            Ok(r) => Ok(Some(r.bytes().await.map_err(|source| StorageError::Io { path: key.into(), source })?.to_vec())),
+            Ok(r) => Ok(Some(
+                r.bytes()
+                    .await
+                    .map_err(|source| StorageError::Io {
+                        path: key.into(),
+                        source,
+                    })?
+                    .to_vec(),
+            )),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(source) => Err(StorageError::Io { path: key.into(), source }),
+            Err(source) => Err(StorageError::Io {
+                path: key.into(),
+                source,
+            }),
         }
     }
 
     pub async fn get_json(&self, key: &str) -> Result<Option<serde_json::Value>, StorageError> {
-        Ok(self.get(key).await?.and_then(|b| serde_json::from_slice(&b).ok()))
+        Ok(self
+            .get(key)
+            .await?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
     /// Names of the "folders" directly under `prefix`.
@@ -131,9 +168,15 @@ impl Storage {
             .store
             .list_with_delimiter(Some(&Self::path(prefix)))
             .await
-            .map_err(|source| StorageError::Io { path: prefix.into(), source })?;
-        let mut names: Vec<String> =
-            listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
+            .map_err(|source| StorageError::Io {
+                path: prefix.into(),
+                source,
+            })?;
+        let mut names: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
         names.sort();
         Ok(names)
     }
@@ -148,7 +191,11 @@ impl Storage {
             });
         }
         if let Some(a) = self.get_json(&format!("trials/{id}/attempt.json")).await? {
-            return Ok(if a["status"] == "interrupted" { TrialState::Interrupted } else { TrialState::Failed });
+            return Ok(if a["status"] == "interrupted" {
+                TrialState::Interrupted
+            } else {
+                TrialState::Failed
+            });
         }
         Ok(TrialState::New)
     }

@@ -7,7 +7,11 @@ fn fixture() -> tempfile::TempDir {
     let d = dir.path();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     std::fs::copy(root.join("examples/tiny.json"), d.join("tiny.json")).unwrap();
-    std::fs::copy(root.join("examples/tiny_mamba.json"), d.join("tiny_mamba.json")).unwrap();
+    std::fs::copy(
+        root.join("examples/tiny_mamba.json"),
+        d.join("tiny_mamba.json"),
+    )
+    .unwrap();
     std::fs::create_dir(d.join("data")).unwrap();
     let mut shard = vec![0u8; 1024];
     shard[0..4].copy_from_slice(&20240520i32.to_le_bytes());
@@ -36,19 +40,36 @@ fn plan_prints_every_trial() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("8 trials (2 variants)"), "{out}");
-    assert_eq!(out.lines().filter(|l| l.contains("training.lr=0.003")).count(), 4, "{out}");
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.contains("training.lr=0.003"))
+            .count(),
+        4,
+        "{out}"
+    );
     let o = plan(f.path(), yaml, true);
-    let trials: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let trials: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(trials.len(), 8);
-    assert!(trials.iter().all(|t| t["config"]["training"]["lr"].is_number() && t["id"].as_str().unwrap().len() == 16));
+    assert!(trials.iter().all(
+        |t| t["config"]["training"]["lr"].is_number() && t["id"].as_str().unwrap().len() == 16
+    ));
 }
 
 #[test]
 fn invalid_sweep_exits_2_with_location() {
     let f = fixture();
-    let o = plan(f.path(), "name: q\nbase: tiny.json\ngrid: {\"blocks[0].kv_heads\": [3]}\ntrain: data/train_*.bin\n", false);
+    let o = plan(
+        f.path(),
+        "name: q\nbase: tiny.json\ngrid: {\"blocks[0].kv_heads\": [3]}\ntrain: data/train_*.bin\n",
+        false,
+    );
     assert_eq!(o.status.code(), Some(2));
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("sweep.yaml:3:") && e.contains("kv_heads=3 must divide heads=4"), "{e}");
+    assert!(
+        e.contains("sweep.yaml:3:") && e.contains("kv_heads=3 must divide heads=4"),
+        "{e}"
+    );
 }

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn bin(name: &str) -> PathBuf {
@@ -34,7 +37,13 @@ fn results_rank_group_and_export() {
     )
     .unwrap();
     let store = d.join("runs");
-    let o = Command::new(bin("mixsweep")).arg("run").arg(&sweep).arg("--storage").arg(&store).output().unwrap();
+    let o = Command::new(bin("mixsweep"))
+        .arg("run")
+        .arg(&sweep)
+        .arg("--storage")
+        .arg(&store)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     // by name + storage, with exports
@@ -54,12 +63,22 @@ fn results_rank_group_and_export() {
     let text = std::fs::read_to_string(&csv).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 5, "{text}");
-    assert!(lines[0].starts_with("trial,variant,overrides,seed,params,best_val_loss"), "{text}");
+    assert!(
+        lines[0].starts_with("trial,variant,overrides,seed,params,best_val_loss"),
+        "{text}"
+    );
     let metric_col = lines[0].split(',').position(|c| c == "metric").unwrap();
-    let metrics: Vec<f64> = lines[1..].iter().map(|l| l.split(',').nth(metric_col).unwrap().parse().unwrap()).collect();
-    assert!(metrics.windows(2).all(|w| w[0] <= w[1]), "not ranked: {metrics:?}");
+    let metrics: Vec<f64> = lines[1..]
+        .iter()
+        .map(|l| l.split(',').nth(metric_col).unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        metrics.windows(2).all(|w| w[0] <= w[1]),
+        "not ranked: {metrics:?}"
+    );
     assert!(std::fs::metadata(d.join("r.parquet")).unwrap().len() > 100);
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("r.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("r.json")).unwrap()).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 4);
 
     // by sweep file, grouped over seeds
@@ -76,19 +95,35 @@ fn results_rank_group_and_export() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let g = std::fs::read_to_string(&gcsv).unwrap();
     let head: Vec<&str> = g.lines().next().unwrap().split(',').collect();
-    for c in ["variant", "mean", "std", "n", "paired_diff_to_best", "seed_wins_vs_best", "pairs"] {
+    for c in [
+        "variant",
+        "mean",
+        "std",
+        "n",
+        "paired_diff_to_best",
+        "seed_wins_vs_best",
+        "pairs",
+    ] {
         assert!(head.contains(&c), "missing {c}: {g}");
     }
     let rows: Vec<Vec<&str>> = g.lines().skip(1).map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len(), 2);
     let col = |r: &Vec<&str>, c: &str| r[head.iter().position(|h| *h == c).unwrap()].to_string();
     assert_eq!(col(&rows[0], "n"), "2");
-    assert_eq!(col(&rows[0], "paired_diff_to_best").parse::<f64>().unwrap(), 0.0, "the best variant's diff to itself");
+    assert_eq!(
+        col(&rows[0], "paired_diff_to_best").parse::<f64>().unwrap(),
+        0.0,
+        "the best variant's diff to itself"
+    );
     assert!(col(&rows[1], "paired_diff_to_best").parse::<f64>().unwrap() > 0.0);
     assert_eq!(col(&rows[1], "pairs"), "2");
 
     // status lists the sweep with its progress
-    let o = Command::new(bin("mixsweep")).args(["status", "--storage"]).arg(&store).output().unwrap();
+    let o = Command::new(bin("mixsweep"))
+        .args(["status", "--storage"])
+        .arg(&store)
+        .output()
+        .unwrap();
     let s = String::from_utf8_lossy(&o.stdout);
     assert!(s.contains("agg") && s.contains('4'), "{s}");
 }

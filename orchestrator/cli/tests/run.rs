@@ -6,14 +6,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn runner() -> PathBuf {
     // the runner binary of this workspace's target folder (built by `cargo test --workspace`)
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_mixsweep"));
     let sibling = exe.with_file_name("mixsweep-runner");
-    assert!(sibling.is_file(), "build the runner first: cargo build -p mixsweep-runner ({})", sibling.display());
+    assert!(
+        sibling.is_file(),
+        "build the runner first: cargo build -p mixsweep-runner ({})",
+        sibling.display()
+    );
     sibling
 }
 
@@ -41,19 +48,31 @@ fn sweep(dir: &Path, body: &str) -> PathBuf {
 
 fn mixsweep(args: &[&str], sweep: &Path, storage: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mixsweep"));
-    c.args(args).arg(sweep).arg("--storage").arg(storage).env("MIXSWEEP_RUNNER", runner());
+    c.args(args)
+        .arg(sweep)
+        .arg("--storage")
+        .arg(storage)
+        .env("MIXSWEEP_RUNNER", runner());
     c
 }
 
 fn summary(storage: &Path, id: &str) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(storage.join(format!("trials/{id}/summary.json"))).unwrap()).unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(storage.join(format!("trials/{id}/summary.json"))).unwrap(),
+    )
+    .unwrap()
 }
 
 fn trial_ids(storage: &Path, name: &str) -> Vec<String> {
     std::fs::read_to_string(storage.join(format!("sweeps/{name}/trials.jsonl")))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect()
 }
 
@@ -67,26 +86,56 @@ fn four_trial_sweep_runs_ranks_and_caches() {
     );
     let store = dir.path().join("runs");
     let o = mixsweep(&["run"], &s, &store).output().unwrap();
-    assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     let out = String::from_utf8_lossy(&o.stdout);
     let rows: Vec<&str> = out.lines().filter(|l| l.ends_with(" done")).collect();
     assert_eq!(rows.len(), 4, "{out}");
     // ranked: best_val (7th column) ascending
-    let vals: Vec<f64> = rows.iter().map(|r| r.split_whitespace().nth(6).unwrap().parse().unwrap()).collect();
+    let vals: Vec<f64> = rows
+        .iter()
+        .map(|r| r.split_whitespace().nth(6).unwrap().parse().unwrap())
+        .collect();
     assert!(vals.windows(2).all(|w| w[0] <= w[1]), "{out}");
     for id in trial_ids(&store, "four") {
         assert_eq!(summary(&store, &id)["status"], "completed");
-        for f in ["config.json", "metrics.jsonl", "model.safetensors", "stdout.log", "stderr.log", "attempt.json"] {
-            assert!(store.join(format!("trials/{id}/{f}")).is_file(), "{id}/{f} missing");
+        for f in [
+            "config.json",
+            "metrics.jsonl",
+            "model.safetensors",
+            "stdout.log",
+            "stderr.log",
+            "attempt.json",
+        ] {
+            assert!(
+                store.join(format!("trials/{id}/{f}")).is_file(),
+                "{id}/{f} missing"
+            );
         }
     }
     // the same sweep again: everything cached, nothing run
     let o = mixsweep(&["run"], &s, &store).output().unwrap();
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("4 trials, 0 to run, 4 cached"));
-    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.ends_with(" cached")).count(), 4);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.ends_with(" cached"))
+            .count(),
+        4
+    );
     let plan = mixsweep(&["plan"], &s, &store).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&plan.stdout).lines().filter(|l| l.ends_with(" done")).count(), 4);
+    assert_eq!(
+        String::from_utf8_lossy(&plan.stdout)
+            .lines()
+            .filter(|l| l.ends_with(" done"))
+            .count(),
+        4
+    );
 }
 
 #[test]
@@ -98,7 +147,11 @@ fn interrupted_sweep_resumes_without_rerunning_finished_trials() {
         "name: resume\nbase: tiny.json\nzip: {training.lr: [0.001, 0.002, 0.003], training.steps: [20, 2000, 20]}\nseeds: [1]\ntrain: data/train_*.bin\n",
     );
     let store = dir.path().join("runs");
-    let mut child = mixsweep(&["run"], &s, &store).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = mixsweep(&["run"], &s, &store)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     // wait for the first trial to finish, then give the long second one a moment and press Ctrl-C
     for line in lines.by_ref() {
@@ -113,20 +166,38 @@ fn interrupted_sweep_resumes_without_rerunning_finished_trials() {
     let ids = trial_ids(&store, "resume");
     let done_before = summary(&store, &ids[0]);
     assert_eq!(done_before["status"], "completed");
-    let second = std::fs::read_to_string(store.join(format!("trials/{}/attempt.json", ids[1]))).unwrap();
+    let second =
+        std::fs::read_to_string(store.join(format!("trials/{}/attempt.json", ids[1]))).unwrap();
     assert!(second.contains("\"interrupted\""), "{second}");
-    assert!(!store.join(format!("trials/{}/summary.json", ids[2])).exists() || summary(&store, &ids[2])["status"] != "completed");
+    assert!(
+        !store
+            .join(format!("trials/{}/summary.json", ids[2]))
+            .exists()
+            || summary(&store, &ids[2])["status"] != "completed"
+    );
 
     // resume with a shorter second trial? No: the same file resumes the same trials.
-    let o = mixsweep(&["run", "--quiet"], &s, &store).stdout(Stdio::piped()).spawn().unwrap();
+    let o = mixsweep(&["run", "--quiet"], &s, &store)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     // the long trial takes a while; stop it again quickly and check the first is still the old result
     std::thread::sleep(std::time::Duration::from_secs(2));
     unsafe { kill(o.id() as i32, 2) };
     let out = o.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.lines().any(|l| l.contains(&ids[0]) && l.ends_with(" cached")), "{stdout}");
-    assert_eq!(summary(&store, &ids[0])["wall_time_s"], done_before["wall_time_s"], "the finished trial was run again");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains(&ids[0]) && l.ends_with(" cached")),
+        "{stdout}"
+    );
+    assert_eq!(
+        summary(&store, &ids[0])["wall_time_s"],
+        done_before["wall_time_s"],
+        "the finished trial was run again"
+    );
 }
 
 unsafe extern "C" {
@@ -138,16 +209,27 @@ fn config_errors_fail_once_without_retries() {
     let dir = tempfile::tempdir().unwrap();
     data(dir.path());
     // vocab 64 passes validation but the byte data holds ids up to 255: a data error (exit 2)
-    let s = sweep(dir.path(), "name: bad\nbase: tiny.json\nset: {vocab_size: 64}\nretries: 3\ntrain: data/train_*.bin\n");
+    let s = sweep(
+        dir.path(),
+        "name: bad\nbase: tiny.json\nset: {vocab_size: 64}\nretries: 3\ntrain: data/train_*.bin\n",
+    );
     let store = dir.path().join("runs");
     let o = mixsweep(&["run"], &s, &store).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("FAILED") && err.contains("vocab_size 64"), "{err}");
-    assert!(!err.contains("retrying"), "config errors must not be retried: {err}");
+    assert!(
+        err.contains("FAILED") && err.contains("vocab_size 64"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("retrying"),
+        "config errors must not be retried: {err}"
+    );
     let id = &trial_ids(&store, "bad")[0];
-    let attempt: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(store.join(format!("trials/{id}/attempt.json"))).unwrap()).unwrap();
+    let attempt: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(store.join(format!("trials/{id}/attempt.json"))).unwrap(),
+    )
+    .unwrap();
     assert_eq!(attempt["attempt"], 1);
     assert_eq!(attempt["exit_code"], 2);
 }
@@ -159,7 +241,14 @@ fn runtime_failures_are_retried_and_timeouts_are_not() {
     // A stand-in runner that crashes like a runtime failure (exit 1) and counts its starts.
     let fake = d.join("crashing-runner");
     let counter = d.join("starts");
-    std::fs::write(&fake, format!("#!/bin/sh\necho x >> {}\necho 'CUDA error: out of memory' >&2\nexit 1\n", counter.display())).unwrap();
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho x >> {}\necho 'CUDA error: out of memory' >&2\nexit 1\n",
+            counter.display()
+        ),
+    )
+    .unwrap();
     Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
     std::fs::create_dir(d.join("data")).unwrap();
     let mut shard = vec![0u8; 1024];
@@ -168,7 +257,10 @@ fn runtime_failures_are_retried_and_timeouts_are_not() {
     shard[8..12].copy_from_slice(&200i32.to_le_bytes());
     shard.extend((0..200u16).flat_map(|t| (t % 256).to_le_bytes()));
     std::fs::write(d.join("data/train_00000.bin"), &shard).unwrap();
-    let s = sweep(d, "name: flaky\nbase: tiny.json\nretries: 2\ntrain: data/train_*.bin\n");
+    let s = sweep(
+        d,
+        "name: flaky\nbase: tiny.json\nretries: 2\ntrain: data/train_*.bin\n",
+    );
     let store = d.join("runs");
     let o = Command::new(env!("CARGO_BIN_EXE_mixsweep"))
         .arg("run")
@@ -180,11 +272,21 @@ fn runtime_failures_are_retried_and_timeouts_are_not() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(std::fs::read_to_string(&counter).unwrap().lines().count(), 3, "1 attempt + 2 retries: {err}");
-    assert!(err.contains("retrying") && err.contains("out of memory"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap().lines().count(),
+        3,
+        "1 attempt + 2 retries: {err}"
+    );
+    assert!(
+        err.contains("retrying") && err.contains("out of memory"),
+        "{err}"
+    );
 
     // A trial over its time limit is stopped and not retried.
-    let s = sweep(d, "name: slow\nbase: tiny.json\nsteps: 100000\ntimeout: 3s\nretries: 2\ntrain: data/train_*.bin\n");
+    let s = sweep(
+        d,
+        "name: slow\nbase: tiny.json\nsteps: 100000\ntimeout: 3s\nretries: 2\ntrain: data/train_*.bin\n",
+    );
     let o = Command::new(env!("CARGO_BIN_EXE_mixsweep"))
         .arg("run")
         .arg(&s)
@@ -195,5 +297,8 @@ fn runtime_failures_are_retried_and_timeouts_are_not() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("timed out") && !err.contains("retrying"), "{err}");
+    assert!(
+        err.contains("timed out") && !err.contains("retrying"),
+        "{err}"
+    );
 }

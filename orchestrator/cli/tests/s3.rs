@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// Starts s3s-fs over `dir` (bucket `test-bucket`) on a free loopback port; returns the endpoint URL.
@@ -16,9 +19,14 @@ fn start_s3(dir: &Path) -> String {
     listener.set_nonblocking(true).unwrap();
     let fs_root = dir.to_path_buf();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
-            let mut b = s3s::service::S3ServiceBuilder::new(s3s_fs::FileSystem::new(&fs_root).unwrap());
+            let mut b =
+                s3s::service::S3ServiceBuilder::new(s3s_fs::FileSystem::new(&fs_root).unwrap());
             b.set_auth(s3s::auth::SimpleAuth::from_single("testing", "testing"));
             let service = b.build();
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
@@ -26,9 +34,11 @@ fn start_s3(dir: &Path) -> String {
                 let (sock, _) = listener.accept().await.unwrap();
                 let svc = service.clone();
                 tokio::spawn(async move {
-                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
-                        .await;
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                    .await;
                 });
             }
         });
@@ -43,7 +53,10 @@ fn mixsweep(endpoint: &str) -> Command {
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_ALLOW_HTTP", "true")
-        .env("MIXSWEEP_RUNNER", PathBuf::from(env!("CARGO_BIN_EXE_mixsweep")).with_file_name("mixsweep-runner"));
+        .env(
+            "MIXSWEEP_RUNNER",
+            PathBuf::from(env!("CARGO_BIN_EXE_mixsweep")).with_file_name("mixsweep-runner"),
+        );
     c
 }
 
@@ -60,14 +73,34 @@ fn sweep_artifacts_land_in_s3_and_state_is_read_back() {
         .output()
         .unwrap();
     assert!(o.status.success());
-    std::fs::copy(root().join("examples/tiny.json"), dir.path().join("tiny.json")).unwrap();
+    std::fs::copy(
+        root().join("examples/tiny.json"),
+        dir.path().join("tiny.json"),
+    )
+    .unwrap();
     let sweep = dir.path().join("sweep.yaml");
     std::fs::write(&sweep, "name: s3sweep\nbase: tiny.json\ngrid: {training.lr: [0.001, 0.003]}\nsteps: 20\ntrain: data/train_*.bin\n").unwrap();
     let storage = "s3://test-bucket/team/runs";
 
-    let o = mixsweep(&endpoint).arg("run").arg(&sweep).args(["--storage", storage]).output().unwrap();
-    assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.ends_with(" done")).count(), 2);
+    let o = mixsweep(&endpoint)
+        .arg("run")
+        .arg(&sweep)
+        .args(["--storage", storage])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.ends_with(" done"))
+            .count(),
+        2
+    );
 
     // The objects are in the bucket, under the prefix, with the documented layout.
     let base = dir.path().join("s3/test-bucket/team/runs");
@@ -75,20 +108,46 @@ fn sweep_artifacts_land_in_s3_and_state_is_read_back() {
     let ids: Vec<String> = std::fs::read_to_string(base.join("sweeps/s3sweep/trials.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(ids.len(), 2);
     for id in &ids {
-        let s: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(base.join(format!("trials/{id}/summary.json"))).unwrap()).unwrap();
+        let s: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(base.join(format!("trials/{id}/summary.json"))).unwrap(),
+        )
+        .unwrap();
         assert_eq!(s["status"], "completed");
-        assert!(base.join(format!("trials/{id}/model.safetensors")).is_file());
+        assert!(
+            base.join(format!("trials/{id}/model.safetensors"))
+                .is_file()
+        );
     }
 
     // State comes from storage alone: plan (as from another machine) sees both done, and run caches.
-    let plan = mixsweep(&endpoint).arg("plan").arg(&sweep).args(["--storage", storage]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&plan.stdout).lines().filter(|l| l.ends_with(" done")).count(), 2);
-    let again = mixsweep(&endpoint).arg("run").arg(&sweep).args(["--storage", storage]).output().unwrap();
+    let plan = mixsweep(&endpoint)
+        .arg("plan")
+        .arg(&sweep)
+        .args(["--storage", storage])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&plan.stdout)
+            .lines()
+            .filter(|l| l.ends_with(" done"))
+            .count(),
+        2
+    );
+    let again = mixsweep(&endpoint)
+        .arg("run")
+        .arg(&sweep)
+        .args(["--storage", storage])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&again.stderr).contains("2 trials, 0 to run, 2 cached"));
 }
 
@@ -105,7 +164,12 @@ fn storage_errors_are_clear() {
     std::fs::write(dir.path().join("d/train_0.bin"), &shard).unwrap();
     let sweep = dir.path().join("s.yaml");
     std::fs::write(&sweep, "name: x\nbase: m.json\ntrain: d/train_*.bin\n").unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_mixsweep")).arg("run").arg(&sweep).args(["--storage", "ftp://host/x"]).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_mixsweep"))
+        .arg("run")
+        .arg(&sweep)
+        .args(["--storage", "ftp://host/x"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown storage scheme ftp://"));
 }

@@ -35,7 +35,11 @@ pub struct Trial {
 
 impl Trial {
     pub fn overrides_text(&self) -> String {
-        self.overrides.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+        self.overrides
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -94,26 +98,58 @@ fn grid_points(spec: &SweepSpec, file: &Path, src: &str) -> Result<Vec<Point>, S
     let mut points: Vec<Point> = vec![vec![]];
     for (path, values) in &spec.grid {
         if values.is_empty() {
-            return Err(SweepError::at(file, src, path, format!("grid.{path}: the list of values is empty")));
+            return Err(SweepError::at(
+                file,
+                src,
+                path,
+                format!("grid.{path}: the list of values is empty"),
+            ));
         }
         points = points
             .into_iter()
-            .flat_map(|p| values.iter().map(move |v| [p.clone(), vec![(path.clone(), v.clone())]].concat()))
+            .flat_map(|p| {
+                values
+                    .iter()
+                    .map(move |v| [p.clone(), vec![(path.clone(), v.clone())]].concat())
+            })
             .collect();
     }
     if !spec.zip.is_empty() {
         let lens: Vec<usize> = spec.zip.values().map(Vec::len).collect();
         if lens.iter().any(|&l| l != lens[0]) {
-            let desc: Vec<String> = spec.zip.iter().map(|(k, v)| format!("{k}: {}", v.len())).collect();
-            return Err(SweepError::at(file, src, "zip", format!("zip lists must have the same length ({})", desc.join(", "))));
+            let desc: Vec<String> = spec
+                .zip
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", v.len()))
+                .collect();
+            return Err(SweepError::at(
+                file,
+                src,
+                "zip",
+                format!("zip lists must have the same length ({})", desc.join(", ")),
+            ));
         }
-        let rows: Vec<Point> =
-            (0..lens[0]).map(|i| spec.zip.iter().map(|(k, v)| (k.clone(), v[i].clone())).collect()).collect();
-        points = points.into_iter().flat_map(|p| rows.iter().map(move |r| [p.clone(), r.clone()].concat())).collect();
+        let rows: Vec<Point> = (0..lens[0])
+            .map(|i| {
+                spec.zip
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v[i].clone()))
+                    .collect()
+            })
+            .collect();
+        points = points
+            .into_iter()
+            .flat_map(|p| rows.iter().map(move |r| [p.clone(), r.clone()].concat()))
+            .collect();
     }
     if let Some(r) = &spec.random {
         if r.samples == 0 {
-            return Err(SweepError::at(file, src, "samples", "random.samples must be > 0".into()));
+            return Err(SweepError::at(
+                file,
+                src,
+                "samples",
+                "random.samples must be > 0".into(),
+            ));
         }
         let mut rng = SplitMix64::new(r.seed);
         let mut samples: Vec<Point> = vec![];
@@ -121,8 +157,12 @@ fn grid_points(spec: &SweepSpec, file: &Path, src: &str) -> Result<Vec<Point>, S
             let mut s = vec![];
             for (path, d) in &r.params {
                 let v = match d {
-                    Distribution::Choice(c) if !c.is_empty() => c[(rng.next_u64() % c.len() as u64) as usize].clone(),
-                    Distribution::Uniform([lo, hi]) if lo <= hi => number(lo + (hi - lo) * rng.next_f64()),
+                    Distribution::Choice(c) if !c.is_empty() => {
+                        c[(rng.next_u64() % c.len() as u64) as usize].clone()
+                    }
+                    Distribution::Uniform([lo, hi]) if lo <= hi => {
+                        number(lo + (hi - lo) * rng.next_f64())
+                    }
                     Distribution::LogUniform([lo, hi]) if *lo > 0.0 && lo <= hi => {
                         number((lo.ln() + (hi.ln() - lo.ln()) * rng.next_f64()).exp())
                     }
@@ -134,7 +174,9 @@ fn grid_points(spec: &SweepSpec, file: &Path, src: &str) -> Result<Vec<Point>, S
                             file,
                             src,
                             path,
-                            format!("random.params.{path}: empty choice or bounds out of order (log_uniform needs 0 < lo <= hi)"),
+                            format!(
+                                "random.params.{path}: empty choice or bounds out of order (log_uniform needs 0 < lo <= hi)"
+                            ),
                         ));
                     }
                 };
@@ -142,7 +184,10 @@ fn grid_points(spec: &SweepSpec, file: &Path, src: &str) -> Result<Vec<Point>, S
             }
             samples.push(s);
         }
-        points = points.into_iter().flat_map(|p| samples.iter().map(move |s| [p.clone(), s.clone()].concat())).collect();
+        points = points
+            .into_iter()
+            .flat_map(|p| samples.iter().map(move |s| [p.clone(), s.clone()].concat()))
+            .collect();
     }
     Ok(points)
 }
@@ -159,12 +204,21 @@ pub fn expand(spec: SweepSpec, file: &Path, src: &str) -> Result<Sweep, SweepErr
         .chain(spec.zip.keys())
         .chain(spec.tie.keys())
         .chain(spec.random.iter().flat_map(|r| r.params.keys()))
-        .chain(spec.variants.iter().flat_map(|v| v.set.keys().chain(v.grid.keys())));
+        .chain(
+            spec.variants
+                .iter()
+                .flat_map(|v| v.set.keys().chain(v.grid.keys())),
+        );
     for p in all_paths {
         ParamPath::parse(p).map_err(|e| err(p, e))?;
     }
     let variants: Vec<crate::spec::VariantSpec> = if spec.variants.is_empty() {
-        let base = spec.base.clone().ok_or_else(|| err("name", "the sweep needs `base: CONFIG.json` or `variants:`".into()))?;
+        let base = spec.base.clone().ok_or_else(|| {
+            err(
+                "name",
+                "the sweep needs `base: CONFIG.json` or `variants:`".into(),
+            )
+        })?;
         vec![crate::spec::VariantSpec {
             name: "base".into(),
             base: Some(base),
@@ -176,30 +230,55 @@ pub fn expand(spec: SweepSpec, file: &Path, src: &str) -> Result<Sweep, SweepErr
     } else {
         spec.variants.clone()
     };
-    let seeds = if spec.seeds.is_empty() { None } else { Some(spec.seeds.clone()) };
+    let seeds = if spec.seeds.is_empty() {
+        None
+    } else {
+        Some(spec.seeds.clone())
+    };
     let points = grid_points(&spec, file, src)?;
     let mut trials: Vec<Trial> = vec![];
     let mut skipped = vec![];
     let mut duplicates = vec![];
-    let mut identities: std::collections::HashMap<(String, Option<String>), String> = Default::default();
+    let mut identities: std::collections::HashMap<(String, Option<String>), String> =
+        Default::default();
     for variant in &variants {
         let base = variant
             .base
             .clone()
             .or_else(|| spec.base.clone())
-            .ok_or_else(|| err(&variant.name, format!("variant {:?} has no `base` and the sweep has none", variant.name)))?;
+            .ok_or_else(|| {
+                err(
+                    &variant.name,
+                    format!(
+                        "variant {:?} has no `base` and the sweep has none",
+                        variant.name
+                    ),
+                )
+            })?;
         let base_path = resolve(&dir, &base);
-        let text = std::fs::read_to_string(&base_path)
-            .map_err(|e| err(&base, format!("variant {:?}: cannot read {base_path}: {e}", variant.name)))?;
-        let mut base_json = mixsweep_model::json::parse_jsonc(&text).map_err(|e| err(&base, e.in_file(&base_path).to_string()))?;
+        let text = std::fs::read_to_string(&base_path).map_err(|e| {
+            err(
+                &base,
+                format!("variant {:?}: cannot read {base_path}: {e}", variant.name),
+            )
+        })?;
+        let mut base_json = mixsweep_model::json::parse_jsonc(&text)
+            .map_err(|e| err(&base, e.in_file(&base_path).to_string()))?;
         for (p, v) in spec.set.iter().chain(&variant.set) {
-            ParamPath::parse(p).unwrap().set(&mut base_json, v).map_err(|e| err(p, format!("variant {:?}: {e}", variant.name)))?;
+            ParamPath::parse(p)
+                .unwrap()
+                .set(&mut base_json, v)
+                .map_err(|e| err(p, format!("variant {:?}: {e}", variant.name)))?;
         }
         let train = variant.train.clone().or_else(|| spec.train.clone()).ok_or_else(|| {
             err("name", format!("variant {:?} has no training data: set `train:` on the sweep or the variant", variant.name))
         })?;
         let train = resolve(&dir, &train);
-        let val = variant.val.clone().or_else(|| spec.val.clone()).map(|v| resolve(&dir, &v));
+        let val = variant
+            .val
+            .clone()
+            .or_else(|| spec.val.clone())
+            .map(|v| resolve(&dir, &v));
         let key = (train.clone(), val.clone());
         if !identities.contains_key(&key) {
             let id = data_identity(&train, val.as_deref()).map_err(|e| err("train", e))?;
@@ -209,33 +288,60 @@ pub fn expand(spec: SweepSpec, file: &Path, src: &str) -> Result<Sweep, SweepErr
         let mut variant_points = points.clone();
         for (path, values) in &variant.grid {
             if values.is_empty() {
-                return Err(err(path, format!("variant {:?}: grid.{path}: the list of values is empty", variant.name)));
+                return Err(err(
+                    path,
+                    format!(
+                        "variant {:?}: grid.{path}: the list of values is empty",
+                        variant.name
+                    ),
+                ));
             }
             variant_points = variant_points
                 .into_iter()
-                .flat_map(|p| values.iter().map(move |v| [p.clone(), vec![(path.clone(), v.clone())]].concat()))
+                .flat_map(|p| {
+                    values
+                        .iter()
+                        .map(move |v| [p.clone(), vec![(path.clone(), v.clone())]].concat())
+                })
                 .collect();
         }
         for point in &variant_points {
             let mut cfg = base_json.clone();
             let mut overrides = point.clone();
             for (p, v) in point {
-                ParamPath::parse(p).unwrap().set(&mut cfg, v).map_err(|e| err(p, format!("variant {:?}: {e}", variant.name)))?;
+                ParamPath::parse(p)
+                    .unwrap()
+                    .set(&mut cfg, v)
+                    .map_err(|e| err(p, format!("variant {:?}: {e}", variant.name)))?;
             }
             for (p, expr) in &spec.tie {
-                let v = crate::expr::evaluate(expr, &cfg).map_err(|e| err(p, format!("tie.{p}: {e}")))?;
-                ParamPath::parse(p).unwrap().set(&mut cfg, &v).map_err(|e| err(p, format!("tie.{p}: {e}")))?;
+                let v = crate::expr::evaluate(expr, &cfg)
+                    .map_err(|e| err(p, format!("tie.{p}: {e}")))?;
+                ParamPath::parse(p)
+                    .unwrap()
+                    .set(&mut cfg, &v)
+                    .map_err(|e| err(p, format!("tie.{p}: {e}")))?;
                 overrides.push((p.clone(), v));
             }
             if let Some(steps) = spec.steps {
-                ParamPath::parse("training.steps").unwrap().set(&mut cfg, &Value::from(steps)).unwrap();
+                ParamPath::parse("training.steps")
+                    .unwrap()
+                    .set(&mut cfg, &Value::from(steps))
+                    .unwrap();
             }
             let point_seeds = seeds.clone().unwrap_or_else(|| {
-                vec![cfg.pointer("/training/seed").and_then(Value::as_u64).unwrap_or(42)]
+                vec![
+                    cfg.pointer("/training/seed")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(42),
+                ]
             });
             for &seed in &point_seeds {
                 let mut cfg = cfg.clone();
-                ParamPath::parse("training.seed").unwrap().set(&mut cfg, &Value::from(seed)).unwrap();
+                ParamPath::parse("training.seed")
+                    .unwrap()
+                    .set(&mut cfg, &Value::from(seed))
+                    .unwrap();
                 normalise(&mut cfg);
                 let model = match ModelConfig::from_value(&cfg) {
                     Ok(m) => m,
@@ -243,20 +349,38 @@ pub fn expand(spec: SweepSpec, file: &Path, src: &str) -> Result<Sweep, SweepErr
                         let what = format!(
                             "variant {:?} ({base}){}: invalid config: {e}",
                             variant.name,
-                            if overrides.is_empty() { String::new() } else { format!(" with {}", Trial::fmt(&overrides)) }
+                            if overrides.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" with {}", Trial::fmt(&overrides))
+                            }
                         );
                         if spec.skip_invalid {
-                            skipped.push(Skipped { variant: variant.name.clone(), overrides: overrides.clone(), reason: e.to_string() });
+                            skipped.push(Skipped {
+                                variant: variant.name.clone(),
+                                overrides: overrides.clone(),
+                                reason: e.to_string(),
+                            });
                             break;
                         }
-                        let key = overrides.first().map(|(k, _)| k.clone()).unwrap_or_else(|| base.clone());
-                        return Err(err(&key, what + " (or set `skip_invalid: true` to skip such points)"));
+                        let key = overrides
+                            .first()
+                            .map(|(k, _)| k.clone())
+                            .unwrap_or_else(|| base.clone());
+                        return Err(err(
+                            &key,
+                            what + " (or set `skip_invalid: true` to skip such points)",
+                        ));
                     }
                 };
                 let counts = model.counts();
                 let id = trial_id(&cfg, &data_id, seed);
                 if let Some(first) = trials.iter().find(|t| t.id == id) {
-                    duplicates.push((variant.name.clone(), Trial::fmt(&overrides), first.id.clone()));
+                    duplicates.push((
+                        variant.name.clone(),
+                        Trial::fmt(&overrides),
+                        first.id.clone(),
+                    ));
                     continue;
                 }
                 trials.push(Trial {
@@ -274,11 +398,21 @@ pub fn expand(spec: SweepSpec, file: &Path, src: &str) -> Result<Sweep, SweepErr
             }
         }
     }
-    Ok(Sweep { spec, file: file.to_path_buf(), trials, skipped, duplicates })
+    Ok(Sweep {
+        spec,
+        file: file.to_path_buf(),
+        trials,
+        skipped,
+        duplicates,
+    })
 }
 
 impl Trial {
     fn fmt(overrides: &[(String, Value)]) -> String {
-        overrides.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+        overrides
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }

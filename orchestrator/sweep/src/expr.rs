@@ -41,13 +41,17 @@ fn tokenize(src: &str) -> Result<Vec<Token>, String> {
             c if c.is_ascii_digit() || c == '.' => {
                 let start = i;
                 while i < chars.len()
-                    && (chars[i].is_ascii_digit() || chars[i] == '.' || chars[i] == 'e'
+                    && (chars[i].is_ascii_digit()
+                        || chars[i] == '.'
+                        || chars[i] == 'e'
                         || ((chars[i] == '-' || chars[i] == '+') && chars[i - 1] == 'e'))
                 {
                     i += 1;
                 }
                 let s: String = chars[start..i].iter().collect();
-                out.push(Token::Num(s.parse().map_err(|_| format!("bad number {s:?}"))?));
+                out.push(Token::Num(
+                    s.parse().map_err(|_| format!("bad number {s:?}"))?,
+                ));
             }
             c if c.is_ascii_alphabetic() || c == '_' => {
                 let start = i;
@@ -129,7 +133,9 @@ impl Parser<'_> {
             }
             Token::Path(p) => {
                 let path = ParamPath::parse(&p)?;
-                path.get(self.doc)?.as_f64().ok_or_else(|| format!("{p} is not a number"))
+                path.get(self.doc)?
+                    .as_f64()
+                    .ok_or_else(|| format!("{p} is not a number"))
             }
             other => Err(format!("unexpected {other:?}")),
         }
@@ -138,10 +144,18 @@ impl Parser<'_> {
 
 /// Evaluates `src` against a model JSON. Integral results become JSON integers.
 pub fn evaluate(src: &str, doc: &Value) -> Result<Value, String> {
-    let mut p = Parser { tokens: tokenize(src)?, pos: 0, doc };
-    let v = p.expr().map_err(|e| format!("in tie expression {src:?}: {e}"))?;
+    let mut p = Parser {
+        tokens: tokenize(src)?,
+        pos: 0,
+        doc,
+    };
+    let v = p
+        .expr()
+        .map_err(|e| format!("in tie expression {src:?}: {e}"))?;
     if p.pos != p.tokens.len() {
-        return Err(format!("in tie expression {src:?}: unexpected trailing input"));
+        return Err(format!(
+            "in tie expression {src:?}: unexpected trailing input"
+        ));
     }
     if !v.is_finite() {
         return Err(format!("tie expression {src:?} is not finite ({v})"));
@@ -158,11 +172,18 @@ mod tests {
     fn arithmetic_and_paths() {
         let doc = json!({"model_dim": 256, "training": {"lr": 0.002}, "blocks": [{"heads": 4}]});
         assert_eq!(evaluate("model_dim / 64", &doc).unwrap(), json!(4));
-        assert_eq!(evaluate("2 * (blocks[0].heads + 1) - 3", &doc).unwrap(), json!(7));
+        assert_eq!(
+            evaluate("2 * (blocks[0].heads + 1) - 3", &doc).unwrap(),
+            json!(7)
+        );
         assert_eq!(evaluate("model_dim // 3", &doc).unwrap(), json!(85));
         assert_eq!(evaluate("training.lr * 0.5", &doc).unwrap(), json!(0.001));
         assert_eq!(evaluate("-1e-3 * -2", &doc).unwrap(), json!(0.002));
         assert!(evaluate("model_dim / ", &doc).is_err());
-        assert!(evaluate("missing_key + 1", &doc).unwrap_err().contains("not set"));
+        assert!(
+            evaluate("missing_key + 1", &doc)
+                .unwrap_err()
+                .contains("not set")
+        );
     }
 }

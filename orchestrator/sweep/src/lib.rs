@@ -32,7 +32,11 @@ pub struct SweepError {
 impl SweepError {
     /// An error about `key`, located at the key's first occurrence in the YAML source.
     pub fn at(file: &Path, src: &str, key: &str, message: String) -> SweepError {
-        SweepError { file: file.display().to_string(), location: locate(src, key), message }
+        SweepError {
+            file: file.display().to_string(),
+            location: locate(src, key),
+            message,
+        }
     }
 }
 
@@ -87,18 +91,34 @@ pub fn data_identity(train: &str, val: Option<&str>) -> Result<String, String> {
                 "{label} data {pattern:?} matches no files (prepare it first, e.g. `mixsweep-runner prepare --byte-level --input TEXT --output DIR`)"
             ));
         }
-        let manifest = files[0].parent().map(|d| d.join("mixlab.dataset.json")).filter(|m| m.is_file());
+        let manifest = files[0]
+            .parent()
+            .map(|d| d.join("mixlab.dataset.json"))
+            .filter(|m| m.is_file());
         if let Some(m) = &manifest {
             h.update(std::fs::read(m).map_err(|e| format!("{}: {e}", m.display()))?);
         }
         for f in &files {
-            h.update(f.file_name().unwrap_or_default().to_string_lossy().as_bytes());
-            h.update(std::fs::metadata(f).map_err(|e| format!("{}: {e}", f.display()))?.len().to_le_bytes());
+            h.update(
+                f.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .as_bytes(),
+            );
+            h.update(
+                std::fs::metadata(f)
+                    .map_err(|e| format!("{}: {e}", f.display()))?
+                    .len()
+                    .to_le_bytes(),
+            );
             if manifest.is_none() {
-                let mut file = std::fs::File::open(f).map_err(|e| format!("{}: {e}", f.display()))?;
+                let mut file =
+                    std::fs::File::open(f).map_err(|e| format!("{}: {e}", f.display()))?;
                 let mut buf = vec![0u8; 1 << 20];
                 loop {
-                    let n = file.read(&mut buf).map_err(|e| format!("{}: {e}", f.display()))?;
+                    let n = file
+                        .read(&mut buf)
+                        .map_err(|e| format!("{}: {e}", f.display()))?;
                     if n == 0 {
                         break;
                     }

@@ -32,18 +32,26 @@ impl fmt::Display for ParamPath {
 }
 
 fn valid_key(k: &str) -> bool {
-    !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 impl ParamPath {
     pub fn parse(text: &str) -> Result<ParamPath, String> {
-        let bad = |why: &str| format!("invalid parameter path {text:?}: {why} (examples: training.lr, blocks[0].heads, blocks[*].kv_heads, blocks[type=plain].kv_heads)");
+        let bad = |why: &str| {
+            format!(
+                "invalid parameter path {text:?}: {why} (examples: training.lr, blocks[0].heads, blocks[*].kv_heads, blocks[type=plain].kv_heads)"
+            )
+        };
         let mut segments = vec![];
         for part in text.split('.') {
             let (key, selector) = match part.find('[') {
                 None => (part, None),
                 Some(i) => {
-                    let Some(inner) = part[i + 1..].strip_suffix(']') else { return Err(bad("unclosed `[`")) };
+                    let Some(inner) = part[i + 1..].strip_suffix(']') else {
+                        return Err(bad("unclosed `[`"));
+                    };
                     let sel = if inner == "*" {
                         Selector::All
                     } else if let Some(t) = inner.strip_prefix("type=") {
@@ -52,7 +60,11 @@ impl ParamPath {
                         }
                         Selector::Type(t.to_string())
                     } else {
-                        Selector::Index(inner.parse().map_err(|_| bad("index must be a number, `*` or `type=NAME`"))?)
+                        Selector::Index(
+                            inner
+                                .parse()
+                                .map_err(|_| bad("index must be a number, `*` or `type=NAME`"))?,
+                        )
                     };
                     (&part[..i], Some(sel))
                 }
@@ -60,9 +72,15 @@ impl ParamPath {
             if !valid_key(key) {
                 return Err(bad("empty or invalid key"));
             }
-            segments.push(Segment { key: key.to_string(), selector });
+            segments.push(Segment {
+                key: key.to_string(),
+                selector,
+            });
         }
-        Ok(ParamPath { text: text.to_string(), segments })
+        Ok(ParamPath {
+            text: text.to_string(),
+            segments,
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -73,7 +91,10 @@ impl ParamPath {
     pub fn set(&self, doc: &mut Value, value: &Value) -> Result<usize, String> {
         let n = set_in(doc, &self.segments, value, false)?;
         if n == 0 {
-            return Err(format!("parameter path {} selects nothing in this config", self.text));
+            return Err(format!(
+                "parameter path {} selects nothing in this config",
+                self.text
+            ));
         }
         Ok(n)
     }
@@ -85,7 +106,10 @@ impl ParamPath {
         match found.len() {
             1 => Ok(found[0]),
             0 => Err(format!("{} is not set in this config", self.text)),
-            n => Err(format!("{} selects {n} values; a tie needs exactly one", self.text)),
+            n => Err(format!(
+                "{} selects {n} values; a tie needs exactly one",
+                self.text
+            )),
         }
     }
 }
@@ -103,8 +127,15 @@ fn accepts(element: &Value, key: &str) -> bool {
         .is_some_and(|t| t.fields.contains(&key))
 }
 
-fn set_in(doc: &mut Value, segs: &[Segment], value: &Value, filtered: bool) -> Result<usize, String> {
-    let Some((seg, rest)) = segs.split_first() else { return Ok(0) };
+fn set_in(
+    doc: &mut Value,
+    segs: &[Segment],
+    value: &Value,
+    filtered: bool,
+) -> Result<usize, String> {
+    let Some((seg, rest)) = segs.split_first() else {
+        return Ok(0);
+    };
     let obj = match doc {
         Value::Object(m) => m,
         _ => return Err(format!("`{}` is not inside an object", seg.key)),
@@ -114,11 +145,15 @@ fn set_in(doc: &mut Value, segs: &[Segment], value: &Value, filtered: bool) -> R
             if filtered && !obj.contains_key(&seg.key) && !accepts(doc, &seg.key) {
                 return Ok(0);
             }
-            doc.as_object_mut().unwrap().insert(seg.key.clone(), value.clone());
+            doc.as_object_mut()
+                .unwrap()
+                .insert(seg.key.clone(), value.clone());
             Ok(1)
         }
         None => {
-            let child = obj.entry(seg.key.clone()).or_insert_with(|| Value::Object(Default::default()));
+            let child = obj
+                .entry(seg.key.clone())
+                .or_insert_with(|| Value::Object(Default::default()));
             set_in(child, rest, value, filtered)
         }
         Some(sel) => {
@@ -126,7 +161,10 @@ fn set_in(doc: &mut Value, segs: &[Segment], value: &Value, filtered: bool) -> R
                 return Err(format!("`{}` is not an array", seg.key));
             };
             if rest.is_empty() {
-                return Err(format!("a path cannot end in a selector (`{}[..]`)", seg.key));
+                return Err(format!(
+                    "a path cannot end in a selector (`{}[..]`)",
+                    seg.key
+                ));
             }
             let mut count = 0;
             let len = items.len();
@@ -134,12 +172,17 @@ fn set_in(doc: &mut Value, segs: &[Segment], value: &Value, filtered: bool) -> R
                 let selected = match sel {
                     Selector::Index(k) => {
                         if *k >= len {
-                            return Err(format!("`{}[{k}]` is out of range ({len} elements)", seg.key));
+                            return Err(format!(
+                                "`{}[{k}]` is out of range ({len} elements)",
+                                seg.key
+                            ));
                         }
                         i == *k
                     }
                     Selector::All => true,
-                    Selector::Type(t) => item.get("type").and_then(Value::as_str) == Some(t.as_str()),
+                    Selector::Type(t) => {
+                        item.get("type").and_then(Value::as_str) == Some(t.as_str())
+                    }
                 };
                 if selected {
                     count += set_in(item, rest, value, !matches!(sel, Selector::Index(_)))?;
@@ -155,7 +198,9 @@ fn get_in<'a>(doc: &'a Value, segs: &[Segment], out: &mut Vec<&'a Value>) {
         out.push(doc);
         return;
     };
-    let Some(child) = doc.get(&seg.key) else { return };
+    let Some(child) = doc.get(&seg.key) else {
+        return;
+    };
     match &seg.selector {
         None => get_in(child, rest, out),
         Some(sel) => {
@@ -164,7 +209,9 @@ fn get_in<'a>(doc: &'a Value, segs: &[Segment], out: &mut Vec<&'a Value>) {
                     let ok = match sel {
                         Selector::Index(k) => i == *k,
                         Selector::All => true,
-                        Selector::Type(t) => item.get("type").and_then(Value::as_str) == Some(t.as_str()),
+                        Selector::Type(t) => {
+                            item.get("type").and_then(Value::as_str) == Some(t.as_str())
+                        }
                     };
                     if ok {
                         get_in(item, rest, out);
@@ -189,17 +236,31 @@ mod tests {
     #[test]
     fn set_nested_and_indexed() {
         let mut m = model();
-        ParamPath::parse("training.lr").unwrap().set(&mut m, &json!(0.01)).unwrap();
+        ParamPath::parse("training.lr")
+            .unwrap()
+            .set(&mut m, &json!(0.01))
+            .unwrap();
         assert_eq!(m["training"]["lr"], json!(0.01));
-        ParamPath::parse("blocks[1].type").unwrap().set(&mut m, &json!("mlp")).unwrap();
+        ParamPath::parse("blocks[1].type")
+            .unwrap()
+            .set(&mut m, &json!("mlp"))
+            .unwrap();
         assert_eq!(m["blocks"][1]["type"], "mlp");
-        assert!(ParamPath::parse("blocks[9].heads").unwrap().set(&mut m, &json!(2)).is_err());
+        assert!(
+            ParamPath::parse("blocks[9].heads")
+                .unwrap()
+                .set(&mut m, &json!(2))
+                .is_err()
+        );
     }
 
     #[test]
     fn wildcard_sets_only_blocks_that_take_the_field() {
         let mut m = model();
-        let n = ParamPath::parse("blocks[*].kv_heads").unwrap().set(&mut m, &json!(2)).unwrap();
+        let n = ParamPath::parse("blocks[*].kv_heads")
+            .unwrap()
+            .set(&mut m, &json!(2))
+            .unwrap();
         assert_eq!(n, 2);
         assert_eq!(m["blocks"][0]["kv_heads"], 2);
         assert!(m["blocks"][1].get("kv_heads").is_none());
@@ -209,17 +270,35 @@ mod tests {
     #[test]
     fn type_filter() {
         let mut m = model();
-        assert_eq!(ParamPath::parse("blocks[type=mamba].state_size").unwrap().set(&mut m, &json!(8)).unwrap(), 1);
+        assert_eq!(
+            ParamPath::parse("blocks[type=mamba].state_size")
+                .unwrap()
+                .set(&mut m, &json!(8))
+                .unwrap(),
+            1
+        );
         assert_eq!(m["blocks"][3]["state_size"], 8);
-        let e = ParamPath::parse("blocks[type=rwkv].heads").unwrap().set(&mut m, &json!(8)).unwrap_err();
+        let e = ParamPath::parse("blocks[type=rwkv].heads")
+            .unwrap()
+            .set(&mut m, &json!(8))
+            .unwrap_err();
         assert!(e.contains("selects nothing"), "{e}");
     }
 
     #[test]
     fn get_and_parse_errors() {
         let m = model();
-        assert_eq!(ParamPath::parse("model_dim").unwrap().get(&m).unwrap(), &json!(128));
-        assert!(ParamPath::parse("blocks[*].heads").unwrap().get(&m).unwrap_err().contains("exactly one"));
+        assert_eq!(
+            ParamPath::parse("model_dim").unwrap().get(&m).unwrap(),
+            &json!(128)
+        );
+        assert!(
+            ParamPath::parse("blocks[*].heads")
+                .unwrap()
+                .get(&m)
+                .unwrap_err()
+                .contains("exactly one")
+        );
         assert!(ParamPath::parse("blocks[x].heads").is_err());
         assert!(ParamPath::parse("training..lr").is_err());
     }

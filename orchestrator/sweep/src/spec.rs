@@ -141,7 +141,10 @@ impl SweepSpec {
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
-    let n: f64 = num.trim().parse().map_err(|_| format!("invalid duration {s:?} (use e.g. 90s, 30m, 2h)"))?;
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (use e.g. 90s, 30m, 2h)"))?;
     let secs = match unit {
         "" | "s" => n,
         "m" => n * 60.0,

@@ -74,8 +74,17 @@ train: data/train_*.bin
     assert_eq!(s.trials.len(), 72 + 24);
     let t = &s.trials[0];
     assert_eq!(t.config["training"]["seed"], 1);
-    assert!(t.overrides_text().contains("training.lr="), "{}", t.overrides_text());
-    assert!(s.trials.iter().filter(|t| t.variant == "mamba").all(|t| t.config["blocks"][0].get("kv_heads").is_none()));
+    assert!(
+        t.overrides_text().contains("training.lr="),
+        "{}",
+        t.overrides_text()
+    );
+    assert!(
+        s.trials
+            .iter()
+            .filter(|t| t.variant == "mamba")
+            .all(|t| t.config["blocks"][0].get("kv_heads").is_none())
+    );
     let mut ids: Vec<&str> = s.trials.iter().map(|t| t.id.as_str()).collect();
     ids.sort();
     ids.dedup();
@@ -87,7 +96,10 @@ fn ids_are_stable_across_runs_and_key_order() {
     let f = Fixture::new();
     let a = load(&f.sweep("a.yaml", "name: a\nbase: model.json\ngrid: {training.lr: [0.001, 0.002]}\nseeds: [7]\ntrain: data/train_*.bin\n"));
     let again = load(&f.sweep("a2.yaml", "name: a\nbase: model.json\ngrid: {training.lr: [0.001, 0.002]}\nseeds: [7]\ntrain: data/train_*.bin\n"));
-    assert_eq!(a.trials.iter().map(|t| &t.id).collect::<Vec<_>>(), again.trials.iter().map(|t| &t.id).collect::<Vec<_>>());
+    assert_eq!(
+        a.trials.iter().map(|t| &t.id).collect::<Vec<_>>(),
+        again.trials.iter().map(|t| &t.id).collect::<Vec<_>>()
+    );
     // the same model with keys in another order, a comment, and 2.0 written for 2
     std::fs::write(
         f.path().join("reordered.json"),
@@ -96,7 +108,10 @@ fn ids_are_stable_across_runs_and_key_order() {
     )
     .unwrap();
     let b = load(&f.sweep("b.yaml", "name: b\nbase: reordered.json\ngrid: {training.lr: [0.001, 0.002]}\nseeds: [7]\ntrain: data/train_*.bin\n"));
-    assert_eq!(a.trials.iter().map(|t| &t.id).collect::<Vec<_>>(), b.trials.iter().map(|t| &t.id).collect::<Vec<_>>());
+    assert_eq!(
+        a.trials.iter().map(|t| &t.id).collect::<Vec<_>>(),
+        b.trials.iter().map(|t| &t.id).collect::<Vec<_>>()
+    );
     // a different seed or different data changes the id
     let c = load(&f.sweep("c.yaml", "name: c\nbase: model.json\ngrid: {training.lr: [0.001]}\nseeds: [8]\ntrain: data/train_*.bin\n"));
     assert_ne!(c.trials[0].id, a.trials[0].id);
@@ -109,17 +124,31 @@ fn ties_follow_other_values() {
         "t.yaml",
         "name: t\nbase: model.json\ngrid: {model_dim: [32, 64, 128]}\ntie: {\"blocks[type=plain].heads\": model_dim / 16}\ntrain: data/train_*.bin\n",
     ));
-    let heads: Vec<i64> = s.trials.iter().map(|t| t.config["blocks"][0]["heads"].as_i64().unwrap()).collect();
+    let heads: Vec<i64> = s
+        .trials
+        .iter()
+        .map(|t| t.config["blocks"][0]["heads"].as_i64().unwrap())
+        .collect();
     assert_eq!(heads, vec![2, 4, 8]);
-    assert_eq!(s.trials[0].config["training"]["seed"], 5, "without `seeds` the config's own seed is used");
+    assert_eq!(
+        s.trials[0].config["training"]["seed"], 5,
+        "without `seeds` the config's own seed is used"
+    );
 }
 
 #[test]
 fn invalid_points_fail_the_plan_or_are_skipped() {
     let f = Fixture::new();
     let yaml = "name: v\nbase: model.json\ngrid: {\"blocks[0].kv_heads\": [1, 3, 4]}\ntrain: data/train_*.bin\n";
-    let e = mixsweep_sweep::load(&f.sweep("v.yaml", yaml)).unwrap_err().to_string();
-    assert!(e.contains("v.yaml:3:") && e.contains("blocks[0].kv_heads=3") && e.contains("kv_heads=3 must divide heads=4"), "{e}");
+    let e = mixsweep_sweep::load(&f.sweep("v.yaml", yaml))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("v.yaml:3:")
+            && e.contains("blocks[0].kv_heads=3")
+            && e.contains("kv_heads=3 must divide heads=4"),
+        "{e}"
+    );
     assert!(e.contains("skip_invalid"), "{e}");
     let s = load(&f.sweep("v2.yaml", &format!("{yaml}skip_invalid: true\n")));
     assert_eq!(s.trials.len(), 2);
@@ -146,18 +175,28 @@ train: data/train_*.bin
     let a = load(&f.sweep("r.yaml", yaml));
     let b = load(&f.sweep("r2.yaml", yaml));
     assert_eq!(a.trials.len() + a.duplicates.len(), 20);
-    assert_eq!(a.trials.iter().map(|t| &t.id).collect::<Vec<_>>(), b.trials.iter().map(|t| &t.id).collect::<Vec<_>>());
+    assert_eq!(
+        a.trials.iter().map(|t| &t.id).collect::<Vec<_>>(),
+        b.trials.iter().map(|t| &t.id).collect::<Vec<_>>()
+    );
     for t in &a.trials {
         let lr = t.config["training"]["lr"].as_f64().unwrap();
         let w = t.config["training"]["warmup_steps"].as_i64().unwrap();
-        assert!((1e-4..=1e-2).contains(&lr) && (1..=5).contains(&w), "{}", t.overrides_text());
+        assert!(
+            (1e-4..=1e-2).contains(&lr) && (1..=5).contains(&w),
+            "{}",
+            t.overrides_text()
+        );
     }
 }
 
 #[test]
 fn duplicate_points_run_once() {
     let f = Fixture::new();
-    let s = load(&f.sweep("d.yaml", "name: d\nbase: model.json\ngrid: {mlp_mult: [2, 2.0]}\ntrain: data/train_*.bin\n"));
+    let s = load(&f.sweep(
+        "d.yaml",
+        "name: d\nbase: model.json\ngrid: {mlp_mult: [2, 2.0]}\ntrain: data/train_*.bin\n",
+    ));
     assert_eq!(s.trials.len(), 1);
     assert_eq!(s.duplicates.len(), 1);
 }
@@ -165,20 +204,34 @@ fn duplicate_points_run_once() {
 #[test]
 fn errors_carry_location_and_fix() {
     let f = Fixture::new();
-    let e = mixsweep_sweep::load(&f.sweep("u.yaml", "name: u\nbase: model.json\ngird: {training.lr: [1]}\ntrain: data/train_*.bin\n"))
-        .unwrap_err()
-        .to_string();
+    let e = mixsweep_sweep::load(&f.sweep(
+        "u.yaml",
+        "name: u\nbase: model.json\ngird: {training.lr: [1]}\ntrain: data/train_*.bin\n",
+    ))
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("gird") && e.contains("line 3"), "{e}");
     let e = mixsweep_sweep::load(&f.sweep("z.yaml", "name: z\nbase: model.json\nzip: {training.lr: [1, 2], training.beta1: [0.9]}\ntrain: data/train_*.bin\n"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("z.yaml:3:1") && e.contains("same length"), "{e}");
-    let e = mixsweep_sweep::load(&f.sweep("p.yaml", "name: p\nbase: model.json\ngrid: {\"blocks[x].heads\": [1]}\ntrain: data/train_*.bin\n"))
-        .unwrap_err()
-        .to_string();
+    let e = mixsweep_sweep::load(&f.sweep(
+        "p.yaml",
+        "name: p\nbase: model.json\ngrid: {\"blocks[x].heads\": [1]}\ntrain: data/train_*.bin\n",
+    ))
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("invalid parameter path"), "{e}");
-    let e = mixsweep_sweep::load(&f.sweep("m.yaml", "name: m\nbase: model.json\ntrain: data/nothing_*.bin\n")).unwrap_err().to_string();
-    assert!(e.contains("matches no files") && e.contains("prepare"), "{e}");
+    let e = mixsweep_sweep::load(&f.sweep(
+        "m.yaml",
+        "name: m\nbase: model.json\ntrain: data/nothing_*.bin\n",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("matches no files") && e.contains("prepare"),
+        "{e}"
+    );
 }
 
 /// Property: for random axis shapes, the trial count is the product of the axis lengths times the
@@ -188,16 +241,30 @@ fn count_property_over_random_shapes() {
     let f = Fixture::new();
     let mut rng = mixsweep_model::rng::SplitMix64::new(11);
     for case in 0..12 {
-        let pick = |rng: &mut mixsweep_model::rng::SplitMix64, n: u64| (rng.next_u64() % n) as usize + 1;
-        let (n_lr, n_b1, n_zip, n_seeds) = (pick(&mut rng, 4), pick(&mut rng, 3), pick(&mut rng, 3), pick(&mut rng, 3));
-        let list = |n: usize, scale: f64| (0..n).map(|i| format!("{}", scale * (i as f64 + 1.0))).collect::<Vec<_>>().join(", ");
+        let pick =
+            |rng: &mut mixsweep_model::rng::SplitMix64, n: u64| (rng.next_u64() % n) as usize + 1;
+        let (n_lr, n_b1, n_zip, n_seeds) = (
+            pick(&mut rng, 4),
+            pick(&mut rng, 3),
+            pick(&mut rng, 3),
+            pick(&mut rng, 3),
+        );
+        let list = |n: usize, scale: f64| {
+            (0..n)
+                .map(|i| format!("{}", scale * (i as f64 + 1.0)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let yaml = format!(
             "name: p{case}\nbase: model.json\ngrid:\n  training.lr: [{}]\n  training.beta1: [{}]\nzip:\n  training.warmup_steps: [{}]\n  training.hold_steps: [{}]\nseeds: [{}]\ntrain: data/train_*.bin\n",
             list(n_lr, 0.001),
             list(n_b1, 0.1),
             list(n_zip, 1.0),
             list(n_zip, 2.0),
-            (1..=n_seeds).map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+            (1..=n_seeds)
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let s = load(&f.sweep(&format!("p{case}.yaml"), &yaml));
         assert_eq!(s.trials.len(), n_lr * n_b1 * n_zip * n_seeds, "{yaml}");

@@ -31,7 +31,11 @@ impl Dtype {
             6 => Dtype::Bool,
             7 => Dtype::I64,
             8 => Dtype::U8,
-            other => return Err(Error::new(format!("array has a dtype the binding does not map (code {other})"))),
+            other => {
+                return Err(Error::new(format!(
+                    "array has a dtype the binding does not map (code {other})"
+                )));
+            }
         })
     }
 
@@ -58,7 +62,9 @@ pub struct Array {
 impl Array {
     /// Wraps a handle returned by the shim (takes ownership).
     pub(crate) fn from_raw(ptr: *mut ffi::msx_array) -> Result<Array> {
-        NonNull::new(ptr).map(|ptr| Array { ptr }).ok_or_else(|| Error::new("shim returned a null array"))
+        NonNull::new(ptr)
+            .map(|ptr| Array { ptr })
+            .ok_or_else(|| Error::new("shim returned a null array"))
     }
 
     pub(crate) fn as_ptr(&self) -> *const ffi::msx_array {
@@ -66,7 +72,9 @@ impl Array {
     }
 
     /// Calls a shim constructor with an out-pointer and wraps the result.
-    pub(crate) fn build(f: impl FnOnce(*mut *mut ffi::msx_array) -> std::ffi::c_int) -> Result<Array> {
+    pub(crate) fn build(
+        f: impl FnOnce(*mut *mut ffi::msx_array) -> std::ffi::c_int,
+    ) -> Result<Array> {
         let mut out = std::ptr::null_mut();
         check(f(&mut out))?;
         Array::from_raw(out)
@@ -75,14 +83,19 @@ impl Array {
     fn dims_i32(shape: &[usize]) -> Result<Vec<i32>> {
         shape
             .iter()
-            .map(|&d| i32::try_from(d).map_err(|_| Error::new(format!("dimension {d} does not fit in i32"))))
+            .map(|&d| {
+                i32::try_from(d)
+                    .map_err(|_| Error::new(format!("dimension {d} does not fit in i32")))
+            })
             .collect()
     }
 
     fn check_len(len: usize, shape: &[usize]) -> Result<()> {
         let n: usize = shape.iter().product();
         if n != len {
-            return Err(Error::new(format!("{len} host values do not fill shape {shape:?} ({n} elements)")));
+            return Err(Error::new(format!(
+                "{len} host values do not fill shape {shape:?} ({n} elements)"
+            )));
         }
         Ok(())
     }
@@ -92,7 +105,13 @@ impl Array {
         Self::check_len(data.len(), shape)?;
         let dims = Self::dims_i32(shape)?;
         Self::build(|out| unsafe {
-            ffi::msx_array_from_data(data.as_ptr().cast(), Dtype::F32 as i32, dims.as_ptr(), dims.len(), out)
+            ffi::msx_array_from_data(
+                data.as_ptr().cast(),
+                Dtype::F32 as i32,
+                dims.as_ptr(),
+                dims.len(),
+                out,
+            )
         })
     }
 
@@ -101,7 +120,13 @@ impl Array {
         Self::check_len(data.len(), shape)?;
         let dims = Self::dims_i32(shape)?;
         Self::build(|out| unsafe {
-            ffi::msx_array_from_data(data.as_ptr().cast(), Dtype::I32 as i32, dims.as_ptr(), dims.len(), out)
+            ffi::msx_array_from_data(
+                data.as_ptr().cast(),
+                Dtype::I32 as i32,
+                dims.as_ptr(),
+                dims.len(),
+                out,
+            )
         })
     }
 
@@ -110,7 +135,13 @@ impl Array {
         Self::check_len(data.len(), shape)?;
         let dims = Self::dims_i32(shape)?;
         Self::build(|out| unsafe {
-            ffi::msx_array_from_data(data.as_ptr().cast(), Dtype::U32 as i32, dims.as_ptr(), dims.len(), out)
+            ffi::msx_array_from_data(
+                data.as_ptr().cast(),
+                Dtype::U32 as i32,
+                dims.as_ptr(),
+                dims.len(),
+                out,
+            )
         })
     }
 
@@ -119,7 +150,13 @@ impl Array {
         Self::check_len(data.len(), shape)?;
         let dims = Self::dims_i32(shape)?;
         Self::build(|out| unsafe {
-            ffi::msx_array_from_data(data.as_ptr().cast(), Dtype::U16 as i32, dims.as_ptr(), dims.len(), out)
+            ffi::msx_array_from_data(
+                data.as_ptr().cast(),
+                Dtype::U16 as i32,
+                dims.as_ptr(),
+                dims.len(),
+                out,
+            )
         })
     }
 
@@ -136,7 +173,9 @@ impl Array {
     /// An array of `shape` filled with `v`.
     pub fn full(shape: &[usize], v: f32, dtype: Dtype) -> Result<Array> {
         let dims = Self::dims_i32(shape)?;
-        Self::build(|out| unsafe { ffi::msx_array_full(dims.as_ptr(), dims.len(), v, dtype as i32, out) })
+        Self::build(|out| unsafe {
+            ffi::msx_array_full(dims.as_ptr(), dims.len(), v, dtype as i32, out)
+        })
     }
 
     pub fn zeros(shape: &[usize], dtype: Dtype) -> Result<Array> {
@@ -157,7 +196,9 @@ impl Array {
     }
 
     pub fn shape(&self) -> Vec<usize> {
-        (0..self.ndim()).map(|i| unsafe { ffi::msx_array_dim(self.as_ptr(), i) } as usize).collect()
+        (0..self.ndim())
+            .map(|i| unsafe { ffi::msx_array_dim(self.as_ptr(), i) } as usize)
+            .collect()
     }
 
     /// Size of axis `axis` (negative counts from the end).
@@ -194,7 +235,10 @@ impl Array {
     /// The value of a one-element array as f32.
     pub fn item_f32(&self) -> Result<f32> {
         if self.size() != 1 {
-            return Err(Error::new(format!("item of an array of shape {:?}", self.shape())));
+            return Err(Error::new(format!(
+                "item of an array of shape {:?}",
+                self.shape()
+            )));
         }
         Ok(self.to_vec_f32()?[0])
     }
@@ -211,7 +255,9 @@ impl Clone for Array {
         // Copying an array handle only bumps a shared_ptr; it cannot fail short of out-of-memory.
         let code = unsafe { ffi::msx_array_clone(self.as_ptr(), &mut out) };
         assert!(code == 0 && !out.is_null(), "MLX array handle copy failed");
-        Array { ptr: NonNull::new(out).expect("non-null") }
+        Array {
+            ptr: NonNull::new(out).expect("non-null"),
+        }
     }
 }
 
@@ -223,7 +269,12 @@ impl Drop for Array {
 
 impl std::fmt::Debug for Array {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Array(shape={:?}, dtype={:?})", self.shape(), self.dtype())
+        write!(
+            f,
+            "Array(shape={:?}, dtype={:?})",
+            self.shape(),
+            self.dtype()
+        )
     }
 }
 
@@ -234,7 +285,9 @@ pub(crate) struct ArrayVec {
 
 impl ArrayVec {
     pub fn new() -> ArrayVec {
-        ArrayVec { ptr: NonNull::new(unsafe { ffi::msx_vec_new() }).expect("msx_vec_new") }
+        ArrayVec {
+            ptr: NonNull::new(unsafe { ffi::msx_vec_new() }).expect("msx_vec_new"),
+        }
     }
 
     pub fn from_refs(arrays: &[&Array]) -> ArrayVec {
@@ -265,7 +318,9 @@ impl ArrayVec {
     pub fn read(v: *const ffi::msx_vec) -> Vec<Array> {
         let n = unsafe { ffi::msx_vec_len(v) };
         (0..n)
-            .map(|i| Array { ptr: NonNull::new(unsafe { ffi::msx_vec_get(v, i) }).expect("msx_vec_get") })
+            .map(|i| Array {
+                ptr: NonNull::new(unsafe { ffi::msx_vec_get(v, i) }).expect("msx_vec_get"),
+            })
             .collect()
     }
 

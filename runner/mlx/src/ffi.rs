@@ -17,8 +17,11 @@ pub struct msx_compiled {
     _private: [u8; 0],
 }
 
-pub type msx_callback =
-    unsafe extern "C" fn(payload: *mut c_void, inputs: *const msx_vec, outputs: *mut msx_vec) -> c_int;
+pub type msx_callback = unsafe extern "C" fn(
+    payload: *mut c_void,
+    inputs: *const msx_vec,
+    outputs: *mut msx_vec,
+) -> c_int;
 
 unsafe extern "C" {
     pub fn msx_last_error() -> *const c_char;
@@ -46,8 +49,20 @@ unsafe extern "C" {
     ) -> c_int;
     pub fn msx_array_scalar_f32(v: f32, dtype: c_int, out: *mut *mut msx_array) -> c_int;
     pub fn msx_array_scalar_i32(v: i32, out: *mut *mut msx_array) -> c_int;
-    pub fn msx_array_full(dims: *const i32, ndim: usize, v: f32, dtype: c_int, out: *mut *mut msx_array) -> c_int;
-    pub fn msx_arange(start: f64, stop: f64, step: f64, dtype: c_int, out: *mut *mut msx_array) -> c_int;
+    pub fn msx_array_full(
+        dims: *const i32,
+        ndim: usize,
+        v: f32,
+        dtype: c_int,
+        out: *mut *mut msx_array,
+    ) -> c_int;
+    pub fn msx_arange(
+        start: f64,
+        stop: f64,
+        step: f64,
+        dtype: c_int,
+        out: *mut *mut msx_array,
+    ) -> c_int;
     pub fn msx_array_ndim(a: *const msx_array) -> usize;
     pub fn msx_array_dim(a: *const msx_array, i: usize) -> i32;
     pub fn msx_array_size(a: *const msx_array) -> usize;
@@ -65,9 +80,18 @@ unsafe extern "C" {
     pub fn msx_async_eval(v: *const msx_vec) -> c_int;
 
     pub fn msx_unary(op: c_int, a: *const msx_array, out: *mut *mut msx_array) -> c_int;
-    pub fn msx_binary(op: c_int, a: *const msx_array, b: *const msx_array, out: *mut *mut msx_array) -> c_int;
-    pub fn msx_where(c: *const msx_array, a: *const msx_array, b: *const msx_array, out: *mut *mut msx_array)
-    -> c_int;
+    pub fn msx_binary(
+        op: c_int,
+        a: *const msx_array,
+        b: *const msx_array,
+        out: *mut *mut msx_array,
+    ) -> c_int;
+    pub fn msx_where(
+        c: *const msx_array,
+        a: *const msx_array,
+        b: *const msx_array,
+        out: *mut *mut msx_array,
+    ) -> c_int;
     pub fn msx_reduce(
         op: c_int,
         a: *const msx_array,
@@ -76,14 +100,39 @@ unsafe extern "C" {
         keepdims: c_int,
         out: *mut *mut msx_array,
     ) -> c_int;
-    pub fn msx_cumsum(a: *const msx_array, axis: c_int, reverse: c_int, inclusive: c_int, out: *mut *mut msx_array)
-    -> c_int;
-    pub fn msx_softmax(a: *const msx_array, axis: c_int, precise: c_int, out: *mut *mut msx_array) -> c_int;
+    pub fn msx_cumsum(
+        a: *const msx_array,
+        axis: c_int,
+        reverse: c_int,
+        inclusive: c_int,
+        out: *mut *mut msx_array,
+    ) -> c_int;
+    pub fn msx_softmax(
+        a: *const msx_array,
+        axis: c_int,
+        precise: c_int,
+        out: *mut *mut msx_array,
+    ) -> c_int;
 
     pub fn msx_astype(a: *const msx_array, dtype: c_int, out: *mut *mut msx_array) -> c_int;
-    pub fn msx_reshape(a: *const msx_array, dims: *const i32, ndim: usize, out: *mut *mut msx_array) -> c_int;
-    pub fn msx_transpose(a: *const msx_array, axes: *const i32, naxes: usize, out: *mut *mut msx_array) -> c_int;
-    pub fn msx_broadcast_to(a: *const msx_array, dims: *const i32, ndim: usize, out: *mut *mut msx_array) -> c_int;
+    pub fn msx_reshape(
+        a: *const msx_array,
+        dims: *const i32,
+        ndim: usize,
+        out: *mut *mut msx_array,
+    ) -> c_int;
+    pub fn msx_transpose(
+        a: *const msx_array,
+        axes: *const i32,
+        naxes: usize,
+        out: *mut *mut msx_array,
+    ) -> c_int;
+    pub fn msx_broadcast_to(
+        a: *const msx_array,
+        dims: *const i32,
+        ndim: usize,
+        out: *mut *mut msx_array,
+    ) -> c_int;
     pub fn msx_expand_dims(a: *const msx_array, axis: c_int, out: *mut *mut msx_array) -> c_int;
     pub fn msx_slice(
         a: *const msx_array,
@@ -94,12 +143,26 @@ unsafe extern "C" {
         out: *mut *mut msx_array,
     ) -> c_int;
     pub fn msx_concatenate(v: *const msx_vec, axis: c_int, out: *mut *mut msx_array) -> c_int;
-    pub fn msx_take(a: *const msx_array, idx: *const msx_array, axis: c_int, out: *mut *mut msx_array) -> c_int;
-    pub fn msx_take_along_axis(a: *const msx_array, idx: *const msx_array, axis: c_int, out: *mut *mut msx_array)
-    -> c_int;
+    pub fn msx_take(
+        a: *const msx_array,
+        idx: *const msx_array,
+        axis: c_int,
+        out: *mut *mut msx_array,
+    ) -> c_int;
+    pub fn msx_take_along_axis(
+        a: *const msx_array,
+        idx: *const msx_array,
+        axis: c_int,
+        out: *mut *mut msx_array,
+    ) -> c_int;
     pub fn msx_clip(a: *const msx_array, lo: f32, hi: f32, out: *mut *mut msx_array) -> c_int;
 
-    pub fn msx_rms_norm(x: *const msx_array, w: *const msx_array, eps: f32, out: *mut *mut msx_array) -> c_int;
+    pub fn msx_rms_norm(
+        x: *const msx_array,
+        w: *const msx_array,
+        eps: f32,
+        out: *mut *mut msx_array,
+    ) -> c_int;
     pub fn msx_layer_norm(
         x: *const msx_array,
         w: *const msx_array,
@@ -170,8 +233,17 @@ unsafe extern "C" {
         cotangents: *const msx_vec,
         out: *mut msx_vec,
     ) -> c_int;
-    pub fn msx_compile(cb: msx_callback, payload: *mut c_void, shapeless: c_int, out: *mut *mut msx_compiled) -> c_int;
-    pub fn msx_compiled_call(c: *mut msx_compiled, inputs: *const msx_vec, out: *mut msx_vec) -> c_int;
+    pub fn msx_compile(
+        cb: msx_callback,
+        payload: *mut c_void,
+        shapeless: c_int,
+        out: *mut *mut msx_compiled,
+    ) -> c_int;
+    pub fn msx_compiled_call(
+        c: *mut msx_compiled,
+        inputs: *const msx_vec,
+        out: *mut msx_vec,
+    ) -> c_int;
     pub fn msx_compiled_free(c: *mut msx_compiled);
     pub fn msx_set_compile_enabled(enabled: c_int) -> c_int;
     pub fn msx_export_dot(outputs: *const msx_vec, path: *const c_char) -> c_int;

@@ -40,7 +40,9 @@ pub struct Error {
 
 impl Error {
     pub fn new(message: impl Into<String>) -> Self {
-        Error { message: message.into() }
+        Error {
+            message: message.into(),
+        }
     }
 }
 
@@ -62,7 +64,9 @@ pub fn version() -> Result<String> {
     let mut out = std::ptr::null();
     // SAFETY: out is a valid pointer; MLX returns a static string.
     check(unsafe { ffi::msx_version(&mut out) })?;
-    Ok(unsafe { CStr::from_ptr(out) }.to_string_lossy().into_owned())
+    Ok(unsafe { CStr::from_ptr(out) }
+        .to_string_lossy()
+        .into_owned())
 }
 
 /// Evaluates the arrays (blocking).
@@ -81,6 +85,7 @@ pub fn async_eval(arrays: &[&Array]) -> Result<()> {
 /// counting the operations a step launches.
 pub fn export_dot(arrays: &[&Array], path: &std::path::Path) -> Result<()> {
     let v = array::ArrayVec::from_refs(arrays);
-    let p = std::ffi::CString::new(path.to_string_lossy().as_bytes()).map_err(|_| Error::new("path has a NUL byte"))?;
+    let p = std::ffi::CString::new(path.to_string_lossy().as_bytes())
+        .map_err(|_| Error::new("path has a NUL byte"))?;
     check(unsafe { ffi::msx_export_dot(v.as_ptr(), p.as_ptr()) })
 }

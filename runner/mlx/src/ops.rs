@@ -59,7 +59,10 @@ enum Reduce {
 }
 
 fn dims(shape: &[usize]) -> Result<Vec<i32>> {
-    shape.iter().map(|&d| i32::try_from(d).map_err(|_| Error::new(format!("dimension {d} too large")))).collect()
+    shape
+        .iter()
+        .map(|&d| i32::try_from(d).map_err(|_| Error::new(format!("dimension {d} too large"))))
+        .collect()
 }
 
 impl Array {
@@ -68,12 +71,21 @@ impl Array {
     }
 
     fn binary(&self, other: &Array, op: Binary) -> Result<Array> {
-        Array::build(|out| unsafe { ffi::msx_binary(op as i32, self.as_ptr(), other.as_ptr(), out) })
+        Array::build(|out| unsafe {
+            ffi::msx_binary(op as i32, self.as_ptr(), other.as_ptr(), out)
+        })
     }
 
     fn reduce(&self, op: Reduce, axes: &[i32], keepdims: bool) -> Result<Array> {
         Array::build(|out| unsafe {
-            ffi::msx_reduce(op as i32, self.as_ptr(), axes.as_ptr(), axes.len(), keepdims as i32, out)
+            ffi::msx_reduce(
+                op as i32,
+                self.as_ptr(),
+                axes.as_ptr(),
+                axes.len(),
+                keepdims as i32,
+                out,
+            )
         })
     }
 
@@ -244,11 +256,15 @@ impl Array {
 
     /// Reshape; one dimension may be `-1`.
     pub fn reshape(&self, shape: &[i32]) -> Result<Array> {
-        Array::build(|out| unsafe { ffi::msx_reshape(self.as_ptr(), shape.as_ptr(), shape.len(), out) })
+        Array::build(|out| unsafe {
+            ffi::msx_reshape(self.as_ptr(), shape.as_ptr(), shape.len(), out)
+        })
     }
 
     pub fn transpose(&self, axes: &[i32]) -> Result<Array> {
-        Array::build(|out| unsafe { ffi::msx_transpose(self.as_ptr(), axes.as_ptr(), axes.len(), out) })
+        Array::build(|out| unsafe {
+            ffi::msx_transpose(self.as_ptr(), axes.as_ptr(), axes.len(), out)
+        })
     }
 
     /// Swaps the last two axes.
@@ -261,7 +277,9 @@ impl Array {
 
     pub fn broadcast_to(&self, shape: &[usize]) -> Result<Array> {
         let d = dims(shape)?;
-        Array::build(|out| unsafe { ffi::msx_broadcast_to(self.as_ptr(), d.as_ptr(), d.len(), out) })
+        Array::build(|out| unsafe {
+            ffi::msx_broadcast_to(self.as_ptr(), d.as_ptr(), d.len(), out)
+        })
     }
 
     pub fn expand_dims(&self, axis: i32) -> Result<Array> {
@@ -272,10 +290,19 @@ impl Array {
     pub fn slice(&self, start: &[i32], stop: &[i32], strides: &[i32]) -> Result<Array> {
         let n = self.ndim();
         if start.len() != n || stop.len() != n || strides.len() != n {
-            return Err(Error::new(format!("slice of a {n}-d array needs {n} starts, stops and strides")));
+            return Err(Error::new(format!(
+                "slice of a {n}-d array needs {n} starts, stops and strides"
+            )));
         }
         Array::build(|out| unsafe {
-            ffi::msx_slice(self.as_ptr(), start.as_ptr(), stop.as_ptr(), strides.as_ptr(), n, out)
+            ffi::msx_slice(
+                self.as_ptr(),
+                start.as_ptr(),
+                stop.as_ptr(),
+                strides.as_ptr(),
+                n,
+                out,
+            )
         })
     }
 
@@ -285,7 +312,9 @@ impl Array {
         let n = shape.len() as i32;
         let ax = if axis < 0 { n + axis } else { axis } as usize;
         if ax >= shape.len() || start > stop || stop > shape[ax] {
-            return Err(Error::new(format!("slice {start}..{stop} of axis {axis} in shape {shape:?}")));
+            return Err(Error::new(format!(
+                "slice {start}..{stop} of axis {axis} in shape {shape:?}"
+            )));
         }
         let mut lo = vec![0i32; shape.len()];
         let mut hi: Vec<i32> = shape.iter().map(|&d| d as i32).collect();
@@ -301,7 +330,9 @@ impl Array {
         let n = shape.len() as i32;
         let ax = if axis < 0 { n + axis } else { axis };
         if ax < 0 || ax >= n {
-            return Err(Error::new(format!("pad axis {axis} out of range for shape {shape:?}")));
+            return Err(Error::new(format!(
+                "pad axis {axis} out of range for shape {shape:?}"
+            )));
         }
         let dtype = self.dtype()?;
         let filler = |len: usize| {
@@ -330,7 +361,9 @@ impl Array {
     }
 
     pub fn take_along_axis(&self, indices: &Array, axis: i32) -> Result<Array> {
-        Array::build(|out| unsafe { ffi::msx_take_along_axis(self.as_ptr(), indices.as_ptr(), axis, out) })
+        Array::build(|out| unsafe {
+            ffi::msx_take_along_axis(self.as_ptr(), indices.as_ptr(), axis, out)
+        })
     }
 
     pub fn clip(&self, lo: f32, hi: f32) -> Result<Array> {
@@ -344,7 +377,12 @@ impl Array {
     }
 
     /// `fast::layer_norm` over the last axis.
-    pub fn layer_norm(&self, weight: Option<&Array>, bias: Option<&Array>, eps: f32) -> Result<Array> {
+    pub fn layer_norm(
+        &self,
+        weight: Option<&Array>,
+        bias: Option<&Array>,
+        eps: f32,
+    ) -> Result<Array> {
         let w = weight.map_or(std::ptr::null(), |w| w.as_ptr());
         let b = bias.map_or(std::ptr::null(), |b| b.as_ptr());
         Array::build(|out| unsafe { ffi::msx_layer_norm(self.as_ptr(), w, b, eps, out) })
@@ -358,15 +396,36 @@ impl Array {
     pub fn rope(&self, dims: usize, traditional: bool, base: f32, offset: usize) -> Result<Array> {
         let x = self.contiguous()?;
         Array::build(|out| unsafe {
-            ffi::msx_rope(x.as_ptr(), dims as i32, traditional as i32, base, 1.0, offset as i32, out)
+            ffi::msx_rope(
+                x.as_ptr(),
+                dims as i32,
+                traditional as i32,
+                base,
+                1.0,
+                offset as i32,
+                out,
+            )
         })
     }
 
     /// `fast::scaled_dot_product_attention` on `[B, H, T, hd]` queries and `[B, H_kv, S, hd]` keys and
     /// values (grouped-query attention when `H_kv` divides `H`).
-    pub fn scaled_dot_product_attention(&self, keys: &Array, values: &Array, scale: f32, causal: bool) -> Result<Array> {
+    pub fn scaled_dot_product_attention(
+        &self,
+        keys: &Array,
+        values: &Array,
+        scale: f32,
+        causal: bool,
+    ) -> Result<Array> {
         Array::build(|out| unsafe {
-            ffi::msx_sdpa(self.as_ptr(), keys.as_ptr(), values.as_ptr(), scale, causal as i32, out)
+            ffi::msx_sdpa(
+                self.as_ptr(),
+                keys.as_ptr(),
+                values.as_ptr(),
+                scale,
+                causal as i32,
+                out,
+            )
         })
     }
 }

@@ -15,7 +15,11 @@ fn set_error(msg: &str) {
     unsafe { ffi::msx_set_error(c.as_ptr()) }
 }
 
-unsafe extern "C" fn trampoline(payload: *mut c_void, inputs: *const ffi::msx_vec, outputs: *mut ffi::msx_vec) -> c_int {
+unsafe extern "C" fn trampoline(
+    payload: *mut c_void,
+    inputs: *const ffi::msx_vec,
+    outputs: *mut ffi::msx_vec,
+) -> c_int {
     // SAFETY: payload is the `&mut Box<DynFn>` handed to the shim by this module, alive for the call.
     let f = unsafe { &mut *(payload as *mut Box<DynFn<'_>>) };
     let ins = ArrayVec::read(inputs);
@@ -55,7 +59,14 @@ pub fn value_and_grad<'a>(
     let mut out = ArrayVec::new();
     let payload = &mut boxed as *mut Box<DynFn<'a>> as *mut c_void;
     check(unsafe {
-        ffi::msx_value_and_grad(trampoline, payload, ins.as_ptr(), argnums.as_ptr(), argnums.len(), out.as_mut_ptr())
+        ffi::msx_value_and_grad(
+            trampoline,
+            payload,
+            ins.as_ptr(),
+            argnums.as_ptr(),
+            argnums.len(),
+            out.as_mut_ptr(),
+        )
     })?;
     let mut all = out.to_vec();
     let grads = all.split_off(all.len() - argnums.len());
@@ -73,7 +84,15 @@ pub fn vjp<'a>(
     let cots = ArrayVec::from_slice(cotangents);
     let mut out = ArrayVec::new();
     let payload = &mut boxed as *mut Box<DynFn<'a>> as *mut c_void;
-    check(unsafe { ffi::msx_vjp(trampoline, payload, ins.as_ptr(), cots.as_ptr(), out.as_mut_ptr()) })?;
+    check(unsafe {
+        ffi::msx_vjp(
+            trampoline,
+            payload,
+            ins.as_ptr(),
+            cots.as_ptr(),
+            out.as_mut_ptr(),
+        )
+    })?;
     let mut all = out.to_vec();
     let grads = all.split_off(all.len() - inputs.len());
     Ok((all, grads))
@@ -88,7 +107,10 @@ pub struct Compiled {
 }
 
 impl Compiled {
-    pub fn new(f: impl FnMut(&[Array]) -> Result<Vec<Array>> + 'static, shapeless: bool) -> Result<Compiled> {
+    pub fn new(
+        f: impl FnMut(&[Array]) -> Result<Vec<Array>> + 'static,
+        shapeless: bool,
+    ) -> Result<Compiled> {
         let mut closure: Box<Box<DynFn<'static>>> = Box::new(Box::new(f));
         let payload = &mut *closure as *mut Box<DynFn<'static>> as *mut c_void;
         let mut raw = std::ptr::null_mut();
@@ -96,7 +118,10 @@ impl Compiled {
         if raw.is_null() {
             return Err(Error::new("compile returned null"));
         }
-        Ok(Compiled { raw, _closure: closure })
+        Ok(Compiled {
+            raw,
+            _closure: closure,
+        })
     }
 
     pub fn call(&mut self, inputs: &[Array]) -> Result<Vec<Array>> {

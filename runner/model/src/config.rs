@@ -14,28 +14,108 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 
 const TOP_FIELDS: &[&str] = &[
-    "name", "model_dim", "vocab_size", "seq_len", "mlp_mult", "tie_embeddings", "dropout", "norm_eps", "blocks",
+    "name",
+    "model_dim",
+    "vocab_size",
+    "seq_len",
+    "mlp_mult",
+    "tie_embeddings",
+    "dropout",
+    "norm_eps",
+    "blocks",
     "training",
 ];
 const TOP_UNSUPPORTED: &[&str] = &[
-    "block_scales", "resid_mix", "parallel_residual", "unet", "recurrence", "bigram_vocab_size", "bigram_dim",
-    "trigram_vocab_size", "trigram_dim", "logit_softcap", "embedding_dropout", "norm_type", "norm_affine",
-    "norm_placement", "final_norm", "ffn_internal_norm", "positional_embedding", "max_positions", "char_vocab_size",
-    "char_dim", "char_max_per_token", "smear_embeddings", "mtp", "backout", "layer_aggregation", "input_adapter",
-    "hidden_dropout", "attn_dropout", "eval", "data",
+    "block_scales",
+    "resid_mix",
+    "parallel_residual",
+    "unet",
+    "recurrence",
+    "bigram_vocab_size",
+    "bigram_dim",
+    "trigram_vocab_size",
+    "trigram_dim",
+    "logit_softcap",
+    "embedding_dropout",
+    "norm_type",
+    "norm_affine",
+    "norm_placement",
+    "final_norm",
+    "ffn_internal_norm",
+    "positional_embedding",
+    "max_positions",
+    "char_vocab_size",
+    "char_dim",
+    "char_max_per_token",
+    "smear_embeddings",
+    "mtp",
+    "backout",
+    "layer_aggregation",
+    "input_adapter",
+    "hidden_dropout",
+    "attn_dropout",
+    "eval",
+    "data",
 ];
 const TRAINING_FIELDS: &[&str] = &[
-    "steps", "lr", "batch_tokens", "warmup_steps", "hold_steps", "warmdown_steps", "min_lr_fraction",
-    "lr_schedule_steps", "beta1", "beta2", "epsilon", "weight_decay", "weight_decay_policy", "embed_lr", "matrix_lr",
-    "scalar_lr", "head_lr", "embed_weight_decay", "matrix_weight_decay", "scalar_weight_decay", "head_weight_decay",
-    "grad_clip", "seed", "val_every", "log_every", "val_batches", "compute_dtype", "optimizer", "weight_init",
+    "steps",
+    "lr",
+    "batch_tokens",
+    "warmup_steps",
+    "hold_steps",
+    "warmdown_steps",
+    "min_lr_fraction",
+    "lr_schedule_steps",
+    "beta1",
+    "beta2",
+    "epsilon",
+    "weight_decay",
+    "weight_decay_policy",
+    "embed_lr",
+    "matrix_lr",
+    "scalar_lr",
+    "head_lr",
+    "embed_weight_decay",
+    "matrix_weight_decay",
+    "scalar_weight_decay",
+    "head_weight_decay",
+    "grad_clip",
+    "seed",
+    "val_every",
+    "log_every",
+    "val_batches",
+    "compute_dtype",
+    "optimizer",
+    "weight_init",
     "weight_init_std",
 ];
 const TRAINING_UNSUPPORTED: &[&str] = &[
-    "phases", "lr_schedule", "target_val_loss", "early_stop", "swa_start", "swa_decay", "swa_interval",
-    "hardware_tflops", "qat", "qat_start", "ttt_mode", "ttt_steps", "ttt_lr", "ttt_rank", "objective", "z_loss",
-    "first_byte_mask", "muon_momentum", "muon_backend_steps", "muon_nesterov", "newton_schulz_variant",
-    "cautious_weight_decay", "warmup_ratio", "shuffle_chunk_tokens", "batch_size", "seq_len_schedule",
+    "phases",
+    "lr_schedule",
+    "target_val_loss",
+    "early_stop",
+    "swa_start",
+    "swa_decay",
+    "swa_interval",
+    "hardware_tflops",
+    "qat",
+    "qat_start",
+    "ttt_mode",
+    "ttt_steps",
+    "ttt_lr",
+    "ttt_rank",
+    "objective",
+    "z_loss",
+    "first_byte_mask",
+    "muon_momentum",
+    "muon_backend_steps",
+    "muon_nesterov",
+    "newton_schulz_variant",
+    "cautious_weight_decay",
+    "warmup_ratio",
+    "shuffle_chunk_tokens",
+    "batch_size",
+    "seq_len_schedule",
 ];
 
 /// Precision of activations and matmuls. Master weights and optimizer state are always float32.
@@ -107,7 +187,11 @@ impl TrainingConfig {
     /// (`min_lr_fraction · lr`, or 10% of lr when it is 0), optional linear warmdown at the end.
     /// Returns the multiplier of each group's peak learning rate at `step` (0-based).
     pub fn lr_scale(&self, step: usize) -> f64 {
-        let floor = if self.min_lr_fraction > 0.0 { self.min_lr_fraction } else { 0.1 };
+        let floor = if self.min_lr_fraction > 0.0 {
+            self.min_lr_fraction
+        } else {
+            0.1
+        };
         let base = |t: usize| -> f64 {
             let (w, h, s) = (self.warmup_steps, self.hold_steps, self.lr_schedule_steps);
             if t < w {
@@ -122,7 +206,11 @@ impl TrainingConfig {
         if self.warmdown_steps > 0 {
             let t0 = self.lr_schedule_steps.saturating_sub(self.warmdown_steps);
             if step >= t0 {
-                let target = if self.min_lr_fraction > 0.0 { floor } else { floor / 10.0 };
+                let target = if self.min_lr_fraction > 0.0 {
+                    floor
+                } else {
+                    floor / 10.0
+                };
                 let p = ((step - t0) as f64 / self.warmdown_steps as f64).min(1.0);
                 let start = base(t0);
                 return start + (target - start) * p;
@@ -189,8 +277,14 @@ fn parse_training(value: Option<&Value>, seq_len: usize) -> Result<TrainingConfi
     let batch_tokens = positive_usize(&mut f, "batch_tokens", 1024)?;
     if batch_tokens % seq_len != 0 {
         return Err(f
-            .error("batch_tokens", format!("batch_tokens={batch_tokens} must be a multiple of seq_len={seq_len}"))
-            .with_hint(format!("use e.g. {}", (batch_tokens / seq_len).max(1) * seq_len)));
+            .error(
+                "batch_tokens",
+                format!("batch_tokens={batch_tokens} must be a multiple of seq_len={seq_len}"),
+            )
+            .with_hint(format!(
+                "use e.g. {}",
+                (batch_tokens / seq_len).max(1) * seq_len
+            )));
     }
     let warmup_steps = f.usize("warmup_steps")?.unwrap_or(steps.min(100));
     let hold_steps = f.usize("hold_steps")?.unwrap_or(200);
@@ -238,15 +332,24 @@ fn parse_training(value: Option<&Value>, seq_len: usize) -> Result<TrainingConfi
         None | Some("adamw") => {}
         Some(other @ ("muon" | "muon_eq_r" | "normuon" | "lamb")) => {
             return Err(f
-                .error("optimizer", format!("optimizer {other:?} is not implemented in mixsweep yet"))
+                .error(
+                    "optimizer",
+                    format!("optimizer {other:?} is not implemented in mixsweep yet"),
+                )
                 .with_hint("use \"adamw\""));
         }
-        Some(other) => return Err(f.error("optimizer", format!("unknown optimizer {other:?}")).with_hint("use \"adamw\"")),
+        Some(other) => {
+            return Err(f
+                .error("optimizer", format!("unknown optimizer {other:?}"))
+                .with_hint("use \"adamw\""));
+        }
     }
     let weight_init_std = positive_f64(&mut f, "weight_init_std", 0.02)?;
     let weight_init = match f.string("weight_init")?.as_deref() {
         None | Some("xavier_uniform") => Init::XavierUniform,
-        Some("normal") => Init::Normal { std: weight_init_std as f32 },
+        Some("normal") => Init::Normal {
+            std: weight_init_std as f32,
+        },
         Some(other) => {
             return Err(f
                 .error("weight_init", format!("unknown weight_init {other:?}"))
@@ -288,7 +391,10 @@ impl ModelConfig {
             .map_err(|e| ConfigError::new("", format!("cannot read config: {e}")).in_file(path))?;
         let mut cfg = Self::from_jsonc(&src).map_err(|e| e.in_file(path))?;
         if cfg.name.is_empty() {
-            cfg.name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            cfg.name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
         }
         Ok(cfg)
     }
@@ -302,17 +408,22 @@ impl ModelConfig {
     pub fn from_value(doc: &Value) -> Result<ModelConfig, ConfigError> {
         let mut f = Fields::new("", doc)?;
         let name = f.string("name")?.unwrap_or_default();
-        let model_dim = f
-            .usize("model_dim")?
-            .filter(|&d| d > 0)
-            .ok_or_else(|| f.error("model_dim", "model_dim is required and must be > 0").with_hint("add e.g. \"model_dim\": 128"))?;
-        let vocab_size = f
-            .usize("vocab_size")?
-            .filter(|&v| v > 0)
-            .ok_or_else(|| f.error("vocab_size", "vocab_size is required and must be > 0").with_hint("256 for byte-level data"))?;
+        let model_dim = f.usize("model_dim")?.filter(|&d| d > 0).ok_or_else(|| {
+            f.error("model_dim", "model_dim is required and must be > 0")
+                .with_hint("add e.g. \"model_dim\": 128")
+        })?;
+        let vocab_size = f.usize("vocab_size")?.filter(|&v| v > 0).ok_or_else(|| {
+            f.error("vocab_size", "vocab_size is required and must be > 0")
+                .with_hint("256 for byte-level data")
+        })?;
         if vocab_size > 65536 {
             return Err(f
-                .error("vocab_size", format!("vocab_size={vocab_size} exceeds 65536, the limit of uint16 token shards"))
+                .error(
+                    "vocab_size",
+                    format!(
+                        "vocab_size={vocab_size} exceeds 65536, the limit of uint16 token shards"
+                    ),
+                )
                 .with_hint("use a tokenizer with at most 65536 tokens"));
         }
         let seq_len = positive_usize(&mut f, "seq_len", 128)?;
@@ -334,9 +445,10 @@ impl ModelConfig {
             dropout: dropout as f32,
             matrix_init: training.weight_init,
         };
-        let block_values = f
-            .array("blocks")?
-            .ok_or_else(|| f.error("blocks", "blocks is required").with_hint("add e.g. \"blocks\": [{\"type\": \"plain\", \"heads\": 4}]"))?;
+        let block_values = f.array("blocks")?.ok_or_else(|| {
+            f.error("blocks", "blocks is required")
+                .with_hint("add e.g. \"blocks\": [{\"type\": \"plain\", \"heads\": 4}]")
+        })?;
         if block_values.is_empty() {
             return Err(f.error("blocks", "blocks must hold at least one block"));
         }
@@ -366,7 +478,9 @@ impl ModelConfig {
             model_dim: self.model_dim,
             seq_len: self.seq_len,
             vocab_size: self.vocab_size,
-            ffn_dim: self.model_dim.max((self.model_dim as f64 * self.mlp_mult).round() as usize),
+            ffn_dim: self
+                .model_dim
+                .max((self.model_dim as f64 * self.mlp_mult).round() as usize),
             norm_eps: self.norm_eps as f32,
             dropout: self.dropout as f32,
             matrix_init: self.training.weight_init,
@@ -376,9 +490,10 @@ impl ModelConfig {
 
 fn parse_block(path: &str, value: &Value, dims: &ModelDims) -> Result<Box<dyn Block>, ConfigError> {
     let mut f = Fields::new(path, value)?;
-    let kind = f
-        .string("type")?
-        .ok_or_else(|| f.error("type", "every block needs a `type`").with_hint(format!("one of: {}", type_names().join(", "))))?;
+    let kind = f.string("type")?.ok_or_else(|| {
+        f.error("type", "every block needs a `type`")
+            .with_hint(format!("one of: {}", type_names().join(", ")))
+    })?;
     let Some(block_type) = blocks::find(&kind) else {
         if blocks::NOT_YET.contains(&kind.as_str()) {
             return Err(f

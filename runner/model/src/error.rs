@@ -17,7 +17,12 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { file: None, path: path.into(), message: message.into(), hint: None }
+        ConfigError {
+            file: None,
+            path: path.into(),
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {

@@ -49,14 +49,21 @@ pub enum Init {
     /// `U(±sqrt(6 / (fan_in + fan_out)))`, fan_in = shape[0], fan_out = shape[1].
     XavierUniform,
     /// `N(0, std)`.
-    Normal { std: f32 },
+    Normal {
+        std: f32,
+    },
     /// `U(±bound)`.
-    Uniform { bound: f32 },
+    Uniform {
+        bound: f32,
+    },
     Constant(f32),
     /// Mamba's S4D-real init of `A_log [I, N]`: `log(n + 1)` for state index n.
     MambaALog,
     /// Mamba's `dt_bias [I]`: inverse softplus of `dt ~ exp(U[log dt_min, log dt_max])`.
-    MambaDtBias { dt_min: f32, dt_max: f32 },
+    MambaDtBias {
+        dt_min: f32,
+        dt_max: f32,
+    },
 }
 
 /// A trainable tensor.
@@ -86,7 +93,9 @@ pub enum Activation {
     GeluTanh,
     Relu,
     /// `LeakyReLU(x, slope)^2`.
-    LeakyReluSquared { slope: f32 },
+    LeakyReluSquared {
+        slope: f32,
+    },
     Sigmoid,
     Softplus,
 }
@@ -95,32 +104,92 @@ pub enum Activation {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Op {
     /// `table[V, D]` rows at `tokens [B, T]` -> `[B, T, D]`.
-    Embedding { table: ValueId, tokens: ValueId, out: ValueId },
+    Embedding {
+        table: ValueId,
+        tokens: ValueId,
+        out: ValueId,
+    },
     /// `x[..., in] · w[in, out]`.
-    Linear { x: ValueId, weight: ValueId, out: ValueId },
+    Linear {
+        x: ValueId,
+        weight: ValueId,
+        out: ValueId,
+    },
     /// `x[..., in] · w[out, in]ᵀ` (tied output head).
-    LinearTransposed { x: ValueId, weight: ValueId, out: ValueId },
+    LinearTransposed {
+        x: ValueId,
+        weight: ValueId,
+        out: ValueId,
+    },
     /// RMSNorm over the last axis, computed in float32: `x · rsqrt(mean(x²) + eps) · scale`.
-    RmsNorm { x: ValueId, scale: ValueId, eps: f32, out: ValueId },
-    Add { a: ValueId, b: ValueId, out: ValueId },
-    Mul { a: ValueId, b: ValueId, out: ValueId },
-    Activation { x: ValueId, kind: Activation, out: ValueId },
+    RmsNorm {
+        x: ValueId,
+        scale: ValueId,
+        eps: f32,
+        out: ValueId,
+    },
+    Add {
+        a: ValueId,
+        b: ValueId,
+        out: ValueId,
+    },
+    Mul {
+        a: ValueId,
+        b: ValueId,
+        out: ValueId,
+    },
+    Activation {
+        x: ValueId,
+        kind: Activation,
+        out: ValueId,
+    },
     /// `x[..., start..end]` on the last axis.
-    SliceLast { x: ValueId, start: usize, end: usize, out: ValueId },
+    SliceLast {
+        x: ValueId,
+        start: usize,
+        end: usize,
+        out: ValueId,
+    },
     /// `[B, T, H·hd]` -> `[B, H, T, hd]`.
-    SplitHeads { x: ValueId, heads: usize, out: ValueId },
+    SplitHeads {
+        x: ValueId,
+        heads: usize,
+        out: ValueId,
+    },
     /// `[B, H, T, hd]` -> `[B, T, H·hd]`.
     MergeHeads { x: ValueId, out: ValueId },
     /// Rotary embedding of the first `dims` features of `[B, H, T, hd]`, positions 0..T.
     /// `adjacent_pairs`: rotate (x[2i], x[2i+1]) (mixlab's default); else (x[i], x[i + dims/2]).
-    Rope { x: ValueId, dims: usize, base: f32, adjacent_pairs: bool, out: ValueId },
+    Rope {
+        x: ValueId,
+        dims: usize,
+        base: f32,
+        adjacent_pairs: bool,
+        out: ValueId,
+    },
     /// `x[B, H, T, hd] · gain[H]` per head.
-    HeadGain { x: ValueId, gain: ValueId, out: ValueId },
+    HeadGain {
+        x: ValueId,
+        gain: ValueId,
+        out: ValueId,
+    },
     /// Softmax attention `softmax(q·kᵀ·scale [+ causal mask]) · v`; k/v may have fewer heads (GQA:
     /// query head h reads kv head h / (H / H_kv)).
-    Attention { q: ValueId, k: ValueId, v: ValueId, scale: f32, causal: bool, out: ValueId },
+    Attention {
+        q: ValueId,
+        k: ValueId,
+        v: ValueId,
+        scale: f32,
+        causal: bool,
+        out: ValueId,
+    },
     /// Causal depthwise convolution over time: `y_t = Σ_j w[j] · x_{t-K+1+j} + bias`, `w [K, C]`.
-    CausalConv1d { x: ValueId, weight: ValueId, bias: ValueId, out: ValueId },
+    CausalConv1d {
+        x: ValueId,
+        weight: ValueId,
+        bias: ValueId,
+        out: ValueId,
+    },
     /// Mamba selective scan over `x [B, T, I]` with input-dependent `delta [B, T, I]`, `b, c [B, T, N]`,
     /// learned `a_log [I, N]` (A = -exp(a_log)) and skip `d [I]`:
     /// `h_t = exp(Δ_t·A) ⊙ h_{t-1} + Δ_t·x_t·B_t`, `y_t = h_t·C_t + d ⊙ x_t`. Computed in chunks of
@@ -136,9 +205,18 @@ pub enum Op {
         out: ValueId,
     },
     /// Inverted dropout (train only; identity at eval). `ordinal` selects this op's random key.
-    Dropout { x: ValueId, rate: f32, ordinal: usize, out: ValueId },
+    Dropout {
+        x: ValueId,
+        rate: f32,
+        ordinal: usize,
+        out: ValueId,
+    },
     /// Mean cross-entropy of `logits [B, T, V]` against `targets [B, T]` (float32) -> scalar.
-    CrossEntropy { logits: ValueId, targets: ValueId, out: ValueId },
+    CrossEntropy {
+        logits: ValueId,
+        targets: ValueId,
+        out: ValueId,
+    },
 }
 
 /// Where a value comes from.
@@ -228,13 +306,20 @@ impl Builder {
     fn last_dim(&self, v: ValueId) -> usize {
         match self.shape(v).last() {
             Some(Dim::Fixed(n)) => *n,
-            other => panic!("IR: value {} has no fixed last dimension ({other:?})", self.values[v.0].name),
+            other => panic!(
+                "IR: value {} has no fixed last dimension ({other:?})",
+                self.values[v.0].name
+            ),
         }
     }
 
     fn push_value(&mut self, name: &str, shape: Shape, source: Source) -> ValueId {
         let id = ValueId(self.values.len());
-        self.values.push(ValueInfo { name: format!("{}{name}", self.prefix), shape, source });
+        self.values.push(ValueInfo {
+            name: format!("{}{name}", self.prefix),
+            shape,
+            source,
+        });
         id
     }
 
@@ -245,9 +330,21 @@ impl Builder {
     }
 
     /// Declares a weight. The group and decay follow mixlab: 1-D tensors are `Scalar` and not decayed.
-    pub fn weight(&mut self, name: &str, shape: &[usize], init: Init, group: ParamGroup) -> ValueId {
+    pub fn weight(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        init: Init,
+        group: ParamGroup,
+    ) -> ValueId {
         let decay = shape.len() >= 2 && group != ParamGroup::Scalar;
-        self.weights.push(WeightSpec { name: format!("{}{name}", self.prefix), shape: shape.to_vec(), init, group, decay });
+        self.weights.push(WeightSpec {
+            name: format!("{}{name}", self.prefix),
+            shape: shape.to_vec(),
+            init,
+            group,
+            decay,
+        });
         let id = self.push_value(name, fixed(shape), Source::Weight(self.weights.len() - 1));
         self.weight_values.push(id);
         id
@@ -272,13 +369,21 @@ impl Builder {
         let d = self.last_dim(table);
         let mut shape = self.shape(tokens).clone();
         shape.push(Dim::Fixed(d));
-        self.push_op("embedding", shape, |out| Op::Embedding { table, tokens, out })
+        self.push_op("embedding", shape, |out| Op::Embedding {
+            table,
+            tokens,
+            out,
+        })
     }
 
     pub fn linear(&mut self, name: &str, x: ValueId, weight: ValueId) -> ValueId {
         let w = self.shape(weight).clone();
         assert_eq!(w.len(), 2, "IR: linear weight must be 2-D");
-        assert_eq!(Dim::Fixed(self.last_dim(x)), w[0], "IR: linear {name}: input features do not match weight rows");
+        assert_eq!(
+            Dim::Fixed(self.last_dim(x)),
+            w[0],
+            "IR: linear {name}: input features do not match weight rows"
+        );
         let mut shape = self.shape(x).clone();
         *shape.last_mut().unwrap() = w[1];
         self.push_op(name, shape, |out| Op::Linear { x, weight, out })
@@ -286,14 +391,22 @@ impl Builder {
 
     pub fn linear_transposed(&mut self, name: &str, x: ValueId, weight: ValueId) -> ValueId {
         let w = self.shape(weight).clone();
-        assert_eq!(Dim::Fixed(self.last_dim(x)), w[1], "IR: linear_transposed {name}: features do not match");
+        assert_eq!(
+            Dim::Fixed(self.last_dim(x)),
+            w[1],
+            "IR: linear_transposed {name}: features do not match"
+        );
         let mut shape = self.shape(x).clone();
         *shape.last_mut().unwrap() = w[0];
         self.push_op(name, shape, |out| Op::LinearTransposed { x, weight, out })
     }
 
     pub fn rms_norm(&mut self, name: &str, x: ValueId, scale: ValueId, eps: f32) -> ValueId {
-        assert_eq!(self.shape(scale), &vec![Dim::Fixed(self.last_dim(x))], "IR: rms_norm scale shape");
+        assert_eq!(
+            self.shape(scale),
+            &vec![Dim::Fixed(self.last_dim(x))],
+            "IR: rms_norm scale shape"
+        );
         let shape = self.shape(x).clone();
         self.push_op(name, shape, |out| Op::RmsNorm { x, scale, eps, out })
     }
@@ -303,8 +416,16 @@ impl Builder {
         let n = sa.len().max(sb.len());
         (0..n)
             .map(|i| {
-                let da = if i + sa.len() >= n { Some(sa[i + sa.len() - n]) } else { None };
-                let db = if i + sb.len() >= n { Some(sb[i + sb.len() - n]) } else { None };
+                let da = if i + sa.len() >= n {
+                    Some(sa[i + sa.len() - n])
+                } else {
+                    None
+                };
+                let db = if i + sb.len() >= n {
+                    Some(sb[i + sb.len() - n])
+                } else {
+                    None
+                };
                 match (da, db) {
                     (Some(x), None) | (None, Some(x)) => x,
                     (Some(x), Some(y)) if x == y => x,
@@ -332,7 +453,10 @@ impl Builder {
     }
 
     pub fn slice_last(&mut self, name: &str, x: ValueId, start: usize, end: usize) -> ValueId {
-        assert!(start < end && end <= self.last_dim(x), "IR: slice {start}..{end} out of range");
+        assert!(
+            start < end && end <= self.last_dim(x),
+            "IR: slice {start}..{end} out of range"
+        );
         let mut shape = self.shape(x).clone();
         *shape.last_mut().unwrap() = Dim::Fixed(end - start);
         self.push_op(name, shape, |out| Op::SliceLast { x, start, end, out })
@@ -341,46 +465,107 @@ impl Builder {
     pub fn split_heads(&mut self, name: &str, x: ValueId, heads: usize) -> ValueId {
         let s = self.shape(x).clone();
         let width = self.last_dim(x);
-        assert!(s.len() == 3 && width % heads == 0, "IR: split_heads needs [B, T, H*hd]");
+        assert!(
+            s.len() == 3 && width % heads == 0,
+            "IR: split_heads needs [B, T, H*hd]"
+        );
         let shape = vec![s[0], Dim::Fixed(heads), s[1], Dim::Fixed(width / heads)];
         self.push_op(name, shape, |out| Op::SplitHeads { x, heads, out })
     }
 
     pub fn merge_heads(&mut self, name: &str, x: ValueId) -> ValueId {
         let s = self.shape(x).clone();
-        let (Dim::Fixed(h), Dim::Fixed(hd)) = (s[1], s[3]) else { panic!("IR: merge_heads needs [B, H, T, hd]") };
+        let (Dim::Fixed(h), Dim::Fixed(hd)) = (s[1], s[3]) else {
+            panic!("IR: merge_heads needs [B, H, T, hd]")
+        };
         let shape = vec![s[0], s[2], Dim::Fixed(h * hd)];
         self.push_op(name, shape, |out| Op::MergeHeads { x, out })
     }
 
-    pub fn rope(&mut self, name: &str, x: ValueId, dims: usize, base: f32, adjacent_pairs: bool) -> ValueId {
+    pub fn rope(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        dims: usize,
+        base: f32,
+        adjacent_pairs: bool,
+    ) -> ValueId {
         assert!(dims % 2 == 0 && dims <= self.last_dim(x), "IR: rope dims");
         let shape = self.shape(x).clone();
-        self.push_op(name, shape, |out| Op::Rope { x, dims, base, adjacent_pairs, out })
+        self.push_op(name, shape, |out| Op::Rope {
+            x,
+            dims,
+            base,
+            adjacent_pairs,
+            out,
+        })
     }
 
     pub fn head_gain(&mut self, name: &str, x: ValueId, gain: ValueId) -> ValueId {
         let shape = self.shape(x).clone();
-        assert_eq!(self.shape(gain), &vec![shape[1]], "IR: head_gain needs one gain per head");
+        assert_eq!(
+            self.shape(gain),
+            &vec![shape[1]],
+            "IR: head_gain needs one gain per head"
+        );
         self.push_op(name, shape, |out| Op::HeadGain { x, gain, out })
     }
 
-    pub fn attention(&mut self, name: &str, q: ValueId, k: ValueId, v: ValueId, scale: f32, causal: bool) -> ValueId {
+    pub fn attention(
+        &mut self,
+        name: &str,
+        q: ValueId,
+        k: ValueId,
+        v: ValueId,
+        scale: f32,
+        causal: bool,
+    ) -> ValueId {
         let (sq, sk) = (self.shape(q).clone(), self.shape(k).clone());
-        let (Dim::Fixed(h), Dim::Fixed(hk)) = (sq[1], sk[1]) else { panic!("IR: attention heads") };
-        assert!(hk > 0 && h % hk == 0, "IR: kv heads must divide query heads");
+        let (Dim::Fixed(h), Dim::Fixed(hk)) = (sq[1], sk[1]) else {
+            panic!("IR: attention heads")
+        };
+        assert!(
+            hk > 0 && h % hk == 0,
+            "IR: kv heads must divide query heads"
+        );
         assert_eq!(sk, *self.shape(v), "IR: k and v shapes differ");
         let mut shape = sq.clone();
         shape[3] = self.shape(v)[3];
-        self.push_op(name, shape, |out| Op::Attention { q, k, v, scale, causal, out })
+        self.push_op(name, shape, |out| Op::Attention {
+            q,
+            k,
+            v,
+            scale,
+            causal,
+            out,
+        })
     }
 
-    pub fn causal_conv1d(&mut self, name: &str, x: ValueId, weight: ValueId, bias: ValueId) -> ValueId {
+    pub fn causal_conv1d(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        weight: ValueId,
+        bias: ValueId,
+    ) -> ValueId {
         let c = self.last_dim(x);
-        assert_eq!(self.shape(weight)[1], Dim::Fixed(c), "IR: conv weight must be [K, C]");
-        assert_eq!(self.shape(bias), &vec![Dim::Fixed(c)], "IR: conv bias must be [C]");
+        assert_eq!(
+            self.shape(weight)[1],
+            Dim::Fixed(c),
+            "IR: conv weight must be [K, C]"
+        );
+        assert_eq!(
+            self.shape(bias),
+            &vec![Dim::Fixed(c)],
+            "IR: conv bias must be [C]"
+        );
         let shape = self.shape(x).clone();
-        self.push_op(name, shape, |out| Op::CausalConv1d { x, weight, bias, out })
+        self.push_op(name, shape, |out| Op::CausalConv1d {
+            x,
+            weight,
+            bias,
+            out,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -398,11 +583,24 @@ impl Builder {
         let inner = self.last_dim(x);
         let n = self.last_dim(b);
         assert_eq!(self.shape(delta), self.shape(x), "IR: scan delta shape");
-        assert_eq!(self.shape(a_log), &fixed(&[inner, n]), "IR: scan a_log shape");
+        assert_eq!(
+            self.shape(a_log),
+            &fixed(&[inner, n]),
+            "IR: scan a_log shape"
+        );
         assert_eq!(self.shape(c), self.shape(b), "IR: scan b/c shapes");
         assert_eq!(self.shape(d), &fixed(&[inner]), "IR: scan d shape");
         let shape = self.shape(x).clone();
-        self.push_op(name, shape, |out| Op::SelectiveScan { x, delta, a_log, b, c, d, chunk, out })
+        self.push_op(name, shape, |out| Op::SelectiveScan {
+            x,
+            delta,
+            a_log,
+            b,
+            c,
+            d,
+            chunk,
+            out,
+        })
     }
 
     /// Dropout with `rate`; emits nothing when `rate` is 0.
@@ -413,14 +611,29 @@ impl Builder {
         let ordinal = self.dropout_ops;
         self.dropout_ops += 1;
         let shape = self.shape(x).clone();
-        self.push_op(name, shape, |out| Op::Dropout { x, rate, ordinal, out })
+        self.push_op(name, shape, |out| Op::Dropout {
+            x,
+            rate,
+            ordinal,
+            out,
+        })
     }
 
     pub fn cross_entropy(&mut self, logits: ValueId, targets: ValueId) -> ValueId {
-        self.push_op("loss", vec![], |out| Op::CrossEntropy { logits, targets, out })
+        self.push_op("loss", vec![], |out| Op::CrossEntropy {
+            logits,
+            targets,
+            out,
+        })
     }
 
-    pub fn finish(self, tokens: ValueId, targets: ValueId, logits: ValueId, loss: ValueId) -> Program {
+    pub fn finish(
+        self,
+        tokens: ValueId,
+        targets: ValueId,
+        logits: ValueId,
+        loss: ValueId,
+    ) -> Program {
         Program {
             weights: self.weights,
             values: self.values,

@@ -58,7 +58,14 @@ pub fn strip_comments(src: &str) -> String {
 /// Parses JSONC text into a JSON value; syntax errors carry line and column.
 pub fn parse_jsonc(src: &str) -> Result<Value, ConfigError> {
     serde_json::from_str(&strip_comments(src)).map_err(|e| {
-        ConfigError::new("", format!("invalid JSON at line {} column {}: {e}", e.line(), e.column()))
+        ConfigError::new(
+            "",
+            format!(
+                "invalid JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+        )
     })
 }
 
@@ -85,13 +92,24 @@ impl<'a> Fields<'a> {
     pub fn new(path: impl Into<String>, value: &'a Value) -> Result<Fields<'a>, ConfigError> {
         let path = path.into();
         match value {
-            Value::Object(map) => Ok(Fields { path, map, seen: BTreeSet::new() }),
-            other => Err(ConfigError::new(path, format!("expected an object, found {}", type_name(other)))),
+            Value::Object(map) => Ok(Fields {
+                path,
+                map,
+                seen: BTreeSet::new(),
+            }),
+            other => Err(ConfigError::new(
+                path,
+                format!("expected an object, found {}", type_name(other)),
+            )),
         }
     }
 
     pub fn path_of(&self, key: &str) -> String {
-        if self.path.is_empty() { key.to_string() } else { format!("{}.{key}", self.path) }
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
     }
 
     pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
@@ -120,7 +138,10 @@ impl<'a> Fields<'a> {
         match self.raw(key) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(v) => Err(self.error(key, format!("expected true or false, found {}", type_name(v)))),
+            Some(v) => Err(self.error(
+                key,
+                format!("expected true or false, found {}", type_name(v)),
+            )),
         }
     }
 
@@ -142,10 +163,15 @@ impl<'a> Fields<'a> {
                 }
                 match n.as_f64() {
                     Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 1e15 => Ok(Some(f as usize)),
-                    _ => Err(self.error(key, format!("expected a non-negative integer, found {n}"))),
+                    _ => {
+                        Err(self.error(key, format!("expected a non-negative integer, found {n}")))
+                    }
                 }
             }
-            Some(v) => Err(self.error(key, format!("expected a non-negative integer, found {}", type_name(v)))),
+            Some(v) => Err(self.error(
+                key,
+                format!("expected a non-negative integer, found {}", type_name(v)),
+            )),
         }
     }
 
@@ -166,8 +192,11 @@ impl<'a> Fields<'a> {
             }
             let path = self.path_of(key);
             if unsupported.contains(&key.as_str()) {
-                return Err(ConfigError::new(path, format!("`{key}` is a mixlab field that mixsweep does not implement yet"))
-                    .with_hint("remove it; see docs/config.md for the supported fields"));
+                return Err(ConfigError::new(
+                    path,
+                    format!("`{key}` is a mixlab field that mixsweep does not implement yet"),
+                )
+                .with_hint("remove it; see docs/config.md for the supported fields"));
             }
             let mut err = ConfigError::new(path, format!("unknown key `{key}`"));
             err = match nearest(key, valid) {

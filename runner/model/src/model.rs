@@ -13,10 +13,26 @@ impl ModelConfig {
     pub fn lower(&self) -> Program {
         let dims = self.dims();
         let mut b = Builder::new(self.seq_len);
-        let embed = b.weight("embed", &[self.vocab_size, self.model_dim], dims.matrix_init, ParamGroup::Embed);
-        let head = (!self.tie_embeddings)
-            .then(|| b.weight("head", &[self.model_dim, self.vocab_size], dims.matrix_init, ParamGroup::Head));
-        let final_norm = b.weight("final_norm", &[self.model_dim], Init::Constant(1.0), ParamGroup::Scalar);
+        let embed = b.weight(
+            "embed",
+            &[self.vocab_size, self.model_dim],
+            dims.matrix_init,
+            ParamGroup::Embed,
+        );
+        let head = (!self.tie_embeddings).then(|| {
+            b.weight(
+                "head",
+                &[self.model_dim, self.vocab_size],
+                dims.matrix_init,
+                ParamGroup::Head,
+            )
+        });
+        let final_norm = b.weight(
+            "final_norm",
+            &[self.model_dim],
+            Init::Constant(1.0),
+            ParamGroup::Scalar,
+        );
         let tokens = b.input_tokens();
         let targets = b.input_targets();
         let mut x = b.embedding(embed, tokens);

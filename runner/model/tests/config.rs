@@ -16,7 +16,9 @@ fn golden_error_messages() {
             "trainig: unknown key `trainig` (fix: did you mean `training`?)",
         ),
         (
-            &format!(r#"{{{BASE}, "blocks": [{{"type": "plain", "heads": 4}}], "training": {{"lr_warmup": 10}}}}"#),
+            &format!(
+                r#"{{{BASE}, "blocks": [{{"type": "plain", "heads": 4}}], "training": {{"lr_warmup": 10}}}}"#
+            ),
             "training.lr_warmup: unknown key `lr_warmup` (fix: did you mean `warmup_steps`?)",
         ),
         (
@@ -24,7 +26,9 @@ fn golden_error_messages() {
             "blocks[0].kv_head: unknown key `kv_head` (fix: did you mean `kv_heads`?)",
         ),
         (
-            &format!(r#"{{{BASE}, "blocks": [{{"type": "plain", "heads": 4}}, {{"type": "plain", "heads": 4, "kv_heads": 3}}]}}"#),
+            &format!(
+                r#"{{{BASE}, "blocks": [{{"type": "plain", "heads": 4}}, {{"type": "plain", "heads": 4, "kv_heads": 3}}]}}"#
+            ),
             "blocks[1].kv_heads: kv_heads=3 must divide heads=4 (fix: use a divisor of heads (kv_heads = heads is plain multi-head attention, 1 is multi-query))",
         ),
         (
@@ -44,36 +48,56 @@ fn golden_error_messages() {
             "blocks[0].type: block type \"rwkv\" exists in mixlab but is not implemented in mixsweep yet (fix: use one of: plain, swiglu, mlp, mamba)",
         ),
         (
-            &format!(r#"{{{BASE}, "blocks": [{{"type": "swiglu"}}], "training": {{"batch_tokens": 100}}}}"#),
+            &format!(
+                r#"{{{BASE}, "blocks": [{{"type": "swiglu"}}], "training": {{"batch_tokens": 100}}}}"#
+            ),
             "training.batch_tokens: batch_tokens=100 must be a multiple of seq_len=32 (fix: use e.g. 96)",
         ),
         (
-            &format!(r#"{{{BASE}, "blocks": [{{"type": "swiglu"}}], "training": {{"optimizer": "muon"}}}}"#),
+            &format!(
+                r#"{{{BASE}, "blocks": [{{"type": "swiglu"}}], "training": {{"optimizer": "muon"}}}}"#
+            ),
             "training.optimizer: optimizer \"muon\" is not implemented in mixsweep yet (fix: use \"adamw\")",
         ),
         (
-            &format!(r#"{{{BASE}, "blocks": [{{"type": "swiglu"}}], "training": {{"lr": "fast"}}}}"#),
+            &format!(
+                r#"{{{BASE}, "blocks": [{{"type": "swiglu"}}], "training": {{"lr": "fast"}}}}"#
+            ),
             "training.lr: expected a number, found a string",
         ),
         (
-            &format!(r#"{{{BASE}, "blocks": [{{"type": "plain", "heads": 4, "rope_dims": 6}}], "unet": true}}"#),
+            &format!(
+                r#"{{{BASE}, "blocks": [{{"type": "plain", "heads": 4, "rope_dims": 6}}], "unet": true}}"#
+            ),
             "unet: `unet` is a mixlab field that mixsweep does not implement yet (fix: remove it; see docs/config.md for the supported fields)",
         ),
         (
             &format!(r#"{{{BASE}, "blocks": [{{"type": "plain", "heads": 4, "rope_dims": 18}}]}}"#),
             "blocks[0].rope_dims: rope_dims=18 must be <= head_dim=16",
         ),
-        (r#"{"vocab_size": 256, "blocks": []}"#, "model_dim: model_dim is required and must be > 0 (fix: add e.g. \"model_dim\": 128)"),
-        (&format!(r#"{{{BASE}, "blocks": []}}"#), "blocks: blocks must hold at least one block"),
+        (
+            r#"{"vocab_size": 256, "blocks": []}"#,
+            "model_dim: model_dim is required and must be > 0 (fix: add e.g. \"model_dim\": 128)",
+        ),
+        (
+            &format!(r#"{{{BASE}, "blocks": []}}"#),
+            "blocks: blocks must hold at least one block",
+        ),
         (
             &format!(r#"{{{BASE}, "vocab_size": 70000, "blocks": [{{"type": "swiglu"}}]}}"#),
             "vocab_size: vocab_size=70000 exceeds 65536, the limit of uint16 token shards (fix: use a tokenizer with at most 65536 tokens)",
         ),
-        ("{\n  \"model_dim\": 64,\n  \"vocab_size\": 256\n  \"blocks\": []\n}", "invalid JSON at line 4 column 3"),
+        (
+            "{\n  \"model_dim\": 64,\n  \"vocab_size\": 256\n  \"blocks\": []\n}",
+            "invalid JSON at line 4 column 3",
+        ),
     ];
     for (src, want) in cases {
         let got = err(src);
-        assert!(got.starts_with(want), "\nconfig: {src}\n   got: {got}\n  want: {want}");
+        assert!(
+            got.starts_with(want),
+            "\nconfig: {src}\n   got: {got}\n  want: {want}"
+        );
     }
 }
 
@@ -82,9 +106,16 @@ fn errors_from_files_name_the_file() {
     let dir = std::env::temp_dir().join(format!("mixsweep-model-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bad.json");
-    std::fs::write(&path, format!(r#"{{{BASE}, "blocks": [{{"type": "plain", "heads": 4, "kv_heads": 3}}]}}"#)).unwrap();
+    std::fs::write(
+        &path,
+        format!(r#"{{{BASE}, "blocks": [{{"type": "plain", "heads": 4, "kv_heads": 3}}]}}"#),
+    )
+    .unwrap();
     let e = ModelConfig::load(&path).unwrap_err().to_string();
-    assert!(e.starts_with(&format!("{}: blocks[0].kv_heads:", path.display())), "{e}");
+    assert!(
+        e.starts_with(&format!("{}: blocks[0].kv_heads:", path.display())),
+        "{e}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -102,15 +133,30 @@ fn jsonc_comments_and_defaults() {
     assert_eq!(cfg.name, "has // not a comment");
     assert_eq!(cfg.seq_len, 128);
     let t = &cfg.training;
-    assert_eq!((t.steps, t.batch_tokens, t.seed, t.warmup_steps, t.hold_steps), (200, 1024, 42, 100, 200));
-    assert_eq!((t.lr, t.beta1, t.beta2, t.matrix.weight_decay), (3e-4, 0.9, 0.95, 0.01));
+    assert_eq!(
+        (
+            t.steps,
+            t.batch_tokens,
+            t.seed,
+            t.warmup_steps,
+            t.hold_steps
+        ),
+        (200, 1024, 42, 100, 200)
+    );
+    assert_eq!(
+        (t.lr, t.beta1, t.beta2, t.matrix.weight_decay),
+        (3e-4, 0.9, 0.95, 0.01)
+    );
 }
 
 #[test]
 fn exact_parameter_counts() {
     // tiny: D=64, V=256, F=max(64, round(64*2))=128, untied
-    let cfg = ModelConfig::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/tiny.json")))
-        .unwrap();
+    let cfg = ModelConfig::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/tiny.json"
+    )))
+    .unwrap();
     let (d, v, f) = (64, 256, 128);
     let plain = d + 4 * d * d + 2 * d * f; // norm, wq wk wv wo, ff1 ff2
     let swiglu = d + 3 * d * f;
@@ -120,9 +166,15 @@ fn exact_parameter_counts() {
         r#"{{{BASE}, "mlp_mult": 2, "tie_embeddings": true, "blocks": [{{"type": "plain", "heads": 4, "kv_heads": 2, "qk_gain": 1.5}}]}}"#
     ))
     .unwrap();
-    assert_eq!(gqa.counts().params, 256 * 64 + 64 + (64 + 2 * 64 * 64 + 2 * 64 * 32 + 2 * 64 * 128 + 4));
+    assert_eq!(
+        gqa.counts().params,
+        256 * 64 + 64 + (64 + 2 * 64 * 64 + 2 * 64 * 32 + 2 * 64 * 128 + 4)
+    );
     // mamba with D=64: I=128, N=16, R=4, K=4
-    let m = ModelConfig::from_jsonc(&format!(r#"{{{BASE}, "tie_embeddings": true, "blocks": [{{"type": "mamba"}}]}}"#)).unwrap();
+    let m = ModelConfig::from_jsonc(&format!(
+        r#"{{{BASE}, "tie_embeddings": true, "blocks": [{{"type": "mamba"}}]}}"#
+    ))
+    .unwrap();
     let (i, n, r, k) = (128, 16, 4, 4);
     let mamba = d + d * 2 * i + k * i + i + i * (r + 2 * n) + r * i + i + i * n + i + i * d;
     assert_eq!(m.counts().params, 256 * 64 + 64 + mamba);
@@ -130,8 +182,11 @@ fn exact_parameter_counts() {
 
 #[test]
 fn flops_follow_mixlab_convention() {
-    let cfg = ModelConfig::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/nanogpt_shakespeare.json")))
-        .unwrap();
+    let cfg = ModelConfig::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/nanogpt_shakespeare.json"
+    )))
+    .unwrap();
     let c = cfg.counts();
     let (d, t, f, v) = (384.0, 256.0, 1536.0, 256.0);
     let per_layer = 2.0 * (4.0 * d * d + 2.0 * d * f) + 4.0 * t * d;
@@ -157,9 +212,12 @@ fn schedule_warmup_hold_cosine_floor() {
 
 #[test]
 fn config_hash_ignores_comments_and_key_order() {
-    let a = ModelConfig::from_jsonc(&format!(r#"{{{BASE}, "blocks": [{{"type": "swiglu"}}]}}"#)).unwrap();
-    let b = ModelConfig::from_jsonc(r#"// same model
-        {"blocks": [{"type": "swiglu"}], "seq_len": 32, "vocab_size": 256, "model_dim": 64}"#)
+    let a = ModelConfig::from_jsonc(&format!(r#"{{{BASE}, "blocks": [{{"type": "swiglu"}}]}}"#))
+        .unwrap();
+    let b = ModelConfig::from_jsonc(
+        r#"// same model
+        {"blocks": [{"type": "swiglu"}], "seq_len": 32, "vocab_size": 256, "model_dim": 64}"#,
+    )
     .unwrap();
     assert_eq!(a.config_hash, b.config_hash);
 }

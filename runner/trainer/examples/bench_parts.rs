@@ -12,12 +12,21 @@ use std::time::Instant;
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let cfg = ModelConfig::load(std::path::Path::new(&args[1]))?;
-    let dtype = if args.get(2).map(String::as_str) == Some("bfloat16") { ComputeDtype::Bfloat16 } else { ComputeDtype::Float32 };
+    let dtype = if args.get(2).map(String::as_str) == Some("bfloat16") {
+        ComputeDtype::Bfloat16
+    } else {
+        ComputeDtype::Float32
+    };
     let iters: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(30);
     mixsweep_mlx::device::select(None)?;
     let program = Arc::new(cfg.lower());
     let host = mixsweep_runner::init::initial_weights(&program.weights, 1);
-    let params = program.weights.iter().zip(&host).map(|(s, v)| Array::from_f32(v, &s.shape)).collect::<Result<Vec<_>, _>>()?;
+    let params = program
+        .weights
+        .iter()
+        .zip(&host)
+        .map(|(s, v)| Array::from_f32(v, &s.shape))
+        .collect::<Result<Vec<_>, _>>()?;
     let (b, t) = (cfg.training.batch_size(cfg.seq_len), cfg.seq_len);
     let tokens: Vec<i32> = match args.get(4) {
         Some(glob) => {
@@ -25,7 +34,9 @@ fn main() -> anyhow::Result<()> {
             let stream = mixsweep_runner::data::TokenStream::load(files, cfg.vocab_size)?;
             mixsweep_runner::data::train_batch(&stream, 1, 0, b, t).tokens
         }
-        None => (0..b * t).map(|i| ((i * 7919) % cfg.vocab_size) as i32).collect(),
+        None => (0..b * t)
+            .map(|i| ((i * 7919) % cfg.vocab_size) as i32)
+            .collect(),
     };
     let x = Array::from_i32(&tokens, &[b, t])?;
     let tokens_per_iter = (b * t) as f64;
@@ -38,7 +49,12 @@ fn main() -> anyhow::Result<()> {
             f()?;
         }
         let dt = start.elapsed().as_secs_f64() / iters as f64;
-        println!("{name:>28} {:?}: {:8.2} ms  {:>12.0} tok/s", dtype, dt * 1e3, tokens_per_iter / dt);
+        println!(
+            "{name:>28} {:?}: {:8.2} ms  {:>12.0} tok/s",
+            dtype,
+            dt * 1e3,
+            tokens_per_iter / dt
+        );
         Ok(())
     };
     let n = params.len();
@@ -46,7 +62,11 @@ fn main() -> anyhow::Result<()> {
     let mut fwd = Compiled::new(
         move |ins: &[Array]| {
             let exec = Executor::new(&p1, dtype);
-            Ok(vec![exec.forward(&ins[..n], &ins[n], Some(&ins[n + 1]), None)?.loss.unwrap()])
+            Ok(vec![
+                exec.forward(&ins[..n], &ins[n], Some(&ins[n + 1]), None)?
+                    .loss
+                    .unwrap(),
+            ])
         },
         false,
     )?;
@@ -64,7 +84,11 @@ fn main() -> anyhow::Result<()> {
             let exec = Executor::new(&p2, dtype);
             let (tok, tgt) = (ins[n].clone(), ins[n + 1].clone());
             let (v, mut g) = value_and_grad(
-                |ps: &[Array]| Ok(vec![exec.forward(ps, &tok, Some(&tgt), None)?.loss.unwrap()]),
+                |ps: &[Array]| {
+                    Ok(vec![
+                        exec.forward(ps, &tok, Some(&tgt), None)?.loss.unwrap(),
+                    ])
+                },
                 &ins[..n],
                 &(0..n).collect::<Vec<_>>(),
             )?;
@@ -84,7 +108,16 @@ fn main() -> anyhow::Result<()> {
     let mut k = 0u64;
     time("train step (sync)", &mut || {
         k += 1;
-        let (l, g) = steps.train_step(&mut state, &x, &x, &StepScalars { lr_scale: 0.5, t: k, dropout_seed: k })?;
+        let (l, g) = steps.train_step(
+            &mut state,
+            &x,
+            &x,
+            &StepScalars {
+                lr_scale: 0.5,
+                t: k,
+                dropout_seed: k,
+            },
+        )?;
         let mut all = vec![&l, &g];
         all.extend(state.arrays());
         mixsweep_mlx::eval(&all)?;

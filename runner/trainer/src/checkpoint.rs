@@ -12,7 +12,11 @@ pub enum CheckpointError {
     #[error("{path}: {message}")]
     File { path: String, message: String },
     #[error("{path}: tensor `{name}` {message}")]
-    Tensor { path: String, name: String, message: String },
+    Tensor {
+        path: String,
+        name: String,
+        message: String,
+    },
 }
 
 pub fn save(
@@ -21,8 +25,14 @@ pub fn save(
     values: &[Vec<f32>],
     metadata: HashMap<String, String>,
 ) -> Result<(), CheckpointError> {
-    let err = |message: String| CheckpointError::File { path: path.display().to_string(), message };
-    let bytes: Vec<Vec<u8>> = values.iter().map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let err = |message: String| CheckpointError::File {
+        path: path.display().to_string(),
+        message,
+    };
+    let bytes: Vec<Vec<u8>> = values
+        .iter()
+        .map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
     let views = specs
         .iter()
         .zip(&bytes)
@@ -45,9 +55,14 @@ pub fn save(
 /// so a checkpoint of a different model is never half-loaded.
 pub fn load(path: &Path, specs: &[WeightSpec]) -> Result<Vec<Vec<f32>>, CheckpointError> {
     let p = path.display().to_string();
-    let data = std::fs::read(path).map_err(|e| CheckpointError::File { path: p.clone(), message: format!("cannot read: {e}") })?;
-    let st = safetensors::SafeTensors::deserialize(&data)
-        .map_err(|e| CheckpointError::File { path: p.clone(), message: format!("not a safetensors file: {e}") })?;
+    let data = std::fs::read(path).map_err(|e| CheckpointError::File {
+        path: p.clone(),
+        message: format!("cannot read: {e}"),
+    })?;
+    let st = safetensors::SafeTensors::deserialize(&data).map_err(|e| CheckpointError::File {
+        path: p.clone(),
+        message: format!("not a safetensors file: {e}"),
+    })?;
     let mut out = Vec::with_capacity(specs.len());
     for s in specs {
         let t = st.tensor(&s.name).map_err(|_| CheckpointError::Tensor {
@@ -56,20 +71,37 @@ pub fn load(path: &Path, specs: &[WeightSpec]) -> Result<Vec<Vec<f32>>, Checkpoi
             message: "is missing (the checkpoint was saved from a different model config)".into(),
         })?;
         if t.dtype() != StDtype::F32 {
-            return Err(CheckpointError::Tensor { path: p.clone(), name: s.name.clone(), message: format!("has dtype {:?}; only F32 is supported", t.dtype()) });
+            return Err(CheckpointError::Tensor {
+                path: p.clone(),
+                name: s.name.clone(),
+                message: format!("has dtype {:?}; only F32 is supported", t.dtype()),
+            });
         }
         if t.shape() != s.shape.as_slice() {
             return Err(CheckpointError::Tensor {
                 path: p.clone(),
                 name: s.name.clone(),
-                message: format!("has shape {:?} but the config needs {:?}", t.shape(), s.shape),
+                message: format!(
+                    "has shape {:?} but the config needs {:?}",
+                    t.shape(),
+                    s.shape
+                ),
             });
         }
-        out.push(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect());
+        out.push(
+            t.data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        );
     }
     let known: std::collections::HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
     if let Some(extra) = st.names().into_iter().find(|n| !known.contains(&n[..])) {
-        return Err(CheckpointError::Tensor { path: p, name: extra.to_string(), message: "is not a weight of this config".into() });
+        return Err(CheckpointError::Tensor {
+            path: p,
+            name: extra.to_string(),
+            message: "is not a weight of this config".into(),
+        });
     }
     Ok(out)
 }

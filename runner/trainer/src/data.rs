@@ -17,7 +17,9 @@ pub const HEADER_BYTES: usize = 256 * 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("--{flag} {pattern:?} matches no files (check the path; shards are named like train_00000.bin)")]
+    #[error(
+        "--{flag} {pattern:?} matches no files (check the path; shards are named like train_00000.bin)"
+    )]
     NoMatch { flag: &'static str, pattern: String },
     #[error("invalid glob {pattern:?}: {message}")]
     BadGlob { pattern: String, message: String },
@@ -26,17 +28,33 @@ pub enum DataError {
     #[error(
         "{path}: token id {token} at position {position} is >= vocab_size {vocab} (the shards were prepared with a larger vocabulary; set vocab_size to at least {needed} in the config or re-prepare the data)"
     )]
-    TokenOutOfRange { path: PathBuf, token: u16, position: usize, vocab: usize, needed: usize },
+    TokenOutOfRange {
+        path: PathBuf,
+        token: u16,
+        position: usize,
+        vocab: usize,
+        needed: usize,
+    },
     #[error("{what}: {tokens} tokens is too few for one sequence of seq_len {seq_len} (+1 target)")]
-    TooShort { what: String, tokens: usize, seq_len: usize },
+    TooShort {
+        what: String,
+        tokens: usize,
+        seq_len: usize,
+    },
 }
 
 /// Reads one shard, validating header and size.
 pub fn read_shard(path: &Path) -> Result<Vec<u16>, DataError> {
-    let err = |message: String| DataError::Shard { path: path.to_path_buf(), message };
+    let err = |message: String| DataError::Shard {
+        path: path.to_path_buf(),
+        message,
+    };
     let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
     if bytes.len() < HEADER_BYTES {
-        return Err(err(format!("truncated: {} bytes is shorter than the 1024-byte header", bytes.len())));
+        return Err(err(format!(
+            "truncated: {} bytes is shorter than the 1024-byte header",
+            bytes.len()
+        )));
     }
     let word = |i: usize| i32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap());
     if word(0) != SHARD_MAGIC {
@@ -46,7 +64,10 @@ pub fn read_shard(path: &Path) -> Result<Vec<u16>, DataError> {
         )));
     }
     if word(1) != SHARD_VERSION {
-        return Err(err(format!("unsupported shard version {} (expected {SHARD_VERSION})", word(1))));
+        return Err(err(format!(
+            "unsupported shard version {} (expected {SHARD_VERSION})",
+            word(1)
+        )));
     }
     let count = word(2);
     if count < 0 {
@@ -59,7 +80,10 @@ pub fn read_shard(path: &Path) -> Result<Vec<u16>, DataError> {
             bytes.len()
         )));
     }
-    Ok(bytes[HEADER_BYTES..].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect())
+    Ok(bytes[HEADER_BYTES..]
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect())
 }
 
 /// Writes one shard atomically (temp file + rename).
@@ -68,7 +92,8 @@ pub fn write_shard(path: &Path, tokens: &[u16]) -> std::io::Result<()> {
     let mut header = [0i32; 256];
     header[0] = SHARD_MAGIC;
     header[1] = SHARD_VERSION;
-    header[2] = i32::try_from(tokens.len()).map_err(|_| std::io::Error::other("shard too large"))?;
+    header[2] =
+        i32::try_from(tokens.len()).map_err(|_| std::io::Error::other("shard too large"))?;
     for w in header {
         buf.extend_from_slice(&w.to_le_bytes());
     }
@@ -82,11 +107,20 @@ pub fn write_shard(path: &Path, tokens: &[u16]) -> std::io::Result<()> {
 
 /// Files matching a glob, sorted.
 pub fn expand_glob(pattern: &str, flag: &'static str) -> Result<Vec<PathBuf>, DataError> {
-    let paths = glob::glob(pattern).map_err(|e| DataError::BadGlob { pattern: pattern.into(), message: e.to_string() })?;
-    let mut files: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+    let paths = glob::glob(pattern).map_err(|e| DataError::BadGlob {
+        pattern: pattern.into(),
+        message: e.to_string(),
+    })?;
+    let mut files: Vec<PathBuf> = paths
+        .filter_map(Result::ok)
+        .filter(|p| p.is_file())
+        .collect();
     files.sort();
     if files.is_empty() {
-        return Err(DataError::NoMatch { flag, pattern: pattern.into() });
+        return Err(DataError::NoMatch {
+            flag,
+            pattern: pattern.into(),
+        });
     }
     Ok(files)
 }
@@ -101,7 +135,9 @@ pub fn derive_val_glob(train: &str) -> Option<String> {
     if file.contains("train") {
         return Some(format!("{dir}{}", file.replacen("train", "val", 1)));
     }
-    train.contains("train").then(|| train.replacen("train", "val", 1))
+    train
+        .contains("train")
+        .then(|| train.replacen("train", "val", 1))
 }
 
 /// A token stream loaded from shards, with every id checked against the vocabulary.
@@ -116,13 +152,26 @@ impl TokenStream {
         let mut tokens = Vec::new();
         for path in &files {
             let shard = read_shard(path)?;
-            if let Some((position, &token)) = shard.iter().enumerate().find(|(_, t)| **t as usize >= vocab_size) {
+            if let Some((position, &token)) = shard
+                .iter()
+                .enumerate()
+                .find(|(_, t)| **t as usize >= vocab_size)
+            {
                 let needed = *shard.iter().max().unwrap() as usize + 1;
-                return Err(DataError::TokenOutOfRange { path: path.clone(), token, position, vocab: vocab_size, needed });
+                return Err(DataError::TokenOutOfRange {
+                    path: path.clone(),
+                    token,
+                    position,
+                    vocab: vocab_size,
+                    needed,
+                });
             }
             tokens.extend_from_slice(&shard);
         }
-        Ok(TokenStream { tokens: Arc::new(tokens), files })
+        Ok(TokenStream {
+            tokens: Arc::new(tokens),
+            files,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -152,28 +201,59 @@ fn batch_at(stream: &[u16], offsets: &[usize], seq_len: usize) -> HostBatch {
 }
 
 /// Row offsets of training step `step`.
-pub fn train_offsets(seed: u64, step: usize, stream_len: usize, batch: usize, seq_len: usize) -> Vec<usize> {
+pub fn train_offsets(
+    seed: u64,
+    step: usize,
+    stream_len: usize,
+    batch: usize,
+    seq_len: usize,
+) -> Vec<usize> {
     let positions = (stream_len - seq_len) as u64; // valid starts: 0 ..= len - seq_len - 1
     let mut rng = SplitMix64::new(derive(seed, step as u64));
-    (0..batch).map(|_| (rng.next_u64() % positions) as usize).collect()
+    (0..batch)
+        .map(|_| (rng.next_u64() % positions) as usize)
+        .collect()
 }
 
-pub fn train_batch(stream: &TokenStream, seed: u64, step: usize, batch: usize, seq_len: usize) -> HostBatch {
-    batch_at(&stream.tokens, &train_offsets(seed, step, stream.len(), batch, seq_len), seq_len)
+pub fn train_batch(
+    stream: &TokenStream,
+    seed: u64,
+    step: usize,
+    batch: usize,
+    seq_len: usize,
+) -> HostBatch {
+    batch_at(
+        &stream.tokens,
+        &train_offsets(seed, step, stream.len(), batch, seq_len),
+        seq_len,
+    )
 }
 
 /// The fixed validation batches: rows evenly spaced over the stream.
-pub fn validation_batches(stream: &TokenStream, batches: usize, batch: usize, seq_len: usize) -> Vec<HostBatch> {
+pub fn validation_batches(
+    stream: &TokenStream,
+    batches: usize,
+    batch: usize,
+    seq_len: usize,
+) -> Vec<HostBatch> {
     let rows = batches * batch;
     let last = stream.len() - seq_len - 1;
-    let offsets: Vec<usize> =
-        (0..rows).map(|r| if rows == 1 { 0 } else { r * last / (rows - 1) }).collect();
-    offsets.chunks(batch).map(|o| batch_at(&stream.tokens, o, seq_len)).collect()
+    let offsets: Vec<usize> = (0..rows)
+        .map(|r| if rows == 1 { 0 } else { r * last / (rows - 1) })
+        .collect();
+    offsets
+        .chunks(batch)
+        .map(|o| batch_at(&stream.tokens, o, seq_len))
+        .collect()
 }
 
 pub fn check_length(stream: &TokenStream, what: &str, seq_len: usize) -> Result<(), DataError> {
     if stream.len() < seq_len + 2 {
-        return Err(DataError::TooShort { what: what.into(), tokens: stream.len(), seq_len });
+        return Err(DataError::TooShort {
+            what: what.into(),
+            tokens: stream.len(),
+            seq_len,
+        });
     }
     Ok(())
 }
@@ -191,19 +271,30 @@ impl DeviceStream {
     pub fn upload(stream: &TokenStream, seq_len: usize) -> mixsweep_mlx::Result<DeviceStream> {
         use mixsweep_mlx::{Array, Dtype};
         let tokens = Array::from_u16(&stream.tokens, &[stream.len()])?;
-        let window = Array::arange(0.0, (seq_len + 1) as f64, 1.0, Dtype::I32)?.reshape(&[1, seq_len as i32 + 1])?;
+        let window = Array::arange(0.0, (seq_len + 1) as f64, 1.0, Dtype::I32)?
+            .reshape(&[1, seq_len as i32 + 1])?;
         mixsweep_mlx::eval(&[&tokens, &window])?;
-        Ok(DeviceStream { tokens, window, seq_len })
+        Ok(DeviceStream {
+            tokens,
+            window,
+            seq_len,
+        })
     }
 
     /// `(tokens, targets)`, each `[rows, seq_len]` int32, for rows starting at `offsets`.
-    pub fn batch(&self, offsets: &[usize]) -> mixsweep_mlx::Result<(mixsweep_mlx::Array, mixsweep_mlx::Array)> {
+    pub fn batch(
+        &self,
+        offsets: &[usize],
+    ) -> mixsweep_mlx::Result<(mixsweep_mlx::Array, mixsweep_mlx::Array)> {
         use mixsweep_mlx::{Array, Dtype};
         let rows = offsets.len();
         let o: Vec<i32> = offsets.iter().map(|&o| o as i32).collect();
         let idx = Array::from_i32(&o, &[rows, 1])?.add(&self.window)?;
         let w = self.tokens.take(&idx, 0)?.astype(Dtype::I32)?;
-        Ok((w.slice_axis(1, 0, self.seq_len)?, w.slice_axis(1, 1, self.seq_len + 1)?))
+        Ok((
+            w.slice_axis(1, 0, self.seq_len)?,
+            w.slice_axis(1, 1, self.seq_len + 1)?,
+        ))
     }
 }
 
@@ -228,7 +319,12 @@ mod tests {
         std::fs::write(&p, &bad).unwrap();
         assert!(read_shard(&p).unwrap_err().to_string().contains("magic"));
         std::fs::write(&p, [0u8; 10]).unwrap();
-        assert!(read_shard(&p).unwrap_err().to_string().contains("truncated"));
+        assert!(
+            read_shard(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("truncated")
+        );
     }
 
     #[test]
@@ -237,21 +333,38 @@ mod tests {
         let p = dir.path().join("train_00000.bin");
         write_shard(&p, &[1, 2, 999, 3]).unwrap();
         let e = TokenStream::load(vec![p], 256).unwrap_err().to_string();
-        assert!(e.contains("token id 999") && e.contains("vocab_size 256") && e.contains("at least 1000"), "{e}");
+        assert!(
+            e.contains("token id 999")
+                && e.contains("vocab_size 256")
+                && e.contains("at least 1000"),
+            "{e}"
+        );
     }
 
     #[test]
     fn val_glob_rule() {
-        assert_eq!(derive_val_glob("data/sh/train_*.bin").as_deref(), Some("data/sh/val_*.bin"));
-        assert_eq!(derive_val_glob("data/train/shard_*.bin").as_deref(), Some("data/val/shard_*.bin"));
+        assert_eq!(
+            derive_val_glob("data/sh/train_*.bin").as_deref(),
+            Some("data/sh/val_*.bin")
+        );
+        assert_eq!(
+            derive_val_glob("data/train/shard_*.bin").as_deref(),
+            Some("data/val/shard_*.bin")
+        );
         assert_eq!(derive_val_glob("data/x_*.bin"), None);
         // the file name wins over a directory that also says train
-        assert_eq!(derive_val_glob("train/train_*.bin").as_deref(), Some("train/val_*.bin"));
+        assert_eq!(
+            derive_val_glob("train/train_*.bin").as_deref(),
+            Some("train/val_*.bin")
+        );
     }
 
     #[test]
     fn batches_are_shifted_by_one_and_deterministic() {
-        let stream = TokenStream { tokens: Arc::new((0..1000u16).collect()), files: vec![] };
+        let stream = TokenStream {
+            tokens: Arc::new((0..1000u16).collect()),
+            files: vec![],
+        };
         let b = train_batch(&stream, 1, 5, 3, 8);
         assert_eq!(b, train_batch(&stream, 1, 5, 3, 8));
         assert_ne!(b, train_batch(&stream, 1, 6, 3, 8));

@@ -55,7 +55,11 @@ impl<'p> Executor<'p> {
             match info.source {
                 Source::Weight(w) => {
                     let a = &weights[w];
-                    env[i] = Some(if dt == Dtype::F32 { a.clone() } else { a.astype(dt)? });
+                    env[i] = Some(if dt == Dtype::F32 {
+                        a.clone()
+                    } else {
+                        a.astype(dt)?
+                    });
                 }
                 Source::Tokens => env[i] = Some(tokens.clone()),
                 Source::Targets => {
@@ -72,7 +76,10 @@ impl<'p> Executor<'p> {
         };
         let get = |env: &Vec<Option<Array>>, v: mixsweep_model::ir::ValueId| -> Result<Array> {
             env[v.0].clone().ok_or_else(|| {
-                mixsweep_mlx::Error::new(format!("IR value {} used before it was computed", p.values[v.0].name))
+                mixsweep_mlx::Error::new(format!(
+                    "IR value {} used before it was computed",
+                    p.values[v.0].name
+                ))
             })
         };
         for op in &p.ops {
@@ -86,15 +93,31 @@ impl<'p> Executor<'p> {
                         _ => get(&env, *table)?,
                     };
                     let rows = master.take(&get(&env, *tokens)?, 0)?;
-                    (out, if rows.dtype()? == dt { rows } else { rows.astype(dt)? })
+                    (
+                        out,
+                        if rows.dtype()? == dt {
+                            rows
+                        } else {
+                            rows.astype(dt)?
+                        },
+                    )
                 }
-                Op::Linear { x, weight, out } => (out, get(&env, *x)?.matmul(&get(&env, *weight)?)?),
-                Op::LinearTransposed { x, weight, out } => (out, get(&env, *x)?.matmul(&get(&env, *weight)?.t()?)?),
-                Op::RmsNorm { x, scale, eps, out } => (out, get(&env, *x)?.rms_norm(Some(&get(&env, *scale)?), *eps)?),
+                Op::Linear { x, weight, out } => {
+                    (out, get(&env, *x)?.matmul(&get(&env, *weight)?)?)
+                }
+                Op::LinearTransposed { x, weight, out } => {
+                    (out, get(&env, *x)?.matmul(&get(&env, *weight)?.t()?)?)
+                }
+                Op::RmsNorm { x, scale, eps, out } => (
+                    out,
+                    get(&env, *x)?.rms_norm(Some(&get(&env, *scale)?), *eps)?,
+                ),
                 Op::Add { a, b, out } => (out, get(&env, *a)?.add(&get(&env, *b)?)?),
                 Op::Mul { a, b, out } => (out, get(&env, *a)?.mul(&get(&env, *b)?)?),
                 Op::Activation { x, kind, out } => (out, activation(&get(&env, *x)?, *kind)?),
-                Op::SliceLast { x, start, end, out } => (out, get(&env, *x)?.slice_axis(-1, *start, *end)?),
+                Op::SliceLast { x, start, end, out } => {
+                    (out, get(&env, *x)?.slice_axis(-1, *start, *end)?)
+                }
                 Op::SplitHeads { x, heads, out } => {
                     let a = get(&env, *x)?;
                     let s = a.shape();
@@ -108,22 +131,51 @@ impl<'p> Executor<'p> {
                     let (b, h, t, hd) = (s[0] as i32, s[1] as i32, s[2] as i32, s[3] as i32);
                     (out, a.transpose(&[0, 2, 1, 3])?.reshape(&[b, t, h * hd])?)
                 }
-                Op::Rope { x, dims, base, adjacent_pairs, out } => {
-                    (out, get(&env, *x)?.rope(*dims, *adjacent_pairs, *base, 0)?)
-                }
+                Op::Rope {
+                    x,
+                    dims,
+                    base,
+                    adjacent_pairs,
+                    out,
+                } => (out, get(&env, *x)?.rope(*dims, *adjacent_pairs, *base, 0)?),
                 Op::HeadGain { x, gain, out } => {
                     let g = get(&env, *gain)?;
                     let h = g.size() as i32;
                     (out, get(&env, *x)?.mul(&g.reshape(&[1, h, 1, 1])?)?)
                 }
-                Op::Attention { q, k, v, scale, causal, out } => {
+                Op::Attention {
+                    q,
+                    k,
+                    v,
+                    scale,
+                    causal,
+                    out,
+                } => {
                     let (q, k, v) = (get(&env, *q)?, get(&env, *k)?, get(&env, *v)?);
-                    (out, q.scaled_dot_product_attention(&k, &v, *scale, *causal)?)
+                    (
+                        out,
+                        q.scaled_dot_product_attention(&k, &v, *scale, *causal)?,
+                    )
                 }
-                Op::CausalConv1d { x, weight, bias, out } => {
-                    (out, causal_conv1d(&get(&env, *x)?, &get(&env, *weight)?, &get(&env, *bias)?)?)
-                }
-                Op::SelectiveScan { x, delta, a_log, b, c, d, chunk, out } => (
+                Op::CausalConv1d {
+                    x,
+                    weight,
+                    bias,
+                    out,
+                } => (
+                    out,
+                    causal_conv1d(&get(&env, *x)?, &get(&env, *weight)?, &get(&env, *bias)?)?,
+                ),
+                Op::SelectiveScan {
+                    x,
+                    delta,
+                    a_log,
+                    b,
+                    c,
+                    d,
+                    chunk,
+                    out,
+                } => (
                     out,
                     selective_scan(
                         &get(&env, *x)?,
@@ -135,7 +187,12 @@ impl<'p> Executor<'p> {
                         *chunk,
                     )?,
                 ),
-                Op::Dropout { x, rate, ordinal, out } => {
+                Op::Dropout {
+                    x,
+                    rate,
+                    ordinal,
+                    out,
+                } => {
                     let a = get(&env, *x)?;
                     match &dropout_keys {
                         None => (out, a),
@@ -145,13 +202,24 @@ impl<'p> Executor<'p> {
                         }
                     }
                 }
-                Op::CrossEntropy { logits, targets, out } => {
-                    let Some(t) = env[targets.0].clone() else { continue };
+                Op::CrossEntropy {
+                    logits,
+                    targets,
+                    out,
+                } => {
+                    let Some(t) = env[targets.0].clone() else {
+                        continue;
+                    };
                     (out, cross_entropy(&get(&env, *logits)?, &t)?)
                 }
             };
             if std::env::var("MIXSWEEP_DEBUG_DTYPES").is_ok() {
-                eprintln!("{} {:?} {:?}", p.values[out.0].name, value.shape(), value.dtype());
+                eprintln!(
+                    "{} {:?} {:?}",
+                    p.values[out.0].name,
+                    value.shape(),
+                    value.dtype()
+                );
             }
             env[out.0] = Some(value);
         }
@@ -164,10 +232,18 @@ impl<'p> Executor<'p> {
 pub fn activation(x: &Array, kind: Activation) -> Result<Array> {
     match kind {
         Activation::Silu => x.mul(&x.sigmoid()?),
-        Activation::Gelu => x.mul(&x.mul_scalar(std::f32::consts::FRAC_1_SQRT_2)?.erf()?.add_scalar(1.0)?)?.mul_scalar(0.5),
+        Activation::Gelu => x
+            .mul(
+                &x.mul_scalar(std::f32::consts::FRAC_1_SQRT_2)?
+                    .erf()?
+                    .add_scalar(1.0)?,
+            )?
+            .mul_scalar(0.5),
         Activation::GeluTanh => {
             // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-            let inner = x.add(&x.mul(&x)?.mul(x)?.mul_scalar(0.044715)?)?.mul_scalar(0.797_884_6)?;
+            let inner = x
+                .add(&x.mul(&x)?.mul(x)?.mul_scalar(0.044715)?)?
+                .mul_scalar(0.797_884_6)?;
             x.mul(&inner.tanh()?.add_scalar(1.0)?)?.mul_scalar(0.5)
         }
         Activation::Relu => x.maximum_scalar(0.0),
@@ -226,7 +302,13 @@ pub fn selective_scan(
     let l = chunk.clamp(1, t.max(1));
     let chunks = t.div_ceil(l);
     let tp = chunks * l;
-    let pad = |a: &Array| if tp > t { a.pad_axis(1, 0, tp - t, 0.0) } else { Ok(a.clone()) };
+    let pad = |a: &Array| {
+        if tp > t {
+            a.pad_axis(1, 0, tp - t, 0.0)
+        } else {
+            Ok(a.clone())
+        }
+    };
     let (xp, deltap, bp, cp) = (pad(&x)?, pad(&delta)?, pad(&b)?, pad(&c)?);
 
     let a = a_log.exp()?.neg()?; // [I, N]
@@ -241,7 +323,11 @@ pub fn selective_scan(
     let steps = Array::arange(0.0, l as f64, 1.0, Dtype::F32)?;
     // tril[r, c] = 1 where r >= c
     let below = steps.expand_dims(1)?.less(&steps.expand_dims(0)?)?;
-    let tril = where_(&below, &Array::scalar(0.0, Dtype::F32)?, &Array::scalar(1.0, Dtype::F32)?)?;
+    let tril = where_(
+        &below,
+        &Array::scalar(0.0, Dtype::F32)?,
+        &Array::scalar(1.0, Dtype::F32)?,
+    )?;
     let prefix = |a: &Array| tril.matmul(a);
     let s = prefix(&log_decay)?;
     let es = s.exp()?;
@@ -265,10 +351,17 @@ pub fn selective_scan(
         carry = carry_next;
         k *= 2;
     }
-    let h0 = if chunks == 1 { Array::zeros(&carry.shape(), Dtype::F32)? } else { shift(&carry, 1, 0.0)? };
+    let h0 = if chunks == 1 {
+        Array::zeros(&carry.shape(), Dtype::F32)?
+    } else {
+        shift(&carry, 1, 0.0)?
+    };
     let h = local.add(&es.mul(&h0)?)?; // [B, C, L, I, N]
     let cc = cp.reshape(&[bsz as i32, chunks as i32, l as i32, 1, n as i32])?;
-    let y = h.mul(&cc)?.sum(&[-1], false)?.reshape(&[bsz as i32, tp as i32, inner as i32])?;
+    let y = h
+        .mul(&cc)?
+        .sum(&[-1], false)?
+        .reshape(&[bsz as i32, tp as i32, inner as i32])?;
     let y = if tp > t { y.slice_axis(1, 0, t)? } else { y };
     y.add(&x.mul(&d)?)?.astype(out_dtype)
 }
@@ -279,7 +372,9 @@ mod tests {
 
     fn host(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
         let mut r = crate::rng::SplitMix64::new(seed);
-        (0..n).map(|_| lo + (hi - lo) * r.next_f64() as f32).collect()
+        (0..n)
+            .map(|_| lo + (hi - lo) * r.next_f64() as f32)
+            .collect()
     }
 
     /// The chunked scan equals the step-by-step recurrence (for decays inside the clamp range).
@@ -326,7 +421,10 @@ mod tests {
             .to_vec_f32()
             .unwrap();
             for (k, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!((g - w).abs() < 1e-4 * (1.0 + w.abs()), "chunk {chunk} element {k}: {g} vs {w}");
+                assert!(
+                    (g - w).abs() < 1e-4 * (1.0 + w.abs()),
+                    "chunk {chunk} element {k}: {g} vs {w}"
+                );
             }
         }
     }
@@ -345,7 +443,10 @@ mod tests {
     fn cross_entropy_matches_formula() {
         let logits = Array::from_f32(&[1.0, 2.0, 3.0, 0.0, 0.0, 0.0], &[1, 2, 3]).unwrap();
         let targets = Array::from_i32(&[2, 0], &[1, 2]).unwrap();
-        let got = cross_entropy(&logits, &targets).unwrap().item_f32().unwrap();
+        let got = cross_entropy(&logits, &targets)
+            .unwrap()
+            .item_f32()
+            .unwrap();
         let l0 = (1f32.exp() + 2f32.exp() + 3f32.exp()).ln() - 3.0;
         let l1 = 3f32.ln();
         assert!((got - (l0 + l1) / 2.0).abs() < 1e-6);
@@ -361,13 +462,32 @@ mod tests {
             }
         };
         let sig = |v: f32| 1.0 / (1.0 + (-v).exp());
-        close(get(Activation::Silu), [-sig(-1.0), 0.5 * sig(0.5), 2.0 * sig(2.0)]);
+        close(
+            get(Activation::Silu),
+            [-sig(-1.0), 0.5 * sig(0.5), 2.0 * sig(2.0)],
+        );
         close(get(Activation::Relu), [0.0, 0.5, 2.0]);
-        close(get(Activation::LeakyReluSquared { slope: 0.5 }), [0.25, 0.25, 4.0]);
-        close(get(Activation::Softplus), [(1.0 + (-1f32).exp()).ln(), (1.0 + 0.5f32.exp()).ln(), (1.0 + 2f32.exp()).ln()]);
+        close(
+            get(Activation::LeakyReluSquared { slope: 0.5 }),
+            [0.25, 0.25, 4.0],
+        );
+        close(
+            get(Activation::Softplus),
+            [
+                (1.0 + (-1f32).exp()).ln(),
+                (1.0 + 0.5f32.exp()).ln(),
+                (1.0 + 2f32.exp()).ln(),
+            ],
+        );
         // gelu(x) = x Φ(x): Φ(-1) = 0.158655, Φ(0.5) = 0.691462, Φ(2) = 0.977250
-        close(get(Activation::Gelu), [-0.158_655, 0.5 * 0.691_462, 2.0 * 0.977_250]);
-        close(get(Activation::GeluTanh), [-0.158_808, 0.345_714, 1.954_598]);
+        close(
+            get(Activation::Gelu),
+            [-0.158_655, 0.5 * 0.691_462, 2.0 * 0.977_250],
+        );
+        close(
+            get(Activation::GeluTanh),
+            [-0.158_808, 0.345_714, 1.954_598],
+        );
     }
 }
 
@@ -378,10 +498,16 @@ mod dropout_tests {
     #[test]
     fn dropout_zeroes_about_rate_and_rescales() {
         let x = Array::ones(&[100, 100], Dtype::F32).unwrap();
-        let y = dropout(&x, 0.25, &random::key(3).unwrap()).unwrap().to_vec_f32().unwrap();
+        let y = dropout(&x, 0.25, &random::key(3).unwrap())
+            .unwrap()
+            .to_vec_f32()
+            .unwrap();
         let zeros = y.iter().filter(|v| **v == 0.0).count() as f32 / y.len() as f32;
         assert!((zeros - 0.25).abs() < 0.03, "dropped fraction {zeros}");
-        assert!(y.iter().all(|v| *v == 0.0 || (*v - 1.0 / 0.75).abs() < 1e-6));
+        assert!(
+            y.iter()
+                .all(|v| *v == 0.0 || (*v - 1.0 / 0.75).abs() < 1e-6)
+        );
     }
 
     #[test]
@@ -394,10 +520,22 @@ mod dropout_tests {
         let p = cfg.lower();
         assert!(p.dropout_ops >= 3);
         let host = crate::init::initial_weights(&p.weights, 1);
-        let w: Vec<Array> = p.weights.iter().zip(&host).map(|(s, v)| Array::from_f32(v, &s.shape).unwrap()).collect();
+        let w: Vec<Array> = p
+            .weights
+            .iter()
+            .zip(&host)
+            .map(|(s, v)| Array::from_f32(v, &s.shape).unwrap())
+            .collect();
         let toks = Array::from_i32(&(0..16).map(|i| i % 32).collect::<Vec<_>>(), &[2, 8]).unwrap();
         let exec = Executor::new(&p, ComputeDtype::Float32);
-        let loss = |key: Option<&Array>| exec.forward(&w, &toks, Some(&toks), key).unwrap().loss.unwrap().item_f32().unwrap();
+        let loss = |key: Option<&Array>| {
+            exec.forward(&w, &toks, Some(&toks), key)
+                .unwrap()
+                .loss
+                .unwrap()
+                .item_f32()
+                .unwrap()
+        };
         let (k1, k2) = (random::key(1).unwrap(), random::key(2).unwrap());
         assert_eq!(loss(None), loss(None));
         assert_ne!(loss(Some(&k1)), loss(None));

@@ -7,7 +7,11 @@ use mixsweep_model::ir::{Init, WeightSpec};
 /// Initial values of every weight, in program order. Weight `i` draws from its own stream
 /// (`derive(seed, i)`), so adding a weight does not change the others.
 pub fn initial_weights(weights: &[WeightSpec], seed: u64) -> Vec<Vec<f32>> {
-    weights.iter().enumerate().map(|(i, w)| init_one(w, derive(seed, 1000 + i as u64))).collect()
+    weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| init_one(w, derive(seed, 1000 + i as u64)))
+        .collect()
 }
 
 fn init_one(w: &WeightSpec, seed: u64) -> Vec<f32> {
@@ -22,10 +26,16 @@ fn init_one(w: &WeightSpec, seed: u64) -> Vec<f32> {
                 s => (s[0], s[1..].iter().product()),
             };
             let bound = (6.0 / (fan_in + fan_out) as f64).sqrt();
-            (0..n).map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound) as f32).collect()
+            (0..n)
+                .map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound) as f32)
+                .collect()
         }
-        Init::Normal { std } => (0..n).map(|_| (rng.next_normal() * std as f64) as f32).collect(),
-        Init::Uniform { bound } => (0..n).map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound as f64) as f32).collect(),
+        Init::Normal { std } => (0..n)
+            .map(|_| (rng.next_normal() * std as f64) as f32)
+            .collect(),
+        Init::Uniform { bound } => (0..n)
+            .map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound as f64) as f32)
+            .collect(),
         Init::MambaALog => {
             let state = *w.shape.last().expect("a_log is 2-D");
             (0..n).map(|j| ((j % state) as f32 + 1.0).ln()).collect()
@@ -47,7 +57,13 @@ mod tests {
     use mixsweep_model::ir::ParamGroup;
 
     fn spec(shape: &[usize], init: Init) -> WeightSpec {
-        WeightSpec { name: "w".into(), shape: shape.to_vec(), init, group: ParamGroup::Matrix, decay: true }
+        WeightSpec {
+            name: "w".into(),
+            shape: shape.to_vec(),
+            init,
+            group: ParamGroup::Matrix,
+            decay: true,
+        }
     }
 
     #[test]
@@ -57,12 +73,24 @@ mod tests {
         assert!(v.iter().all(|x| x.abs() <= bound));
         let var: f32 = v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32;
         // variance of U(-b, b) is b^2/3
-        assert!((var - bound * bound / 3.0).abs() < 0.05 * bound * bound, "var {var}");
+        assert!(
+            (var - bound * bound / 3.0).abs() < 0.05 * bound * bound,
+            "var {var}"
+        );
     }
 
     #[test]
     fn dt_bias_inverts_softplus_into_range() {
-        let v = init_one(&spec(&[512], Init::MambaDtBias { dt_min: 0.001, dt_max: 0.1 }), 3);
+        let v = init_one(
+            &spec(
+                &[512],
+                Init::MambaDtBias {
+                    dt_min: 0.001,
+                    dt_max: 0.1,
+                },
+            ),
+            3,
+        );
         for b in v {
             let dt = (b as f64).exp().ln_1p();
             assert!((0.00099..=0.1001).contains(&dt), "softplus(bias) = {dt}");
@@ -78,7 +106,10 @@ mod tests {
 
     #[test]
     fn same_seed_same_weights() {
-        let w = [spec(&[4, 4], Init::XavierUniform), spec(&[4], Init::Normal { std: 0.02 })];
+        let w = [
+            spec(&[4, 4], Init::XavierUniform),
+            spec(&[4], Init::Normal { std: 0.02 }),
+        ];
         assert_eq!(initial_weights(&w, 9), initial_weights(&w, 9));
         assert_ne!(initial_weights(&w, 9), initial_weights(&w, 10));
     }

@@ -13,7 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Parser)]
-#[command(name = "mixsweep-runner", version, about = "Train one model config on MLX (CPU, CUDA or Metal)")]
+#[command(
+    name = "mixsweep-runner",
+    version,
+    about = "Train one model config on MLX (CPU, CUDA or Metal)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -121,18 +125,33 @@ fn count(config: &PathBuf, json: bool) -> Result<(), TrainError> {
     let cfg = ModelConfig::load(config)?;
     let counts = cfg.counts();
     if json {
-        println!("{}", serde_json::to_string_pretty(&counts).expect("counts serialize"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&counts).expect("counts serialize")
+        );
         return Ok(());
     }
     let tokens = cfg.training.batch_tokens as f64;
     println!("Total parameters: {}", counts.params);
-    println!("Total size (float32, in MiB): {:.2}", counts.bytes_f32 as f64 / (1 << 20) as f64);
+    println!(
+        "Total size (float32, in MiB): {:.2}",
+        counts.bytes_f32 as f64 / (1 << 20) as f64
+    );
     println!("Number of blocks: {}", counts.blocks);
     println!("Number of weights: {}", counts.weights);
     println!("Number of IR ops: {}", counts.ir_ops);
-    println!("Forward FLOPs: {}", format_flops(counts.forward_flops_per_token * tokens));
-    println!("Training step FLOPs: {}", format_flops(counts.train_flops_per_token * tokens));
-    println!("FLOPs per token: {}", format_flops(counts.train_flops_per_token));
+    println!(
+        "Forward FLOPs: {}",
+        format_flops(counts.forward_flops_per_token * tokens)
+    );
+    println!(
+        "Training step FLOPs: {}",
+        format_flops(counts.train_flops_per_token * tokens)
+    );
+    println!(
+        "FLOPs per token: {}",
+        format_flops(counts.train_flops_per_token)
+    );
     Ok(())
 }
 
@@ -156,18 +175,44 @@ fn smoke(d: DeviceArg) -> anyhow::Result<()> {
         .map(|(s, v)| mixsweep_mlx::Array::from_f32(v, &s.shape))
         .collect::<Result<Vec<_>, _>>()?;
     let mut state = TrainState::new(params)?;
-    let mut steps = Steps::new(program.clone(), ComputeDtype::Float32, OptimizerSpec::new(&cfg, &program))?;
+    let mut steps = Steps::new(
+        program.clone(),
+        ComputeDtype::Float32,
+        OptimizerSpec::new(&cfg, &program),
+    )?;
     let tokens: Vec<i32> = (0..64).map(|i| (i * 7 % 64) as i32).collect();
     let x = mixsweep_mlx::Array::from_i32(&tokens, &[4, 16])?;
-    let y = mixsweep_mlx::Array::from_i32(&tokens.iter().map(|t| (t + 1) % 64).collect::<Vec<_>>(), &[4, 16])?;
+    let y = mixsweep_mlx::Array::from_i32(
+        &tokens.iter().map(|t| (t + 1) % 64).collect::<Vec<_>>(),
+        &[4, 16],
+    )?;
     let mut losses = vec![];
     for s in 0..5 {
-        let (loss, _) = steps.train_step(&mut state, &x, &y, &StepScalars { lr_scale: 1.0, t: s + 1, dropout_seed: s })?;
+        let (loss, _) = steps.train_step(
+            &mut state,
+            &x,
+            &y,
+            &StepScalars {
+                lr_scale: 1.0,
+                t: s + 1,
+                dropout_seed: s,
+            },
+        )?;
         losses.push(loss.item_f32()?);
     }
-    anyhow::ensure!(losses.iter().all(|l| l.is_finite()), "non-finite loss in smoke step: {losses:?}");
-    println!("  IR program: {} weights, {} ops", program.weights.len(), program.ops.len());
-    println!("  Training check: loss {:.4} -> {:.4} over 5 compiled steps (finite, OK)", losses[0], losses[4]);
+    anyhow::ensure!(
+        losses.iter().all(|l| l.is_finite()),
+        "non-finite loss in smoke step: {losses:?}"
+    );
+    println!(
+        "  IR program: {} weights, {} ops",
+        program.weights.len(),
+        program.ops.len()
+    );
+    println!(
+        "  Training check: loss {:.4} -> {:.4} over 5 compiled steps (finite, OK)",
+        losses[0], losses[4]
+    );
     println!("=== SMOKE: All checks passed ===");
     Ok(())
 }
@@ -252,7 +297,9 @@ fn main() -> ExitCode {
                 quiet,
                 stop,
             };
-            let result = train(&opts).map(|_| ()).map_err(|e| (e.exit_code(), e.to_string()));
+            let result = train(&opts)
+                .map(|_| ())
+                .map_err(|e| (e.exit_code(), e.to_string()));
             if let (Some(guard), Some(path)) = (profiler, cpuprofile) {
                 if let Err(e) = write_profile(&guard, &path) {
                     eprintln!("error: writing the CPU profile {}: {e}", path.display());
@@ -260,11 +307,23 @@ fn main() -> ExitCode {
             }
             result
         }
-        Command::Count { config, json } => count(&config, json).map_err(|e| (e.exit_code(), e.to_string())),
+        Command::Count { config, json } => {
+            count(&config, json).map_err(|e| (e.exit_code(), e.to_string()))
+        }
         Command::Smoke { device: d } => smoke(d).map_err(|e| (1, format!("{e:#}"))),
-        Command::Prepare { input, output, byte_level, val_split, tokens_per_shard } => {
+        Command::Prepare {
+            input,
+            output,
+            byte_level,
+            val_split,
+            tokens_per_shard,
+        } => {
             if !byte_level {
-                Err((2, "only --byte-level is available in this version (BPE tokenizers are planned)".into()))
+                Err((
+                    2,
+                    "only --byte-level is available in this version (BPE tokenizers are planned)"
+                        .into(),
+                ))
             } else {
                 mixsweep_runner::prepare::prepare_bytes(&input, &output, val_split, tokens_per_shard)
                     .map(|p| {

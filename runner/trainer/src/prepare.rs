@@ -14,26 +14,42 @@ pub struct Prepared {
     pub val_shards: usize,
 }
 
-pub fn prepare_bytes(input: &Path, output: &Path, val_split: f64, tokens_per_shard: usize) -> Result<Prepared, String> {
+pub fn prepare_bytes(
+    input: &Path,
+    output: &Path,
+    val_split: f64,
+    tokens_per_shard: usize,
+) -> Result<Prepared, String> {
     if !(0.0..1.0).contains(&val_split) {
         return Err(format!("--val-split {val_split} must be in [0, 1)"));
     }
     if tokens_per_shard == 0 {
         return Err("--tokens-per-shard must be > 0".into());
     }
-    let bytes = std::fs::read(input).map_err(|e| format!("{}: cannot read: {e}", input.display()))?;
+    let bytes =
+        std::fs::read(input).map_err(|e| format!("{}: cannot read: {e}", input.display()))?;
     if bytes.len() < 2 {
-        return Err(format!("{}: too small to split ({} bytes)", input.display(), bytes.len()));
+        return Err(format!(
+            "{}: too small to split ({} bytes)",
+            input.display(),
+            bytes.len()
+        ));
     }
-    let n_val = if val_split > 0.0 { ((bytes.len() as f64 * val_split) as usize).max(1) } else { 0 };
+    let n_val = if val_split > 0.0 {
+        ((bytes.len() as f64 * val_split) as usize).max(1)
+    } else {
+        0
+    };
     let (train, val) = bytes.split_at(bytes.len() - n_val);
-    std::fs::create_dir_all(output).map_err(|e| format!("{}: cannot create: {e}", output.display()))?;
+    std::fs::create_dir_all(output)
+        .map_err(|e| format!("{}: cannot create: {e}", output.display()))?;
     let write = |prefix: &str, data: &[u8]| -> Result<usize, String> {
         let mut count = 0;
         for (i, chunk) in data.chunks(tokens_per_shard).enumerate() {
             let path = output.join(format!("{prefix}_{i:05}.bin"));
             let tokens: Vec<u16> = chunk.iter().map(|&b| b as u16).collect();
-            write_shard(&path, &tokens).map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
+            write_shard(&path, &tokens)
+                .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
             count += 1;
         }
         Ok(count)
@@ -47,9 +63,17 @@ pub fn prepare_bytes(input: &Path, output: &Path, val_split: f64, tokens_per_sha
                    "val": {"tokens": val.len(), "shards": val_shards}}
     });
     let mpath = output.join("mixlab.dataset.json");
-    std::fs::write(&mpath, serde_json::to_string_pretty(&manifest).unwrap() + "\n")
-        .map_err(|e| format!("{}: cannot write: {e}", mpath.display()))?;
-    Ok(Prepared { train_tokens: train.len(), val_tokens: val.len(), train_shards, val_shards })
+    std::fs::write(
+        &mpath,
+        serde_json::to_string_pretty(&manifest).unwrap() + "\n",
+    )
+    .map_err(|e| format!("{}: cannot write: {e}", mpath.display()))?;
+    Ok(Prepared {
+        train_tokens: train.len(),
+        val_tokens: val.len(),
+        train_shards,
+        val_shards,
+    })
 }
 
 #[cfg(test)]
@@ -71,6 +95,11 @@ mod tests {
         all.extend(read_shard(&out.join("val_00000.bin")).unwrap());
         let text: Vec<u8> = all.iter().map(|&t| t as u8).collect();
         assert_eq!(text, b"hello, world! 0123456789");
-        assert!(!std::fs::read_dir(&out).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".partial")));
+        assert!(!std::fs::read_dir(&out).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".partial")
+        }));
     }
 }

@@ -8,9 +8,9 @@
 
 use crate::executor::Executor;
 use mixsweep_mlx::{Array, Compiled, Dtype, Result, value_and_grad};
+use mixsweep_model::ComputeDtype;
 use mixsweep_model::config::{ModelConfig, WeightDecayPolicy};
 use mixsweep_model::ir::{ParamGroup, Program};
-use mixsweep_model::ComputeDtype;
 use std::sync::Arc;
 
 /// Learning rate and weight decay of one weight (its group's values).
@@ -47,7 +47,10 @@ impl OptimizerSpec {
                     WeightDecayPolicy::MatrixOnly => w.decay,
                     WeightDecayPolicy::All => true,
                 };
-                WeightHyper { lr: g.lr as f32, weight_decay: if decays { g.weight_decay as f32 } else { 0.0 } }
+                WeightHyper {
+                    lr: g.lr as f32,
+                    weight_decay: if decays { g.weight_decay as f32 } else { 0.0 },
+                }
             })
             .collect();
         OptimizerSpec {
@@ -106,7 +109,10 @@ pub fn adamw_update(
     let norm = sq.sqrt()?;
     let clip = if spec.grad_clip > 0.0 {
         let c = Array::scalar(spec.grad_clip, Dtype::F32)?;
-        Some(c.div(&norm.add_scalar(1e-6)?)?.minimum(&Array::scalar(1.0, Dtype::F32)?)?)
+        Some(
+            c.div(&norm.add_scalar(1e-6)?)?
+                .minimum(&Array::scalar(1.0, Dtype::F32)?)?,
+        )
     } else {
         None
     };
@@ -120,7 +126,9 @@ pub fn adamw_update(
             None => grads[i].clone(),
         };
         let mi = m[i].mul_scalar(b1)?.add(&g.mul_scalar(1.0 - b1)?)?;
-        let vi = v[i].mul_scalar(b2)?.add(&g.square()?.mul_scalar(1.0 - b2)?)?;
+        let vi = v[i]
+            .mul_scalar(b2)?
+            .add(&g.square()?.mul_scalar(1.0 - b2)?)?;
         let h = spec.per_weight[i];
         let lr = lr_scale.mul_scalar(h.lr)?;
         let mut p = params[i].clone();
@@ -128,7 +136,9 @@ pub fn adamw_update(
             // decoupled decay first (mixlab's order)
             p = p.sub(&p.mul(&lr.mul_scalar(h.weight_decay)?)?)?;
         }
-        let update = mi.div(bias1)?.div(&vi.div(bias2)?.sqrt()?.add_scalar(spec.epsilon)?)?;
+        let update = mi
+            .div(bias1)?
+            .div(&vi.div(bias2)?.sqrt()?.add_scalar(spec.epsilon)?)?;
         p = p.sub(&update.mul(&lr)?)?;
         new_p.push(p);
         new_m.push(mi);
@@ -162,7 +172,9 @@ impl Steps {
                 let (m, rest) = rest.split_at(n);
                 let (v, rest) = rest.split_at(n);
                 let [tokens, targets, lr_scale, bias1, bias2, key] = rest else {
-                    return Err(mixsweep_mlx::Error::new("train step: wrong number of inputs"));
+                    return Err(mixsweep_mlx::Error::new(
+                        "train step: wrong number of inputs",
+                    ));
                 };
                 let (values, grads) = value_and_grad(
                     |ps: &[Array]| {
@@ -172,7 +184,8 @@ impl Steps {
                     params,
                     &(0..n).collect::<Vec<_>>(),
                 )?;
-                let (norm, p, m, v) = adamw_update(&train_spec, params, m, v, &grads, lr_scale, bias1, bias2)?;
+                let (norm, p, m, v) =
+                    adamw_update(&train_spec, params, m, v, &grads, lr_scale, bias1, bias2)?;
                 let mut out = vec![values[0].clone(), norm];
                 out.extend(p);
                 out.extend(m);
@@ -191,7 +204,13 @@ impl Steps {
             },
             false,
         )?;
-        Ok(Steps { traces, train, eval, n, spec })
+        Ok(Steps {
+            traces,
+            train,
+            eval,
+            n,
+            spec,
+        })
     }
 
     /// One optimizer step; replaces `state` and returns `(loss, grad_norm)` (lazy arrays).
@@ -227,7 +246,12 @@ impl Steps {
     }
 
     /// Mean loss of one batch with dropout off.
-    pub fn eval_loss(&mut self, params: &[Array], tokens: &Array, targets: &Array) -> Result<Array> {
+    pub fn eval_loss(
+        &mut self,
+        params: &[Array],
+        tokens: &Array,
+        targets: &Array,
+    ) -> Result<Array> {
         let mut ins: Vec<Array> = params.to_vec();
         ins.push(tokens.clone());
         ins.push(targets.clone());
@@ -243,7 +267,12 @@ mod tests {
         let cfg = ModelConfig::from_jsonc(src).unwrap();
         let p = Arc::new(cfg.lower());
         let host = crate::init::initial_weights(&p.weights, 1);
-        let w = p.weights.iter().zip(&host).map(|(s, v)| Array::from_f32(v, &s.shape).unwrap()).collect();
+        let w = p
+            .weights
+            .iter()
+            .zip(&host)
+            .map(|(s, v)| Array::from_f32(v, &s.shape).unwrap())
+            .collect();
         (cfg, p, w)
     }
 
@@ -253,12 +282,26 @@ mod tests {
             r#"{"model_dim":16,"vocab_size":32,"seq_len":8,"dropout":0.5,
                 "blocks":[{"type":"plain","heads":2}],"training":{"batch_tokens":16}}"#,
         );
-        let mut steps = Steps::new(p.clone(), ComputeDtype::Float32, OptimizerSpec::new(&cfg, &p)).unwrap();
+        let mut steps = Steps::new(
+            p.clone(),
+            ComputeDtype::Float32,
+            OptimizerSpec::new(&cfg, &p),
+        )
+        .unwrap();
         let toks = Array::from_i32(&(0..16).map(|i| i % 32).collect::<Vec<_>>(), &[2, 8]).unwrap();
         let mut loss_with = |seed: u64| {
             let mut st = TrainState::new(w.clone()).unwrap();
-            let s = StepScalars { lr_scale: 0.0, t: 1, dropout_seed: seed };
-            steps.train_step(&mut st, &toks, &toks, &s).unwrap().0.item_f32().unwrap()
+            let s = StepScalars {
+                lr_scale: 0.0,
+                t: 1,
+                dropout_seed: seed,
+            };
+            steps
+                .train_step(&mut st, &toks, &toks, &s)
+                .unwrap()
+                .0
+                .item_f32()
+                .unwrap()
         };
         let (a, b, c) = (loss_with(1), loss_with(2), loss_with(1));
         assert_ne!(a, b, "different dropout keys must give different losses");

@@ -116,7 +116,10 @@ fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<(), TrainErr
 }
 
 fn to_arrays(batch: &HostBatch, rows: usize, seq_len: usize) -> Result<(Array, Array), TrainError> {
-    Ok((Array::from_i32(&batch.tokens, &[rows, seq_len])?, Array::from_i32(&batch.targets, &[rows, seq_len])?))
+    Ok((
+        Array::from_i32(&batch.tokens, &[rows, seq_len])?,
+        Array::from_i32(&batch.targets, &[rows, seq_len])?,
+    ))
 }
 
 fn format_duration(secs: f64) -> String {
@@ -164,12 +167,18 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
     let train_stream = TokenStream::load(train_files, cfg.vocab_size)?;
     data::check_length(&train_stream, "training data", seq_len)?;
     let val_stream = match &opts.val {
-        Some(glob) => Some(TokenStream::load(data::expand_glob(glob, "val")?, cfg.vocab_size)?),
+        Some(glob) => Some(TokenStream::load(
+            data::expand_glob(glob, "val")?,
+            cfg.vocab_size,
+        )?),
         None => match data::derive_val_glob(&opts.train) {
             Some(g) => match data::expand_glob(&g, "val") {
                 Ok(files) => Some(TokenStream::load(files, cfg.vocab_size)?),
                 Err(_) => {
-                    eprintln!("  [{}] no validation set: {g:?} matches nothing (pass --val GLOB)", cfg.name);
+                    eprintln!(
+                        "  [{}] no validation set: {g:?} matches nothing (pass --val GLOB)",
+                        cfg.name
+                    );
                     None
                 }
             },
@@ -186,9 +195,15 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
         data::check_length(v, "validation data", seq_len)?;
     }
 
-    let out_dir = opts.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
+    let out_dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
     std::fs::create_dir_all(&out_dir).map_err(|e| io_err("cannot create", &out_dir, e))?;
-    let weights_out = opts.safetensors_out.clone().unwrap_or_else(|| out_dir.join("model.safetensors"));
+    let weights_out = opts
+        .safetensors_out
+        .clone()
+        .unwrap_or_else(|| out_dir.join("model.safetensors"));
 
     let device = device::select(opts.device)?;
     let mlx_version = mixsweep_mlx::version()?;
@@ -227,7 +242,12 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
         Some(p) => {
             let w = checkpoint::load(p, &program.weights)?;
             if !opts.quiet {
-                println!("  [{}] loaded {} weights from {}", cfg.name, w.len(), p.display());
+                println!(
+                    "  [{}] loaded {} weights from {}",
+                    cfg.name,
+                    w.len(),
+                    p.display()
+                );
             }
             w
         }
@@ -253,7 +273,8 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
     };
 
     let metrics_path = out_dir.join("metrics.jsonl");
-    let mut metrics = std::fs::File::create(&metrics_path).map_err(|e| io_err("cannot create", &metrics_path, e))?;
+    let mut metrics = std::fs::File::create(&metrics_path)
+        .map_err(|e| io_err("cannot create", &metrics_path, e))?;
     let mut summary = Summary {
         name: cfg.name.clone(),
         status: "running".into(),
@@ -315,12 +336,18 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
         }
         if !loss_v.is_finite() {
             return Err(TrainError::Diverged {
-                message: format!("loss is {loss_v} at step {s} (diverged; lower training.lr or set training.grad_clip)"),
+                message: format!(
+                    "loss is {loss_v} at step {s} (diverged; lower training.lr or set training.grad_clip)"
+                ),
             });
         }
         if is_log_step(s, t.steps, t.log_every) || val.is_some() {
             let steady = first_done.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
-            let tok_s = if s > 0 && steady > 0.0 { (s as u64 * tokens_per_step) as f64 / steady } else { 0.0 };
+            let tok_s = if s > 0 && steady > 0.0 {
+                (s as u64 * tokens_per_step) as f64 / steady
+            } else {
+                0.0
+            };
             let lr = t.lr * t.lr_scale(s);
             let grad_norm = norm.item_f32()? as f64;
             let elapsed = started.elapsed().as_secs_f64();
@@ -335,11 +362,16 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
                 elapsed_s: elapsed,
             };
             let line = serde_json::to_string(&record).expect("record serializes");
-            writeln!(metrics, "{line}").and_then(|_| metrics.flush()).map_err(|e| io_err("cannot write", &metrics_path, e))?;
+            writeln!(metrics, "{line}")
+                .and_then(|_| metrics.flush())
+                .map_err(|e| io_err("cannot write", &metrics_path, e))?;
             if !opts.quiet {
                 let val_s = val.map(|v| format!(" val={v:.4}")).unwrap_or_default();
                 let eta = if s > 0 {
-                    format!(", ~{} remaining", format_duration(steady / s as f64 * (t.steps - s - 1) as f64))
+                    format!(
+                        ", ~{} remaining",
+                        format_duration(steady / s as f64 * (t.steps - s - 1) as f64)
+                    )
                 } else {
                     String::new()
                 };
@@ -358,7 +390,11 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
             break;
         }
         // Validation on the weights after `s` updates, at mixlab's cadence.
-        let val = if t.val_every > 0 && s % t.val_every == 0 { evaluate(&mut steps, &state.params)? } else { None };
+        let val = if t.val_every > 0 && s % t.val_every == 0 {
+            evaluate(&mut steps, &state.params)?
+        } else {
+            None
+        };
         if let Some(v) = val {
             summary.best_val_loss = Some(summary.best_val_loss.map_or(v, |b: f64| b.min(v)));
             summary.final_val_loss = Some(v);
@@ -444,7 +480,11 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
 
     // Keep the weights of every run that got anywhere (a diverged run's are not finite: skip them).
     if !matches!(outcome, Err(TrainError::Diverged { .. })) && summary.steps_completed > 0 {
-        let host: Vec<Vec<f32>> = state.params.iter().map(|p| p.to_vec_f32()).collect::<Result<_, _>>()?;
+        let host: Vec<Vec<f32>> = state
+            .params
+            .iter()
+            .map(|p| p.to_vec_f32())
+            .collect::<Result<_, _>>()?;
         let mut meta = HashMap::new();
         meta.insert("name".to_string(), cfg.name.clone());
         meta.insert("config_hash".to_string(), cfg.config_hash.clone());
@@ -452,7 +492,11 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
         meta.insert("format".to_string(), "mixsweep_v1".to_string());
         checkpoint::save(&weights_out, &program.weights, &host, meta)?;
         if !opts.quiet {
-            println!("exported safetensors to {} ({} tensors)", weights_out.display(), host.len());
+            println!(
+                "exported safetensors to {} ({} tensors)",
+                weights_out.display(),
+                host.len()
+            );
         }
     }
     write_json_atomic(&out_dir.join("summary.json"), &summary)?;
@@ -463,8 +507,12 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
             summary.status,
             summary.steps_completed,
             t.steps,
-            summary.final_train_loss.map_or("n/a".into(), |v| format!("{v:.4}")),
-            summary.best_val_loss.map_or("n/a".into(), |v| format!("{v:.4}")),
+            summary
+                .final_train_loss
+                .map_or("n/a".into(), |v| format!("{v:.4}")),
+            summary
+                .best_val_loss
+                .map_or("n/a".into(), |v| format!("{v:.4}")),
             summary.mean_tok_s,
             format_duration(summary.wall_time_s)
         );

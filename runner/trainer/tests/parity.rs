@@ -30,7 +30,8 @@ fn parity(example: &str, edit: impl FnOnce(&mut serde_json::Value)) {
     mixsweep_runner::checkpoint::save(&init, &program.weights, &host, Default::default()).unwrap();
 
     // The batches the runner draws for steps 0..steps.
-    let stream = TokenStream::load(expand_glob(&train_glob(), "train").unwrap(), cfg.vocab_size).unwrap();
+    let stream =
+        TokenStream::load(expand_glob(&train_glob(), "train").unwrap(), cfg.vocab_size).unwrap();
     let rows = cfg.training.batch_size(cfg.seq_len);
     let batches = dir.path().join("batches.bin");
     let mut f = std::fs::File::create(&batches).unwrap();
@@ -71,9 +72,15 @@ fn parity(example: &str, edit: impl FnOnce(&mut serde_json::Value)) {
     assert!(r.status.success(), "reference failed: {}", stderr(&r));
     let reference: Vec<f64> = serde_json::from_str(stdout(&r).trim()).unwrap();
     for (s, (a, b)) in ours.iter().zip(&reference).enumerate() {
-        assert!((a - b).abs() <= 1e-4, "step {s}: runner {a} vs reference {b}\nrunner:    {ours:?}\nreference: {reference:?}");
+        assert!(
+            (a - b).abs() <= 1e-4,
+            "step {s}: runner {a} vs reference {b}\nrunner:    {ours:?}\nreference: {reference:?}"
+        );
     }
-    assert!(ours[steps - 1] < ours[0] - 0.5, "loss should fall over 20 steps: {ours:?}");
+    assert!(
+        ours[steps - 1] < ours[0] - 0.5,
+        "loss should fall over 20 steps: {ours:?}"
+    );
 }
 
 #[test]

@@ -22,7 +22,15 @@ use crate::json::Fields;
 pub const TYPE: BlockType = BlockType {
     name: "mamba",
     parse,
-    fields: &["inner_dim", "state_size", "conv_kernel", "dt_rank", "dt_min", "dt_max", "scan_chunk"],
+    fields: &[
+        "inner_dim",
+        "state_size",
+        "conv_kernel",
+        "dt_rank",
+        "dt_min",
+        "dt_max",
+        "scan_chunk",
+    ],
     summary: "Mamba selective SSM (input-dependent Δ, B, C; chunked scan)",
 };
 
@@ -53,13 +61,19 @@ fn parse(f: &mut Fields<'_>, dims: &ModelDims) -> Result<Box<dyn Block>, ConfigE
     let scan_chunk = positive(f, "scan_chunk", 8)?;
     if scan_chunk > 16 {
         return Err(f
-            .error("scan_chunk", format!("scan_chunk={scan_chunk} is too long for the float32 chunked scan"))
+            .error(
+                "scan_chunk",
+                format!("scan_chunk={scan_chunk} is too long for the float32 chunked scan"),
+            )
             .with_hint("use a value between 1 and 16 (default 8)"));
     }
     let dt_min = f.f64("dt_min")?.unwrap_or(0.001);
     let dt_max = f.f64("dt_max")?.unwrap_or(0.1);
     if !(dt_min > 0.0 && dt_min <= dt_max) {
-        return Err(f.error("dt_min", format!("need 0 < dt_min <= dt_max (got dt_min={dt_min}, dt_max={dt_max})")));
+        return Err(f.error(
+            "dt_min",
+            format!("need 0 < dt_min <= dt_max (got dt_min={dt_min}, dt_max={dt_max})"),
+        ));
     }
     Ok(Box::new(Mamba {
         inner_dim,
@@ -78,16 +92,46 @@ impl Block for Mamba {
     }
 
     fn lower(&self, b: &mut Builder, x: ValueId, dims: &ModelDims) -> ValueId {
-        let (d, i, n, r, k) = (dims.model_dim, self.inner_dim, self.state_size, self.dt_rank, self.conv_kernel);
+        let (d, i, n, r, k) = (
+            dims.model_dim,
+            self.inner_dim,
+            self.state_size,
+            self.dt_rank,
+            self.conv_kernel,
+        );
         let norm = b.weight("norm_scale", &[d], Init::Constant(1.0), ParamGroup::Scalar);
         let in_proj = b.matrix("in_proj", d, 2 * i, dims.matrix_init);
         let conv_bound = 1.0 / (k as f32).sqrt();
-        let conv_w = b.weight("conv_w", &[k, i], Init::Uniform { bound: conv_bound }, ParamGroup::Matrix);
-        let conv_b = b.weight("conv_b", &[i], Init::Uniform { bound: conv_bound }, ParamGroup::Scalar);
+        let conv_w = b.weight(
+            "conv_w",
+            &[k, i],
+            Init::Uniform { bound: conv_bound },
+            ParamGroup::Matrix,
+        );
+        let conv_b = b.weight(
+            "conv_b",
+            &[i],
+            Init::Uniform { bound: conv_bound },
+            ParamGroup::Scalar,
+        );
         let x_proj = b.matrix("x_proj", i, r + 2 * n, dims.matrix_init);
-        let dt_proj = b.matrix("dt_proj", r, i, Init::Uniform { bound: 1.0 / (r as f32).sqrt() });
-        let dt_bias =
-            b.weight("dt_bias", &[i], Init::MambaDtBias { dt_min: self.dt_min, dt_max: self.dt_max }, ParamGroup::Scalar);
+        let dt_proj = b.matrix(
+            "dt_proj",
+            r,
+            i,
+            Init::Uniform {
+                bound: 1.0 / (r as f32).sqrt(),
+            },
+        );
+        let dt_bias = b.weight(
+            "dt_bias",
+            &[i],
+            Init::MambaDtBias {
+                dt_min: self.dt_min,
+                dt_max: self.dt_max,
+            },
+            ParamGroup::Scalar,
+        );
         // A_log and D are per-channel dynamics parameters: no weight decay (as in Mamba).
         let a_log = b.weight("a_log", &[i, n], Init::MambaALog, ParamGroup::Scalar);
         let skip = b.weight("d", &[i], Init::Constant(1.0), ParamGroup::Scalar);

@@ -7,8 +7,12 @@ use crate::error::ConfigError;
 use crate::ir::{Activation, Builder, Init, ParamGroup, ValueId};
 use crate::json::Fields;
 
-pub const TYPE: BlockType =
-    BlockType { name: "mlp", parse, fields: &["activation"], summary: "pre-norm FFN (silu, gelu, relu, leaky_relu_sq)" };
+pub const TYPE: BlockType = BlockType {
+    name: "mlp",
+    parse,
+    fields: &["activation"],
+    summary: "pre-norm FFN (silu, gelu, relu, leaky_relu_sq)",
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mlp {
@@ -37,7 +41,12 @@ impl Block for Mlp {
 
     fn lower(&self, b: &mut Builder, x: ValueId, dims: &ModelDims) -> ValueId {
         let (d, f) = (dims.model_dim, dims.ffn_dim);
-        let norm = b.weight("ffn_norm_scale", &[d], Init::Constant(1.0), ParamGroup::Scalar);
+        let norm = b.weight(
+            "ffn_norm_scale",
+            &[d],
+            Init::Constant(1.0),
+            ParamGroup::Scalar,
+        );
         let w_up = b.matrix("w_up", d, f, dims.matrix_init);
         let w_down = b.matrix("w_down", f, d, dims.matrix_init);
         let h = b.rms_norm("ffn_norm", x, norm, dims.norm_eps);

@@ -12,14 +12,35 @@ use crate::json::Fields;
 pub const TYPE: BlockType = BlockType {
     name: "plain",
     parse,
-    fields: &["heads", "kv_heads", "qk_gain", "rope_dims", "rope_base", "rope_convention", "ffn_activation"],
+    fields: &[
+        "heads",
+        "kv_heads",
+        "qk_gain",
+        "rope_dims",
+        "rope_base",
+        "rope_convention",
+        "ffn_activation",
+    ],
     summary: "causal attention (RoPE, GQA) + un-normalised FFN tail",
 };
 
 const UNSUPPORTED: &[&str] = &[
-    "qk_norm", "xsa", "kv_source", "window_size", "attention_mask", "skip_attention", "sparse_attn_gate",
-    "attn_bias", "attn_value_gate", "attn_post_norm", "ffn_pre_norm", "ffn_bias", "residual_scale_init",
-    "parallel_residual", "parallel_group", "weight_group",
+    "qk_norm",
+    "xsa",
+    "kv_source",
+    "window_size",
+    "attention_mask",
+    "skip_attention",
+    "sparse_attn_gate",
+    "attn_bias",
+    "attn_value_gate",
+    "attn_post_norm",
+    "ffn_pre_norm",
+    "ffn_bias",
+    "residual_scale_init",
+    "parallel_residual",
+    "parallel_group",
+    "weight_group",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -36,10 +57,17 @@ pub struct Plain {
 
 fn parse(f: &mut Fields<'_>, dims: &ModelDims) -> Result<Box<dyn Block>, ConfigError> {
     let heads = f.usize("heads")?.ok_or_else(|| {
-        f.error("heads", "a plain block needs `heads`").with_hint("add e.g. \"heads\": 4 (model_dim must be divisible by it)")
+        f.error("heads", "a plain block needs `heads`")
+            .with_hint("add e.g. \"heads\": 4 (model_dim must be divisible by it)")
     })?;
     if heads == 0 || dims.model_dim % heads != 0 {
-        return Err(f.error("heads", format!("heads={heads} must be > 0 and divide model_dim={}", dims.model_dim)));
+        return Err(f.error(
+            "heads",
+            format!(
+                "heads={heads} must be > 0 and divide model_dim={}",
+                dims.model_dim
+            ),
+        ));
     }
     let head_dim = dims.model_dim / heads;
     let kv_heads = f.usize("kv_heads")?.unwrap_or(heads);
@@ -51,13 +79,23 @@ fn parse(f: &mut Fields<'_>, dims: &ModelDims) -> Result<Box<dyn Block>, ConfigE
     let qk_gain = match f.f64("qk_gain")? {
         None => None,
         Some(g) if g > 0.0 => Some(g as f32),
-        Some(g) => return Err(f.error("qk_gain", format!("qk_gain={g} must be > 0 (omit it to disable)"))),
+        Some(g) => {
+            return Err(f.error(
+                "qk_gain",
+                format!("qk_gain={g} must be > 0 (omit it to disable)"),
+            ));
+        }
     };
     let rope_dims = match f.usize("rope_dims")? {
         None | Some(0) => head_dim,
-        Some(r) if r % 2 != 0 => return Err(f.error("rope_dims", format!("rope_dims={r} must be even"))),
+        Some(r) if r % 2 != 0 => {
+            return Err(f.error("rope_dims", format!("rope_dims={r} must be even")));
+        }
         Some(r) if r > head_dim => {
-            return Err(f.error("rope_dims", format!("rope_dims={r} must be <= head_dim={head_dim}")));
+            return Err(f.error(
+                "rope_dims",
+                format!("rope_dims={r} must be <= head_dim={head_dim}"),
+            ));
         }
         Some(r) => r,
     };
@@ -71,7 +109,10 @@ fn parse(f: &mut Fields<'_>, dims: &ModelDims) -> Result<Box<dyn Block>, ConfigE
         Some("half_rotation") => false,
         Some(other) => {
             return Err(f
-                .error("rope_convention", format!("unknown rope_convention {other:?}"))
+                .error(
+                    "rope_convention",
+                    format!("unknown rope_convention {other:?}"),
+                )
                 .with_hint("use \"adjacent_pair\" (default) or \"half_rotation\""));
         }
     };
@@ -82,12 +123,23 @@ fn parse(f: &mut Fields<'_>, dims: &ModelDims) -> Result<Box<dyn Block>, ConfigE
         Some("relu") => Activation::Relu,
         Some(other) => {
             return Err(f
-                .error("ffn_activation", format!("unknown ffn_activation {other:?}"))
+                .error(
+                    "ffn_activation",
+                    format!("unknown ffn_activation {other:?}"),
+                )
                 .with_hint("use silu, gelu, gelu_new or relu"));
         }
     };
     check_unsupported(f)?;
-    Ok(Box::new(Plain { heads, kv_heads, qk_gain, rope_dims, rope_base, adjacent_pairs, ffn_activation }))
+    Ok(Box::new(Plain {
+        heads,
+        kv_heads,
+        qk_gain,
+        rope_dims,
+        rope_base,
+        adjacent_pairs,
+        ffn_activation,
+    }))
 }
 
 fn check_unsupported(f: &Fields<'_>) -> Result<(), ConfigError> {
@@ -118,7 +170,14 @@ impl Block for Plain {
         let wo = b.matrix("wo", d, d, dims.matrix_init);
         let ff1 = b.matrix("ff1", d, f, dims.matrix_init);
         let ff2 = b.matrix("ff2", f, d, dims.matrix_init);
-        let gain = self.qk_gain.map(|g| b.weight("qk_gain", &[self.heads], Init::Constant(g), ParamGroup::Scalar));
+        let gain = self.qk_gain.map(|g| {
+            b.weight(
+                "qk_gain",
+                &[self.heads],
+                Init::Constant(g),
+                ParamGroup::Scalar,
+            )
+        });
 
         let h = b.rms_norm("attn_norm", x, norm, dims.norm_eps);
         let q = b.linear("q", h, wq);
@@ -127,8 +186,20 @@ impl Block for Plain {
         let q = b.split_heads("q_heads", q, self.heads);
         let k = b.split_heads("k_heads", k, self.kv_heads);
         let v = b.split_heads("v_heads", v, self.kv_heads);
-        let q = b.rope("q_rope", q, self.rope_dims, self.rope_base, self.adjacent_pairs);
-        let k = b.rope("k_rope", k, self.rope_dims, self.rope_base, self.adjacent_pairs);
+        let q = b.rope(
+            "q_rope",
+            q,
+            self.rope_dims,
+            self.rope_base,
+            self.adjacent_pairs,
+        );
+        let k = b.rope(
+            "k_rope",
+            k,
+            self.rope_dims,
+            self.rope_base,
+            self.adjacent_pairs,
+        );
         let q = match gain {
             Some(g) => b.head_gain("q_gain", q, g),
             None => q,

@@ -7,8 +7,12 @@ use crate::error::ConfigError;
 use crate::ir::{Activation, Builder, Init, ParamGroup, ValueId};
 use crate::json::Fields;
 
-pub const TYPE: BlockType =
-    BlockType { name: "swiglu", parse, fields: &[], summary: "pre-norm sigmoid-gated FFN (mixlab's swiglu)" };
+pub const TYPE: BlockType = BlockType {
+    name: "swiglu",
+    parse,
+    fields: &[],
+    summary: "pre-norm sigmoid-gated FFN (mixlab's swiglu)",
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Swiglu;
@@ -24,7 +28,12 @@ impl Block for Swiglu {
 
     fn lower(&self, b: &mut Builder, x: ValueId, dims: &ModelDims) -> ValueId {
         let (d, f) = (dims.model_dim, dims.ffn_dim);
-        let norm = b.weight("ffn_norm_scale", &[d], Init::Constant(1.0), ParamGroup::Scalar);
+        let norm = b.weight(
+            "ffn_norm_scale",
+            &[d],
+            Init::Constant(1.0),
+            ParamGroup::Scalar,
+        );
         let w_gate = b.matrix("w_gate", d, f, dims.matrix_init);
         let w_up = b.matrix("w_up", d, f, dims.matrix_init);
         let w_down = b.matrix("w_down", f, d, dims.matrix_init);

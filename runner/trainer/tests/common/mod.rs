@@ -6,7 +6,10 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 pub fn runner() -> Command {
@@ -18,7 +21,11 @@ pub fn shakespeare() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let text = root().join("../shared/data/tinyshakespeare/input.txt");
-        assert!(text.is_file(), "tests need {} (CI has ../shared beside the checkout)", text.display());
+        assert!(
+            text.is_file(),
+            "tests need {} (CI has ../shared beside the checkout)",
+            text.display()
+        );
         let dir = std::env::temp_dir().join(format!("mixsweep-shakespeare-{}", std::process::id()));
         let out = runner()
             .args(["prepare", "--byte-level", "--input"])
@@ -27,7 +34,11 @@ pub fn shakespeare() -> &'static Path {
             .arg(&dir)
             .output()
             .unwrap();
-        assert!(out.status.success(), "prepare failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "prepare failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         dir
     })
 }
@@ -37,7 +48,12 @@ pub fn train_glob() -> String {
 }
 
 /// Reads an example config (JSONC), applies `edit` to its JSON, writes it to `dir/name.json`.
-pub fn config_from_example(example: &str, dir: &Path, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+pub fn config_from_example(
+    example: &str,
+    dir: &Path,
+    name: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> PathBuf {
     let src = std::fs::read_to_string(root().join("examples").join(example)).unwrap();
     let mut v = mixsweep_model::json::parse_jsonc(&src).unwrap();
     edit(&mut v);
@@ -55,9 +71,16 @@ pub fn stderr(o: &Output) -> String {
 }
 
 pub fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 pub fn metrics(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
