@@ -143,6 +143,13 @@ unsafe extern "C" {
         out: *mut *mut msx_array,
     ) -> c_int;
     pub fn msx_concatenate(v: *const msx_vec, axis: c_int, out: *mut *mut msx_array) -> c_int;
+    pub fn msx_split(
+        a: *const msx_array,
+        indices: *const c_int,
+        n: usize,
+        axis: c_int,
+        out: *mut msx_vec,
+    ) -> c_int;
     pub fn msx_take(
         a: *const msx_array,
         idx: *const msx_array,

@@ -26,7 +26,7 @@ pub mod memory;
 pub mod random;
 
 pub use array::{Array, Dtype};
-pub use ops::{concatenate, where_};
+pub use ops::{concatenate, split, where_};
 pub use transforms::{Compiled, set_compile_enabled, value_and_grad, vjp};
 
 use std::ffi::CStr;

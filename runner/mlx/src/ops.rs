@@ -436,6 +436,21 @@ pub fn concatenate(arrays: &[&Array], axis: i32) -> Result<Array> {
     Array::build(|out| unsafe { ffi::msx_concatenate(v.as_ptr(), axis, out) })
 }
 
+/// Splits `a` along `axis` at `indices` (one primitive: its gradient is one concatenation).
+pub fn split(a: &Array, indices: &[i32], axis: i32) -> Result<Vec<Array>> {
+    let mut v = ArrayVec::new();
+    crate::check(unsafe {
+        ffi::msx_split(
+            a.as_ptr(),
+            indices.as_ptr(),
+            indices.len(),
+            axis,
+            v.as_mut_ptr(),
+        )
+    })?;
+    Ok(v.to_vec())
+}
+
 /// Elementwise `condition ? a : b`.
 pub fn where_(condition: &Array, a: &Array, b: &Array) -> Result<Array> {
     Array::build(|out| unsafe { ffi::msx_where(condition.as_ptr(), a.as_ptr(), b.as_ptr(), out) })

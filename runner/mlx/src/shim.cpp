@@ -374,6 +374,13 @@ int msx_concatenate(const msx_vec* v, int axis, msx_array** out) {
   MSX_CATCH
 }
 
+int msx_split(const msx_array* a, const int* indices, size_t n, int axis, msx_vec* out) {
+  MSX_TRY
+  mx::Shape idx(indices, indices + n);
+  *out = mx::split(*a, idx, axis);
+  MSX_CATCH
+}
+
 int msx_take(const msx_array* a, const msx_array* idx, int axis, msx_array** out) {
   MSX_TRY
   *out = box(mx::take(*a, *idx, axis));

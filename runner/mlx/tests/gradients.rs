@@ -1,6 +1,6 @@
 //! Every differentiable operation's gradient against central finite differences.
 
-use mixsweep_mlx::{Array, Dtype, concatenate, value_and_grad, where_};
+use mixsweep_mlx::{Array, Dtype, concatenate, split, value_and_grad, where_};
 
 type F = fn(&[Array]) -> mixsweep_mlx::Result<Array>;
 
@@ -170,6 +170,17 @@ fn reduction_and_shape_gradients() {
     check(
         "concatenate",
         |x| concatenate(&[&x[0], &x[0].square()?], 1),
+        u,
+        -1.0,
+        1.0,
+    );
+    check(
+        "split",
+        |x| {
+            // parts used differently, the third unused: its cotangent is zero
+            let parts = split(&x[0], &[1, 2], 1)?;
+            parts[0].square()?.add(&parts[1].sum(&[1], true)?.sin()?)
+        },
         u,
         -1.0,
         1.0,

@@ -143,6 +143,13 @@ pub enum Op {
         kind: Activation,
         out: ValueId,
     },
+    /// `x @ [w₀ | w₁ | …]` split back into one output per weight: a fused projection (q, k, v) that
+    /// stays one matmul forward and backward, while the weights keep their own names.
+    ProjectSplit {
+        x: ValueId,
+        weights: Vec<ValueId>,
+        outs: Vec<ValueId>,
+    },
     /// `x[..., start..end]` on the last axis.
     SliceLast {
         x: ValueId,
@@ -387,6 +394,35 @@ impl Builder {
         let mut shape = self.shape(x).clone();
         *shape.last_mut().unwrap() = w[1];
         self.push_op(name, shape, |out| Op::Linear { x, weight, out })
+    }
+
+    /// One matmul of `x` with `weights` side by side, split into one value per weight (named
+    /// `names[i]`). All weights need `x`'s width as rows.
+    pub fn project_split(
+        &mut self,
+        names: &[&str],
+        x: ValueId,
+        weights: &[ValueId],
+    ) -> Vec<ValueId> {
+        assert_eq!(names.len(), weights.len(), "IR: project_split names");
+        let op_index = self.ops.len();
+        let mut outs = Vec::with_capacity(weights.len());
+        for (&w, name) in weights.iter().zip(names) {
+            let ws = self.shape(w).clone();
+            assert!(
+                ws.len() == 2 && ws[0] == Dim::Fixed(self.last_dim(x)),
+                "IR: project_split {name}: weight rows must match input features"
+            );
+            let mut shape = self.shape(x).clone();
+            *shape.last_mut().unwrap() = ws[1];
+            outs.push(self.push_value(name, shape, Source::Op(op_index)));
+        }
+        self.ops.push(Op::ProjectSplit {
+            x,
+            weights: weights.to_vec(),
+            outs: outs.clone(),
+        });
+        outs
     }
 
     pub fn linear_transposed(&mut self, name: &str, x: ValueId, weight: ValueId) -> ValueId {

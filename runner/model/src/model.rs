@@ -79,6 +79,11 @@ impl Counts {
                     let w = &p.weights[weight_index(p, *weight)];
                     fwd += 2.0 * w.numel() as f64;
                 }
+                Op::ProjectSplit { weights, .. } => {
+                    for w in weights {
+                        fwd += 2.0 * p.weights[weight_index(p, *w)].numel() as f64;
+                    }
+                }
                 Op::Attention { q, .. } => {
                     // scores q·kᵀ and weights·v, each 2·T·hd per head per token
                     let shape = p.concrete_shape(*q, 1);

@@ -180,9 +180,11 @@ impl Block for Plain {
         });
 
         let h = b.rms_norm("attn_norm", x, norm, dims.norm_eps);
-        let q = b.linear("q", h, wq);
-        let k = b.linear("k", h, wk);
-        let v = b.linear("v", h, wv);
+        // One matmul for q, k and v (the weights keep mixlab's names); split, not sliced, so that
+        // the backward pass is one concatenation rather than three zero-padded slices.
+        let [q, k, v] = b.project_split(&["q", "k", "v"], h, &[wq, wk, wv])[..] else {
+            unreachable!("three weights give three outputs")
+        };
         let q = b.split_heads("q_heads", q, self.heads);
         let k = b.split_heads("k_heads", k, self.kv_heads);
         let v = b.split_heads("v_heads", v, self.kv_heads);
