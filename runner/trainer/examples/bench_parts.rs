@@ -21,12 +21,7 @@ fn main() -> anyhow::Result<()> {
     mixsweep_mlx::device::select(None)?;
     let program = Arc::new(cfg.lower());
     let host = mixsweep_runner::init::initial_weights(&program.weights, 1);
-    let params = program
-        .weights
-        .iter()
-        .zip(&host)
-        .map(|(s, v)| Array::from_f32(v, &s.shape))
-        .collect::<Result<Vec<_>, _>>()?;
+    let params = mixsweep_runner::init::upload(&program.weights, &host)?;
     let (b, t) = (cfg.training.batch_size(cfg.seq_len), cfg.seq_len);
     let tokens: Vec<i32> = match args.get(4) {
         Some(glob) => {

@@ -18,12 +18,7 @@ fn main() -> anyhow::Result<()> {
     set_compile_enabled(false)?;
     let program = Arc::new(cfg.lower());
     let host = mixsweep_runner::init::initial_weights(&program.weights, 1);
-    let params = program
-        .weights
-        .iter()
-        .zip(&host)
-        .map(|(s, v)| Array::from_f32(v, &s.shape))
-        .collect::<Result<Vec<_>, _>>()?;
+    let params = mixsweep_runner::init::upload(&program.weights, &host)?;
     let mut state = TrainState::new(params)?;
     let mut steps = Steps::new(program.clone(), dtype, OptimizerSpec::new(&cfg, &program))?;
     let (b, t) = (cfg.training.batch_size(cfg.seq_len), cfg.seq_len);

@@ -35,6 +35,13 @@ pub enum DataError {
         vocab: usize,
         needed: usize,
     },
+    /// Object storage could not be reached or read (a runtime failure: worth a retry).
+    #[error("--{flag} {url}: {message}")]
+    Remote {
+        flag: &'static str,
+        url: String,
+        message: String,
+    },
     #[error("{what}: {tokens} tokens is too few for one sequence of seq_len {seq_len} (+1 target)")]
     TooShort {
         what: String,
@@ -106,6 +113,31 @@ pub fn write_shard(path: &Path, tokens: &[u16]) -> std::io::Result<()> {
 }
 
 /// Files matching a glob, sorted.
+/// The shard files a `--train`/`--val` argument names: a local glob, or an object-store URL with a glob in
+/// its file name (`s3://bucket/data/train_*.bin`, `gs://...`, `file://...`), downloaded once into the
+/// cache ([`mixsweep_store::default_cache_dir`], `MIXSWEEP_CACHE` to move it).
+pub fn resolve_files(pattern: &str, flag: &'static str) -> Result<Vec<PathBuf>, DataError> {
+    if !mixsweep_store::is_url(pattern) {
+        return expand_glob(pattern, flag);
+    }
+    let cache = mixsweep_store::default_cache_dir();
+    mixsweep_store::block_on(mixsweep_store::fetch(pattern, &cache)).map_err(|e| {
+        let message = e.to_string();
+        if message.contains("matches no objects") {
+            DataError::NoMatch {
+                flag,
+                pattern: pattern.into(),
+            }
+        } else {
+            DataError::Remote {
+                flag,
+                url: pattern.into(),
+                message,
+            }
+        }
+    })
+}
+
 pub fn expand_glob(pattern: &str, flag: &'static str) -> Result<Vec<PathBuf>, DataError> {
     let paths = glob::glob(pattern).map_err(|e| DataError::BadGlob {
         pattern: pattern.into(),
@@ -125,20 +157,8 @@ pub fn expand_glob(pattern: &str, flag: &'static str) -> Result<Vec<PathBuf>, Da
     Ok(files)
 }
 
-/// mixlab's rule: the validation glob is the train glob with its first `train` replaced by `val`
-/// (in the file-name part first, then anywhere). `None` when the glob holds no `train`.
-pub fn derive_val_glob(train: &str) -> Option<String> {
-    let (dir, file) = match train.rfind('/') {
-        Some(i) => (&train[..=i], &train[i + 1..]),
-        None => ("", train),
-    };
-    if file.contains("train") {
-        return Some(format!("{dir}{}", file.replacen("train", "val", 1)));
-    }
-    train
-        .contains("train")
-        .then(|| train.replacen("train", "val", 1))
-}
+/// mixlab's train -> val rule (shared with the orchestrator, which mounts the validation folder).
+pub use mixsweep_store::derive_val_glob;
 
 /// A token stream loaded from shards, with every id checked against the vocabulary.
 #[derive(Debug, Clone)]

@@ -15,6 +15,34 @@ use mixsweep_model::ir::{Activation, Op, Program, Source};
 /// channel keeps at least e^-8 ≈ 3.4e-4 of its state per step (the exact scan may keep less).
 pub const SCAN_LOG_BUDGET: f32 = 64.0;
 
+/// Vocabularies up to this size embed tokens with a one-hot matmul instead of a gather.
+/// `MIXSWEEP_EMBEDDING=gather|matmul` overrides the choice (for benchmarks).
+pub const EMBEDDING_MATMUL_MAX_VOCAB: usize = 1024;
+
+fn embedding_as_matmul(vocab: usize) -> bool {
+    match std::env::var("MIXSWEEP_EMBEDDING").as_deref() {
+        Ok("gather") => false,
+        Ok("matmul") => true,
+        _ => vocab <= EMBEDDING_MATMUL_MAX_VOCAB,
+    }
+}
+
+/// What incremental decoding keeps between calls of [`Executor::forward_cached`], per op.
+#[derive(Default)]
+pub struct DecodeCache {
+    /// Tokens processed so far (the next token's position).
+    pub position: usize,
+    kv: std::collections::HashMap<usize, (Array, Array)>,
+    conv: std::collections::HashMap<usize, Array>,
+    scan: std::collections::HashMap<usize, Array>,
+}
+
+impl DecodeCache {
+    pub fn new() -> DecodeCache {
+        DecodeCache::default()
+    }
+}
+
 pub struct Executor<'p> {
     pub program: &'p Program,
     pub dtype: ComputeDtype,
@@ -47,6 +75,38 @@ impl<'p> Executor<'p> {
         tokens: &Array,
         targets: Option<&Array>,
         dropout_key: Option<&Array>,
+    ) -> Result<ForwardOutput> {
+        self.run(weights, tokens, targets, dropout_key, None)
+    }
+
+    /// Incremental forward for generation: `tokens [B, L]` continue the sequence held by `cache`
+    /// (attention keys/values, the convolution's last inputs, the scan state), which is updated. The
+    /// first call (empty cache) may pass the whole prompt; later calls one token (`L = 1`). Returns
+    /// the logits `[B, L, V]`. Evaluation mode (no dropout).
+    pub fn forward_cached(
+        &self,
+        weights: &[Array],
+        tokens: &Array,
+        cache: &mut DecodeCache,
+    ) -> Result<Array> {
+        let len = tokens.dim(1);
+        if cache.position > 0 && len != 1 {
+            return Err(mixsweep_mlx::Error::new(
+                "forward_cached: after the prompt, feed one token at a time".to_string(),
+            ));
+        }
+        let out = self.run(weights, tokens, None, None, Some(cache))?;
+        cache.position += len;
+        Ok(out.logits)
+    }
+
+    fn run(
+        &self,
+        weights: &[Array],
+        tokens: &Array,
+        targets: Option<&Array>,
+        dropout_key: Option<&Array>,
+        mut cache: Option<&mut DecodeCache>,
     ) -> Result<ForwardOutput> {
         let p = self.program;
         let dt = self.compute_dtype();
@@ -82,29 +142,62 @@ impl<'p> Executor<'p> {
                 ))
             })
         };
-        for op in &p.ops {
+        for (op_index, op) in p.ops.iter().enumerate() {
+            if let Op::ProjectSplit { x, weights, outs } = op {
+                let ws = weights
+                    .iter()
+                    .map(|w| get(&env, *w))
+                    .collect::<Result<Vec<_>>>()?;
+                let refs: Vec<&Array> = ws.iter().collect();
+                let mut indices = Vec::with_capacity(ws.len() - 1);
+                let mut end = 0;
+                for w in &ws[..ws.len() - 1] {
+                    end += w.dim(1) as i32;
+                    indices.push(end);
+                }
+                let fused = get(&env, *x)?.matmul(&mixsweep_mlx::concatenate(&refs, 1)?)?;
+                let parts = mixsweep_mlx::split(&fused, &indices, -1)?;
+                for (o, part) in outs.iter().zip(parts) {
+                    env[o.0] = Some(part);
+                }
+                continue;
+            }
             let (out, value) = match op {
                 Op::Embedding { table, tokens, out } => {
-                    // Gather from the float32 master table and cast the rows: the backward pass is then
-                    // a float32 scatter-add. In bf16 the scatter-add of skewed real token ids (spaces,
-                    // 'e', ...) into a small table serialises on emulated bf16 atomics.
-                    let master = match p.values[table.0].source {
-                        Source::Weight(w) => weights[w].clone(),
-                        _ => get(&env, *table)?,
+                    let ids = get(&env, *tokens)?;
+                    let vocab = match p.values[table.0].shape.first() {
+                        Some(mixsweep_model::ir::Dim::Fixed(v)) => *v,
+                        _ => usize::MAX,
                     };
-                    let rows = master.take(&get(&env, *tokens)?, 0)?;
-                    (
-                        out,
-                        if rows.dtype()? == dt {
-                            rows
-                        } else {
-                            rows.astype(dt)?
-                        },
-                    )
+                    if embedding_as_matmul(vocab) {
+                        // One-hot matmul: for a small vocabulary this is a few MFLOP per row, and
+                        // its backward pass is a dense matmul instead of a scatter-add whose atomics
+                        // serialise on the few ids that dominate real text (spaces, 'e', ...).
+                        let classes = Array::arange(0.0, vocab as f64, 1.0, Dtype::I32)?;
+                        let one_hot = ids.expand_dims(-1)?.equal(&classes)?.astype(dt)?;
+                        (out, one_hot.matmul(&get(&env, *table)?)?)
+                    } else {
+                        // Gather from the float32 master table and cast the rows: the backward pass is
+                        // then a float32 scatter-add (bf16 atomics are emulated and slower still).
+                        let master = match p.values[table.0].source {
+                            Source::Weight(w) => weights[w].clone(),
+                            _ => get(&env, *table)?,
+                        };
+                        let rows = master.take(&ids, 0)?;
+                        (
+                            out,
+                            if rows.dtype()? == dt {
+                                rows
+                            } else {
+                                rows.astype(dt)?
+                            },
+                        )
+                    }
                 }
                 Op::Linear { x, weight, out } => {
                     (out, get(&env, *x)?.matmul(&get(&env, *weight)?)?)
                 }
+                Op::ProjectSplit { .. } => unreachable!("multi-output op handled above"),
                 Op::LinearTransposed { x, weight, out } => {
                     (out, get(&env, *x)?.matmul(&get(&env, *weight)?.t()?)?)
                 }
@@ -137,7 +230,13 @@ impl<'p> Executor<'p> {
                     base,
                     adjacent_pairs,
                     out,
-                } => (out, get(&env, *x)?.rope(*dims, *adjacent_pairs, *base, 0)?),
+                } => {
+                    let offset = cache.as_ref().map_or(0, |c| c.position);
+                    (
+                        out,
+                        get(&env, *x)?.rope(*dims, *adjacent_pairs, *base, offset)?,
+                    )
+                }
                 Op::HeadGain { x, gain, out } => {
                     let g = get(&env, *gain)?;
                     let h = g.size() as i32;
@@ -152,20 +251,56 @@ impl<'p> Executor<'p> {
                     out,
                 } => {
                     let (q, k, v) = (get(&env, *q)?, get(&env, *k)?, get(&env, *v)?);
-                    (
-                        out,
-                        q.scaled_dot_product_attention(&k, &v, *scale, *causal)?,
-                    )
+                    match cache.as_deref_mut() {
+                        None => (
+                            out,
+                            q.scaled_dot_product_attention(&k, &v, *scale, *causal)?,
+                        ),
+                        Some(c) => {
+                            // Append this step's keys/values; one new query sees every cached
+                            // position, a prompt uses the causal mask.
+                            let (k, v) = match c.kv.get(&op_index) {
+                                Some((pk, pv)) => (
+                                    mixsweep_mlx::concatenate(&[pk, &k], 2)?,
+                                    mixsweep_mlx::concatenate(&[pv, &v], 2)?,
+                                ),
+                                None => (k, v),
+                            };
+                            let masked = *causal && q.dim(2) > 1;
+                            let y = q.scaled_dot_product_attention(&k, &v, *scale, masked)?;
+                            c.kv.insert(op_index, (k, v));
+                            (out, y)
+                        }
+                    }
                 }
                 Op::CausalConv1d {
                     x,
                     weight,
                     bias,
                     out,
-                } => (
-                    out,
-                    causal_conv1d(&get(&env, *x)?, &get(&env, *weight)?, &get(&env, *bias)?)?,
-                ),
+                } => {
+                    let (x, w, bias) = (get(&env, *x)?, get(&env, *weight)?, get(&env, *bias)?);
+                    match cache.as_deref_mut() {
+                        None => (out, causal_conv1d(&x, &w, &bias)?),
+                        Some(c) => {
+                            // Prepend the last K-1 inputs instead of zeros.
+                            let (k, len) = (w.dim(0), x.dim(1));
+                            let full = match c.conv.get(&op_index) {
+                                Some(h) => mixsweep_mlx::concatenate(&[h, &x], 1)?,
+                                None => x.pad_axis(1, k - 1, 0, 0.0)?,
+                            };
+                            let total = full.dim(1);
+                            let y = causal_conv1d(&full, &w, &bias)?.slice_axis(
+                                1,
+                                total - len,
+                                total,
+                            )?;
+                            c.conv
+                                .insert(op_index, full.slice_axis(1, total - (k - 1), total)?);
+                            (out, y)
+                        }
+                    }
+                }
                 Op::SelectiveScan {
                     x,
                     delta,
@@ -175,18 +310,34 @@ impl<'p> Executor<'p> {
                     d,
                     chunk,
                     out,
-                } => (
-                    out,
-                    selective_scan(
-                        &get(&env, *x)?,
-                        &get(&env, *delta)?,
-                        &get(&env, *a_log)?,
-                        &get(&env, *b)?,
-                        &get(&env, *c)?,
-                        &get(&env, *d)?,
-                        *chunk,
-                    )?,
-                ),
+                } => {
+                    let args = (
+                        get(&env, *x)?,
+                        get(&env, *delta)?,
+                        get(&env, *a_log)?,
+                        get(&env, *b)?,
+                        get(&env, *c)?,
+                        get(&env, *d)?,
+                    );
+                    let (x, delta, a_log, b, c, d) = args;
+                    match cache.as_deref_mut() {
+                        None => (out, selective_scan(&x, &delta, &a_log, &b, &c, &d, *chunk)?),
+                        Some(cache) => {
+                            let (y, h) = selective_scan_steps(
+                                &x,
+                                &delta,
+                                &a_log,
+                                &b,
+                                &c,
+                                &d,
+                                *chunk,
+                                cache.scan.get(&op_index),
+                            )?;
+                            cache.scan.insert(op_index, h);
+                            (out, y)
+                        }
+                    }
+                }
                 Op::Dropout {
                     x,
                     rate,
@@ -280,6 +431,48 @@ pub fn causal_conv1d(x: &Array, w: &Array, bias: &Array) -> Result<Array> {
         acc = acc.add(&padded.slice_axis(1, j, j + t)?.mul(&wj)?)?;
     }
     Ok(acc)
+}
+
+/// The selective scan one step at a time from state `h0 [B, I, N]` (zeros when `None`), returning
+/// `y [B, L, I]` and the final state: the recurrent form used for generation. It applies the same
+/// per-step log-decay floor as the chunked scan with `chunk`, so both compute the same function.
+#[allow(clippy::too_many_arguments)]
+pub fn selective_scan_steps(
+    x: &Array,
+    delta: &Array,
+    a_log: &Array,
+    b: &Array,
+    c: &Array,
+    d: &Array,
+    chunk: usize,
+    h0: Option<&Array>,
+) -> Result<(Array, Array)> {
+    let out_dtype = x.dtype()?;
+    let f = |a: &Array| a.astype(Dtype::F32);
+    let (x, delta, a_log, b, c, d) = (f(x)?, f(delta)?, f(a_log)?, f(b)?, f(c)?, f(d)?);
+    let (bsz, len, inner) = (x.dim(0), x.dim(1), x.dim(2));
+    let n = b.dim(-1);
+    let a = a_log.exp()?.neg()?; // [I, N]
+    let floor = -SCAN_LOG_BUDGET / chunk.max(1) as f32;
+    let mut h = match h0 {
+        Some(h) => h.clone(),
+        None => Array::zeros(&[bsz, inner, n], Dtype::F32)?,
+    };
+    let mut ys = Vec::with_capacity(len);
+    let step = |a3: &Array, t: usize| a3.slice_axis(1, t, t + 1);
+    for t in 0..len {
+        let dt = step(&delta, t)?.reshape(&[bsz as i32, inner as i32, 1])?; // [B, I, 1]
+        let xt = step(&x, t)?.reshape(&[bsz as i32, inner as i32])?; // [B, I]
+        let bt = step(&b, t)?.reshape(&[bsz as i32, 1, n as i32])?; // [B, 1, N]
+        let ct = step(&c, t)?.reshape(&[bsz as i32, 1, n as i32])?;
+        let decay = dt.mul(&a)?.maximum_scalar(floor)?.exp()?; // [B, I, N]
+        let u = dt.mul(&xt.expand_dims(-1)?)?.mul(&bt)?;
+        h = decay.mul(&h)?.add(&u)?;
+        let y = h.mul(&ct)?.sum(&[-1], false)?.add(&xt.mul(&d)?)?; // [B, I]
+        ys.push(y.expand_dims(1)?);
+    }
+    let refs: Vec<&Array> = ys.iter().collect();
+    Ok((mixsweep_mlx::concatenate(&refs, 1)?.astype(out_dtype)?, h))
 }
 
 /// Mamba's selective scan, chunked: within a chunk of `chunk` steps the recurrence
@@ -520,12 +713,7 @@ mod dropout_tests {
         let p = cfg.lower();
         assert!(p.dropout_ops >= 3);
         let host = crate::init::initial_weights(&p.weights, 1);
-        let w: Vec<Array> = p
-            .weights
-            .iter()
-            .zip(&host)
-            .map(|(s, v)| Array::from_f32(v, &s.shape).unwrap())
-            .collect();
+        let w: Vec<Array> = crate::init::upload(&p.weights, &host).unwrap();
         let toks = Array::from_i32(&(0..16).map(|i| i % 32).collect::<Vec<_>>(), &[2, 8]).unwrap();
         let exec = Executor::new(&p, ComputeDtype::Float32);
         let loss = |key: Option<&Array>| {

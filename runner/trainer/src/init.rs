@@ -114,3 +114,15 @@ mod tests {
         assert_ne!(initial_weights(&w, 9), initial_weights(&w, 10));
     }
 }
+
+/// Host weights (in the program's weight order) as device arrays of their declared shapes.
+pub fn upload(
+    weights: &[mixsweep_model::ir::WeightSpec],
+    host: &[Vec<f32>],
+) -> mixsweep_mlx::Result<Vec<mixsweep_mlx::Array>> {
+    weights
+        .iter()
+        .zip(host)
+        .map(|(s, v)| mixsweep_mlx::Array::from_f32(v, &s.shape))
+        .collect()
+}

@@ -8,14 +8,20 @@
 //! * [`executor`]: IR ops -> MLX ops (incl. the chunked Mamba scan).
 //! * [`step`]: the compiled train step (AdamW, clipping) and eval step.
 //! * [`train`]: the loop, metrics, summary, weights.
+//! * [`generate`]: sampling text with a KV cache / recurrent state.
+//! * [`eval`]: full validation and bits per byte (lookup tables from `prepare`).
 //! * [`checkpoint`]: safetensors import/export.
-//! * [`prepare`]: byte-level shards from text.
+//! * [`prepare`]: text -> shards (bytes or BPE), tokenizer, manifest, BPB lookup tables.
+//! * [`remote`]: configs from and artifacts to object storage (data URLs: [`data::resolve_files`]).
 
 pub mod checkpoint;
 pub mod data;
+pub mod eval;
 pub mod executor;
+pub mod generate;
 pub mod init;
 pub mod prepare;
+pub mod remote;
 pub use mixsweep_model::rng;
 pub mod step;
 pub mod train;

@@ -40,12 +40,14 @@ enum DtypeArg {
 enum Command {
     /// Train a config on token shards.
     Train {
+        /// Model config: a JSON file, or an object-store URL (s3://, gs://, file://).
         #[arg(long)]
-        config: PathBuf,
-        /// Glob of training shards, e.g. 'data/shakespeare_char/train_*.bin'.
+        config: String,
+        /// Training shards: a glob like 'data/shakespeare_char/train_*.bin', or an object-store URL with a
+        /// glob in the file name ('s3://bucket/data/train_*.bin'), downloaded once into $MIXSWEEP_CACHE.
         #[arg(long)]
         train: String,
-        /// Glob of validation shards (default: the train glob with `train` replaced by `val`).
+        /// Validation shards, glob or URL (default: the train glob with `train` replaced by `val`).
         #[arg(long)]
         val: Option<String>,
         /// Output folder for metrics.jsonl, summary.json and weights (default runs/<config name>).
@@ -71,6 +73,74 @@ enum Command {
         /// Write a CPU profile of the whole run (pprof protobuf, for `go tool pprof` or speedscope).
         #[arg(long)]
         cpuprofile: Option<PathBuf>,
+        /// Also upload config.json, metrics.jsonl, model.safetensors, cpu.pb and (last) summary.json
+        /// to this storage URL (a folder, s3://bucket/prefix/trials/ID, gs://...). The local copies stay.
+        #[arg(long)]
+        artifacts: Option<String>,
+        /// Print every metrics record as a JSON line on stdout (log-streaming backends read these).
+        #[arg(long)]
+        progress_json: bool,
+        /// After training: loss over every validation token and bits per byte (into summary.json).
+        #[arg(long)]
+        eval: bool,
+        /// BPB lookup tables (default: beside the validation shards).
+        #[arg(long)]
+        lut_dir: Option<PathBuf>,
+    },
+    /// Generate text from saved weights, streaming it as it is produced.
+    Generate {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        safetensors_load: PathBuf,
+        /// Text (encoded with --tokenizer, or bytes for vocab 256), or `token_ids:1,2,3`.
+        #[arg(long)]
+        prompt: String,
+        /// The dataset's tokenizer.json, or its folder (needed unless vocab_size is 256).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        #[arg(long, default_value_t = 200)]
+        max_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f32,
+        /// Keep the k most likely tokens (0 = all).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Recompute the whole sequence for every token instead of using the KV cache / scan state.
+        #[arg(long)]
+        no_cache: bool,
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceArg,
+        /// Print the generated token ids as JSON after the text.
+        #[arg(long)]
+        ids: bool,
+    },
+    /// Full validation loss and bits per byte of saved weights.
+    Eval {
+        #[arg(long)]
+        config: String,
+        #[arg(long)]
+        safetensors_load: PathBuf,
+        /// Training shards (the validation glob is derived from it, as in train).
+        #[arg(long)]
+        train: String,
+        #[arg(long)]
+        val: Option<String>,
+        /// BPB lookup tables (default: beside the validation shards).
+        #[arg(long)]
+        lut_dir: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceArg,
+        #[arg(long, value_enum)]
+        compute_dtype: Option<DtypeArg>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Parameters, sizes, blocks, IR ops and FLOPs of a config (no MLX needed).
     Count {
@@ -85,19 +155,32 @@ enum Command {
         #[arg(long, value_enum, default_value = "auto")]
         device: DeviceArg,
     },
-    /// Turn a text file into byte-level (vocab 256) train/val shards.
+    /// Text -> token shards, tokenizer.json, mixlab.dataset.json and the bits-per-byte lookup tables.
+    #[command(group(clap::ArgGroup::new("tokenizer").required(true).args(["byte_level", "vocab_size", "tokenizer_path"])))]
     Prepare {
+        /// A .txt file, a .jsonl file, or a folder of them (recursive).
         #[arg(long)]
         input: PathBuf,
         #[arg(long)]
         output: PathBuf,
-        /// Byte-level tokens (the only tokenizer in this version).
+        /// One token per byte (vocab 256, no tokenizer).
         #[arg(long)]
         byte_level: bool,
+        /// Train a byte-level BPE with this many tokens (at most 65535).
+        #[arg(long)]
+        vocab_size: Option<usize>,
+        /// Reuse this tokenizer.json.
+        #[arg(long)]
+        tokenizer_path: Option<PathBuf>,
+        /// The text field of .jsonl documents.
+        #[arg(long, default_value = "text")]
+        text_field: String,
         #[arg(long, default_value_t = 0.1)]
         val_split: f64,
         #[arg(long, default_value_t = 1_000_000)]
         tokens_per_shard: usize,
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -168,12 +251,7 @@ fn smoke(d: DeviceArg) -> anyhow::Result<()> {
     )?;
     let program = Arc::new(cfg.lower());
     let host = mixsweep_runner::init::initial_weights(&program.weights, 1);
-    let params = program
-        .weights
-        .iter()
-        .zip(&host)
-        .map(|(s, v)| mixsweep_mlx::Array::from_f32(v, &s.shape))
-        .collect::<Result<Vec<_>, _>>()?;
+    let params = mixsweep_runner::init::upload(&program.weights, &host)?;
     let mut state = TrainState::new(params)?;
     let mut steps = Steps::new(
         program.clone(),
@@ -261,7 +339,21 @@ fn main() -> ExitCode {
             compute_dtype,
             quiet,
             cpuprofile,
+            artifacts,
+            progress_json,
+            eval,
+            lut_dir,
         } => {
+            let out = match (&out, &artifacts) {
+                (None, Some(_)) => {
+                    Some(std::env::temp_dir().join(format!("mixsweep-run-{}", std::process::id())))
+                }
+                _ => out,
+            };
+            let config = match mixsweep_runner::remote::local_config(&config, out.as_deref()) {
+                Ok(c) => c,
+                Err(e) => return fail(2, e),
+            };
             let profiler = match &cpuprofile {
                 Some(_) => match pprof::ProfilerGuardBuilder::default()
                     .frequency(499)
@@ -295,17 +387,136 @@ fn main() -> ExitCode {
                     DtypeArg::Bfloat16 => ComputeDtype::Bfloat16,
                 }),
                 quiet,
+                progress_json,
+                eval,
+                lut_dir,
                 stop,
             };
             let result = train(&opts)
                 .map(|_| ())
                 .map_err(|e| (e.exit_code(), e.to_string()));
-            if let (Some(guard), Some(path)) = (profiler, cpuprofile) {
-                if let Err(e) = write_profile(&guard, &path) {
+            if let (Some(guard), Some(path)) = (profiler, &cpuprofile) {
+                if let Err(e) = write_profile(&guard, path) {
                     eprintln!("error: writing the CPU profile {}: {e}", path.display());
                 }
             }
-            result
+            match (&artifacts, &opts.out) {
+                (Some(url), Some(out)) => {
+                    let files = mixsweep_runner::remote::Artifacts {
+                        config: &opts.config,
+                        out,
+                        weights: opts.safetensors_out.as_deref(),
+                        cpuprofile: cpuprofile.as_deref(),
+                    };
+                    match files.upload(url) {
+                        Ok(()) => result,
+                        Err(e) => Err((
+                            1,
+                            format!(
+                                "{}could not upload the artifacts to {url}: {e} (they are kept in {})",
+                                result
+                                    .as_ref()
+                                    .err()
+                                    .map(|r| format!("{}; ", r.1))
+                                    .unwrap_or_default(),
+                                out.display()
+                            ),
+                        )),
+                    }
+                }
+                _ => result,
+            }
+        }
+        Command::Eval {
+            config,
+            safetensors_load,
+            train,
+            val,
+            lut_dir,
+            device: d,
+            compute_dtype,
+            json,
+        } => {
+            let dtype = compute_dtype.map(|c| match c {
+                DtypeArg::Float32 => ComputeDtype::Float32,
+                DtypeArg::Bfloat16 => ComputeDtype::Bfloat16,
+            });
+            match mixsweep_runner::remote::local_config(&config, None) {
+                Err(e) => Err((2, e)),
+                Ok(config) => mixsweep_runner::train::evaluate_weights(
+                    &config,
+                    &safetensors_load,
+                    &train,
+                    val.as_deref(),
+                    lut_dir.as_deref(),
+                    device(d),
+                    dtype,
+                )
+                .map(|r| {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&r).expect("serializes"));
+                    } else {
+                        println!(
+                            "val_loss: {:.6} (nats/token, {} tokens)",
+                            r.val_loss, r.tokens
+                        );
+                        println!(
+                            "val_bpb:  {:.6} ({} bytes)",
+                            r.val_bpb.unwrap_or(f64::NAN),
+                            r.bytes.unwrap_or(0)
+                        );
+                    }
+                })
+                .map_err(|e| (e.exit_code(), e.to_string())),
+            }
+        }
+        Command::Generate {
+            config,
+            safetensors_load,
+            prompt,
+            tokenizer,
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            no_cache,
+            device: d,
+            ids,
+        } => {
+            use mixsweep_runner::generate::{GenerateOptions, Sampling, generate};
+            use std::io::Write;
+            if !(top_p > 0.0 && top_p <= 1.0) || temperature < 0.0 {
+                return fail(2, "--top-p must be in (0, 1] and --temperature >= 0".into());
+            }
+            let opts = GenerateOptions {
+                config,
+                weights: safetensors_load,
+                prompt,
+                tokenizer,
+                max_tokens,
+                sampling: Sampling {
+                    temperature,
+                    top_k,
+                    top_p,
+                },
+                seed,
+                no_cache,
+                device: device(d),
+            };
+            let mut out = std::io::stdout();
+            match generate(&opts, |piece| {
+                let _ = out.write_all(piece.as_bytes()).and_then(|_| out.flush());
+            }) {
+                Ok(generated) => {
+                    println!();
+                    if ids {
+                        println!("{}", serde_json::json!({ "ids": generated }));
+                    }
+                    Ok(())
+                }
+                Err(e) => Err((e.exit_code(), e.to_string())),
+            }
         }
         Command::Count { config, json } => {
             count(&config, json).map_err(|e| (e.exit_code(), e.to_string()))
@@ -315,28 +526,48 @@ fn main() -> ExitCode {
             input,
             output,
             byte_level,
+            vocab_size,
+            tokenizer_path,
+            text_field,
             val_split,
             tokens_per_shard,
+            quiet,
         } => {
-            if !byte_level {
-                Err((
-                    2,
-                    "only --byte-level is available in this version (BPE tokenizers are planned)"
-                        .into(),
-                ))
-            } else {
-                mixsweep_runner::prepare::prepare_bytes(&input, &output, val_split, tokens_per_shard)
-                    .map(|p| {
-                        println!(
-                            "wrote {} train tokens in {} shard(s) and {} val tokens in {} shard(s) to {}",
-                            p.train_tokens,
-                            p.train_shards,
-                            p.val_tokens,
-                            p.val_shards,
-                            output.display()
-                        )
-                    })
-                    .map_err(|e| (2, e))
+            use mixsweep_runner::prepare::{PrepareOptions, TokenizerChoice, prepare};
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+            let tokenizer = match (byte_level, vocab_size, tokenizer_path) {
+                (true, _, _) => TokenizerChoice::Bytes,
+                (_, Some(v), _) => TokenizerChoice::TrainBpe { vocab_size: v },
+                (_, _, Some(p)) => TokenizerChoice::Load(p),
+                _ => unreachable!("clap requires one tokenizer choice"),
+            };
+            let opts = PrepareOptions {
+                input,
+                output: output.clone(),
+                tokenizer,
+                text_field,
+                val_split,
+                tokens_per_shard,
+                quiet,
+                stop: stop.clone(),
+            };
+            match prepare(&opts) {
+                Ok(p) => {
+                    println!(
+                        "wrote {} train tokens in {} shard(s) and {} val tokens in {} shard(s) to {} (vocab {})",
+                        p.train_tokens,
+                        p.train_shards,
+                        p.val_tokens,
+                        p.val_shards,
+                        output.display(),
+                        p.vocab_size
+                    );
+                    Ok(())
+                }
+                Err(e) if stop.load(Ordering::SeqCst) => Err((130, e)),
+                Err(e) => Err((2, e)),
             }
         }
     };

@@ -267,12 +267,7 @@ mod tests {
         let cfg = ModelConfig::from_jsonc(src).unwrap();
         let p = Arc::new(cfg.lower());
         let host = crate::init::initial_weights(&p.weights, 1);
-        let w = p
-            .weights
-            .iter()
-            .zip(&host)
-            .map(|(s, v)| Array::from_f32(v, &s.shape).unwrap())
-            .collect();
+        let w = crate::init::upload(&p.weights, &host).unwrap();
         (cfg, p, w)
     }
 

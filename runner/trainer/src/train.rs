@@ -43,6 +43,7 @@ pub enum TrainError {
 impl TrainError {
     pub fn exit_code(&self) -> i32 {
         match self {
+            TrainError::Data(data::DataError::Remote { .. }) => 1,
             TrainError::Config(_) | TrainError::Data(_) | TrainError::Checkpoint(_) => 2,
             TrainError::Interrupted => 130,
             _ => 1,
@@ -65,6 +66,12 @@ pub struct TrainOptions {
     pub device: Option<device::Device>,
     pub compute_dtype: Option<mixsweep_model::ComputeDtype>,
     pub quiet: bool,
+    /// Also print every metrics record as one JSON line on stdout (for log-streaming backends).
+    pub progress_json: bool,
+    /// After training, validate on every validation token and compute bits per byte.
+    pub eval: bool,
+    /// Where the BPB lookup tables are (default: beside the validation shards).
+    pub lut_dir: Option<PathBuf>,
     /// Set by a signal handler to stop after the current step.
     pub stop: Arc<AtomicBool>,
 }
@@ -104,6 +111,13 @@ pub struct Summary {
     pub compute_dtype: String,
     pub config_hash: String,
     pub tokens: u64,
+    /// Full validation (`--eval`): mean loss over every validation token, bits per byte, tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full_val_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_bpb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full_val_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -163,17 +177,18 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
     let (seq_len, rows) = (cfg.seq_len, t.batch_size(cfg.seq_len));
 
     // Data first: bad data is an input error and should fail before any device work.
-    let train_files = data::expand_glob(&opts.train, "train")?;
+    let train_files = data::resolve_files(&opts.train, "train")?;
     let train_stream = TokenStream::load(train_files, cfg.vocab_size)?;
     data::check_length(&train_stream, "training data", seq_len)?;
     let val_stream = match &opts.val {
         Some(glob) => Some(TokenStream::load(
-            data::expand_glob(glob, "val")?,
+            data::resolve_files(glob, "val")?,
             cfg.vocab_size,
         )?),
         None => match data::derive_val_glob(&opts.train) {
-            Some(g) => match data::expand_glob(&g, "val") {
+            Some(g) => match data::resolve_files(&g, "val") {
                 Ok(files) => Some(TokenStream::load(files, cfg.vocab_size)?),
+                Err(e @ data::DataError::Remote { .. }) => return Err(e.into()),
                 Err(_) => {
                     eprintln!(
                         "  [{}] no validation set: {g:?} matches nothing (pass --val GLOB)",
@@ -194,6 +209,31 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
     if let Some(v) = &val_stream {
         data::check_length(v, "validation data", seq_len)?;
     }
+    // --eval needs the validation set and its lookup tables: check both before any training.
+    let lookup = match (&val_stream, opts.eval) {
+        (_, false) => None,
+        (None, true) => {
+            return Err(ConfigError::new(
+                "",
+                "--eval needs validation shards (none found; pass --val GLOB)",
+            )
+            .into());
+        }
+        (Some(v), true) => {
+            // A validation set exists, so its glob was given or derived.
+            let val_glob = opts
+                .val
+                .clone()
+                .or_else(|| data::derive_val_glob(&opts.train))
+                .unwrap_or_default();
+            Some(crate::eval::LookupTables::find(
+                opts.lut_dir.as_deref(),
+                &val_glob,
+                &v.files,
+                cfg.vocab_size,
+            )?)
+        }
+    };
 
     let out_dir = opts
         .out
@@ -253,12 +293,7 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
         }
         None => initial_weights(&program.weights, t.seed),
     };
-    let params = program
-        .weights
-        .iter()
-        .zip(&host_weights)
-        .map(|(s, v)| Array::from_f32(v, &s.shape))
-        .collect::<Result<Vec<_>, _>>()?;
+    let params = crate::init::upload(&program.weights, &host_weights)?;
     let mut state = TrainState::new(params)?;
     let spec = OptimizerSpec::new(&cfg, &program);
     let mut steps = Steps::new(program.clone(), t.compute_dtype, spec)?;
@@ -293,6 +328,9 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
         compute_dtype: t.compute_dtype.as_str().into(),
         config_hash: cfg.config_hash.clone(),
         tokens: 0,
+        full_val_loss: None,
+        val_bpb: None,
+        full_val_tokens: None,
         error: None,
     };
 
@@ -365,6 +403,10 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
             writeln!(metrics, "{line}")
                 .and_then(|_| metrics.flush())
                 .map_err(|e| io_err("cannot write", &metrics_path, e))?;
+            if opts.progress_json {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+            }
             if !opts.quiet {
                 let val_s = val.map(|v| format!(" val={v:.4}")).unwrap_or_default();
                 let eta = if s > 0 {
@@ -444,8 +486,33 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
             let line = serde_json::json!({"step": t.steps, "val_loss": v, "tokens": summary.tokens,
                 "elapsed_s": started.elapsed().as_secs_f64()});
             writeln!(metrics, "{line}").map_err(|e| io_err("cannot write", &metrics_path, e))?;
+            if opts.progress_json {
+                println!("{line}");
+            }
             if !opts.quiet {
                 println!("  [{}] completed_steps={} val={v:.4}", cfg.name, t.steps);
+            }
+        }
+        if let (Some(tables), Some(v)) = (&lookup, &val_stream) {
+            let full = crate::eval::full_validation(
+                &mut steps,
+                &state.params,
+                v,
+                t.batch_tokens,
+                seq_len,
+                Some(tables),
+            )?;
+            summary.full_val_loss = Some(full.val_loss);
+            summary.val_bpb = full.val_bpb;
+            summary.full_val_tokens = Some(full.tokens);
+            if !opts.quiet {
+                println!(
+                    "  [{}] full validation: loss={:.4} over {} tokens, {:.4} bits/byte",
+                    cfg.name,
+                    full.val_loss,
+                    full.tokens,
+                    full.val_bpb.unwrap_or(f64::NAN)
+                );
             }
         }
     }
@@ -518,4 +585,47 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
         );
     }
     outcome.map(|_| summary)
+}
+
+/// `mixsweep-runner eval`: loads weights and runs the full validation with bits per byte.
+pub fn evaluate_weights(
+    config: &Path,
+    weights: &Path,
+    train: &str,
+    val: Option<&str>,
+    lut_dir: Option<&Path>,
+    device: Option<device::Device>,
+    compute_dtype: Option<mixsweep_model::ComputeDtype>,
+) -> Result<crate::eval::FullValidation, TrainError> {
+    let mut cfg = load_config(config)?;
+    if let Some(d) = compute_dtype {
+        cfg.training.compute_dtype = d;
+    }
+    let val_glob = match val {
+        Some(v) => v.to_string(),
+        None => data::derive_val_glob(train).ok_or_else(|| {
+            ConfigError::new(
+                "",
+                "the train glob has no `train` to replace with `val`: pass --val GLOB",
+            )
+        })?,
+    };
+    let stream = TokenStream::load(data::resolve_files(&val_glob, "val")?, cfg.vocab_size)?;
+    data::check_length(&stream, "validation data", cfg.seq_len)?;
+    let tables =
+        crate::eval::LookupTables::find(lut_dir, &val_glob, &stream.files, cfg.vocab_size)?;
+    device::select(device)?;
+    let program = Arc::new(cfg.lower());
+    let host = checkpoint::load(weights, &program.weights)?;
+    let params = crate::init::upload(&program.weights, &host)?;
+    let spec = OptimizerSpec::new(&cfg, &program);
+    let mut steps = Steps::new(program.clone(), cfg.training.compute_dtype, spec)?;
+    Ok(crate::eval::full_validation(
+        &mut steps,
+        &params,
+        &stream,
+        cfg.training.batch_tokens,
+        cfg.seq_len,
+        Some(&tables),
+    )?)
 }

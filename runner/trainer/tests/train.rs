@@ -281,3 +281,286 @@ fn cpuprofile_is_a_pprof_protobuf_with_samples() {
         "no mixsweep frames in the profile"
     );
 }
+
+/// The one-hot matmul embedding (small vocabularies) and the gather embedding train identically.
+#[test]
+fn embedding_matmul_equals_gather() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut losses = vec![];
+    for mode in ["gather", "matmul"] {
+        let out = dir.path().join(mode);
+        let o = runner()
+            .env("MIXSWEEP_EMBEDDING", mode)
+            .args(["train", "--device", "cpu", "--steps", "12", "--config"])
+            .arg(root().join("examples/tiny.json"))
+            .args(["--train", &train_glob(), "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let m = metrics(&out.join("metrics.jsonl"));
+        let l: Vec<f64> = m
+            .iter()
+            .filter_map(|r| r.get("train_loss").and_then(|v| v.as_f64()))
+            .collect();
+        losses.push(l);
+    }
+    assert_eq!(losses[0].len(), losses[1].len());
+    assert!(losses[0].len() >= 4);
+    for (a, b) in losses[0].iter().zip(&losses[1]) {
+        assert!(
+            (a - b).abs() < 1e-4,
+            "gather {:?} vs matmul {:?}",
+            losses[0],
+            losses[1]
+        );
+    }
+}
+
+/// Config, data and artifacts as storage URLs (file://; s3:// is covered by the orchestrator's s3 test),
+/// with metrics records streamed as JSON lines on stdout.
+#[test]
+fn urls_for_config_data_and_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    std::fs::create_dir_all(bucket.join("data")).unwrap();
+    for f in std::fs::read_dir(shakespeare()).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, bucket.join("data").join(f.file_name().unwrap())).unwrap();
+    }
+    std::fs::copy(root().join("examples/tiny.json"), bucket.join("tiny.json")).unwrap();
+    let url = |p: &str| format!("file://{}/{p}", bucket.display());
+    let o = runner()
+        .env("MIXSWEEP_CACHE", dir.path().join("cache"))
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--steps",
+            "6",
+            "--quiet",
+            "--progress-json",
+        ])
+        .args([
+            "--config",
+            &url("tiny.json"),
+            "--train",
+            &url("data/train_*.bin"),
+        ])
+        .args(["--artifacts", &url("trials/abc")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("stdout holds only JSON lines"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["step"] == 5 && l["train_loss"].is_number())
+    );
+    assert!(lines.iter().any(|l| l["val_loss"].is_number()));
+    let trial = bucket.join("trials/abc");
+    for f in [
+        "config.json",
+        "metrics.jsonl",
+        "model.safetensors",
+        "summary.json",
+    ] {
+        assert!(trial.join(f).is_file(), "{f} uploaded");
+    }
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(trial.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(s["status"], "completed");
+    assert_eq!(s["steps_completed"], 6);
+
+    // A config URL that does not exist is an input error.
+    let o = runner()
+        .args([
+            "train",
+            "--config",
+            &url("missing.json"),
+            "--train",
+            &url("data/train_*.bin"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no such object"), "{}", stderr(&o));
+}
+
+/// BPE data end to end: prepare (BPE) -> train --eval -> eval; bits per byte equals
+/// nats / ln 2 / bytes computed independently by decoding the validation tokens.
+#[test]
+fn bpe_prepare_train_and_bits_per_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = std::fs::read_to_string(root().join("data/tinyshakespeare/input.txt"))
+        .unwrap()
+        .chars()
+        .take(120_000)
+        .collect();
+    std::fs::write(dir.path().join("in.txt"), &text).unwrap();
+    let data = dir.path().join("bpe");
+    let o = runner()
+        .args(["prepare", "--vocab-size", "320", "--quiet", "--input"])
+        .arg(dir.path().join("in.txt"))
+        .arg("--output")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in [
+        "tokenizer.json",
+        "mixlab.dataset.json",
+        "bytes_per_token.bin",
+        "train_00000.bin",
+        "val_00000.bin",
+    ] {
+        assert!(data.join(f).is_file(), "{f}");
+    }
+    let config = config_from_example("tiny.json", dir.path(), "tiny_bpe", |v| {
+        v["vocab_size"] = serde_json::json!(320);
+    });
+    let out = dir.path().join("run");
+    let train_glob = format!("{}/train_*.bin", data.display());
+    let o = runner()
+        .args([
+            "train", "--device", "cpu", "--steps", "30", "--eval", "--quiet", "--config",
+        ])
+        .arg(&config)
+        .args(["--train", &train_glob, "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let bpb = summary["val_bpb"]
+        .as_f64()
+        .expect("val_bpb in summary.json");
+
+    let o = runner()
+        .args(["eval", "--device", "cpu", "--json", "--config"])
+        .arg(&config)
+        .arg("--safetensors-load")
+        .arg(out.join("model.safetensors"))
+        .args(["--train", &train_glob])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        (r["val_bpb"].as_f64().unwrap() - bpb).abs() < 1e-4,
+        "{r} vs {bpb}"
+    );
+    // independently: decode the predicted validation tokens and count their UTF-8 bytes
+    let tok = tokenizers::Tokenizer::from_file(data.join("tokenizer.json")).unwrap();
+    let val = mixsweep_runner::data::read_shard(&data.join("val_00000.bin")).unwrap();
+    let n = r["tokens"].as_u64().unwrap() as usize;
+    assert_eq!(
+        n,
+        (val.len() - 1) / 64 * 64,
+        "tokens used: floor((n-1)/T)*T with T=64"
+    );
+    let targets: Vec<u32> = val[1..=n].iter().map(|&t| t as u32).collect();
+    let bytes = tok.decode(&targets, false).unwrap().len() as f64;
+    let expected = r["val_loss"].as_f64().unwrap() * n as f64 / std::f64::consts::LN_2 / bytes;
+    assert!(
+        (r["val_bpb"].as_f64().unwrap() - expected).abs() < 1e-9,
+        "{r} vs {expected}"
+    );
+    assert!(bpb > 0.5 && bpb < 8.0, "{bpb}");
+
+    // Missing lookup tables are a clear error, before any training.
+    std::fs::remove_file(data.join("has_leading_space.bin")).unwrap();
+    let o = runner()
+        .args([
+            "train", "--device", "cpu", "--steps", "2", "--eval", "--config",
+        ])
+        .arg(&config)
+        .args(["--train", &train_glob])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("has_leading_space.bin"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// `generate` on trained weights: streams text, a seed gives the same text every time, and the
+/// KV cache gives the same tokens as recomputing the sequence; Mamba decodes from its scan state.
+#[test]
+fn generation_is_deterministic_and_the_cache_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for example in ["tiny.json", "tiny_mamba.json"] {
+        let out = dir.path().join(example);
+        let o = runner()
+            .args([
+                "train", "--device", "cpu", "--steps", "40", "--quiet", "--config",
+            ])
+            .arg(root().join("examples").join(example))
+            .args(["--train", &train_glob(), "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let generate = |extra: &[&str]| {
+            let o = runner()
+                .args(["generate", "--device", "cpu", "--config"])
+                .arg(root().join("examples").join(example))
+                .arg("--safetensors-load")
+                .arg(out.join("model.safetensors"))
+                .args([
+                    "--prompt",
+                    "ROMEO:",
+                    "--max-tokens",
+                    "40",
+                    "--ids",
+                    "--top-k",
+                    "20",
+                ])
+                .args(extra)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", stderr(&o));
+            let text = String::from_utf8_lossy(&o.stdout).to_string();
+            let ids_line = text.lines().last().unwrap().to_string();
+            let ids: Vec<u64> =
+                serde_json::from_str::<serde_json::Value>(&ids_line).unwrap()["ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap())
+                    .collect();
+            (text, ids)
+        };
+        let (text_a, a) = generate(&["--seed", "5"]);
+        let (_, b) = generate(&["--seed", "5"]);
+        let (_, c) = generate(&["--seed", "5", "--no-cache"]);
+        let (_, d) = generate(&["--seed", "6"]);
+        assert_eq!(a.len(), 40);
+        assert_eq!(a, b, "{example}: same seed, same tokens");
+        assert_eq!(a, c, "{example}: the cache changes nothing");
+        assert_ne!(a, d, "{example}: another seed, other tokens");
+        // the streamed text is the decoded ids
+        let ids: Vec<u32> = a.iter().map(|&t| t as u32).collect();
+        let decoded = mixsweep_runner::generate::Codec::Bytes.decode(&ids);
+        assert!(!decoded.is_empty());
+        assert!(text_a.starts_with(&decoded), "{text_a:?} vs {decoded:?}");
+    }
+    // token ids as the prompt; a too-long request is an input error naming seq_len
+    let o = runner()
+        .args(["generate", "--device", "cpu", "--config"])
+        .arg(root().join("examples/tiny.json"))
+        .arg("--safetensors-load")
+        .arg(dir.path().join("tiny.json/model.safetensors"))
+        .args(["--prompt", "token_ids:82,79,77", "--max-tokens", "500"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("seq_len"), "{}", stderr(&o));
+}
