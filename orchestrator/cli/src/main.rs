@@ -5,6 +5,8 @@
 //! * `status`: every sweep in storage and its progress.
 //! Exit codes: 0 ok, 1 some trials failed, 2 the sweep or a config in it is invalid, 130 interrupted.
 
+mod docker;
+mod kubernetes;
 mod results;
 mod run;
 mod storage;
@@ -36,6 +38,18 @@ enum Command {
         /// Storage root to read trial states from (default: the sweep's `storage`, else ./mixsweep-runs).
         #[arg(long)]
         storage: Option<String>,
+        /// With --manifests: print the Job manifests this backend would submit (kubernetes).
+        #[arg(long, value_parser = ["kubernetes"])]
+        backend: Option<String>,
+        /// Print the exact Kubernetes Job manifests (YAML documents), for review or `kubectl apply`.
+        #[arg(long, requires = "backend")]
+        manifests: bool,
+        /// Namespace written into the manifests (default: the sweep's kubernetes.namespace, else default).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Runner image written into the manifests (default: the sweep's `image`).
+        #[arg(long)]
+        image: Option<String>,
     },
     /// Results of a sweep from storage: one row per trial ranked by the metric, or aggregated per variant.
     Results {
@@ -73,6 +87,21 @@ enum Command {
         /// No live view; only errors.
         #[arg(long)]
         quiet: bool,
+        /// Where trials run (default: the sweep's `backend`, else local).
+        #[arg(long, value_parser = ["local", "docker", "kubernetes"])]
+        backend: Option<String>,
+        /// Runner image for container backends (default: the sweep's `image`, else mixsweep-runner:cpu).
+        #[arg(long)]
+        image: Option<String>,
+        /// Keep the containers of failed trials for inspection (docker backend).
+        #[arg(long)]
+        keep_failed: bool,
+        /// kubeconfig context (kubernetes backend; default: the sweep's, else the current context).
+        #[arg(long)]
+        context: Option<String>,
+        /// Namespace for the Jobs (kubernetes backend; default: the sweep's, else the context's).
+        #[arg(long)]
+        namespace: Option<String>,
     },
 }
 
@@ -88,6 +117,29 @@ fn human(n: f64) -> String {
     }
 }
 
+/// Prints `rows` under `headers` in left-aligned columns two spaces apart.
+fn print_aligned(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        cells
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    println!("{}", line(&mut headers.iter().copied()));
+    for r in rows {
+        println!("{}", line(&mut r.iter().map(String::as_str)));
+    }
+}
+
 fn print_table(s: &Sweep, states: &[&str]) {
     let headers = [
         "trial",
@@ -99,7 +151,7 @@ fn print_table(s: &Sweep, states: &[&str]) {
         "steps",
         "state",
     ];
-    let rows: Vec<[String; 8]> = s
+    let rows: Vec<Vec<String>> = s
         .trials
         .iter()
         .zip(states)
@@ -118,28 +170,10 @@ fn print_table(s: &Sweep, states: &[&str]) {
                 t.steps.to_string(),
                 state.to_string(),
             ]
+            .to_vec()
         })
         .collect();
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    println!("{}", line(headers.to_vec()));
-    for r in &rows {
-        println!("{}", line(r.iter().map(String::as_str).collect()));
-    }
+    print_aligned(&headers, &rows);
     let (metric, goal) = s.spec.metric();
     println!(
         "\nsweep {:?}: {} trials ({} variants), metric {metric} ({goal:?}), backend {:?}",
@@ -169,19 +203,32 @@ fn print_table(s: &Sweep, states: &[&str]) {
     }
 }
 
+/// Each trial's state from storage; `unknown` (with one warning saying why) when storage cannot be read.
 fn plan_states(s: &Sweep, root: &str) -> Vec<&'static str> {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match storage::Storage::open(root) {
-        Ok(st) => s
-            .trials
-            .iter()
-            .map(|t| {
-                rt.block_on(st.trial_state(&t.id))
-                    .map(|x| x.as_str())
-                    .unwrap_or("unknown")
-            })
-            .collect(),
-        Err(_) => vec!["unknown"; s.trials.len()],
+        Ok(st) => {
+            let mut warned = false;
+            s.trials
+                .iter()
+                .map(
+                    |t| match rt.block_on(storage::TrialStates::trial_state(&st, &t.id)) {
+                        Ok(x) => x.as_str(),
+                        Err(e) => {
+                            if !warned {
+                                eprintln!("warning: cannot read trial states from {root}: {e}");
+                                warned = true;
+                            }
+                            "unknown"
+                        }
+                    },
+                )
+                .collect()
+        }
+        Err(e) => {
+            eprintln!("warning: cannot open storage {root}: {e}; states are unknown");
+            vec!["unknown"; s.trials.len()]
+        }
     }
 }
 
@@ -218,7 +265,17 @@ fn print_results(
                 run::Outcome::Cached => "cached".to_string(),
                 run::Outcome::Done => "done".to_string(),
                 run::Outcome::Interrupted => "interrupted".to_string(),
-                run::Outcome::Failed(_) => s["status"].as_str().unwrap_or("failed").to_string(),
+                run::Outcome::Failed(_) => match s["status"].as_str() {
+                    Some(status) => status.to_string(),
+                    // no summary: how the attempt ended (oom, engine_error, timeout, failed)
+                    None => tokio::task::block_in_place(|| {
+                        rt.block_on(storage.get_json(&format!("trials/{}/attempt.json", t.id)))
+                    })
+                    .ok()
+                    .flatten()
+                    .and_then(|a| a["status"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| "failed".into()),
+                },
             };
             (
                 m,
@@ -278,26 +335,7 @@ fn print_results(
         .enumerate()
         .map(|(i, (_, r))| [vec![(i + 1).to_string()], r].concat())
         .collect();
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for r in &table {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    println!("{}", line(headers.to_vec()));
-    for r in &table {
-        println!("{}", line(r.iter().map(String::as_str).collect()));
-    }
+    print_aligned(&headers, &table);
     println!(
         "\nranked by {metric} ({goal:?}); artifacts in {}/trials/<trial>/",
         storage.root
@@ -374,6 +412,11 @@ fn main() -> ExitCode {
             max_parallel,
             rerun,
             quiet,
+            backend,
+            image,
+            keep_failed,
+            context,
+            namespace,
         } => {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             let opts = run::RunOptions {
@@ -387,6 +430,14 @@ fn main() -> ExitCode {
                 },
                 quiet,
                 runner: run::find_runner(),
+                backend: backend.map(|b| match b.as_str() {
+                    "docker" => mixsweep_sweep::spec::Backend::Docker,
+                    "kubernetes" => mixsweep_sweep::spec::Backend::Kubernetes,
+                    _ => mixsweep_sweep::spec::Backend::Local,
+                }),
+                image,
+                keep_failed,
+                kube: kubernetes::KubeTarget { context, namespace },
             };
             match rt.block_on(run::run(opts)) {
                 Ok((sweep, storage, outcomes, interrupted)) => {
@@ -414,8 +465,39 @@ fn main() -> ExitCode {
             sweep,
             json,
             storage,
+            backend: _,
+            manifests,
+            namespace,
+            image,
         } => match mixsweep_sweep::load(&sweep) {
             Ok(s) => {
+                let root = storage
+                    .clone()
+                    .or_else(|| s.spec.storage.clone())
+                    .unwrap_or_else(|| "./mixsweep-runs".into());
+                if manifests {
+                    let ns = namespace
+                        .or_else(|| s.spec.kubernetes.namespace.clone())
+                        .unwrap_or_else(|| "default".into());
+                    return match kubernetes::manifests(&s.spec, &s.trials, image, &root, &ns) {
+                        Ok(jobs) => {
+                            for job in jobs {
+                                match serde_saphyr::to_string(&job) {
+                                    Ok(y) => print!("---\n{y}"),
+                                    Err(e) => {
+                                        eprintln!("error: cannot write a manifest as YAML: {e}");
+                                        return ExitCode::from(1);
+                                    }
+                                }
+                            }
+                            ExitCode::SUCCESS
+                        }
+                        Err(e) => {
+                            eprintln!("error: {}: {e}", sweep.display());
+                            ExitCode::from(2)
+                        }
+                    };
+                }
                 if json {
                     for t in &s.trials {
                         let line = serde_json::json!({
@@ -427,9 +509,6 @@ fn main() -> ExitCode {
                         println!("{line}");
                     }
                 } else {
-                    let root = storage
-                        .or_else(|| s.spec.storage.clone())
-                        .unwrap_or_else(|| "./mixsweep-runs".into());
                     let states = plan_states(&s, &root);
                     print_table(&s, &states);
                 }

@@ -1,7 +1,7 @@
 //! `mixsweep results` and `mixsweep status`: tables derived from storage alone (the sweep's
 //! `trials.jsonl` and each trial's `summary.json` / `attempt.json`), ranked and aggregated with polars.
 
-use crate::storage::{Storage, TrialState};
+use crate::storage::{Storage, TrialState, TrialStates};
 use anyhow::{Context, Result, bail};
 use polars::prelude::*;
 use std::path::Path;

@@ -1,15 +1,17 @@
-//! `mixsweep run`: the local backend. Plans the sweep, derives each trial's state from storage, and
-//! runs the trials that are not done as `mixsweep-runner train` child processes, `max_parallel` at a
-//! time (default: one per GPU with `CUDA_VISIBLE_DEVICES` set per trial, or one on CPU).
+//! `mixsweep run`: plans the sweep, derives each trial's state from storage, and runs the trials that
+//! are not done, `max_parallel` at a time, on a backend: `local` runs `mixsweep-runner train` child
+//! processes (default: one per GPU with `CUDA_VISIBLE_DEVICES` set per trial, or one on CPU);
+//! `docker` runs each trial in a container ([`crate::docker`]).
 //!
-//! * Runtime failures (runner exit code 1, or a crash) are retried up to `retries` times with backoff
-//!   (2 s, 4 s, ...); config and data errors (exit code 2) and time-outs are not.
+//! * Runtime failures (runner exit code 1, a crash, a killed container, an engine error) are retried up
+//!   to `retries` times with backoff (2 s, 4 s, ...); config and data errors (exit code 2), OOM kills and
+//!   time-outs are not.
 //! * Ctrl-C sends SIGINT to the running children (the runner stops after its current step and writes
 //!   its weights and summary), marks their trials interrupted, and starts nothing new. Running again
 //!   resumes: done trials are kept, interrupted and failed ones run again.
 //! * Artifacts are copied to storage when an attempt ends, `summary.json` last.
 
-use crate::storage::{Storage, TrialState};
+use crate::storage::{Storage, TrialState, TrialStates};
 use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mixsweep_sweep::{Sweep, Trial};
@@ -17,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Mutex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rerun {
@@ -34,6 +36,61 @@ pub struct RunOptions {
     pub rerun: Rerun,
     pub quiet: bool,
     pub runner: PathBuf,
+    /// Overrides the sweep's `backend`.
+    pub backend: Option<mixsweep_sweep::spec::Backend>,
+    /// Overrides the sweep's `image` (container backends).
+    pub image: Option<String>,
+    /// Keep the containers of failed trials (container backends).
+    pub keep_failed: bool,
+    /// `--context` / `--namespace` for the kubernetes backend.
+    pub kube: crate::kubernetes::KubeTarget,
+}
+
+/// How one attempt ended, whatever ran it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AttemptEnd {
+    /// The runner's exit code (`None`: killed by a signal, or never started).
+    pub code: Option<i32>,
+    /// Stopped by us (Ctrl-C or time-out).
+    pub interrupted: bool,
+    pub timed_out: bool,
+    /// The container was killed for exceeding its memory limit.
+    pub oom: bool,
+    /// The node went away or the pod was preempted/evicted: run again without counting the attempt.
+    pub preempted: Option<String>,
+    /// The backend failed in a way of its own (engine error, image pull, unschedulable).
+    pub failure: Option<Failure>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// The trial state recorded in `attempt.json` (`engine_error`, `image_pull`, `unschedulable`).
+    pub state: &'static str,
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl AttemptEnd {
+    pub fn engine(message: String, retryable: bool) -> AttemptEnd {
+        Self::failed("engine_error", message, retryable)
+    }
+
+    pub fn failed(state: &'static str, message: String, retryable: bool) -> AttemptEnd {
+        AttemptEnd {
+            failure: Some(Failure {
+                state,
+                message,
+                retryable,
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+enum Backend {
+    Local,
+    Docker(crate::docker::DockerBackend),
+    Kubernetes(crate::kubernetes::KubernetesBackend),
 }
 
 /// How one trial ended (this invocation).
@@ -54,6 +111,42 @@ fn signal(child: &tokio::process::Child, sig: i32) {
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe { kill(pid as i32, sig) };
     }
+}
+
+/// The `mixsweep-runner train` arguments of a trial run in a container (docker, kubernetes): the config
+/// from the trial's storage URL, artifacts back to it, metrics as JSON lines on stdout for the live view.
+pub fn container_train_args(
+    trial_url: &str,
+    train: String,
+    val: Option<String>,
+    profile: bool,
+    full_eval: bool,
+) -> Vec<String> {
+    let mut args = vec![
+        "train".to_string(),
+        "--config".into(),
+        format!("{trial_url}/config.json"),
+        "--train".into(),
+        train,
+    ];
+    if let Some(v) = val {
+        args.extend(["--val".into(), v]);
+    }
+    args.extend([
+        "--out".into(),
+        "/tmp/out".into(),
+        "--artifacts".into(),
+        trial_url.to_string(),
+        "--quiet".into(),
+        "--progress-json".into(),
+    ]);
+    if profile {
+        args.extend(["--cpuprofile".into(), "/tmp/out/cpu.pb".into()]);
+    }
+    if full_eval {
+        args.push("--eval".into());
+    }
+    args
 }
 
 /// Finds `mixsweep-runner`: `MIXSWEEP_RUNNER`, then next to this executable, then `PATH`.
@@ -86,12 +179,14 @@ fn gpu_count() -> usize {
 }
 
 struct Shared {
+    backend: Backend,
     storage: Storage,
     runner: PathBuf,
     sweep_name: String,
     timeout: Option<Duration>,
     retries: usize,
     profile: bool,
+    full_eval: bool,
     stop: AtomicBool,
     slots: Mutex<Vec<Option<usize>>>,
     progress: MultiProgress,
@@ -200,14 +295,15 @@ async fn upload_artifacts(
     Ok(())
 }
 
-/// One attempt: returns (exit code or None when killed/crashed, interrupted-by-us, timed-out).
+/// One attempt on the trial's backend. The trial's `config.json` is stored first (the container
+/// backends' runners read it from there).
 async fn attempt(
     shared: &Shared,
     t: &Trial,
     work: &Path,
     bar: &ProgressBar,
     gpu: Option<usize>,
-) -> Result<(Option<i32>, bool, bool)> {
+) -> Result<AttemptEnd> {
     let _ = tokio::fs::remove_dir_all(work).await;
     tokio::fs::create_dir_all(work.join("out")).await?;
     let config = serde_json::to_vec_pretty(&t.config)?;
@@ -216,6 +312,43 @@ async fn attempt(
         .storage
         .put(&format!("trials/{}/config.json", t.id), config)
         .await?;
+    match &shared.backend {
+        Backend::Local => attempt_local(shared, t, work, bar, gpu).await,
+        Backend::Kubernetes(k) => Ok(k
+            .attempt(
+                &shared.sweep_name,
+                t,
+                work,
+                shared.profile,
+                &shared.stop,
+                &|m| update_bar(bar, t, m),
+                &|line| shared.log(line),
+            )
+            .await),
+        Backend::Docker(d) => Ok(d
+            .attempt(
+                &shared.sweep_name,
+                t,
+                work,
+                shared.profile,
+                gpu,
+                &shared.stop,
+                shared.timeout,
+                &|m| update_bar(bar, t, m),
+                &|line| shared.log(line),
+            )
+            .await),
+    }
+}
+
+/// One local attempt: a `mixsweep-runner train` child process.
+async fn attempt_local(
+    shared: &Shared,
+    t: &Trial,
+    work: &Path,
+    bar: &ProgressBar,
+    gpu: Option<usize>,
+) -> Result<AttemptEnd> {
     let stdout = std::fs::File::create(work.join("stdout.log"))?;
     let stderr = std::fs::File::create(work.join("stderr.log"))?;
     let mut cmd = tokio::process::Command::new(&shared.runner);
@@ -228,6 +361,9 @@ async fn attempt(
         cmd.arg("--val").arg(v);
     }
     cmd.arg("--out").arg(work.join("out")).arg("--quiet");
+    if shared.full_eval {
+        cmd.arg("--eval");
+    }
     if shared.profile {
         cmd.arg("--cpuprofile").arg(work.join("out/cpu.pb"));
     }
@@ -252,7 +388,12 @@ async fn attempt(
             for m in new_metrics(&metrics, &mut offset) {
                 update_bar(bar, t, &m);
             }
-            return Ok((status.code(), interrupted, timed_out));
+            return Ok(AttemptEnd {
+                code: status.code(),
+                interrupted,
+                timed_out,
+                ..Default::default()
+            });
         }
         for m in new_metrics(&metrics, &mut offset) {
             update_bar(bar, t, &m);
@@ -292,8 +433,7 @@ fn update_bar(bar: &ProgressBar, t: &Trial, m: &serde_json::Value) {
     bar.set_message(msg);
 }
 
-async fn run_trial(shared: Arc<Shared>, t: Trial, sem: Arc<Semaphore>) -> Outcome {
-    let _permit = sem.acquire_owned().await.expect("semaphore open");
+async fn run_trial(shared: Arc<Shared>, t: Trial) -> Outcome {
     if shared.stop.load(Ordering::SeqCst) {
         shared.counts.queued.fetch_sub(1, Ordering::Relaxed);
         return Outcome::Interrupted;
@@ -321,7 +461,9 @@ async fn run_trial(shared: Arc<Shared>, t: Trial, sem: Arc<Semaphore>) -> Outcom
         .join(&shared.sweep_name)
         .join(&t.id);
     let mut outcome = Outcome::Failed("not run".into());
-    for n in 0..=shared.retries {
+    let (mut n, mut preemptions) = (0usize, 0usize);
+    let mut keep_work = false;
+    while n <= shared.retries {
         if n > 0 {
             let wait = Duration::from_secs(2u64.pow(n as u32));
             shared.log(format!(
@@ -338,18 +480,49 @@ async fn run_trial(shared: Arc<Shared>, t: Trial, sem: Arc<Semaphore>) -> Outcom
             }
         }
         let result = attempt(&shared, &t, &work, &bar, slot.1).await;
+        if let Ok(AttemptEnd {
+            preempted: Some(why),
+            ..
+        }) = &result
+        {
+            // Not the trial's fault: run again without using up a retry (bounded, in case the
+            // cluster keeps evicting it).
+            preemptions += 1;
+            if preemptions <= 20 && !shared.stop.load(Ordering::SeqCst) {
+                shared.log(format!(
+                    "{}: {why}; running it again (not counted as a retry)",
+                    label(&t)
+                ));
+                continue;
+            }
+        }
         let (status, error, retryable) = match &result {
-            Ok((Some(0), _, _)) => ("completed", None, false),
-            Ok((_, true, true)) => ("timeout", Some("timed out".to_string()), false),
-            Ok((_, true, false)) => ("interrupted", None, false),
-            Ok((Some(2), _, _)) => (
+            Ok(AttemptEnd { code: Some(0), .. }) => ("completed", None, false),
+            Ok(AttemptEnd { timed_out: true, .. }) => {
+                ("timeout", Some("timed out".to_string()), false)
+            }
+            Ok(AttemptEnd {
+                interrupted: true, ..
+            }) => ("interrupted", None, false),
+            Ok(AttemptEnd { oom: true, .. }) => (
+                "oom",
+                Some("out of memory: the container was OOM-killed (raise `memory`, or lower training.batch_tokens)".to_string()),
+                false,
+            ),
+            Ok(AttemptEnd {
+                failure: Some(f), ..
+            }) => (f.state, Some(f.message.clone()), f.retryable),
+            Ok(AttemptEnd { code: Some(2), .. }) => (
                 "failed",
                 Some("config or data error (see stderr.log)".to_string()),
                 false,
             ),
-            Ok((code, _, _)) => (
+            Ok(AttemptEnd { code, .. }) => (
                 "failed",
-                Some(format!("runner exited with {code:?} (see stderr.log)")),
+                Some(match code {
+                    Some(c) => format!("runner exited with {c} (see stderr.log)"),
+                    None => "runner was killed (see stderr.log)".to_string(),
+                }),
                 true,
             ),
             Err(e) => ("failed", Some(format!("{e:#}")), true),
@@ -368,10 +541,18 @@ async fn run_trial(shared: Arc<Shared>, t: Trial, sem: Arc<Semaphore>) -> Outcom
             .unwrap_or_default();
         let record = serde_json::json!({
             "trial": t.id, "status": status, "attempt": n + 1, "error": error, "stderr_tail": stderr_tail,
-            "exit_code": result.as_ref().ok().and_then(|r| r.0),
+            "exit_code": result.as_ref().ok().and_then(|r| r.code),
+            "backend": match shared.backend { Backend::Local => "local", Backend::Docker(_) => "docker", Backend::Kubernetes(_) => "kubernetes" },
         });
         if let Err(e) = upload_artifacts(&shared, &t.id, &work, &record).await {
-            shared.log(format!("could not store artifacts of {}: {e:#}", t.id));
+            // Never lose results: keep the local copies and say where they are.
+            keep_work = true;
+            outcome = Outcome::Failed(format!(
+                "could not store the artifacts in {}: {e:#} (local copies kept in {})",
+                shared.storage.root,
+                work.display()
+            ));
+            break;
         }
         outcome = match status {
             "completed" => Outcome::Done,
@@ -389,8 +570,11 @@ async fn run_trial(shared: Arc<Shared>, t: Trial, sem: Arc<Semaphore>) -> Outcom
         if !retryable || shared.stop.load(Ordering::SeqCst) {
             break;
         }
+        n += 1;
     }
-    let _ = std::fs::remove_dir_all(&work);
+    if !keep_work {
+        let _ = std::fs::remove_dir_all(&work);
+    }
     bar.finish_and_clear();
     if let Some(g) = slot.1 {
         shared.slots.lock().await[slot.0] = Some(g);
@@ -443,12 +627,6 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
         )
         .await?;
 
-    let gpus = gpu_count();
-    let max_parallel = opts
-        .max_parallel
-        .or(sweep.spec.max_parallel)
-        .unwrap_or(gpus.max(1))
-        .max(1);
     let timeout = sweep
         .spec
         .timeout
@@ -456,6 +634,61 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
         .map(mixsweep_sweep::spec::parse_duration)
         .transpose()
         .map_err(anyhow::Error::msg)?;
+    let backend_kind = opts.backend.unwrap_or(sweep.spec.backend);
+    let backend = match backend_kind {
+        mixsweep_sweep::spec::Backend::Local => Backend::Local,
+        mixsweep_sweep::spec::Backend::Docker => Backend::Docker(
+            crate::docker::DockerBackend::connect(
+                &sweep.spec,
+                opts.image.clone(),
+                &root,
+                opts.keep_failed,
+            )
+            .await?,
+        ),
+        mixsweep_sweep::spec::Backend::Kubernetes => Backend::Kubernetes(
+            crate::kubernetes::KubernetesBackend::connect(
+                &sweep.spec,
+                opts.image.clone(),
+                &root,
+                &opts.kube,
+                timeout,
+            )
+            .await?,
+        ),
+    };
+    // GPU slots: the sweep's `gpus` ids (each `trials_per_gpu` times), else for local runs every GPU
+    // nvidia-smi lists; `None` is a slot without a GPU of its own.
+    let per_gpu = sweep.spec.trials_per_gpu.unwrap_or(1);
+    let gpu_ids: Vec<usize> = match &sweep.spec.gpus {
+        Some(g) => g.ids().unwrap_or_default(),
+        None if matches!(backend, Backend::Local) => {
+            let n = gpu_count();
+            if n > 1 { (0..n).collect() } else { vec![] }
+        }
+        None => vec![],
+    };
+    let slots: Vec<Option<usize>> = if gpu_ids.is_empty() {
+        vec![None]
+    } else {
+        gpu_ids
+            .iter()
+            .flat_map(|&g| std::iter::repeat_n(Some(g), per_gpu))
+            .collect()
+    };
+    let gpu_slots = if gpu_ids.is_empty() { 0 } else { slots.len() };
+    let mut max_parallel = opts
+        .max_parallel
+        .or(sweep.spec.max_parallel)
+        .unwrap_or(gpu_slots.max(1))
+        .max(1);
+    if gpu_slots > 0 && max_parallel > gpu_slots {
+        eprintln!(
+            "note: max_parallel {max_parallel} > {gpu_slots} GPU slots ({} GPUs x trials_per_gpu {per_gpu}); running {gpu_slots} at a time",
+            gpu_ids.len()
+        );
+        max_parallel = gpu_slots;
+    }
     let live = !opts.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let progress = MultiProgress::with_draw_target(if live {
         ProgressDrawTarget::stderr()
@@ -466,18 +699,16 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
     summary.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap());
     summary.enable_steady_tick(Duration::from_millis(250));
     let shared = Arc::new(Shared {
+        backend,
         storage: storage.clone(),
         runner: opts.runner.clone(),
         sweep_name: sweep.spec.name.clone(),
         timeout,
         retries: sweep.spec.retries.unwrap_or(1),
         profile: sweep.spec.profile,
+        full_eval: sweep.spec.full_eval(),
         stop: AtomicBool::new(false),
-        slots: Mutex::new(if gpus > 1 {
-            (0..gpus).map(Some).collect()
-        } else {
-            vec![None]
-        }),
+        slots: Mutex::new(slots),
         progress,
         summary,
         live,
@@ -495,39 +726,67 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
             queue.push(t.clone());
         }
     }
+    if let Backend::Docker(d) = &shared.backend {
+        let done: Vec<String> = outcomes.iter().map(|(t, _)| t.id.clone()).collect();
+        d.remove_finished(&sweep.spec.name, &done).await;
+    }
     shared.counts.queued.store(queue.len(), Ordering::Relaxed);
     shared.refresh();
     if !opts.quiet {
         eprintln!(
-            "sweep {:?}: {} trials, {} to run, {} cached; storage {}; {} at a time",
+            "sweep {:?}: {} trials, {} to run, {} cached; storage {}; {} at a time on {}",
             sweep.spec.name,
             sweep.trials.len(),
             queue.len(),
             outcomes.len(),
             storage.root,
-            max_parallel
+            max_parallel,
+            match &shared.backend {
+                Backend::Local => "local processes".to_string(),
+                Backend::Docker(d) => format!("docker ({})", d.image),
+                Backend::Kubernetes(k) =>
+                    format!("kubernetes (namespace {}, {})", k.namespace, k.image),
+            }
         );
     }
-    let sem = Arc::new(Semaphore::new(max_parallel));
+    // Trials start in sweep order, at most `max_parallel` at a time: the next one is launched here
+    // when a running one ends (so the order never depends on how the runtime schedules tasks).
+    let mut pending: std::collections::VecDeque<Trial> = queue.into();
     let mut tasks = tokio::task::JoinSet::new();
-    for t in queue {
-        let (s, sem) = (shared.clone(), sem.clone());
-        tasks.spawn(async move {
-            let o = run_trial(s, t.clone(), sem).await;
-            (t, o)
-        });
-    }
+    let launch = |tasks: &mut tokio::task::JoinSet<(Trial, Outcome)>,
+                  pending: &mut std::collections::VecDeque<Trial>| {
+        while tasks.len() < max_parallel {
+            let Some(t) = pending.pop_front() else { break };
+            let s = shared.clone();
+            tasks.spawn(async move {
+                let o = run_trial(s, t.clone()).await;
+                (t, o)
+            });
+        }
+    };
+    launch(&mut tasks, &mut pending);
     let mut interrupted = false;
     loop {
         tokio::select! {
             next = tasks.join_next() => match next {
-                Some(r) => outcomes.push(r?),
+                Some(r) => {
+                    outcomes.push(r?);
+                    if !interrupted {
+                        launch(&mut tasks, &mut pending);
+                    }
+                }
                 None => break,
             },
             _ = tokio::signal::ctrl_c(), if !interrupted => {
                 interrupted = true;
                 shared.stop.store(true, Ordering::SeqCst);
                 shared.log("interrupt: stopping running trials after their current step; run again to resume".into());
+                // queued trials never start
+                for t in pending.drain(..) {
+                    shared.counts.queued.fetch_sub(1, Ordering::Relaxed);
+                    outcomes.push((t, Outcome::Interrupted));
+                }
+                shared.refresh();
             }
         }
     }

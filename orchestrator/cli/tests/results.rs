@@ -125,5 +125,14 @@ fn results_rank_group_and_export() {
         .output()
         .unwrap();
     let s = String::from_utf8_lossy(&o.stdout);
-    assert!(s.contains("agg") && s.contains('4'), "{s}");
+    let row = s
+        .lines()
+        .find(|l| l.contains("agg"))
+        .unwrap_or_else(|| panic!("no row for the sweep: {s}"));
+    // trials, done, failed, interrupted, new
+    let numbers: Vec<u64> = row
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(numbers, vec![4, 4, 0, 0, 0], "{s}");
 }

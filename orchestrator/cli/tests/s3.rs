@@ -149,6 +149,84 @@ fn sweep_artifacts_land_in_s3_and_state_is_read_back() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&again.stderr).contains("2 trials, 0 to run, 2 cached"));
+
+    // Training data from the bucket: the runner lists s3://.../train_*.bin, downloads the shards into
+    // its cache once, and finds the validation shards by the train -> val rule on the URL.
+    let bucket_data = dir.path().join("s3/test-bucket/datasets/sh");
+    std::fs::create_dir_all(&bucket_data).unwrap();
+    for f in std::fs::read_dir(dir.path().join("data")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, bucket_data.join(f.file_name().unwrap())).unwrap();
+    }
+    let remote = dir.path().join("remote.yaml");
+    std::fs::write(&remote, "name: s3data\nbase: tiny.json\nsteps: 20\ntrain: s3://test-bucket/datasets/sh/train_*.bin\n").unwrap();
+    let cache = dir.path().join("cache");
+    let o = mixsweep(&endpoint)
+        .env("MIXSWEEP_CACHE", &cache)
+        .arg("run")
+        .arg(&remote)
+        .args(["--storage", storage])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let id = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find(|l| l.ends_with(" done"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("one done trial in the table (rank, trial, ...)")
+        .to_string();
+    let s: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(base.join(format!("trials/{id}/summary.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(s["status"], "completed");
+    assert!(
+        s["best_val_loss"].as_f64().is_some(),
+        "validation shards came from the bucket too: {s}"
+    );
+    let cached: Vec<_> = walk(&cache.join("data"));
+    assert!(
+        cached.iter().any(|p| p.ends_with("train_00000.bin")),
+        "{cached:?}"
+    );
+    assert!(
+        cached.iter().any(|p| p.ends_with("val_00000.bin")),
+        "{cached:?}"
+    );
+
+    // A URL that matches nothing is a data error (exit 2 from the runner), not retried.
+    std::fs::write(&remote, "name: s3none\nbase: tiny.json\nsteps: 5\nretries: 3\ntrain: s3://test-bucket/datasets/sh/nothing_*.bin\n").unwrap();
+    let o = mixsweep(&endpoint)
+        .env("MIXSWEEP_CACHE", &cache)
+        .arg("run")
+        .arg(&remote)
+        .args(["--storage", storage])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("matches no"), "{err}");
+    assert!(!err.contains("retrying"), "{err}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 #[test]

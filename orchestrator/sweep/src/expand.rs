@@ -84,6 +84,56 @@ fn normalise(v: &mut Value) {
     }
 }
 
+/// Settings that only matter when the sweep runs, checked when it is loaded so that `plan` reports them.
+fn check_run_settings(spec: &SweepSpec) -> Result<(), (&'static str, String)> {
+    use crate::spec::{parse_duration, parse_memory};
+    if let Some(t) = &spec.timeout {
+        parse_duration(t).map_err(|e| ("timeout", e))?;
+    }
+    if let Some(m) = &spec.memory {
+        parse_memory(m).map_err(|e| ("memory", e))?;
+    }
+    if spec.cpus.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
+        return Err(("cpus", "cpus must be > 0 (cores, e.g. 4 or 0.5)".into()));
+    }
+    if spec.trials_per_gpu == Some(0) {
+        return Err(("trials_per_gpu", "trials_per_gpu must be >= 1".into()));
+    }
+    if spec.max_parallel == Some(0) {
+        return Err(("max_parallel", "max_parallel must be >= 1".into()));
+    }
+    if let Some(g) = &spec.gpus {
+        if g.ids().is_some_and(|ids| ids.is_empty()) {
+            return Err((
+                "gpus",
+                "gpus must name at least one GPU (or be `all`)".into(),
+            ));
+        }
+    }
+    if let Some(t) = &spec.kubernetes.schedule_timeout {
+        parse_duration(t).map_err(|e| ("schedule_timeout", e))?;
+    }
+    if spec.backend == crate::spec::Backend::Kubernetes
+        && matches!(
+            spec.gpus,
+            Some(crate::spec::GpuSpec::All(_)) | Some(crate::spec::GpuSpec::Ids(_))
+        )
+    {
+        return Err(("gpus", "with backend: kubernetes, `gpus` is the number of GPUs per trial (e.g. gpus: 1); the scheduler picks the devices".into()));
+    }
+    for name in &spec.env {
+        if name.is_empty() || name.contains('=') {
+            return Err((
+                "env",
+                format!(
+                    "env lists variable names only, not {name:?} (the value is read from the orchestrator's environment)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn resolve(dir: &Path, p: &str) -> String {
     if p.contains("://") || Path::new(p).is_absolute() {
         p.to_string()
@@ -196,6 +246,7 @@ fn grid_points(spec: &SweepSpec, file: &Path, src: &str) -> Result<Vec<Point>, S
 pub fn expand(spec: SweepSpec, file: &Path, src: &str) -> Result<Sweep, SweepError> {
     let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let err = |key: &str, msg: String| SweepError::at(file, src, key, msg);
+    check_run_settings(&spec).map_err(|(key, msg)| err(key, msg))?;
     // Check every path up front so that a typo fails before any config is built.
     let all_paths = spec
         .set

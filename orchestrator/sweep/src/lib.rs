@@ -70,14 +70,22 @@ pub fn load(file: &Path) -> Result<Sweep, SweepError> {
 
 /// Identity of a data set: for local globs, the sorted file names and sizes plus either the
 /// `mixlab.dataset.json` manifest beside the shards or, without one, a SHA-256 of every file's content.
-/// Object-store URLs are identified by the URL itself.
+/// Object-store URLs are identified by the URL and the listed objects' keys, sizes and ETags (so a URL
+/// whose objects changed gives new trial ids; a URL that matches nothing fails the plan).
 pub fn data_identity(train: &str, val: Option<&str>) -> Result<String, String> {
     let mut h = Sha256::new();
     for (label, pattern) in [("train", Some(train)), ("val", val)] {
         let Some(pattern) = pattern else { continue };
         h.update(label.as_bytes());
-        if pattern.contains("://") {
-            h.update(pattern.as_bytes());
+        if mixsweep_store::is_url(pattern) {
+            // On a thread of its own: the caller may already be inside an async runtime.
+            let id = std::thread::scope(|s| {
+                s.spawn(|| mixsweep_store::block_on(mixsweep_store::identity(pattern)))
+                    .join()
+                    .expect("identity thread")
+            })
+            .map_err(|e| format!("{label} data {pattern}: {e}"))?;
+            h.update(id.as_bytes());
             continue;
         }
         let mut files: Vec<PathBuf> = glob::glob(pattern)

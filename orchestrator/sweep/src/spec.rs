@@ -73,6 +73,76 @@ pub enum Backend {
     Kubernetes,
 }
 
+/// Which GPUs a container backend hands to trials.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum GpuSpec {
+    /// `all`: every trial gets all of the host's GPUs (one trial at a time by default).
+    All(AllGpus),
+    /// `N`: GPUs 0..N, one per trial (several with `trials_per_gpu`).
+    Count(usize),
+    /// `[0, 2, 3]`: these device ids, one per trial.
+    Ids(Vec<usize>),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AllGpus {
+    All,
+}
+
+impl GpuSpec {
+    /// The device ids trials are spread over; `None` for `all`.
+    pub fn ids(&self) -> Option<Vec<usize>> {
+        match self {
+            GpuSpec::All(_) => None,
+            GpuSpec::Count(n) => Some((0..*n).collect()),
+            GpuSpec::Ids(ids) => Some(ids.clone()),
+        }
+    }
+}
+
+/// Settings of the `kubernetes` backend (`kubernetes:` in the sweep file). Scheduling fields are
+/// passed to the pod spec as written (Kubernetes' own field names and shapes).
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSpec {
+    /// Namespace for the Jobs (default: the kubeconfig context's, else `default`); `--namespace` wins.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// kubeconfig context (default: the current one); `--context` wins.
+    #[serde(default)]
+    pub context: Option<String>,
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    /// A list of Kubernetes tolerations.
+    #[serde(default)]
+    pub tolerations: Vec<Value>,
+    /// A Kubernetes affinity object.
+    #[serde(default)]
+    pub affinity: Option<Value>,
+    #[serde(default)]
+    pub priority_class_name: Option<String>,
+    /// Names of Secrets for pulling the image.
+    #[serde(default)]
+    pub image_pull_secrets: Vec<String>,
+    #[serde(default)]
+    pub service_account: Option<String>,
+    /// A Secret whose keys become the runner's environment (object-store credentials).
+    #[serde(default)]
+    pub credentials_secret: Option<String>,
+    /// The Job's `backoffLimit` (pod retries inside Kubernetes; default 0: mixsweep retries trials).
+    #[serde(default)]
+    pub backoff_limit: Option<i32>,
+    /// The Job's `ttlSecondsAfterFinished` (default 3600).
+    #[serde(default)]
+    pub ttl_seconds_after_finished: Option<i32>,
+    /// How long a pod may stay unschedulable before the trial fails with the scheduler's message
+    /// (default 15m).
+    #[serde(default)]
+    pub schedule_timeout: Option<String>,
+}
+
 /// A sweep file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -125,9 +195,69 @@ pub struct SweepSpec {
     /// Store a CPU profile with each trial.
     #[serde(default)]
     pub profile: bool,
+    /// After training, validate on every validation token and compute bits per byte (`val_bpb`; needs
+    /// the lookup tables `prepare` writes). On by itself when `metric` is `val_bpb`.
+    #[serde(default)]
+    pub eval: bool,
+    /// Container image of the runner (`docker` and `kubernetes` backends).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// GPUs for the trials: `all`, a count, or device ids (one trial per GPU by default).
+    #[serde(default)]
+    pub gpus: Option<GpuSpec>,
+    /// Trials sharing one GPU at a time (pack small trials); default 1.
+    #[serde(default)]
+    pub trials_per_gpu: Option<usize>,
+    /// CPU limit per trial container (cores, e.g. 4 or 0.5).
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// Memory limit per trial container, e.g. `16g`, `512m`, `8GiB`.
+    #[serde(default)]
+    pub memory: Option<String>,
+    /// Names of environment variables passed from the orchestrator's environment into each trial
+    /// (object-store credentials, ...). Only the names are written anywhere.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Settings of the `kubernetes` backend.
+    #[serde(default)]
+    pub kubernetes: KubernetesSpec,
+}
+
+/// Parses a memory size: a number of bytes with an optional unit `k`, `m`, `g`, `t` (powers of 1024,
+/// also written `KiB`, `MB`, `Gi`, ...).
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid memory size {s:?} (use e.g. 512m, 16g, 8GiB)"))?;
+    let scale = match unit
+        .trim()
+        .to_ascii_lowercase()
+        .trim_end_matches('b')
+        .trim_end_matches('i')
+    {
+        "" => 1u64,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        _ => return Err(format!("invalid memory unit in {s:?} (use k, m, g or t)")),
+    };
+    if !(n > 0.0 && n.is_finite()) {
+        return Err(format!("memory size {s:?} must be > 0"));
+    }
+    Ok((n * scale as f64) as u64)
 }
 
 impl SweepSpec {
+    /// Whether trials run the full validation with bits per byte.
+    pub fn full_eval(&self) -> bool {
+        self.eval || self.metric().0 == "val_bpb"
+    }
+
     pub fn metric(&self) -> (String, Goal) {
         match &self.metric {
             None => ("val_loss".into(), Goal::Min),

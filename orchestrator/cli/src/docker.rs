@@ -1,0 +1,499 @@
+//! The Docker backend: each trial runs `mixsweep-runner train` in its own container through the Docker
+//! Engine API (`bollard`), on the local engine or `DOCKER_HOST`.
+//!
+//! * The container is named `mixsweep-<trial id>` and labelled with the sweep and trial, so an
+//!   orchestrator that restarts finds a trial's running container and *adopts* it (follows its logs and
+//!   waits for it) instead of starting a duplicate.
+//! * The runner reads its config from the trial's storage URL, reads data from a read-only bind mount
+//!   (local shards) or from object storage (URLs), and writes its artifacts straight to the trial's
+//!   storage URL (`--artifacts`): a local storage root is bind-mounted at the same absolute path.
+//! * GPUs are NVIDIA device requests: one device per trial from the sweep's `gpus` (several trials per
+//!   device with `trials_per_gpu`), or all of them with `gpus: all`. `cpus` and `memory` become the
+//!   container's limits (swap disabled). Environment variables are passed by name from the
+//!   orchestrator's environment; values are never written to storage or logs.
+//! * Logs are streamed into `stdout.log`/`stderr.log` and the live view (the runner prints each metrics
+//!   record as a JSON line). Exit code, OOM kill and engine errors are distinct trial states.
+//! * Containers are removed after success and kept after a failure with `--keep-failed`; Ctrl-C sends
+//!   SIGINT to the sweep's containers (the runner stops after its current step and uploads what it has).
+
+use crate::run::AttemptEnd;
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions,
+};
+use futures::StreamExt;
+use mixsweep_sweep::Trial;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Label keys on every container the backend starts.
+pub const LABEL_SWEEP: &str = "io.mixsweep.sweep";
+pub const LABEL_TRIAL: &str = "io.mixsweep.trial";
+
+/// The container name of a trial.
+pub fn container_name(trial_id: &str) -> String {
+    format!("mixsweep-{trial_id}")
+}
+
+/// Per-sweep settings of the Docker backend.
+pub struct DockerBackend {
+    docker: Docker,
+    pub image: String,
+    /// `None`: no GPUs; `Some(None)`: all GPUs; `Some(Some(id))` is chosen per trial from the slots.
+    pub gpus: Option<GpuMode>,
+    pub nano_cpus: Option<i64>,
+    pub memory: Option<i64>,
+    /// `NAME=value` for the variables the sweep passes through (values stay in memory).
+    env: Vec<String>,
+    pub keep_failed: bool,
+    full_eval: bool,
+    /// The storage root as the runner in the container sees it (a URL).
+    storage_url: String,
+    /// `host:container[:ro]` binds shared by every trial (the local storage root).
+    binds: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuMode {
+    /// Every trial gets all GPUs.
+    All,
+    /// Every trial gets the one device of its slot.
+    PerTrial,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error(
+        "cannot reach the Docker engine ({0}); start it, or point DOCKER_HOST at one (unix:///var/run/docker.sock, tcp://host:2375)"
+    )]
+    Connect(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn absolute(p: &str) -> Result<PathBuf, DockerError> {
+    let path = Path::new(p);
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| DockerError::Setup(e.to_string()))?
+            .join(path)
+    };
+    std::fs::create_dir_all(&abs)
+        .map_err(|e| DockerError::Setup(format!("cannot create {}: {e}", abs.display())))?;
+    abs.canonicalize()
+        .map_err(|e| DockerError::Setup(format!("{}: {e}", abs.display())))
+}
+
+impl DockerBackend {
+    /// Connects to the engine (negotiating the API version) and resolves the sweep's settings.
+    pub async fn connect(
+        spec: &mixsweep_sweep::spec::SweepSpec,
+        image: Option<String>,
+        storage_root: &str,
+        keep_failed: bool,
+    ) -> Result<DockerBackend, DockerError> {
+        let docker = Docker::connect_with_defaults()
+            .map_err(|e| DockerError::Connect(e.to_string()))?
+            .negotiate_version()
+            .await
+            .map_err(|e| DockerError::Connect(e.to_string()))?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| DockerError::Connect(e.to_string()))?;
+        let image = image
+            .or_else(|| spec.image.clone())
+            .unwrap_or_else(|| "mixsweep-runner:cpu".into());
+        docker.inspect_image(&image).await.map_err(|e| {
+            DockerError::Setup(format!(
+                "image {image:?} is not on the engine ({e}); build it (docker/README.md: `bash docker/build-runner-cpu.sh`) or pull it, or set `image:` in the sweep"
+            ))
+        })?;
+        let (storage_url, binds) =
+            if mixsweep_store::is_url(storage_root) && !storage_root.starts_with("file://") {
+                (storage_root.to_string(), vec![])
+            } else {
+                let dir = absolute(storage_root.trim_start_matches("file://"))?;
+                let d = dir.display().to_string();
+                (format!("file://{d}"), vec![format!("{d}:{d}")])
+            };
+        let mut env = vec![];
+        let mut names: Vec<String> = spec.env.clone();
+        // Object-store credentials for remote storage or data, when they are set here.
+        let remote = [
+            Some(storage_root),
+            spec.train.as_deref(),
+            spec.val.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(spec.variants.iter().filter_map(|v| v.train.as_deref()))
+        .any(|u| u.starts_with("s3://") || u.starts_with("gs://"));
+        if remote {
+            for n in [
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+                "AWS_SESSION_TOKEN",
+                "AWS_REGION",
+                "AWS_DEFAULT_REGION",
+                "AWS_ENDPOINT_URL",
+                "AWS_ALLOW_HTTP",
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                "GOOGLE_SERVICE_ACCOUNT",
+            ] {
+                if !names.iter().any(|x| x == n) {
+                    names.push(n.into());
+                }
+            }
+        }
+        for n in names {
+            if let Ok(v) = std::env::var(&n) {
+                env.push(format!("{n}={v}"));
+            } else if spec.env.contains(&n) {
+                eprintln!("warning: env {n} is listed in the sweep but not set here; not passed");
+            }
+        }
+        Ok(DockerBackend {
+            docker,
+            image,
+            gpus: spec.gpus.as_ref().map(|g| {
+                if g.ids().is_some() {
+                    GpuMode::PerTrial
+                } else {
+                    GpuMode::All
+                }
+            }),
+            nano_cpus: spec.cpus.map(|c| (c * 1e9) as i64),
+            memory: spec
+                .memory
+                .as_deref()
+                .map(mixsweep_sweep::spec::parse_memory)
+                .transpose()
+                .map_err(DockerError::Setup)?
+                .map(|m| m as i64),
+            env,
+            keep_failed,
+            full_eval: spec.full_eval(),
+            storage_url,
+            binds,
+        })
+    }
+
+    /// Removes the sweep's stopped containers whose trials are done (left by an orchestrator that
+    /// stopped before it could clean up).
+    pub async fn remove_finished(&self, sweep: &str, done: &[String]) {
+        let mut filters = HashMap::new();
+        filters.insert("label".to_string(), vec![format!("{LABEL_SWEEP}={sweep}")]);
+        filters.insert("status".to_string(), vec!["exited".to_string()]);
+        let Ok(list) = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+        else {
+            return;
+        };
+        for c in list {
+            let trial = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_TRIAL))
+                .cloned()
+                .unwrap_or_default();
+            if done.contains(&trial) {
+                if let Some(id) = c.id {
+                    let _ = self.docker.remove_container(&id, None).await;
+                }
+            }
+        }
+    }
+
+    fn data_binds(pattern: &str, binds: &mut Vec<String>) {
+        if mixsweep_store::is_url(pattern) {
+            return;
+        }
+        if let Some(dir) = Path::new(pattern).parent() {
+            if let Ok(dir) = dir.canonicalize() {
+                let d = dir.display().to_string();
+                let b = format!("{d}:{d}:ro");
+                if !binds.contains(&b) {
+                    binds.push(b);
+                }
+            }
+        }
+    }
+
+    /// The data argument as the container sees it (local globs are made absolute: they are mounted at
+    /// the same absolute path).
+    fn data_arg(pattern: &str) -> String {
+        if mixsweep_store::is_url(pattern) {
+            return pattern.to_string();
+        }
+        let p = Path::new(pattern);
+        match (
+            p.parent().and_then(|d| d.canonicalize().ok()),
+            p.file_name(),
+        ) {
+            (Some(dir), Some(name)) => dir.join(name).display().to_string(),
+            _ => pattern.to_string(),
+        }
+    }
+
+    fn body(
+        &self,
+        sweep: &str,
+        t: &Trial,
+        profile: bool,
+        gpu: Option<usize>,
+    ) -> ContainerCreateBody {
+        let trial_url = format!("{}/trials/{}", self.storage_url, t.id);
+        let mut binds = self.binds.clone();
+        Self::data_binds(&t.train, &mut binds);
+        match &t.val {
+            Some(v) => Self::data_binds(v, &mut binds),
+            None => {
+                if let Some(v) = mixsweep_store::derive_val_glob(&t.train) {
+                    Self::data_binds(&v, &mut binds);
+                }
+            }
+        }
+        let cmd = crate::run::container_train_args(
+            &trial_url,
+            Self::data_arg(&t.train),
+            t.val.as_deref().map(Self::data_arg),
+            profile,
+            self.full_eval,
+        );
+        let device_requests = match (self.gpus, gpu) {
+            (Some(GpuMode::All), _) => Some(vec![DeviceRequest {
+                driver: Some("nvidia".into()),
+                count: Some(-1),
+                capabilities: Some(vec![vec!["gpu".into()]]),
+                ..Default::default()
+            }]),
+            (Some(GpuMode::PerTrial), Some(id)) => Some(vec![DeviceRequest {
+                driver: Some("nvidia".into()),
+                device_ids: Some(vec![id.to_string()]),
+                capabilities: Some(vec![vec!["gpu".into()]]),
+                ..Default::default()
+            }]),
+            _ => None,
+        };
+        let mut labels = HashMap::new();
+        labels.insert(LABEL_SWEEP.to_string(), sweep.to_string());
+        labels.insert(LABEL_TRIAL.to_string(), t.id.clone());
+        ContainerCreateBody {
+            image: Some(self.image.clone()),
+            cmd: Some(cmd),
+            env: Some(self.env.clone()),
+            labels: Some(labels),
+            user: Some(format!("{}:{}", current_uid(), current_gid())),
+            host_config: Some(HostConfig {
+                binds: Some(binds),
+                nano_cpus: self.nano_cpus,
+                memory: self.memory,
+                memory_swap: self.memory,
+                device_requests,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Runs (or adopts) one attempt of a trial; see [`crate::run`] for how the end is mapped to a state.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn attempt(
+        &self,
+        sweep: &str,
+        t: &Trial,
+        work: &Path,
+        profile: bool,
+        gpu: Option<usize>,
+        stop: &std::sync::atomic::AtomicBool,
+        timeout: Option<Duration>,
+        on_metrics: &(dyn Fn(&serde_json::Value) + Sync),
+        log: &(dyn Fn(String) + Sync),
+    ) -> AttemptEnd {
+        let name = container_name(&t.id);
+        let engine = |e: bollard::errors::Error| AttemptEnd::engine(e.to_string(), true);
+        // Adopt a running container of this trial; replace a stopped one.
+        let mut adopted = false;
+        match self.docker.inspect_container(&name, None).await {
+            Ok(info) => {
+                let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+                if running {
+                    adopted = true;
+                    log(format!("adopting running container {name}"));
+                } else if let Err(e) = self.remove(&name).await {
+                    return engine(e);
+                }
+            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => return engine(e),
+        }
+        if !adopted {
+            let body = self.body(sweep, t, profile, gpu);
+            if let Err(e) = self
+                .docker
+                .create_container(
+                    Some(CreateContainerOptions {
+                        name: Some(name.clone()),
+                        ..Default::default()
+                    }),
+                    body,
+                )
+                .await
+            {
+                // A missing image or a bad request will not fix itself.
+                let retry = !matches!(
+                    e,
+                    bollard::errors::Error::DockerResponseServerError {
+                        status_code: 400 | 404,
+                        ..
+                    }
+                );
+                return AttemptEnd::engine(format!("creating {name}: {e}"), retry);
+            }
+            if let Err(e) = self.docker.start_container(&name, None).await {
+                let _ = self.remove(&name).await;
+                return AttemptEnd::engine(format!("starting {name}: {e}"), true);
+            }
+        }
+
+        let mut stdout = std::fs::File::create(work.join("stdout.log")).ok();
+        let mut stderr = std::fs::File::create(work.join("stderr.log")).ok();
+        let mut logs = self.docker.logs(
+            &name,
+            Some(LogsOptions {
+                follow: true,
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            }),
+        );
+        let started = Instant::now();
+        let (mut interrupted, mut timed_out) = (false, false);
+        let mut signalled: Option<Instant> = None;
+        let mut partial = String::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                item = logs.next() => match item {
+                    Some(Ok(bollard::container::LogOutput::StdOut { message })) => {
+                        if let Some(f) = stdout.as_mut() {
+                            let _ = f.write_all(&message);
+                        }
+                        partial.push_str(&String::from_utf8_lossy(&message));
+                        while let Some(i) = partial.find('\n') {
+                            let line: String = partial.drain(..=i).collect();
+                            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line.trim()) {
+                                on_metrics(&v);
+                            }
+                        }
+                    }
+                    Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
+                        if let Some(f) = stderr.as_mut() {
+                            let _ = f.write_all(&message);
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    // The log stream ends when the container stops.
+                    Some(Err(_)) | None => break,
+                },
+                _ = tick.tick() => {
+                    let stop_now = stop.load(std::sync::atomic::Ordering::SeqCst);
+                    if !interrupted && (stop_now || timeout.is_some_and(|d| started.elapsed() > d)) {
+                        interrupted = true;
+                        timed_out = !stop_now;
+                        signalled = Some(Instant::now());
+                        let _ = self.docker.kill_container(&name, Some(KillContainerOptions { signal: "SIGINT".into() })).await;
+                    }
+                    if signalled.is_some_and(|s| s.elapsed() > Duration::from_secs(30)) {
+                        let _ = self.docker.kill_container(&name, Some(KillContainerOptions { signal: "SIGKILL".into() })).await;
+                        signalled = None;
+                    }
+                }
+            }
+        }
+        // The container has stopped (or the engine went away): read how it ended.
+        let mut end = AttemptEnd {
+            interrupted,
+            timed_out,
+            ..Default::default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.docker.inspect_container(&name, None).await {
+                Ok(info) => {
+                    let state = info.state.unwrap_or_default();
+                    if state.running == Some(true) && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    end.code = state.exit_code.map(|c| c as i32);
+                    end.oom = state.oom_killed.unwrap_or(false);
+                    if let Some(err) = state.error.filter(|e| !e.is_empty()) {
+                        end.failure = AttemptEnd::engine(err, true).failure;
+                    }
+                }
+                Err(e) => {
+                    end.failure =
+                        AttemptEnd::engine(format!("inspecting {name}: {e}"), true).failure
+                }
+            }
+            break;
+        }
+        let failed = end.code != Some(0) && !end.interrupted;
+        if !(failed && self.keep_failed) {
+            let _ = self.remove(&name).await;
+        } else {
+            log(format!("kept failed container {name} (--keep-failed)"));
+        }
+        end
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), bollard::errors::Error> {
+        match self
+            .docker
+            .remove_container(
+                name,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+        {
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+unsafe extern "C" {
+    fn getuid() -> u32;
+    fn getgid() -> u32;
+}
+
+fn current_uid() -> u32 {
+    // SAFETY: getuid(2) cannot fail.
+    unsafe { getuid() }
+}
+
+fn current_gid() -> u32 {
+    // SAFETY: getgid(2) cannot fail.
+    unsafe { getgid() }
+}

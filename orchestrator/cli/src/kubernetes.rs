@@ -1,0 +1,682 @@
+//! The Kubernetes backend: each trial runs as a `batch/v1` Job (one pod, `restartPolicy: Never`) through
+//! `kube`, with the config from kubeconfig or the in-cluster service account (kube's inference;
+//! `--context`, `--namespace`).
+//!
+//! * [`job_manifest`] builds the typed Job (so every manifest is a valid `k8s-openapi` object): the
+//!   runner's command, `nvidia.com/gpu` limits, CPU/memory requests and limits, nodeSelector,
+//!   tolerations, affinity, priorityClassName, imagePullSecrets, serviceAccount, env from a Secret,
+//!   `activeDeadlineSeconds` (the trial timeout), `backoffLimit`, `ttlSecondsAfterFinished`, labels.
+//!   `mixsweep plan --backend kubernetes --manifests` prints them.
+//! * Job names derive from the trial id: after an orchestrator crash, `mixsweep run` adopts a trial's
+//!   active Job instead of submitting another.
+//! * The backend watches the Job and its pods (watch streams, re-opened when the server ends them;
+//!   a once-a-second poll when a watch cannot be opened), reads their current state on every event,
+//!   and follows the pod's log (stdout.log; Kubernetes merges stderr into it) into the live view. Failure reasons become trial states:
+//!   `oom` (OOMKilled), `image_pull` (ImagePullBackOff/ErrImagePull), `unschedulable` (pending past
+//!   `schedule_timeout`, with the scheduler's message), `timeout` (DeadlineExceeded), an evicted or
+//!   preempted pod (run again without counting against `retries`), and the runner's exit code.
+//! * Ctrl-C deletes the running Jobs with foreground propagation (their pods go too).
+//!
+//! The pods cannot see the orchestrator's disk: storage and data must be object-store URLs, or
+//! `file://` paths that the pods mount themselves (a shared volume).
+
+use crate::run::AttemptEnd;
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Affinity, Container, EnvFromSource, LocalObjectReference, Pod, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SecretEnvSource, Toleration,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams, WatchEvent, WatchParams};
+use mixsweep_sweep::Trial;
+use mixsweep_sweep::spec::{GpuSpec, SweepSpec};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub const LABEL_SWEEP: &str = "mixsweep.io/sweep";
+pub const LABEL_TRIAL: &str = "mixsweep.io/trial";
+
+/// `--context` and `--namespace`.
+#[derive(Debug, Clone, Default)]
+pub struct KubeTarget {
+    pub context: Option<String>,
+    pub namespace: Option<String>,
+}
+
+/// The Job name of a trial.
+pub fn job_name(trial_id: &str) -> String {
+    format!("mixsweep-{trial_id}")
+}
+
+/// A label value from any text: at most 63 characters of `[A-Za-z0-9._-]`, alphanumeric at both ends.
+pub fn label_value(s: &str) -> String {
+    let mut v: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    while v.ends_with(|c: char| !c.is_ascii_alphanumeric()) {
+        v.pop();
+    }
+    while v.starts_with(|c: char| !c.is_ascii_alphanumeric()) {
+        v.remove(0);
+    }
+    v
+}
+
+/// What a Job needs besides the trial.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub image: String,
+    /// The storage root as the pods see it.
+    pub storage_url: String,
+    pub profile: bool,
+    pub timeout: Option<Duration>,
+}
+
+fn quantity(s: impl Into<String>) -> Quantity {
+    Quantity(s.into())
+}
+
+/// The typed Job of one trial. Errors name the sweep field at fault.
+pub fn job_manifest(
+    spec: &SweepSpec,
+    settings: &JobSettings,
+    namespace: &str,
+    t: &Trial,
+) -> Result<Job, String> {
+    let k = &spec.kubernetes;
+    let trial_url = format!("{}/trials/{}", settings.storage_url, t.id);
+    let args = crate::run::container_train_args(
+        &trial_url,
+        t.train.clone(),
+        t.val.clone(),
+        settings.profile,
+        spec.full_eval(),
+    );
+    let mut limits = BTreeMap::new();
+    let mut requests = BTreeMap::new();
+    match &spec.gpus {
+        Some(GpuSpec::Count(n)) if *n > 0 => {
+            limits.insert("nvidia.com/gpu".to_string(), quantity(n.to_string()));
+        }
+        Some(GpuSpec::Count(_)) | None => {}
+        Some(_) => {
+            return Err("gpus: with backend: kubernetes, give the number of GPUs per trial".into());
+        }
+    }
+    if let Some(c) = spec.cpus {
+        let q = quantity(format!("{}m", (c * 1000.0).round() as i64));
+        requests.insert("cpu".to_string(), q.clone());
+        limits.insert("cpu".to_string(), q);
+    }
+    if let Some(m) = &spec.memory {
+        let bytes = mixsweep_sweep::spec::parse_memory(m).map_err(|e| format!("memory: {e}"))?;
+        let q = quantity(bytes.to_string());
+        requests.insert("memory".to_string(), q.clone());
+        limits.insert("memory".to_string(), q);
+    }
+    let tolerations = k
+        .tolerations
+        .iter()
+        .map(|v| serde_json::from_value::<Toleration>(v.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("kubernetes.tolerations: not a Kubernetes toleration: {e}"))?;
+    let affinity = k
+        .affinity
+        .as_ref()
+        .map(|v| serde_json::from_value::<Affinity>(v.clone()))
+        .transpose()
+        .map_err(|e| format!("kubernetes.affinity: not a Kubernetes affinity: {e}"))?;
+    let mut labels = BTreeMap::new();
+    labels.insert("app.kubernetes.io/name".to_string(), "mixsweep".to_string());
+    labels.insert(LABEL_SWEEP.to_string(), label_value(&spec.name));
+    labels.insert(LABEL_TRIAL.to_string(), t.id.clone());
+    let container = Container {
+        name: "runner".into(),
+        image: Some(settings.image.clone()),
+        args: Some(args),
+        env_from: k.credentials_secret.as_ref().map(|name| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: name.clone(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }]
+        }),
+        resources: Some(ResourceRequirements {
+            limits: (!limits.is_empty()).then_some(limits),
+            requests: (!requests.is_empty()).then_some(requests),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(job_name(&t.id)),
+            namespace: Some(namespace.to_string()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(k.backoff_limit.unwrap_or(0)),
+            active_deadline_seconds: settings.timeout.map(|d| d.as_secs().max(1) as i64),
+            ttl_seconds_after_finished: Some(k.ttl_seconds_after_finished.unwrap_or(3600)),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    containers: vec![container],
+                    node_selector: (!k.node_selector.is_empty()).then(|| k.node_selector.clone()),
+                    tolerations: (!tolerations.is_empty()).then_some(tolerations),
+                    affinity,
+                    priority_class_name: k.priority_class_name.clone(),
+                    image_pull_secrets: (!k.image_pull_secrets.is_empty()).then(|| {
+                        k.image_pull_secrets
+                            .iter()
+                            .map(|n| LocalObjectReference { name: n.clone() })
+                            .collect()
+                    }),
+                    service_account_name: k.service_account.clone(),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// The storage root as pods see it: object storage, or an explicit `file://` (a volume the pods mount).
+pub fn pod_storage_url(root: &str) -> Result<String, String> {
+    if mixsweep_store::is_url(root) {
+        Ok(root.to_string())
+    } else {
+        Err(format!(
+            "backend: kubernetes needs storage the pods can reach: s3://bucket/prefix or gs://bucket/prefix (or file:///path on a volume the pods mount), not the local folder {root:?}"
+        ))
+    }
+}
+
+pub struct KubernetesBackend {
+    client: kube::Client,
+    pub namespace: String,
+    pub image: String,
+    spec: SweepSpec,
+    settings: JobSettings,
+    schedule_timeout: Duration,
+}
+
+async fn client(target: &KubeTarget, spec: &SweepSpec) -> Result<(kube::Client, String), String> {
+    let context = target
+        .context
+        .clone()
+        .or_else(|| spec.kubernetes.context.clone());
+    let config = match &context {
+        Some(c) => kube::Config::from_kubeconfig(&kube::config::KubeConfigOptions {
+            context: Some(c.clone()),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("kubeconfig context {c:?}: {e}"))?,
+        None => kube::Config::infer().await.map_err(|e| {
+            format!("no Kubernetes config (set KUBECONFIG, or run in a cluster): {e}")
+        })?,
+    };
+    let namespace = target
+        .namespace
+        .clone()
+        .or_else(|| spec.kubernetes.namespace.clone())
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
+    Ok((client, namespace))
+}
+
+/// The manifests `plan --manifests` prints, one per trial.
+pub fn manifests(
+    spec: &SweepSpec,
+    trials: &[Trial],
+    image: Option<String>,
+    storage_root: &str,
+    namespace: &str,
+) -> Result<Vec<Job>, String> {
+    let timeout = spec
+        .timeout
+        .as_deref()
+        .map(mixsweep_sweep::spec::parse_duration)
+        .transpose()?;
+    let settings = JobSettings {
+        image: image
+            .or_else(|| spec.image.clone())
+            .unwrap_or_else(|| "mixsweep-runner:cuda".into()),
+        storage_url: pod_storage_url(storage_root)?,
+        profile: spec.profile,
+        timeout,
+    };
+    trials
+        .iter()
+        .map(|t| job_manifest(spec, &settings, namespace, t))
+        .collect()
+}
+
+impl KubernetesBackend {
+    pub async fn connect(
+        spec: &SweepSpec,
+        image: Option<String>,
+        storage_root: &str,
+        target: &KubeTarget,
+        timeout: Option<Duration>,
+    ) -> anyhow::Result<KubernetesBackend> {
+        let storage_url = pod_storage_url(storage_root).map_err(anyhow::Error::msg)?;
+        let (client, namespace) = client(target, spec).await.map_err(anyhow::Error::msg)?;
+        let schedule_timeout = spec
+            .kubernetes
+            .schedule_timeout
+            .as_deref()
+            .map(mixsweep_sweep::spec::parse_duration)
+            .transpose()
+            .map_err(anyhow::Error::msg)?
+            .unwrap_or(Duration::from_secs(15 * 60));
+        let image = image
+            .or_else(|| spec.image.clone())
+            .unwrap_or_else(|| "mixsweep-runner:cuda".into());
+        Ok(KubernetesBackend {
+            client,
+            namespace,
+            image: image.clone(),
+            spec: spec.clone(),
+            settings: JobSettings {
+                image,
+                storage_url,
+                profile: spec.profile,
+                timeout,
+            },
+            schedule_timeout,
+        })
+    }
+
+    async fn delete_and_wait(&self, jobs: &Api<Job>, name: &str) -> Result<(), kube::Error> {
+        match jobs.delete(name, &DeleteParams::foreground()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(120) {
+            if jobs.get_opt(name).await?.is_none() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(())
+    }
+
+    /// Runs (or adopts) one attempt of a trial as a Job.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn attempt(
+        &self,
+        _sweep: &str,
+        t: &Trial,
+        work: &Path,
+        _profile: bool,
+        stop: &AtomicBool,
+        on_metrics: &(dyn Fn(&serde_json::Value) + Sync),
+        log: &(dyn Fn(String) + Sync),
+    ) -> AttemptEnd {
+        let api_error =
+            |what: &str, e: kube::Error| AttemptEnd::engine(format!("{what}: {e}"), true);
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.namespace);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let name = job_name(&t.id);
+        let mut adopted = false;
+        match jobs.get_opt(&name).await {
+            Ok(Some(job)) if job_finished(&job).is_none() => {
+                adopted = true;
+                log(format!("adopting running Job {}/{name}", self.namespace));
+            }
+            Ok(Some(_)) => {
+                if let Err(e) = self.delete_and_wait(&jobs, &name).await {
+                    return api_error("deleting the finished Job", e);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return api_error("reading the Job", e),
+        }
+        if !adopted {
+            let job = match job_manifest(&self.spec, &self.settings, &self.namespace, t) {
+                Ok(j) => j,
+                Err(e) => return AttemptEnd::failed("failed", e, false),
+            };
+            if let Err(e) = jobs.create(&PostParams::default(), &job).await {
+                let retry = !matches!(&e, kube::Error::Api(s) if s.code == 400 || s.code == 403 || s.code == 422);
+                return AttemptEnd::engine(format!("creating Job {name}: {e}"), retry);
+            }
+        }
+
+        let mut stdout = std::fs::File::create(work.join("stdout.log")).ok();
+        let mut job_watch: Option<EventStream> = None;
+        let mut pod_watch: Option<EventStream> = None;
+        // (Re)open a watch at most once a second, so a server that keeps ending them is not hammered.
+        let mut watch_opened = Instant::now() - Duration::from_secs(2);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let mut following: Option<String> = None;
+        let mut pending_since: Option<Instant> = None;
+        let selector = format!("job-name={name}");
+        let mut end = AttemptEnd::default();
+        loop {
+            while let Ok(line) = rx.try_recv() {
+                if let Some(f) = stdout.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(line.trim()) {
+                    on_metrics(&v);
+                }
+            }
+            if stop.load(Ordering::SeqCst) {
+                end.interrupted = true;
+                if let Err(e) = self.delete_and_wait(&jobs, &name).await {
+                    log(format!("could not delete Job {name}: {e}"));
+                }
+                break;
+            }
+            let job = match jobs.get_opt(&name).await {
+                Ok(Some(j)) => j,
+                Ok(None) => {
+                    end.preempted = Some("its Job was deleted from outside".into());
+                    break;
+                }
+                Err(e) => {
+                    log(format!("reading Job {name}: {e} (will retry)"));
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    continue;
+                }
+            };
+            let pod = match pods.list(&ListParams::default().labels(&selector)).await {
+                Ok(list) => list
+                    .items
+                    .into_iter()
+                    .max_by_key(|p| p.metadata.creation_timestamp.clone()),
+                Err(_) => None,
+            };
+            if let Some(p) = &pod {
+                let pod_name = p.metadata.name.clone().unwrap_or_default();
+                let started = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase.as_deref())
+                    .is_some_and(|ph| ph != "Pending");
+                if started && following.as_deref() != Some(&pod_name) {
+                    following = Some(pod_name.clone());
+                    spawn_log_follower(pods.clone(), pod_name, tx.clone());
+                }
+                match pod_verdict(p) {
+                    PodVerdict::Running => pending_since = None,
+                    PodVerdict::Pending { unschedulable } => {
+                        if let Some(message) = unschedulable {
+                            let since = *pending_since.get_or_insert_with(Instant::now);
+                            if since.elapsed() > self.schedule_timeout {
+                                let _ = self.delete_and_wait(&jobs, &name).await;
+                                end.failure = AttemptEnd::failed(
+                                    "unschedulable",
+                                    format!(
+                                        "unschedulable for {:?}: {message}",
+                                        self.schedule_timeout
+                                    ),
+                                    false,
+                                )
+                                .failure;
+                                break;
+                            }
+                        }
+                    }
+                    PodVerdict::ImagePull(message) => {
+                        let _ = self.delete_and_wait(&jobs, &name).await;
+                        end.failure = AttemptEnd::failed(
+                            "image_pull",
+                            format!("cannot pull image {}: {message}", self.image),
+                            false,
+                        )
+                        .failure;
+                        break;
+                    }
+                    PodVerdict::Preempted(why) => {
+                        let _ = self.delete_and_wait(&jobs, &name).await;
+                        end.preempted = Some(why);
+                        break;
+                    }
+                    PodVerdict::Terminated { code, oom } => {
+                        end.code = Some(code);
+                        end.oom = oom;
+                    }
+                }
+            }
+            match job_finished(&job) {
+                Some(JobEnd::Complete) => {
+                    end.code = Some(0);
+                    break;
+                }
+                Some(JobEnd::DeadlineExceeded) => {
+                    end.timed_out = true;
+                    end.interrupted = true;
+                    break;
+                }
+                Some(JobEnd::Failed(reason)) => {
+                    if end.code.is_none() && !end.oom {
+                        end.failure =
+                            AttemptEnd::failed("failed", format!("Job failed: {reason}"), true)
+                                .failure;
+                    }
+                    break;
+                }
+                None => {}
+            }
+            // Wait for the next change: an event on either watch (re-opened when the server ends it),
+            // else a one-second poll; a stop request is noticed within 200 ms.
+            if (job_watch.is_none() || pod_watch.is_none())
+                && watch_opened.elapsed() >= Duration::from_secs(1)
+            {
+                watch_opened = Instant::now();
+                if job_watch.is_none() {
+                    job_watch = open_watch(
+                        &jobs,
+                        WatchParams::default().fields(&format!("metadata.name={name}")),
+                    )
+                    .await;
+                }
+                if pod_watch.is_none() {
+                    pod_watch = open_watch(&pods, WatchParams::default().labels(&selector)).await;
+                }
+            }
+            let poll = if job_watch.is_some() && pod_watch.is_some() {
+                Duration::from_secs(30)
+            } else {
+                Duration::from_secs(1)
+            };
+            tokio::select! {
+                alive = next_event(&mut job_watch) => if !alive { job_watch = None },
+                alive = next_event(&mut pod_watch) => if !alive { pod_watch = None },
+                _ = tokio::time::sleep(poll) => {}
+                _ = stop_requested(stop) => {}
+            }
+        }
+        // Let the log follower deliver what it has.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        while let Ok(line) = rx.try_recv() {
+            if let Some(f) = stdout.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line.trim()) {
+                on_metrics(&v);
+            }
+        }
+        if end.oom {
+            end.code = end.code.or(Some(137));
+        }
+        end
+    }
+}
+
+type EventStream = futures::stream::BoxStream<'static, Result<(), kube::Error>>;
+
+/// Opens a watch (events only wake the loop up; it reads the objects itself).
+async fn open_watch<K>(api: &Api<K>, params: WatchParams) -> Option<EventStream>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let stream = api.watch(&params.timeout(290), "0").await.ok()?;
+    Some(
+        stream
+            .map(|e| match e {
+                Ok(WatchEvent::Error(s)) => Err(kube::Error::Api(s.into())),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            })
+            .boxed(),
+    )
+}
+
+/// Waits for the next watch event; `false` when the watch ended or failed (or there is none).
+async fn next_event(watch: &mut Option<EventStream>) -> bool {
+    match watch {
+        Some(s) => matches!(s.next().await, Some(Ok(()))),
+        None => std::future::pending().await,
+    }
+}
+
+async fn stop_requested(stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn spawn_log_follower(pods: Api<Pod>, pod: String, tx: tokio::sync::mpsc::UnboundedSender<String>) {
+    tokio::spawn(async move {
+        use futures::{AsyncBufReadExt, TryStreamExt};
+        let params = LogParams {
+            follow: true,
+            ..Default::default()
+        };
+        if let Ok(reader) = pods.log_stream(&pod, &params).await {
+            let mut lines = reader.lines();
+            while let Ok(Some(line)) = lines.try_next().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+}
+
+enum JobEnd {
+    Complete,
+    DeadlineExceeded,
+    Failed(String),
+}
+
+fn job_finished(job: &Job) -> Option<JobEnd> {
+    let conditions = job.status.as_ref()?.conditions.as_ref()?;
+    for c in conditions {
+        if c.status != "True" {
+            continue;
+        }
+        match c.type_.as_str() {
+            "Complete" => return Some(JobEnd::Complete),
+            "Failed" => {
+                let reason = c.reason.clone().unwrap_or_default();
+                return Some(if reason == "DeadlineExceeded" {
+                    JobEnd::DeadlineExceeded
+                } else {
+                    JobEnd::Failed(format!(
+                        "{reason}{}",
+                        c.message
+                            .as_deref()
+                            .map(|m| format!(": {m}"))
+                            .unwrap_or_default()
+                    ))
+                });
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+enum PodVerdict {
+    Running,
+    Pending { unschedulable: Option<String> },
+    ImagePull(String),
+    Preempted(String),
+    Terminated { code: i32, oom: bool },
+}
+
+fn pod_verdict(p: &Pod) -> PodVerdict {
+    let Some(status) = &p.status else {
+        return PodVerdict::Pending {
+            unschedulable: None,
+        };
+    };
+    if status.reason.as_deref() == Some("Evicted") || status.reason.as_deref() == Some("Preempting")
+    {
+        return PodVerdict::Preempted(format!(
+            "pod {}: {}",
+            status.reason.clone().unwrap_or_default(),
+            status.message.clone().unwrap_or_default()
+        ));
+    }
+    for c in status.conditions.iter().flatten() {
+        if c.type_ == "DisruptionTarget" && c.status == "True" {
+            return PodVerdict::Preempted(format!(
+                "pod disrupted ({}): {}",
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default()
+            ));
+        }
+    }
+    for cs in status.container_statuses.iter().flatten() {
+        if let Some(state) = &cs.state {
+            if let Some(w) = &state.waiting {
+                let reason = w.reason.clone().unwrap_or_default();
+                if matches!(
+                    reason.as_str(),
+                    "ImagePullBackOff" | "ErrImagePull" | "InvalidImageName"
+                ) {
+                    return PodVerdict::ImagePull(format!(
+                        "{reason}: {}",
+                        w.message.clone().unwrap_or_default()
+                    ));
+                }
+            }
+            if let Some(term) = &state.terminated {
+                return PodVerdict::Terminated {
+                    code: term.exit_code,
+                    oom: term.reason.as_deref() == Some("OOMKilled"),
+                };
+            }
+        }
+    }
+    if status.phase.as_deref() == Some("Pending") {
+        let unschedulable = status.conditions.iter().flatten().find_map(|c| {
+            (c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable"))
+            .then(|| c.message.clone().unwrap_or_else(|| "Unschedulable".into()))
+        });
+        return PodVerdict::Pending { unschedulable };
+    }
+    PodVerdict::Running
+}

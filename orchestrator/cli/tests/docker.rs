@@ -1,0 +1,415 @@
+//! The Docker backend against the real engine on this machine (no registry: the runner image is built
+//! here FROM scratch by docker/build-runner-cpu.sh from the runner this test binary was built with).
+//! These tests fail, not skip, when no engine is reachable: CI starts one (`.ci/run`).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const IMAGE: &str = "mixsweep-runner:test";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn runner_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mixsweep")).with_file_name("mixsweep-runner")
+}
+
+/// Builds the test image once per test binary, and prepares byte-level shards.
+fn setup() -> &'static Path {
+    static DATA: OnceLock<PathBuf> = OnceLock::new();
+    DATA.get_or_init(|| {
+        let ping = Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output();
+        assert!(
+            ping.as_ref().is_ok_and(|o| o.status.success()),
+            "these tests need a running Docker engine (`docker info` failed: {ping:?}); .ci/run starts one"
+        );
+        let o = Command::new("bash")
+            .arg(root().join("docker/build-runner-cpu.sh"))
+            .arg(IMAGE)
+            .env("RUNNER_BIN", runner_bin())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "image build failed: {}", String::from_utf8_lossy(&o.stderr));
+        let dir = std::env::temp_dir().join(format!("mixsweep-docker-data-{}", std::process::id()));
+        let o = Command::new(runner_bin())
+            .args(["prepare", "--byte-level", "--input"])
+            .arg(root().join("data/tinyshakespeare/input.txt"))
+            .arg("--output")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        dir
+    })
+}
+
+fn sweep(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    std::fs::copy(root().join("examples/tiny.json"), dir.join("tiny.json")).unwrap();
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "name: {name}\nbase: tiny.json\ntrain: {}/train_*.bin\nbackend: docker\nimage: {IMAGE}\n{extra}",
+            setup().display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn mixsweep() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mixsweep"));
+    c.env("MIXSWEEP_RUNNER", runner_bin());
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .unwrap()
+}
+
+fn containers(filter: &str) -> Vec<String> {
+    let o = Command::new("docker")
+        .args(["ps", "-a", "-q", "--filter", filter])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+// Every test runs trials of its own (its own seeds): trial ids are content hashes and container names
+// derive from them, so two tests with the same trial would share (adopt) one container.
+
+/// Waits until the trial's container is running; returns its id. Fails early, with its output, if the
+/// orchestrator `child` exits first.
+fn wait_running(
+    trial_filter: &str,
+    within: Duration,
+    child: Option<&mut std::process::Child>,
+) -> String {
+    let t0 = Instant::now();
+    let mut child = child;
+    loop {
+        if let Some(c) = child.as_deref_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                let mut out = String::new();
+                for s in [
+                    c.stdout
+                        .take()
+                        .map(|s| Box::new(s) as Box<dyn std::io::Read>),
+                    c.stderr
+                        .take()
+                        .map(|s| Box::new(s) as Box<dyn std::io::Read>),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    let mut s = s;
+                    let _ = s.read_to_string(&mut out);
+                }
+                panic!("mixsweep exited ({status}) before a container ran:\n{out}");
+            }
+        }
+        let o = Command::new("docker")
+            .args([
+                "ps",
+                "-q",
+                "--no-trunc",
+                "--filter",
+                trial_filter,
+                "--filter",
+                "status=running",
+            ])
+            .output()
+            .unwrap();
+        if let Some(id) = String::from_utf8_lossy(&o.stdout).lines().next() {
+            return id.to_string();
+        }
+        assert!(
+            t0.elapsed() < within,
+            "no running container for {trial_filter}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn trial_ids(storage: &Path, sweep: &str) -> Vec<String> {
+    std::fs::read_to_string(storage.join(format!("sweeps/{sweep}/trials.jsonl")))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn three_trials_run_in_containers_and_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = sweep(
+        dir.path(),
+        "dock3",
+        "grid: {training.lr: [0.001, 0.002, 0.004]}\nsteps: 25\nmax_parallel: 2\ncpus: 1\nmemory: 2g\nprofile: true\n",
+    );
+    let storage = dir.path().join("runs");
+    let o = mixsweep()
+        .arg("run")
+        .arg(&s)
+        .arg("--storage")
+        .arg(&storage)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("on docker (mixsweep-runner:test)"), "{out}");
+    let done = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.ends_with(" done"))
+        .count();
+    assert_eq!(done, 3, "{out}");
+    for id in trial_ids(&storage, "dock3") {
+        let t = storage.join("trials").join(&id);
+        let summary = json(&t.join("summary.json"));
+        assert_eq!(summary["status"], "completed");
+        assert!(summary["best_val_loss"].as_f64().unwrap() < 5.0);
+        // written by the runner inside the container, straight to storage
+        for f in [
+            "config.json",
+            "metrics.jsonl",
+            "model.safetensors",
+            "cpu.pb",
+        ] {
+            assert!(t.join(f).is_file(), "{id}: {f}");
+        }
+        // streamed from the container's logs by the orchestrator
+        assert!(
+            std::fs::read_to_string(t.join("stdout.log"))
+                .unwrap()
+                .contains("\"train_loss\"")
+        );
+        assert_eq!(json(&t.join("attempt.json"))["backend"], "docker");
+    }
+    // containers are removed after success
+    assert!(containers("label=io.mixsweep.sweep=dock3").is_empty());
+}
+
+#[test]
+fn a_killed_container_is_retried_and_an_oom_kill_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = sweep(
+        dir.path(),
+        "dockkill",
+        "steps: 120\nretries: 1\nseeds: [11]\n",
+    );
+    let storage = dir.path().join("runs");
+    let mut child = mixsweep()
+        .arg("run")
+        .arg(&s)
+        .arg("--storage")
+        .arg(&storage)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = wait_running(
+        "label=io.mixsweep.sweep=dockkill",
+        Duration::from_secs(120),
+        Some(&mut child),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let k = Command::new("docker").args(["kill", &id]).output().unwrap();
+    assert!(k.status.success());
+    let o = child.wait_with_output().unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("retrying"), "{out}");
+    let trial = &trial_ids(&storage, "dockkill")[0];
+    let attempt = json(&storage.join(format!("trials/{trial}/attempt.json")));
+    assert_eq!(attempt["attempt"], 2, "{attempt}");
+    assert_eq!(
+        json(&storage.join(format!("trials/{trial}/summary.json")))["status"],
+        "completed"
+    );
+
+    // A memory limit far below what the runner needs: OOM-killed, reported as such, not retried;
+    // with --keep-failed its container stays for inspection.
+    let s = sweep(
+        dir.path(),
+        "dockoom",
+        "steps: 20\nretries: 2\nmemory: 12m\nseeds: [12]\n",
+    );
+    let o = mixsweep()
+        .arg("run")
+        .arg(&s)
+        .arg("--storage")
+        .arg(&storage)
+        .arg("--keep-failed")
+        .output()
+        .unwrap();
+    let kept = containers("label=io.mixsweep.sweep=dockoom");
+    for c in &kept {
+        let _ = Command::new("docker").args(["rm", "-f", c]).output();
+    }
+    assert_eq!(kept.len(), 1, "the failed container is kept: {}", text(&o));
+    assert!(
+        text(&o).contains("kept failed container mixsweep-"),
+        "{}",
+        text(&o)
+    );
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(out.contains("OOM-killed"), "{out}");
+    assert!(!out.contains("retrying"), "{out}");
+    let trial = &trial_ids(&storage, "dockoom")[0];
+    assert_eq!(
+        json(&storage.join(format!("trials/{trial}/attempt.json")))["status"],
+        "oom"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .any(|l| l.ends_with(" oom")),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_restarted_orchestrator_adopts_the_running_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = sweep(dir.path(), "dockadopt", "steps: 150\nseeds: [13]\n");
+    let storage = dir.path().join("runs");
+    let mut first = mixsweep()
+        .arg("run")
+        .arg(&s)
+        .arg("--storage")
+        .arg(&storage)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let container = wait_running(
+        "label=io.mixsweep.sweep=dockadopt",
+        Duration::from_secs(120),
+        Some(&mut first),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    // The orchestrator dies without cleaning up; its container keeps training.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        wait_running(
+            "label=io.mixsweep.sweep=dockadopt",
+            Duration::from_secs(5),
+            None
+        ),
+        container
+    );
+
+    let restarted = Instant::now();
+    let o = mixsweep()
+        .arg("run")
+        .arg(&s)
+        .arg("--storage")
+        .arg(&storage)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("adopting running container mixsweep-"),
+        "{out}"
+    );
+    let trial = &trial_ids(&storage, "dockadopt")[0];
+    let summary = json(&storage.join(format!("trials/{trial}/summary.json")));
+    assert_eq!(summary["status"], "completed");
+    assert_eq!(summary["steps_completed"], 150);
+    // The run that finished is the one that started before the restart (no second container).
+    assert!(
+        summary["wall_time_s"].as_f64().unwrap() > restarted.elapsed().as_secs_f64(),
+        "{summary}"
+    );
+    assert_eq!(
+        json(&storage.join(format!("trials/{trial}/attempt.json")))["attempt"],
+        1
+    );
+    assert!(containers("label=io.mixsweep.sweep=dockadopt").is_empty());
+}
+
+#[test]
+fn ctrl_c_stops_the_containers_and_a_rerun_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = sweep(dir.path(), "dockint", "steps: 150\nseeds: [14]\n");
+    let storage = dir.path().join("runs");
+    let mut child = mixsweep()
+        .arg("run")
+        .arg(&s)
+        .arg("--storage")
+        .arg(&storage)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_running(
+        "label=io.mixsweep.sweep=dockint",
+        Duration::from_secs(120),
+        Some(&mut child),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let k = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(k.success());
+    let o = child.wait_with_output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(130), "{out}");
+    assert!(
+        containers("label=io.mixsweep.sweep=dockint").is_empty(),
+        "{out}"
+    );
+    let trial = &trial_ids(&storage, "dockint")[0];
+    // The runner stopped after its current step and uploaded what it had.
+    let summary = json(&storage.join(format!("trials/{trial}/summary.json")));
+    assert_eq!(summary["status"], "interrupted", "{summary}");
+    assert!(
+        storage
+            .join(format!("trials/{trial}/model.safetensors"))
+            .is_file()
+    );
+    // Running again runs it to the end.
+    let o = mixsweep()
+        .arg("run")
+        .arg(&s)
+        .arg("--storage")
+        .arg(&storage)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        json(&storage.join(format!("trials/{trial}/summary.json")))["status"],
+        "completed"
+    );
+}
