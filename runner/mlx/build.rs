@@ -37,6 +37,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=MLX_DIR");
     println!("cargo:rerun-if-env-changed=PYTHON");
     println!("cargo:rerun-if-changed=src/shim.cpp");
+    println!("cargo:rerun-if-changed=src/selective_scan.cpp");
     let root = match std::env::var_os("MLX_DIR") {
         Some(dir) => {
             let dir = PathBuf::from(dir);
@@ -57,6 +58,7 @@ fn main() {
         .std("c++20")
         .include(&include)
         .file("src/shim.cpp")
+        .file("src/selective_scan.cpp")
         .flag_if_supported("-Wno-unused-parameter")
         .flag_if_supported("-Wno-deprecated-declarations")
         .opt_level(2)

@@ -254,4 +254,14 @@ unsafe extern "C" {
     pub fn msx_compiled_free(c: *mut msx_compiled);
     pub fn msx_set_compile_enabled(enabled: c_int) -> c_int;
     pub fn msx_export_dot(outputs: *const msx_vec, path: *const c_char) -> c_int;
+    pub fn msx_fused_scan_available() -> c_int;
+    pub fn msx_fused_selective_scan(
+        x: *const msx_array,
+        delta: *const msx_array,
+        a: *const msx_array,
+        b: *const msx_array,
+        c: *const msx_array,
+        chunk: c_int,
+        out: *mut *mut msx_array,
+    ) -> c_int;
 }

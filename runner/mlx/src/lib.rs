@@ -10,6 +10,7 @@
 //! * Operations are methods on [`Array`] (elementwise, reductions, shapes, `fast::` kernels) plus a
 //!   few free functions ([`concatenate`], [`where_`]); [`random`] takes explicit keys.
 //! * Transforms: [`value_and_grad`], [`vjp`] and [`Compiled`] (MLX `compile`) over Rust closures.
+//! * [`kernels`]: custom CUDA kernels (the fused selective scan) with their gradients.
 //! * [`device`] and [`memory`]: device selection and allocator statistics/limits.
 //!
 //! Linking: `build.rs` finds the `libmlx` shipped in MLX's Python wheels (`mlx-cpu`, `mlx-cuda-13`,
@@ -22,6 +23,7 @@ mod ops;
 mod transforms;
 
 pub mod device;
+pub mod kernels;
 pub mod memory;
 pub mod random;
 

@@ -475,10 +475,46 @@ pub fn selective_scan_steps(
     Ok((mixsweep_mlx::concatenate(&refs, 1)?.astype(out_dtype)?, h))
 }
 
-/// Mamba's selective scan, chunked: within a chunk of `chunk` steps the recurrence
+/// Whether the selective scan runs as one fused CUDA kernel (forward and backward) instead of the
+/// chunked form: on the CUDA backend when the state size divides 32. `MIXSWEEP_SCAN=chunked` forces
+/// the chunked form (for benchmarks).
+pub fn use_fused_scan(state: usize) -> bool {
+    let fits = state > 0 && state <= 32 && 32 % state == 0;
+    match std::env::var("MIXSWEEP_SCAN").as_deref() {
+        Ok("chunked") => false,
+        _ => fits && mixsweep_mlx::kernels::fused_scan_available(),
+    }
+}
+
+/// Mamba's selective scan `y_t = C_t h_t + D x_t` with `h_t = exp(max(dt_t A, floor)) h_{t-1} + dt_t x_t B_t`
+/// and `A = -exp(a_log)`: the fused CUDA kernel where [`use_fused_scan`] says so, otherwise
+/// [`selective_scan_chunked`]. Inputs `x, delta [B, T, I]`, `a_log [I, N]`, `b, c [B, T, N]`,
+/// `d [I]`; runs in float32 and returns `x`'s dtype.
+pub fn selective_scan(
+    x: &Array,
+    delta: &Array,
+    a_log: &Array,
+    b: &Array,
+    c: &Array,
+    d: &Array,
+    chunk: usize,
+) -> Result<Array> {
+    if !use_fused_scan(b.dim(-1)) {
+        return selective_scan_chunked(x, delta, a_log, b, c, d, chunk);
+    }
+    let out_dtype = x.dtype()?;
+    let f = |a: &Array| a.astype(Dtype::F32);
+    let (x, delta, a_log, b, c, d) = (f(x)?, f(delta)?, f(a_log)?, f(b)?, f(c)?, f(d)?);
+    let a = a_log.exp()?.neg()?;
+    let l = chunk.clamp(1, x.dim(1).max(1));
+    let y = mixsweep_mlx::kernels::fused_selective_scan(&x, &delta, &a, &b, &c, l)?;
+    y.add(&x.mul(&d)?)?.astype(out_dtype)
+}
+
+/// The selective scan, chunked (every backend): within a chunk of `chunk` steps the recurrence
 /// `h_t = exp(a_t) h_{t-1} + u_t` is solved in parallel as `h_t = e^{S_t} (h_0 + Σ_{s≤t} e^{-S_s} u_s)`
 /// with `S = cumsum(a)`; a log-depth scan over chunk end states links the chunks. Runs in float32.
-pub fn selective_scan(
+pub fn selective_scan_chunked(
     x: &Array,
     delta: &Array,
     a_log: &Array,
@@ -601,7 +637,7 @@ mod tests {
         }
         let arr = |v: &[f32], s: &[usize]| Array::from_f32(v, s).unwrap();
         for chunk in [1, 4, 8, 13, 16] {
-            let got = selective_scan(
+            let got = selective_scan_chunked(
                 &arr(&x, &[b, t, i]),
                 &arr(&delta, &[b, t, i]),
                 &arr(&a_log, &[i, n]),
@@ -618,6 +654,71 @@ mod tests {
                     (g - w).abs() < 1e-4 * (1.0 + w.abs()),
                     "chunk {chunk} element {k}: {g} vs {w}"
                 );
+            }
+        }
+    }
+
+    /// On CUDA: the fused kernel's output and all five gradients equal the chunked scan's (MLX
+    /// autodiff), with a partial last checkpoint chunk, a partial channel block and decays that hit
+    /// the floor. Elsewhere the fused kernel does not exist and the test says so.
+    #[test]
+    fn fused_scan_matches_chunked_scan_and_its_gradients() {
+        if !mixsweep_mlx::kernels::fused_scan_available() {
+            eprintln!("skipped: the fused scan needs MLX's CUDA backend");
+            return;
+        }
+        for (b, t, i, n, chunk) in [(3, 37, 40, 16, 8), (2, 16, 24, 8, 16), (1, 5, 3, 32, 4)] {
+            let arr = |v: Vec<f32>, s: &[usize]| Array::from_f32(&v, s).unwrap();
+            let inputs = vec![
+                arr(host(b * t * i, 11, -1.0, 1.0), &[b, t, i]),
+                arr(host(b * t * i, 12, 0.01, 3.0), &[b, t, i]),
+                arr(host(i * n, 13, -1.0, 2.5), &[i, n]),
+                arr(host(b * t * n, 14, -1.0, 1.0), &[b, t, n]),
+                arr(host(b * t * n, 15, -1.0, 1.0), &[b, t, n]),
+                arr(host(i, 16, -1.0, 1.0), &[i]),
+            ];
+            let proj = arr(host(b * t * i, 17, -1.0, 1.0), &[b, t, i]);
+            let run = |fused: bool| {
+                let proj = proj.clone();
+                mixsweep_mlx::value_and_grad(
+                    move |v| {
+                        let y = if fused {
+                            let a = v[2].exp()?.neg()?;
+                            mixsweep_mlx::kernels::fused_selective_scan(
+                                &v[0], &v[1], &a, &v[3], &v[4], chunk,
+                            )?
+                            .add(&v[0].mul(&v[5])?)?
+                        } else {
+                            selective_scan_chunked(&v[0], &v[1], &v[2], &v[3], &v[4], &v[5], chunk)?
+                        };
+                        Ok(vec![y.mul(&proj)?.sum_all()?, y])
+                    },
+                    &inputs,
+                    &[0, 1, 2, 3, 4, 5],
+                )
+                .unwrap()
+            };
+            let (want_values, want_grads) = run(false);
+            let (got_values, got_grads) = run(true);
+            let close = |name: &str, got: &Array, want: &Array| {
+                let (g, w) = (got.to_vec_f32().unwrap(), want.to_vec_f32().unwrap());
+                assert_eq!(g.len(), w.len(), "{name}: size");
+                let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+                let err = g
+                    .iter()
+                    .zip(&w)
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(
+                    err <= 2e-3 * scale,
+                    "{name} (b={b} t={t} i={i} n={n}): max error {err} vs scale {scale}"
+                );
+            };
+            close("y", &got_values[1], &want_values[1]);
+            for (k, name) in ["dx", "ddelta", "da_log", "db", "dc", "dd"]
+                .iter()
+                .enumerate()
+            {
+                close(name, &got_grads[k], &want_grads[k]);
             }
         }
     }
