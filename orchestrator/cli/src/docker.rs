@@ -14,9 +14,9 @@
 //! * Logs are streamed into `stdout.log`/`stderr.log` and the live view (the runner prints each metrics
 //!   record as a JSON line). Exit code, OOM kill and engine errors are distinct trial states.
 //! * GPU trials keep MLX's compiled CUDA kernels between containers: a fresh container would otherwise
-//!   spend minutes compiling them with NVRTC before its first step. Each concurrent trial binds its own
-//!   folder `<cache>/mlx-kernels/<image id>/<n>` (`MLX_PTX_CACHE_DIR`), so no two containers write one
-//!   kernel file at a time and the next trial on that folder starts warm.
+//!   spend minutes compiling them with NVRTC before its first step. The host folder
+//!   `<cache>/mlx-kernels/<image id>` is bound into every GPU container as `MIXSWEEP_KERNEL_CACHE`
+//!   (the runner works on a private copy and publishes new kernels atomically; see its `kernel_cache`).
 //! * Containers are removed after success and kept after a failure with `--keep-failed`; Ctrl-C sends
 //!   SIGINT to the sweep's containers (the runner stops after its current step and uploads what it has).
 
@@ -59,62 +59,12 @@ pub struct DockerBackend {
     storage_url: String,
     /// `host:container[:ro]` binds shared by every trial (the local storage root).
     binds: Vec<String>,
-    /// GPU trials: the host folders that keep MLX's compiled kernels, one per concurrent trial.
-    kernel_cache: Option<KernelCache>,
+    /// GPU trials: the host folder that keeps MLX's compiled kernels for this image.
+    kernel_cache: Option<PathBuf>,
 }
 
-/// Where MLX keeps compiled CUDA kernels inside a container.
+/// Where the kernel cache folder appears inside a container.
 pub const KERNEL_CACHE_MOUNT: &str = "/mixsweep-kernels";
-
-/// Folders `<root>/0`, `<root>/1`, ... lent to one running trial at a time.
-pub struct KernelCache {
-    root: PathBuf,
-    busy: std::sync::Arc<std::sync::Mutex<Vec<bool>>>,
-}
-
-/// A lent kernel-cache folder; returned when dropped.
-pub struct KernelCacheLease {
-    index: usize,
-    pub dir: PathBuf,
-    busy: std::sync::Arc<std::sync::Mutex<Vec<bool>>>,
-}
-
-impl KernelCache {
-    pub fn new(root: PathBuf) -> KernelCache {
-        KernelCache {
-            root,
-            busy: Default::default(),
-        }
-    }
-
-    /// The lowest-numbered folder no running trial holds (created if missing).
-    pub fn lease(&self) -> std::io::Result<KernelCacheLease> {
-        let index = {
-            let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
-            let i = busy.iter().position(|b| !b).unwrap_or(busy.len());
-            if i == busy.len() {
-                busy.push(true);
-            } else {
-                busy[i] = true;
-            }
-            i
-        };
-        let lease = KernelCacheLease {
-            index,
-            dir: self.root.join(index.to_string()),
-            busy: self.busy.clone(),
-        };
-        std::fs::create_dir_all(&lease.dir)?;
-        Ok(lease)
-    }
-}
-
-impl Drop for KernelCacheLease {
-    fn drop(&mut self) {
-        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
-        busy[self.index] = false;
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GpuMode {
@@ -183,12 +133,18 @@ impl DockerBackend {
                 .filter(|c| c.is_ascii_alphanumeric())
                 .take(16)
                 .collect();
-            KernelCache::new(
-                mixsweep_store::default_cache_dir()
-                    .join("mlx-kernels")
-                    .join(id),
-            )
+            mixsweep_store::default_cache_dir()
+                .join("mlx-kernels")
+                .join(id)
         });
+        if let Some(dir) = &kernel_cache {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                DockerError::Setup(format!(
+                    "cannot create the kernel cache {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
         let (storage_url, binds) =
             if mixsweep_store::is_url(storage_root) && !storage_root.starts_with("file://") {
                 (storage_root.to_string(), vec![])
@@ -329,14 +285,13 @@ impl DockerBackend {
         t: &Trial,
         profile: bool,
         gpu: Option<usize>,
-        kernel_cache: Option<&Path>,
     ) -> ContainerCreateBody {
         let trial_url = format!("{}/trials/{}", self.storage_url, t.id);
         let mut binds = self.binds.clone();
         let mut env = self.env.clone();
-        if let Some(dir) = kernel_cache {
+        if let Some(dir) = &self.kernel_cache {
             binds.push(format!("{}:{KERNEL_CACHE_MOUNT}", dir.display()));
-            env.push(format!("MLX_PTX_CACHE_DIR={KERNEL_CACHE_MOUNT}"));
+            env.push(format!("MIXSWEEP_KERNEL_CACHE={KERNEL_CACHE_MOUNT}"));
         }
         Self::data_binds(&t.train, &mut binds);
         match &t.val {
@@ -423,26 +378,8 @@ impl DockerBackend {
             }) => {}
             Err(e) => return engine(e),
         }
-        // Held until the attempt ends: no other trial writes into this kernel folder meanwhile.
-        let lease = match self
-            .kernel_cache
-            .as_ref()
-            .map(KernelCache::lease)
-            .transpose()
-        {
-            Ok(l) => l,
-            Err(e) => {
-                return AttemptEnd::engine(format!("creating the kernel cache folder: {e}"), false);
-            }
-        };
         if !adopted {
-            let body = self.body(
-                sweep,
-                t,
-                profile,
-                gpu,
-                lease.as_ref().map(|l| l.dir.as_path()),
-            );
+            let body = self.body(sweep, t, profile, gpu);
             if let Err(e) = self
                 .docker
                 .create_container(
@@ -601,7 +538,7 @@ fn current_gid() -> u32 {
 mod tests {
     use super::*;
 
-    fn backend(kernel_cache: Option<KernelCache>) -> DockerBackend {
+    fn backend(kernel_cache: Option<PathBuf>) -> DockerBackend {
         DockerBackend {
             // not contacted: these tests only build container specs
             docker: Docker::connect_with_http(
@@ -639,42 +576,27 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_trials_get_distinct_kernel_folders_and_reuse_freed_ones() {
+    fn gpu_containers_share_the_image_kernel_folder() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = KernelCache::new(dir.path().join("img"));
-        let a = cache.lease().unwrap();
-        let b = cache.lease().unwrap();
-        assert_ne!(a.dir, b.dir);
-        assert!(a.dir.is_dir() && b.dir.is_dir());
-        let a_dir = a.dir.clone();
-        drop(a);
-        // the next trial starts warm in the folder the finished one filled
-        assert_eq!(cache.lease().unwrap().dir, a_dir);
-    }
-
-    #[test]
-    fn gpu_containers_bind_their_kernel_folder_and_point_mlx_at_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let b = backend(Some(KernelCache::new(dir.path().to_path_buf())));
-        let lease = b.kernel_cache.as_ref().unwrap().lease().unwrap();
-        let body = b.body("s", &trial(), false, Some(0), Some(&lease.dir));
+        let b = backend(Some(dir.path().to_path_buf()));
+        let body = b.body("s", &trial(), false, Some(0));
         let binds = body.host_config.unwrap().binds.unwrap();
         assert!(
-            binds.contains(&format!("{}:{KERNEL_CACHE_MOUNT}", lease.dir.display())),
+            binds.contains(&format!("{}:{KERNEL_CACHE_MOUNT}", dir.path().display())),
             "{binds:?}"
         );
         let env = body.env.unwrap();
         assert!(
-            env.contains(&format!("MLX_PTX_CACHE_DIR={KERNEL_CACHE_MOUNT}")),
+            env.contains(&format!("MIXSWEEP_KERNEL_CACHE={KERNEL_CACHE_MOUNT}")),
             "{env:?}"
         );
-        // without a cache (CPU trials) neither appears
-        let body = backend(None).body("s", &trial(), false, None, None);
+        // without GPUs (no cache) neither appears
+        let body = backend(None).body("s", &trial(), false, None);
         assert!(
             body.env
                 .unwrap()
                 .iter()
-                .all(|e| !e.starts_with("MLX_PTX_CACHE_DIR"))
+                .all(|e| !e.starts_with("MIXSWEEP_KERNEL_CACHE"))
         );
     }
 }

@@ -5,8 +5,9 @@
 //! * [`job_manifest`] builds the typed Job (so every manifest is a valid `k8s-openapi` object): the
 //!   runner's command, `nvidia.com/gpu` limits, CPU/memory requests and limits, nodeSelector,
 //!   tolerations, affinity, priorityClassName, imagePullSecrets, serviceAccount, env from a Secret,
-//!   `activeDeadlineSeconds` (the trial timeout), `backoffLimit`, `ttlSecondsAfterFinished`, labels.
-//!   `mixsweep plan --backend kubernetes --manifests` prints them.
+//!   `activeDeadlineSeconds` (the trial timeout), `backoffLimit`, `ttlSecondsAfterFinished`, labels,
+//!   and with `kubernetes.kernel_cache` a hostPath folder per image for MLX's compiled CUDA kernels
+//!   (`MIXSWEEP_KERNEL_CACHE`). `mixsweep plan --backend kubernetes --manifests` prints them.
 //! * Job names derive from the trial id: after an orchestrator crash, `mixsweep run` adopts a trial's
 //!   active Job instead of submitting another.
 //! * The backend watches the Job and its pods (watch streams, re-opened when the server ends them;
@@ -24,8 +25,9 @@ use crate::run::AttemptEnd;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, EnvFromSource, LocalObjectReference, Pod, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SecretEnvSource, Toleration,
+    Affinity, Container, EnvFromSource, EnvVar, HostPathVolumeSource, LocalObjectReference, Pod,
+    PodSpec, PodTemplateSpec, ResourceRequirements, SecretEnvSource, Toleration, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -89,6 +91,9 @@ fn quantity(s: impl Into<String>) -> Quantity {
     Quantity(s.into())
 }
 
+/// Where the node's kernel cache folder appears in the runner container.
+pub const KERNEL_CACHE_MOUNT: &str = "/mixsweep-kernels";
+
 /// The typed Job of one trial. Errors name the sweep field at fault.
 pub fn job_manifest(
     spec: &SweepSpec,
@@ -139,6 +144,29 @@ pub fn job_manifest(
         .map(|v| serde_json::from_value::<Affinity>(v.clone()))
         .transpose()
         .map_err(|e| format!("kubernetes.affinity: not a Kubernetes affinity: {e}"))?;
+    // The node's kernel folder for this image (the runner copies it in and publishes new kernels).
+    let kernel_cache = match &k.kernel_cache {
+        Some(dir) if !dir.starts_with('/') => {
+            return Err(format!(
+                "kubernetes.kernel_cache: {dir:?} is not an absolute path on the nodes (e.g. /var/cache/mixsweep-kernels)"
+            ));
+        }
+        Some(dir) => {
+            let image: String = settings
+                .image
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            Some(format!("{}/{image}", dir.trim_end_matches('/')))
+        }
+        None => None,
+    };
     let mut labels = BTreeMap::new();
     labels.insert("app.kubernetes.io/name".to_string(), "mixsweep".to_string());
     labels.insert(LABEL_SWEEP.to_string(), label_value(&spec.name));
@@ -161,8 +189,32 @@ pub fn job_manifest(
             requests: (!requests.is_empty()).then_some(requests),
             ..Default::default()
         }),
+        env: kernel_cache.as_ref().map(|_| {
+            vec![EnvVar {
+                name: "MIXSWEEP_KERNEL_CACHE".into(),
+                value: Some(KERNEL_CACHE_MOUNT.into()),
+                ..Default::default()
+            }]
+        }),
+        volume_mounts: kernel_cache.as_ref().map(|_| {
+            vec![VolumeMount {
+                name: "kernels".into(),
+                mount_path: KERNEL_CACHE_MOUNT.into(),
+                ..Default::default()
+            }]
+        }),
         ..Default::default()
     };
+    let volumes = kernel_cache.map(|path| {
+        vec![Volume {
+            name: "kernels".into(),
+            host_path: Some(HostPathVolumeSource {
+                path,
+                type_: Some("DirectoryOrCreate".into()),
+            }),
+            ..Default::default()
+        }]
+    });
     Ok(Job {
         metadata: ObjectMeta {
             name: Some(job_name(&t.id)),
@@ -193,6 +245,7 @@ pub fn job_manifest(
                             .collect()
                     }),
                     service_account_name: k.service_account.clone(),
+                    volumes,
                     ..Default::default()
                 }),
             },

@@ -464,6 +464,76 @@ fn ids(s: &Setup, sweep: &Path) -> Vec<String> {
         .collect()
 }
 
+/// `plan --backend kubernetes --manifests` for a sweep, parsed back into typed Jobs.
+fn planned_jobs(s: &Setup, sweep: &Path) -> Result<Vec<Job>, String> {
+    let o = mixsweep(s)
+        .arg("plan")
+        .arg(sweep)
+        .args([
+            "--backend",
+            "kubernetes",
+            "--manifests",
+            "--namespace",
+            "ml",
+        ])
+        .output()
+        .unwrap();
+    if !o.status.success() {
+        return Err(text(&o));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout)
+        .split("---\n")
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| serde_saphyr::from_str(d).expect("each document is a batch/v1 Job"))
+        .collect())
+}
+
+#[test]
+fn kernel_cache_is_a_host_folder_per_image_given_to_the_runner() {
+    let (s, sweep) = setup(
+        Scenario::Success,
+        "k8skern",
+        "kubernetes: {kernel_cache: /var/cache/mixsweep-kernels/}\n",
+    );
+    let jobs = planned_jobs(&s, &sweep).unwrap();
+    let pod = jobs[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let volume = &pod.volumes.as_ref().unwrap()[0];
+    let host = volume.host_path.as_ref().unwrap();
+    assert_eq!(
+        host.path,
+        "/var/cache/mixsweep-kernels/registry.example.com-mixsweep-runner-cuda"
+    );
+    assert_eq!(host.type_.as_deref(), Some("DirectoryOrCreate"));
+    let runner = &pod.containers[0];
+    let mount = &runner.volume_mounts.as_ref().unwrap()[0];
+    assert_eq!(
+        (mount.name.as_str(), mount.mount_path.as_str()),
+        (volume.name.as_str(), "/mixsweep-kernels")
+    );
+    let env = runner.env.as_ref().unwrap();
+    assert!(
+        env.iter().any(|e| e.name == "MIXSWEEP_KERNEL_CACHE"
+            && e.value.as_deref() == Some("/mixsweep-kernels")),
+        "{env:?}"
+    );
+
+    // a relative folder is refused with the field's name
+    let (s, sweep) = setup(
+        Scenario::Success,
+        "k8skern2",
+        "kubernetes: {kernel_cache: cache}\n",
+    );
+    let err = planned_jobs(&s, &sweep).unwrap_err();
+    assert!(err.contains("kubernetes.kernel_cache"), "{err}");
+}
+
 #[test]
 fn jobs_succeed_and_rank_with_valid_manifests() {
     let (s, sweep) = setup(
@@ -505,25 +575,7 @@ fn jobs_succeed_and_rank_with_valid_manifests() {
     }
     drop(st);
     // The manifests `plan --manifests` prints are the ones submitted, and they are typed Jobs.
-    let o = mixsweep(&s)
-        .arg("plan")
-        .arg(&sweep)
-        .args([
-            "--backend",
-            "kubernetes",
-            "--manifests",
-            "--namespace",
-            "ml",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let docs = String::from_utf8_lossy(&o.stdout).to_string();
-    let jobs: Vec<Job> = docs
-        .split("---\n")
-        .filter(|d| !d.trim().is_empty())
-        .map(|d| serde_saphyr::from_str(d).expect("each document is a batch/v1 Job"))
-        .collect();
+    let jobs = planned_jobs(&s, &sweep).unwrap();
     assert_eq!(jobs.len(), 2);
     let spec = jobs[0].spec.as_ref().unwrap();
     assert_eq!(spec.active_deadline_seconds, Some(7200));

@@ -141,6 +141,10 @@ pub struct KubernetesSpec {
     /// (default 15m).
     #[serde(default)]
     pub schedule_timeout: Option<String>,
+    /// A folder on the nodes (hostPath, created if missing) where GPU pods keep MLX's compiled CUDA
+    /// kernels between trials, one subfolder per image: without it every pod compiles them again.
+    #[serde(default)]
+    pub kernel_cache: Option<String>,
 }
 
 /// A sweep file.

@@ -20,6 +20,7 @@ pub mod eval;
 pub mod executor;
 pub mod generate;
 pub mod init;
+pub mod kernel_cache;
 pub mod prepare;
 pub mod remote;
 pub use mixsweep_model::rng;

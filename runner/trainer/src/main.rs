@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use mixsweep_mlx::device::Device;
 use mixsweep_model::{ComputeDtype, ModelConfig};
+use mixsweep_runner::kernel_cache::KernelCache;
 use mixsweep_runner::train::{TrainError, TrainOptions, train};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -299,10 +300,32 @@ fn smoke(d: DeviceArg) -> anyhow::Result<()> {
 /// nodes and keeps `MLX_CUDA_GRAPH_CACHE_SIZE` (default 100) of them. A compiled train step has more
 /// segments than that, so the default cache is re-captured every step; raise it unless the user set it.
 /// Must run before MLX reads its environment (before any MLX call).
-fn tune_mlx_environment() {
+/// Sets MLX's environment before MLX starts; with `MIXSWEEP_KERNEL_CACHE` (and no explicit
+/// `MLX_PTX_CACHE_DIR`) MLX compiles into a private copy of that shared kernel folder.
+fn tune_mlx_environment() -> Option<KernelCache> {
     if std::env::var_os("MLX_CUDA_GRAPH_CACHE_SIZE").is_none() {
         // SAFETY: called first thing in main, before any other thread exists.
         unsafe { std::env::set_var("MLX_CUDA_GRAPH_CACHE_SIZE", "2000") };
+    }
+    let shared = PathBuf::from(std::env::var_os("MIXSWEEP_KERNEL_CACHE")?);
+    if std::env::var_os("MLX_PTX_CACHE_DIR").is_some() {
+        return None;
+    }
+    let private = std::env::temp_dir().join(format!("mixsweep-kernels-{}", std::process::id()));
+    match KernelCache::adopt(&shared, &private) {
+        Ok(cache) => {
+            // SAFETY: as above, no other thread exists yet.
+            unsafe { std::env::set_var("MLX_PTX_CACHE_DIR", cache.private_dir()) };
+            Some(cache)
+        }
+        Err(e) => {
+            eprintln!(
+                "warning: MIXSWEEP_KERNEL_CACHE={}: {e}; kernels are compiled without the shared cache",
+                shared.display()
+            );
+            let _ = std::fs::remove_dir_all(&private);
+            None
+        }
     }
 }
 
@@ -324,7 +347,7 @@ fn write_profile(guard: &pprof::ProfilerGuard<'_>, path: &std::path::Path) -> an
 }
 
 fn main() -> ExitCode {
-    tune_mlx_environment();
+    let kernel_cache = tune_mlx_environment();
     let cli = Cli::parse();
     let result: Result<(), (i32, String)> = match cli.command {
         Command::Train {
@@ -571,6 +594,12 @@ fn main() -> ExitCode {
             }
         }
     };
+    if let Some(cache) = kernel_cache {
+        let shared = std::env::var("MIXSWEEP_KERNEL_CACHE").unwrap_or_default();
+        if let Err(e) = cache.finish() {
+            eprintln!("warning: could not add the compiled kernels to {shared}: {e}");
+        }
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, message)) => {

@@ -257,6 +257,34 @@ fn smoke_runs_a_compiled_step() {
     assert!(stdout(&o).contains("All checks passed"));
 }
 
+/// With MIXSWEEP_KERNEL_CACHE the runner points MLX at a private copy of the shared kernel folder
+/// (created if missing) and removes the copy when it ends; complete modules stay in the shared folder.
+#[test]
+fn kernel_cache_is_adopted_into_a_private_copy_and_cleaned_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("kernels");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let o = runner()
+        .args(["smoke", "--device", "cpu"])
+        .env("MIXSWEEP_KERNEL_CACHE", &shared)
+        .env_remove("MLX_PTX_CACHE_DIR")
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(shared.is_dir(), "the shared folder is created");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with("mixsweep-kernels-"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "private kernel copies left behind: {left:?}"
+    );
+}
+
 #[test]
 fn cpuprofile_is_a_pprof_protobuf_with_samples() {
     use pprof::protos::Message;
