@@ -240,10 +240,10 @@ impl DockerBackend {
                 .and_then(|l| l.get(LABEL_TRIAL))
                 .cloned()
                 .unwrap_or_default();
-            if done.contains(&trial) {
-                if let Some(id) = c.id {
-                    let _ = self.docker.remove_container(&id, None).await;
-                }
+            if done.contains(&trial)
+                && let Some(id) = c.id
+            {
+                let _ = self.docker.remove_container(&id, None).await;
             }
         }
     }
@@ -252,13 +252,13 @@ impl DockerBackend {
         if mixsweep_store::is_url(pattern) {
             return;
         }
-        if let Some(dir) = Path::new(pattern).parent() {
-            if let Ok(dir) = dir.canonicalize() {
-                let d = dir.display().to_string();
-                let b = format!("{d}:{d}:ro");
-                if !binds.contains(&b) {
-                    binds.push(b);
-                }
+        if let Some(dir) = Path::new(pattern).parent()
+            && let Ok(dir) = dir.canonicalize()
+        {
+            let d = dir.display().to_string();
+            let b = format!("{d}:{d}:ro");
+            if !binds.contains(&b) {
+                binds.push(b);
             }
         }
     }

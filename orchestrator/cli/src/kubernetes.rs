@@ -595,7 +595,7 @@ where
     Some(
         stream
             .map(|e| match e {
-                Ok(WatchEvent::Error(s)) => Err(kube::Error::Api(s.into())),
+                Ok(WatchEvent::Error(s)) => Err(kube::Error::Api(s)),
                 Ok(_) => Ok(()),
                 Err(e) => Err(e),
             })

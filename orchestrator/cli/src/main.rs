@@ -1,8 +1,11 @@
 //! `mixsweep`: the command users type.
+//!
 //! * `plan`: expand and validate a sweep, print the trial table with each trial's state, run nothing.
-//! * `run`: run the trials that are not done on the local backend, then print the ranked table.
+//! * `run`: run the trials that are not done (local processes, Docker or Kubernetes), then print the
+//!   ranked table.
 //! * `results`: the ranked table (or per-variant aggregates over seeds) from storage alone, with exports.
 //! * `status`: every sweep in storage and its progress.
+//!
 //! Exit codes: 0 ok, 1 some trials failed, 2 the sweep or a config in it is invalid, 130 interrupted.
 
 mod docker;

@@ -109,25 +109,25 @@ fn wait_running(
     let t0 = Instant::now();
     let mut child = child;
     loop {
-        if let Some(c) = child.as_deref_mut() {
-            if let Ok(Some(status)) = c.try_wait() {
-                let mut out = String::new();
-                for s in [
-                    c.stdout
-                        .take()
-                        .map(|s| Box::new(s) as Box<dyn std::io::Read>),
-                    c.stderr
-                        .take()
-                        .map(|s| Box::new(s) as Box<dyn std::io::Read>),
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    let mut s = s;
-                    let _ = s.read_to_string(&mut out);
-                }
-                panic!("mixsweep exited ({status}) before a container ran:\n{out}");
+        if let Some(c) = child.as_deref_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            let mut out = String::new();
+            for s in [
+                c.stdout
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn std::io::Read>),
+                c.stderr
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn std::io::Read>),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let mut s = s;
+                let _ = s.read_to_string(&mut out);
             }
+            panic!("mixsweep exited ({status}) before a container ran:\n{out}");
         }
         let o = Command::new("docker")
             .args([

@@ -102,13 +102,13 @@ fn check_run_settings(spec: &SweepSpec) -> Result<(), (&'static str, String)> {
     if spec.max_parallel == Some(0) {
         return Err(("max_parallel", "max_parallel must be >= 1".into()));
     }
-    if let Some(g) = &spec.gpus {
-        if g.ids().is_some_and(|ids| ids.is_empty()) {
-            return Err((
-                "gpus",
-                "gpus must name at least one GPU (or be `all`)".into(),
-            ));
-        }
+    if let Some(g) = &spec.gpus
+        && g.ids().is_some_and(|ids| ids.is_empty())
+    {
+        return Err((
+            "gpus",
+            "gpus must name at least one GPU (or be `all`)".into(),
+        ));
     }
     if let Some(t) = &spec.kubernetes.schedule_timeout {
         parse_duration(t).map_err(|e| ("schedule_timeout", e))?;

@@ -448,7 +448,7 @@ fn errors_inside_closures_propagate() {
     let x = arr(&[1.0, 2.0], &[2]);
     let err = value_and_grad(
         |_ins| Err(mixsweep_mlx::Error::new("boom from rust")),
-        &[x.clone()],
+        std::slice::from_ref(&x),
         &[0],
     )
     .unwrap_err();

@@ -502,7 +502,7 @@ impl Builder {
         let s = self.shape(x).clone();
         let width = self.last_dim(x);
         assert!(
-            s.len() == 3 && width % heads == 0,
+            s.len() == 3 && width.is_multiple_of(heads),
             "IR: split_heads needs [B, T, H*hd]"
         );
         let shape = vec![s[0], Dim::Fixed(heads), s[1], Dim::Fixed(width / heads)];
@@ -526,7 +526,10 @@ impl Builder {
         base: f32,
         adjacent_pairs: bool,
     ) -> ValueId {
-        assert!(dims % 2 == 0 && dims <= self.last_dim(x), "IR: rope dims");
+        assert!(
+            dims.is_multiple_of(2) && dims <= self.last_dim(x),
+            "IR: rope dims"
+        );
         let shape = self.shape(x).clone();
         self.push_op(name, shape, |out| Op::Rope {
             x,

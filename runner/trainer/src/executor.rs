@@ -393,7 +393,7 @@ pub fn activation(x: &Array, kind: Activation) -> Result<Array> {
         Activation::GeluTanh => {
             // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
             let inner = x
-                .add(&x.mul(&x)?.mul(x)?.mul_scalar(0.044715)?)?
+                .add(&x.mul(x)?.mul(x)?.mul_scalar(0.044715)?)?
                 .mul_scalar(0.797_884_6)?;
             x.mul(&inner.tanh()?.add_scalar(1.0)?)?.mul_scalar(0.5)
         }

@@ -51,6 +51,18 @@ fn init_one(w: &WeightSpec, seed: u64) -> Vec<f32> {
     }
 }
 
+/// Host weights (in the program's weight order) as device arrays of their declared shapes.
+pub fn upload(
+    weights: &[mixsweep_model::ir::WeightSpec],
+    host: &[Vec<f32>],
+) -> mixsweep_mlx::Result<Vec<mixsweep_mlx::Array>> {
+    weights
+        .iter()
+        .zip(host)
+        .map(|(s, v)| mixsweep_mlx::Array::from_f32(v, &s.shape))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,16 +125,4 @@ mod tests {
         assert_eq!(initial_weights(&w, 9), initial_weights(&w, 9));
         assert_ne!(initial_weights(&w, 9), initial_weights(&w, 10));
     }
-}
-
-/// Host weights (in the program's weight order) as device arrays of their declared shapes.
-pub fn upload(
-    weights: &[mixsweep_model::ir::WeightSpec],
-    host: &[Vec<f32>],
-) -> mixsweep_mlx::Result<Vec<mixsweep_mlx::Array>> {
-    weights
-        .iter()
-        .zip(host)
-        .map(|(s, v)| mixsweep_mlx::Array::from_f32(v, &s.shape))
-        .collect()
 }

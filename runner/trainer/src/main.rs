@@ -205,7 +205,7 @@ fn format_flops(f: f64) -> String {
     }
 }
 
-fn count(config: &PathBuf, json: bool) -> Result<(), TrainError> {
+fn count(config: &std::path::Path, json: bool) -> Result<(), TrainError> {
     let cfg = ModelConfig::load(config)?;
     let counts = cfg.counts();
     if json {
@@ -259,7 +259,7 @@ fn smoke(d: DeviceArg) -> anyhow::Result<()> {
         ComputeDtype::Float32,
         OptimizerSpec::new(&cfg, &program),
     )?;
-    let tokens: Vec<i32> = (0..64).map(|i| (i * 7 % 64) as i32).collect();
+    let tokens: Vec<i32> = (0..64).map(|i| i * 7 % 64).collect();
     let x = mixsweep_mlx::Array::from_i32(&tokens, &[4, 16])?;
     let y = mixsweep_mlx::Array::from_i32(
         &tokens.iter().map(|t| (t + 1) % 64).collect::<Vec<_>>(),
@@ -418,10 +418,10 @@ fn main() -> ExitCode {
             let result = train(&opts)
                 .map(|_| ())
                 .map_err(|e| (e.exit_code(), e.to_string()));
-            if let (Some(guard), Some(path)) = (profiler, &cpuprofile) {
-                if let Err(e) = write_profile(&guard, path) {
-                    eprintln!("error: writing the CPU profile {}: {e}", path.display());
-                }
+            if let (Some(guard), Some(path)) = (profiler, &cpuprofile)
+                && let Err(e) = write_profile(&guard, path)
+            {
+                eprintln!("error: writing the CPU profile {}: {e}", path.display());
             }
             match (&artifacts, &opts.out) {
                 (Some(url), Some(out)) => {

@@ -154,7 +154,7 @@ pub fn load_config(path: &Path) -> Result<ModelConfig, TrainError> {
 
 /// Whether step `s` (0-based) of `total` prints a progress line.
 fn is_log_step(s: usize, total: usize, every: usize) -> bool {
-    s == 0 || s + 1 == total || s % every == 0 || (s < every && s.is_power_of_two())
+    s == 0 || s + 1 == total || s.is_multiple_of(every) || (s < every && s.is_power_of_two())
 }
 
 pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
@@ -461,21 +461,21 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
         if s > 0 {
             submit_s += (wait - submit).as_secs_f64();
         }
-        if let Some((ps, pl, pn, pv)) = pending.take() {
-            if let Err(e) = finish_step(ps, &pl, &pn, pv, &mut first_done, &mut summary) {
-                outcome = Err(e);
-                break;
-            }
+        if let Some((ps, pl, pn, pv)) = pending.take()
+            && let Err(e) = finish_step(ps, &pl, &pn, pv, &mut first_done, &mut summary)
+        {
+            outcome = Err(e);
+            break;
         }
         if s > 0 {
             wait_s += wait.elapsed().as_secs_f64();
         }
         pending = Some((s, loss, norm, val));
     }
-    if let Some((ps, pl, pn, pv)) = pending.take() {
-        if outcome.is_ok() {
-            outcome = finish_step(ps, &pl, &pn, pv, &mut first_done, &mut summary);
-        }
+    if let Some((ps, pl, pn, pv)) = pending.take()
+        && outcome.is_ok()
+    {
+        outcome = finish_step(ps, &pl, &pn, pv, &mut first_done, &mut summary);
     }
     let steady = first_done.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
     if outcome.is_ok() && summary.steps_completed == t.steps {

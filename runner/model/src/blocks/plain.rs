@@ -60,7 +60,7 @@ fn parse(f: &mut Fields<'_>, dims: &ModelDims) -> Result<Box<dyn Block>, ConfigE
         f.error("heads", "a plain block needs `heads`")
             .with_hint("add e.g. \"heads\": 4 (model_dim must be divisible by it)")
     })?;
-    if heads == 0 || dims.model_dim % heads != 0 {
+    if heads == 0 || !dims.model_dim.is_multiple_of(heads) {
         return Err(f.error(
             "heads",
             format!(
