@@ -53,6 +53,21 @@ fn main() {
     };
     let include = root.join("include");
     let lib = root.join("lib");
+    // The MLX version these headers declare (a binary must run against the same libmlx version).
+    let version_h = std::fs::read_to_string(include.join("mlx/version.h")).unwrap_or_default();
+    let part = |name: &str| {
+        version_h
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("#define {name} ")))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| "x".into())
+    };
+    println!(
+        "cargo:rustc-env=MIXSWEEP_MLX_BUILD_VERSION={}.{}.{}",
+        part("MLX_VERSION_MAJOR"),
+        part("MLX_VERSION_MINOR"),
+        part("MLX_VERSION_PATCH")
+    );
     cc::Build::new()
         .cpp(true)
         .std("c++20")

@@ -374,6 +374,15 @@ async fn attempt_local(
     if let Some(g) = gpu {
         cmd.env("CUDA_VISIBLE_DEVICES", g.to_string());
     }
+    // Concurrent trials share compiled CUDA kernels safely (see the runner's kernel_cache).
+    if std::env::var_os("MIXSWEEP_KERNEL_CACHE").is_none()
+        && std::env::var_os("MLX_PTX_CACHE_DIR").is_none()
+    {
+        cmd.env(
+            "MIXSWEEP_KERNEL_CACHE",
+            mixsweep_store::default_cache_dir().join("mlx-kernels/local"),
+        );
+    }
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {}", shared.runner.display()))?;

@@ -85,12 +85,27 @@ fn four_trial_sweep_runs_ranks_and_caches() {
         "name: four\nvariants:\n  - {name: attention, base: tiny.json}\n  - {name: mamba, base: tiny_mamba.json}\ngrid: {training.lr: [0.001, 0.003]}\nsteps: 30\nseeds: [1]\ntrain: data/train_*.bin\n",
     );
     let store = dir.path().join("runs");
-    let o = mixsweep(&["run"], &s, &store).output().unwrap();
+    let cache = dir.path().join("cache");
+    let o = mixsweep(&["run"], &s, &store)
+        .env("MIXSWEEP_CACHE", &cache)
+        .env_remove("MIXSWEEP_KERNEL_CACHE")
+        .env_remove("MLX_PTX_CACHE_DIR")
+        .output()
+        .unwrap();
     assert!(
         o.status.success(),
         "{}\n{}",
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
+    );
+    // local runners share one kernel cache (per MLX version) under $MIXSWEEP_CACHE
+    let kernels = std::fs::read_dir(cache.join("mlx-kernels/local"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    assert!(
+        kernels.len() == 1 && kernels[0].starts_with("mlx-"),
+        "{kernels:?}"
     );
     let out = String::from_utf8_lossy(&o.stdout);
     let rows: Vec<&str> = out.lines().filter(|l| l.ends_with(" done")).collect();

@@ -33,6 +33,10 @@ pub use transforms::{Compiled, set_compile_enabled, value_and_grad, vjp};
 
 use std::ffi::CStr;
 
+/// The MLX version of the headers this crate was built against (`major.minor.patch`); the libmlx it
+/// runs with must be the same version.
+pub const MLX_BUILD_VERSION: &str = env!("MIXSWEEP_MLX_BUILD_VERSION");
+
 /// An error raised by MLX (its exception message) or by the binding's own checks.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("MLX: {message}")]

@@ -1,4 +1,5 @@
-//! A kernel cache shared between runs: `MIXSWEEP_KERNEL_CACHE=DIR`.
+//! A kernel cache shared between runs: `MIXSWEEP_KERNEL_CACHE=DIR` (the runner uses its subfolder
+//! `mlx-<version>`: kernels compiled by one MLX version are not valid for another).
 //!
 //! MLX's CUDA backend compiles every kernel of a train step with NVRTC on first use and keeps the
 //! results in `MLX_PTX_CACHE_DIR` (default `/tmp/mlx/<version>/ptx`): minutes on a fresh container or
@@ -53,6 +54,11 @@ impl KernelCache {
             shared: shared.to_path_buf(),
             private: private.to_path_buf(),
         })
+    }
+
+    /// The shared folder.
+    pub fn shared_dir(&self) -> &Path {
+        &self.shared
     }
 
     /// The folder MLX should use (`MLX_PTX_CACHE_DIR`).

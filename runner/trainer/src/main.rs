@@ -307,7 +307,9 @@ fn tune_mlx_environment() -> Option<KernelCache> {
         // SAFETY: called first thing in main, before any other thread exists.
         unsafe { std::env::set_var("MLX_CUDA_GRAPH_CACHE_SIZE", "2000") };
     }
-    let shared = PathBuf::from(std::env::var_os("MIXSWEEP_KERNEL_CACHE")?);
+    // Compiled kernels are only valid for the MLX version that compiled them.
+    let shared = PathBuf::from(std::env::var_os("MIXSWEEP_KERNEL_CACHE")?)
+        .join(format!("mlx-{}", mixsweep_mlx::MLX_BUILD_VERSION));
     if std::env::var_os("MLX_PTX_CACHE_DIR").is_some() {
         return None;
     }
@@ -595,7 +597,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(cache) = kernel_cache {
-        let shared = std::env::var("MIXSWEEP_KERNEL_CACHE").unwrap_or_default();
+        let shared = cache.shared_dir().display().to_string();
         if let Err(e) = cache.finish() {
             eprintln!("warning: could not add the compiled kernels to {shared}: {e}");
         }

@@ -273,7 +273,13 @@ fn kernel_cache_is_adopted_into_a_private_copy_and_cleaned_up() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(shared.is_dir(), "the shared folder is created");
+    assert!(
+        shared
+            .join(format!("mlx-{}", mixsweep_mlx::MLX_BUILD_VERSION))
+            .is_dir(),
+        "the shared folder (per MLX version) is created"
+    );
+    assert_eq!(mixsweep_mlx::MLX_BUILD_VERSION.split('.').count(), 3);
     let left: Vec<_> = std::fs::read_dir(&tmp)
         .unwrap()
         .map(|e| e.unwrap().file_name())
