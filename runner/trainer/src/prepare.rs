@@ -2,9 +2,12 @@
 //! bits-per-byte lookup tables.
 //!
 //! * Input: a `.txt` file, a `.jsonl` file (documents in `--text-field`), or a folder (every `*.txt`,
-//!   then every `*.jsonl`, recursively, sorted). Documents are concatenated with no separator (mixlab).
-//!   Input is streamed in chunks of about 1 MiB (cut after a newline), so a corpus larger than memory
-//!   works; with BPE, a chunk boundary can split a whitespace run differently than one pass would.
+//!   then every `*.jsonl`, recursively, sorted). Each document (a JSONL record, a text file) is
+//!   tokenized on its own and the token streams are concatenated with no separator (mixlab). Input is
+//!   streamed, so a corpus larger than memory works: a text file longer than about 1 MiB is cut into
+//!   pieces only where one newline stands between two non-space characters, where byte-level BPE's
+//!   pre-tokenizer splits anyway, so the tokens equal one pass over the file (a file with no such
+//!   place in 4 MiB, e.g. CRLF line ends, is cut after a newline there).
 //! * Tokenizer: bytes (vocab 256), a byte-level BPE trained with the `tokenizers` crate (mixlab §7.4:
 //!   ByteLevel pre-tokenizer without prefix space, special token `<|pad|>` = id 0), or a reused
 //!   `tokenizer.json`. Encoding runs on all cores (`encode_batch`). Vocabularies over 65,535 are refused
@@ -97,24 +100,48 @@ pub fn input_files(input: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-/// Streams the documents of the input files as text chunks of about [`CHUNK_BYTES`].
+/// Streams the input files as tokenization units: each JSONL document, and each text file in pieces
+/// of about [`CHUNK_BYTES`] cut where the tokens cannot change (see the module documentation).
 pub struct Chunks {
     files: Vec<PathBuf>,
     next_file: usize,
     reader: Option<(PathBuf, Box<dyn BufRead + Send>, bool)>,
+    /// A line read ahead (to decide whether a text piece may end before it).
+    pending: Option<Vec<u8>>,
     text_field: String,
+    /// Text pieces end at the first safe place after this many bytes.
+    piece_bytes: usize,
     line_no: usize,
     /// Bytes read so far (for progress).
     pub bytes_read: u64,
     pub error: Option<String>,
 }
 
+/// A text piece may end after `piece` and before `next` when the piece ends in one newline after a
+/// non-space character and `next` starts with a non-space character: byte-level BPE's pre-tokenizer
+/// makes that newline a token of its own either way.
+fn safe_cut(piece: &str, next: &[u8]) -> bool {
+    let mut tail = piece.chars().rev();
+    tail.next() == Some('\n')
+        && tail.next().is_some_and(|c| !c.is_whitespace())
+        && String::from_utf8_lossy(&next[..next.len().min(4)])
+            .chars()
+            .next()
+            .is_some_and(|c| !c.is_whitespace() && c != '\u{FFFD}')
+}
+
 impl Chunks {
     pub fn new(files: Vec<PathBuf>, text_field: &str) -> Chunks {
+        Self::with_piece_bytes(files, text_field, CHUNK_BYTES)
+    }
+
+    pub fn with_piece_bytes(files: Vec<PathBuf>, text_field: &str, piece_bytes: usize) -> Chunks {
         Chunks {
             files,
             next_file: 0,
             reader: None,
+            pending: None,
+            piece_bytes: piece_bytes.max(1),
             text_field: text_field.into(),
             line_no: 0,
             bytes_read: 0,
@@ -138,66 +165,97 @@ impl Chunks {
             }
         }
     }
+
+    /// The next line of the open file (`None` at its end, or on an error, which is recorded).
+    fn line(&mut self) -> Option<Vec<u8>> {
+        if let Some(l) = self.pending.take() {
+            return Some(l);
+        }
+        let (path, reader, _) = self.reader.as_mut()?;
+        let mut line = Vec::new();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => None,
+            Ok(n) => {
+                self.bytes_read += n as u64;
+                self.line_no += 1;
+                Some(line)
+            }
+            Err(e) => {
+                self.error = Some(format!("{}: {e}", path.display()));
+                None
+            }
+        }
+    }
+
+    /// The next document of the open JSONL file (`None` at its end or on an error).
+    fn jsonl_document(&mut self) -> Option<String> {
+        loop {
+            let line = self.line()?;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let path = self.reader.as_ref().map(|r| r.0.display().to_string());
+            let path = path.unwrap_or_default();
+            let doc: serde_json::Value = match serde_json::from_slice(&line) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.error = Some(format!("{path}:{}: not JSON: {e}", self.line_no));
+                    return None;
+                }
+            };
+            match doc.get(&self.text_field).and_then(|v| v.as_str()) {
+                Some("") => continue,
+                Some(text) => return Some(text.to_string()),
+                None => {
+                    self.error = Some(format!(
+                        "{path}:{}: no string field {:?} (set --text-field)",
+                        self.line_no, self.text_field
+                    ));
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The next piece of the open text file (`None` at its end or on an error).
+    fn text_piece(&mut self) -> Option<String> {
+        let mut piece = String::new();
+        while let Some(line) = self.line() {
+            if piece.len() >= self.piece_bytes
+                && (safe_cut(&piece, &line) || piece.len() >= 4 * self.piece_bytes)
+            {
+                self.pending = Some(line);
+                break;
+            }
+            piece.push_str(&String::from_utf8_lossy(&line));
+        }
+        (!piece.is_empty()).then_some(piece)
+    }
 }
 
 impl Iterator for Chunks {
     type Item = String;
 
     fn next(&mut self) -> Option<String> {
-        let mut chunk = String::new();
-        while chunk.len() < CHUNK_BYTES {
+        loop {
             if self.error.is_some() {
                 return None;
             }
             if self.reader.is_none() && self.open_next().is_none() {
-                break;
+                return None;
             }
-            let (path, reader, jsonl) = self.reader.as_mut().unwrap();
-            let mut line = Vec::new();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) => {
-                    self.reader = None;
-                    continue;
-                }
-                Ok(n) => self.bytes_read += n as u64,
-                Err(e) => {
-                    self.error = Some(format!("{}: {e}", path.display()));
-                    return None;
-                }
-            }
-            self.line_no += 1;
-            if *jsonl {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let doc: serde_json::Value = match serde_json::from_slice(&line) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        self.error = Some(format!(
-                            "{}:{}: not JSON: {e}",
-                            path.display(),
-                            self.line_no
-                        ));
-                        return None;
-                    }
-                };
-                match doc.get(&self.text_field).and_then(|v| v.as_str()) {
-                    Some(text) => chunk.push_str(text),
-                    None => {
-                        self.error = Some(format!(
-                            "{}:{}: no string field {:?} (set --text-field)",
-                            path.display(),
-                            self.line_no,
-                            self.text_field
-                        ));
-                        return None;
-                    }
-                }
+            let jsonl = self.reader.as_ref().is_some_and(|r| r.2);
+            let unit = if jsonl {
+                self.jsonl_document()
             } else {
-                chunk.push_str(&String::from_utf8_lossy(&line));
+                self.text_piece()
+            };
+            match unit {
+                Some(u) => return Some(u),
+                // end of this file (or an error, seen above)
+                None => self.reader = None,
             }
         }
-        (!chunk.is_empty()).then_some(chunk)
     }
 }
 
@@ -412,7 +470,7 @@ fn prepare_in(
     let mut last_report = Instant::now();
     loop {
         interrupted()?;
-        let batch: Vec<String> = chunks.by_ref().take(rayon_batch()).collect();
+        let batch = next_batch(&mut chunks);
         if batch.is_empty() {
             break;
         }
@@ -532,9 +590,17 @@ fn prepare_in(
     })
 }
 
-/// Chunks per `encode_batch` call: enough to keep every core busy.
-fn rayon_batch() -> usize {
-    std::thread::available_parallelism().map_or(4, |n| n.get() * 2)
+/// Units for one `encode_batch` call: about two pieces' worth of text per core (many small JSONL
+/// documents, or a few text pieces), so every core stays busy.
+fn next_batch(chunks: &mut Chunks) -> Vec<String> {
+    let budget = std::thread::available_parallelism().map_or(4, |n| n.get() * 2) * CHUNK_BYTES;
+    let (mut batch, mut bytes) = (Vec::new(), 0);
+    while bytes < budget {
+        let Some(unit) = chunks.next() else { break };
+        bytes += unit.len();
+        batch.push(unit);
+    }
+    batch
 }
 
 #[cfg(test)]
@@ -591,6 +657,80 @@ mod tests {
                 .len(),
             512
         );
+    }
+
+    /// A byte-level BPE whose merges join whitespace runs, so a piece boundary in the wrong place
+    /// (inside a run) would change the tokens.
+    fn whitespace_merging_bpe() -> Tokenizer {
+        let chars: std::collections::HashMap<u8, char> = byte_level_chars()
+            .into_iter()
+            .map(|(c, b)| (b, c))
+            .collect();
+        let (space, newline) = (chars[&b' '].to_string(), chars[&b'\n'].to_string());
+        let mut vocab: std::collections::HashMap<String, u32> = (0..=255u8)
+            .map(|b| (chars[&b].to_string(), b as u32))
+            .collect();
+        let mut merges = vec![];
+        for (a, b) in [
+            (&newline, &newline),
+            (&space, &newline),
+            (&space, &space),
+            (&newline, &space),
+        ] {
+            vocab.insert(format!("{a}{b}"), vocab.len() as u32);
+            merges.push((a.clone(), b.clone()));
+        }
+        let bpe = tokenizers::models::bpe::BPE::builder()
+            .vocab_and_merges(
+                vocab
+                    .into_iter()
+                    .collect::<tokenizers::models::bpe::Vocab>(),
+                merges,
+            )
+            .build()
+            .unwrap();
+        let mut t = bpe_tokenizer();
+        t.with_model(bpe);
+        t
+    }
+
+    #[test]
+    fn long_text_is_cut_only_where_the_tokens_stay_the_same() {
+        let tok = whitespace_merging_bpe();
+        let ids = |text: &str| tok.encode(text, false).unwrap().get_ids().to_vec();
+        // the tokenizer notices a cut inside a whitespace run
+        assert_ne!(ids("a \nb"), [ids("a \n"), ids("b")].concat());
+        let block = "First line of a paragraph.\nIndented:\n    code here\ntrailing space \n\n\nafter blanks\n \nspace line\nplain\n";
+        let text = block.repeat(40);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("long.txt");
+        std::fs::write(&file, &text).unwrap();
+        let whole = ids(&text);
+        // cutting after every newline changes the tokens of this text
+        let per_line: Vec<u32> = text.split_inclusive('\n').flat_map(|l| ids(l)).collect();
+        assert!(
+            per_line != whole,
+            "the test text does not exercise the cut rule"
+        );
+        // the real pieces keep them
+        let pieces: Vec<String> = Chunks::with_piece_bytes(vec![file], "text", 64).collect();
+        assert!(pieces.len() >= 20, "{} pieces", pieces.len());
+        assert_eq!(pieces.concat(), text);
+        let by_piece: Vec<u32> = pieces.iter().flat_map(|p| ids(p)).collect();
+        assert!(by_piece == whole, "cutting changed the tokens");
+    }
+
+    #[test]
+    fn jsonl_documents_are_tokenized_on_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("docs.jsonl");
+        std::fs::write(
+            &file,
+            "{\"text\": \"one \"}\n\n{\"text\": \"\\ntwo\"}\n{\"text\": \"\"}\n",
+        )
+        .unwrap();
+        let docs: Vec<String> = Chunks::new(vec![file], "text").collect();
+        assert_eq!(docs, ["one ", "\ntwo"]);
     }
 
     #[test]
