@@ -2,8 +2,10 @@
 //! for vocab 256, or given as `token_ids:1,2,3`), run once through the model (the prefill), and then
 //! each new token costs one single-position step: attention blocks keep their keys and values, Mamba
 //! blocks their convolution inputs and scan state ([`crate::executor::DecodeCache`]), so the cost per
-//! token does not grow with the prompt. `no_cache` recomputes the whole sequence every token (the
-//! reference the cache is tested against). Sampling (temperature, top-k, top-p) runs on the host with a
+//! token does not grow with the prompt. `no_cache` recomputes the whole context every token (the
+//! reference the cache is tested against). Generation runs past `seq_len`: the model sees at most
+//! `seq_len` tokens, and when the context fills it restarts from its last `seq_len / 2` tokens (one
+//! prefill per `seq_len / 2` new tokens); a longer prompt keeps its last `seq_len` tokens. Sampling (temperature, top-k, top-p) runs on the host with a
 //! seeded SplitMix64, so a seed gives the same text every time.
 
 use crate::checkpoint;
@@ -186,18 +188,6 @@ pub fn generate(
         )
         .into());
     }
-    if prompt.len() + opts.max_tokens > cfg.seq_len {
-        return Err(ConfigError::new(
-            "seq_len",
-            format!(
-                "the prompt ({} tokens) plus --max-tokens {} exceeds seq_len {}, the positions the model was trained on; lower --max-tokens",
-                prompt.len(),
-                opts.max_tokens,
-                cfg.seq_len
-            ),
-        )
-        .into());
-    }
     device::select(opts.device)?;
     let program = cfg.lower();
     let host = checkpoint::load(&opts.weights, &program.weights)?;
@@ -208,18 +198,24 @@ pub fn generate(
         let v: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
         Array::from_i32(&v, &[1, v.len()])
     };
+    // The model sees at most seq_len tokens (the positions it was trained on). The context starts at
+    // `start`; when it would grow past seq_len it restarts at the last half of it, so the cached path
+    // re-runs a prefill once every seq_len/2 tokens, and both paths see the same tokens.
+    let window = cfg.seq_len.max(1);
+    let keep = window.div_ceil(2);
     let mut cache = DecodeCache::new();
     let mut sequence = prompt.clone();
+    let mut start = sequence.len().saturating_sub(window);
     let mut generated: Vec<u32> = vec![];
     let mut shown = String::new();
     let mut logits = if opts.no_cache {
         last_logits(
             &exec
-                .forward(&weights, &as_array(&sequence)?, None, None)?
+                .forward(&weights, &as_array(&sequence[start..])?, None, None)?
                 .logits,
         )?
     } else {
-        last_logits(&exec.forward_cached(&weights, &as_array(&sequence)?, &mut cache)?)?
+        last_logits(&exec.forward_cached(&weights, &as_array(&sequence[start..])?, &mut cache)?)?
     };
     for _ in 0..opts.max_tokens {
         let next = sample(&logits, opts.sampling, &mut rng);
@@ -233,12 +229,23 @@ pub fn generate(
         if generated.len() == opts.max_tokens {
             break;
         }
+        let refresh = sequence.len() - start > window;
+        if refresh {
+            start = sequence.len() - keep;
+        }
         logits = if opts.no_cache {
             last_logits(
                 &exec
-                    .forward(&weights, &as_array(&sequence)?, None, None)?
+                    .forward(&weights, &as_array(&sequence[start..])?, None, None)?
                     .logits,
             )?
+        } else if refresh {
+            cache = DecodeCache::new();
+            last_logits(&exec.forward_cached(
+                &weights,
+                &as_array(&sequence[start..])?,
+                &mut cache,
+            )?)?
         } else {
             last_logits(&exec.forward_cached(&weights, &as_array(&[next])?, &mut cache)?)?
         };

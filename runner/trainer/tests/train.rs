@@ -552,7 +552,7 @@ fn generation_is_deterministic_and_the_cache_changes_nothing() {
                     "--prompt",
                     "ROMEO:",
                     "--max-tokens",
-                    "40",
+                    "150",
                     "--ids",
                     "--top-k",
                     "20",
@@ -576,9 +576,13 @@ fn generation_is_deterministic_and_the_cache_changes_nothing() {
         let (_, b) = generate(&["--seed", "5"]);
         let (_, c) = generate(&["--seed", "5", "--no-cache"]);
         let (_, d) = generate(&["--seed", "6"]);
-        assert_eq!(a.len(), 40);
+        // 150 tokens > 2 x seq_len 64: the context restarts twice, the same way with and without the cache
+        assert_eq!(a.len(), 150);
         assert_eq!(a, b, "{example}: same seed, same tokens");
-        assert_eq!(a, c, "{example}: the cache changes nothing");
+        assert_eq!(
+            a, c,
+            "{example}: the cache changes nothing, past seq_len too"
+        );
         assert_ne!(a, d, "{example}: another seed, other tokens");
         // the streamed text is the decoded ids
         let ids: Vec<u32> = a.iter().map(|&t| t as u32).collect();
@@ -586,15 +590,27 @@ fn generation_is_deterministic_and_the_cache_changes_nothing() {
         assert!(!decoded.is_empty());
         assert!(text_a.starts_with(&decoded), "{text_a:?} vs {decoded:?}");
     }
-    // token ids as the prompt; a too-long request is an input error naming seq_len
+    // token ids as the prompt, longer than seq_len (its last seq_len tokens are the context)
+    let long: Vec<String> = (0..100).map(|i| (65 + i % 26).to_string()).collect();
     let o = runner()
         .args(["generate", "--device", "cpu", "--config"])
         .arg(root().join("examples/tiny.json"))
         .arg("--safetensors-load")
         .arg(dir.path().join("tiny.json/model.safetensors"))
-        .args(["--prompt", "token_ids:82,79,77", "--max-tokens", "500"])
+        .arg("--prompt")
+        .arg(format!("token_ids:{}", long.join(",")))
+        .args(["--max-tokens", "20", "--ids"])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("seq_len"), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let last = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let ids = serde_json::from_str::<serde_json::Value>(&last).unwrap()["ids"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(ids, 20);
 }
