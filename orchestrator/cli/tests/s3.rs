@@ -1,5 +1,6 @@
 //! `mixsweep run` against a real S3-compatible server: s3s-fs (the `s3s` project's file-system-backed
-//! S3 server) in this test process on a loopback port, reached through object_store's S3 client.
+//! S3 server) in this test process on a loopback port, reached through object_store's S3 client, and
+//! through its GCS client (object_store speaks GCS's XML API, which takes S3's path-style requests).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,6 +14,11 @@ fn root() -> PathBuf {
 
 /// Starts s3s-fs over `dir` (bucket `test-bucket`) on a free loopback port; returns the endpoint URL.
 fn start_s3(dir: &Path) -> String {
+    start_server(dir, true)
+}
+
+/// The same server; without `auth` it takes unsigned requests (the GCS client with OAuth disabled).
+fn start_server(dir: &Path, auth: bool) -> String {
     std::fs::create_dir_all(dir.join("test-bucket")).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -27,12 +33,31 @@ fn start_s3(dir: &Path) -> String {
         rt.block_on(async move {
             let mut b =
                 s3s::service::S3ServiceBuilder::new(s3s_fs::FileSystem::new(&fs_root).unwrap());
-            b.set_auth(s3s::auth::SimpleAuth::from_single("testing", "testing"));
+            if auth {
+                b.set_auth(s3s::auth::SimpleAuth::from_single("testing", "testing"));
+            }
             let service = b.build();
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             loop {
                 let (sock, _) = listener.accept().await.unwrap();
                 let svc = service.clone();
+                // GCS clients send `Authorization: Bearer ...` (empty with OAuth disabled), which an
+                // S3 server reads as a malformed signature: drop it for the unsigned server.
+                let svc = hyper::service::service_fn(
+                    move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        let svc = svc.clone();
+                        async move {
+                            let bearer = req
+                                .headers()
+                                .get("authorization")
+                                .is_some_and(|v| v.as_bytes().starts_with(b"Bearer"));
+                            if bearer && !auth {
+                                req.headers_mut().remove("authorization");
+                            }
+                            hyper::service::Service::call(&svc, req).await
+                        }
+                    },
+                );
                 tokio::spawn(async move {
                     let _ = hyper_util::server::conn::auto::Builder::new(
                         hyper_util::rt::TokioExecutor::new(),
@@ -250,4 +275,108 @@ fn storage_errors_are_clear() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown storage scheme ftp://"));
+}
+
+/// gs:// storage through object_store's real GCS client (XML API, OAuth disabled via the service
+/// account key's `disable_oauth`, base URL pointed at the local server): a sweep's artifacts land in
+/// the bucket and its state is read back.
+#[test]
+fn gs_storage_goes_through_the_gcs_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = start_server(&dir.path().join("gcs"), false);
+    let runner = PathBuf::from(env!("CARGO_BIN_EXE_mixsweep")).with_file_name("mixsweep-runner");
+    let o = Command::new(&runner)
+        .args(["prepare", "--byte-level", "--input"])
+        .arg(root().join("data/tinyshakespeare/input.txt"))
+        .arg("--output")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    std::fs::copy(
+        root().join("examples/tiny.json"),
+        dir.path().join("tiny.json"),
+    )
+    .unwrap();
+    let sweep = dir.path().join("sweep.yaml");
+    std::fs::write(
+        &sweep,
+        "name: gcssweep\nbase: tiny.json\nsteps: 10\ntrain: data/train_*.bin\n",
+    )
+    .unwrap();
+    let key = serde_json::json!({
+        "gcs_base_url": endpoint,
+        "disable_oauth": true,
+        "client_email": "",
+        "private_key": "",
+        "private_key_id": ""
+    })
+    .to_string();
+    let gcs = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mixsweep"));
+        c.env("GOOGLE_SERVICE_ACCOUNT_KEY", &key)
+            .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+            .env_remove("GOOGLE_SERVICE_ACCOUNT")
+            .env("MIXSWEEP_RUNNER", &runner)
+            .arg("run")
+            .arg(&sweep)
+            .args(["--storage", "gs://test-bucket/gcs/runs"]);
+        c
+    };
+    let o = gcs().output().unwrap();
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let base = dir.path().join("gcs/test-bucket/gcs/runs");
+    let line = std::fs::read_to_string(base.join("sweeps/gcssweep/trials.jsonl")).unwrap();
+    let id = serde_json::from_str::<serde_json::Value>(line.lines().next().unwrap()).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(base.join(format!("trials/{id}/summary.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["status"], "completed");
+    assert!(
+        base.join(format!("trials/{id}/model.safetensors"))
+            .is_file()
+    );
+    // state read back through the GCS client's listing
+    let again = gcs().output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("1 trials, 0 to run, 1 cached"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    // training data from gs:// too (listed, downloaded into the cache; val by the train -> val rule)
+    let bucket_data = dir.path().join("gcs/test-bucket/datasets/sh");
+    std::fs::create_dir_all(&bucket_data).unwrap();
+    for f in std::fs::read_dir(dir.path().join("data")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, bucket_data.join(f.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        &sweep,
+        "name: gcsdata\nbase: tiny.json\nsteps: 10\ntrain: gs://test-bucket/datasets/sh/train_*.bin\n",
+    )
+    .unwrap();
+    let o = gcs()
+        .env("MIXSWEEP_CACHE", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let cached = walk(&dir.path().join("cache/data"));
+    assert!(
+        cached.iter().any(|p| p.ends_with("val_00000.bin")),
+        "{cached:?}"
+    );
 }
