@@ -176,6 +176,7 @@ impl DockerBackend {
                 "AWS_ALLOW_HTTP",
                 "GOOGLE_APPLICATION_CREDENTIALS",
                 "GOOGLE_SERVICE_ACCOUNT",
+                "GOOGLE_SERVICE_ACCOUNT_KEY",
             ] {
                 if !names.iter().any(|x| x == n) {
                     names.push(n.into());
