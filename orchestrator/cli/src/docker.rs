@@ -145,7 +145,7 @@ impl DockerBackend {
                 ))
             })?;
         }
-        let (storage_url, binds) =
+        let (storage_url, mut binds) =
             if mixsweep_store::is_url(storage_root) && !storage_root.starts_with("file://") {
                 (storage_root.to_string(), vec![])
             } else {
@@ -185,6 +185,13 @@ impl DockerBackend {
         }
         for n in names {
             if let Ok(v) = std::env::var(&n) {
+                // a key file must exist inside the container too: bind it read-only at its path
+                if n == "GOOGLE_APPLICATION_CREDENTIALS"
+                    && Path::new(&v).is_absolute()
+                    && Path::new(&v).is_file()
+                {
+                    binds.push(format!("{v}:{v}:ro"));
+                }
                 env.push(format!("{n}={v}"));
             } else if spec.env.contains(&n) {
                 eprintln!("warning: env {n} is listed in the sweep but not set here; not passed");
