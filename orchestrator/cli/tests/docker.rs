@@ -4,22 +4,14 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod support;
+use support::*;
+
 const IMAGE: &str = "mixsweep-runner:test";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn runner_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mixsweep")).with_file_name("mixsweep-runner")
-}
 
 /// Builds the test image once per test binary, and prepares byte-level shards.
 fn setup() -> &'static Path {
@@ -33,19 +25,12 @@ fn setup() -> &'static Path {
         let o = Command::new("bash")
             .arg(root().join("docker/build-runner-cpu.sh"))
             .arg(IMAGE)
-            .env("RUNNER_BIN", runner_bin())
+            .env("RUNNER_BIN", runner())
             .output()
             .unwrap();
         assert!(o.status.success(), "image build failed: {}", String::from_utf8_lossy(&o.stderr));
         let dir = std::env::temp_dir().join(format!("mixsweep-docker-data-{}", std::process::id()));
-        let o = Command::new(runner_bin())
-            .args(["prepare", "--byte-level", "--input"])
-            .arg(root().join("data/tinyshakespeare/input.txt"))
-            .arg("--output")
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(o.status.success());
+        prepare_bytes(&dir);
         dir
     })
 }
@@ -66,23 +51,8 @@ fn sweep(dir: &Path, name: &str, extra: &str) -> PathBuf {
 
 fn mixsweep() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mixsweep"));
-    c.env("MIXSWEEP_RUNNER", runner_bin());
+    c.env("MIXSWEEP_RUNNER", runner());
     c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn json(p: &Path) -> serde_json::Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
-    )
-    .unwrap()
 }
 
 fn containers(filter: &str) -> Vec<String> {
@@ -150,19 +120,6 @@ fn wait_running(
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn trial_ids(storage: &Path, sweep: &str) -> Vec<String> {
-    std::fs::read_to_string(storage.join(format!("sweeps/{sweep}/trials.jsonl")))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect()
 }
 
 #[test]

@@ -17,6 +17,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod support;
+use support::*;
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Scenario {
     Success,
@@ -424,14 +427,6 @@ fn mixsweep(s: &Setup) -> Command {
         .env_remove("KUBERNETES_SERVICE_HOST")
         .current_dir(&s.dir);
     c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn run(s: &Setup, sweep: &Path) -> Output {

@@ -1,15 +1,11 @@
 //! `mixsweep results` and `status` from storage: ranking, per-variant aggregation over seeds with paired
 //! differences, exports.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
+mod support;
+use support::*;
 
 fn bin(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mixsweep")).with_file_name(name)
@@ -19,14 +15,7 @@ fn bin(name: &str) -> PathBuf {
 fn results_rank_group_and_export() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let o = Command::new(bin("mixsweep-runner"))
-        .args(["prepare", "--byte-level", "--input"])
-        .arg(root().join("data/tinyshakespeare/input.txt"))
-        .arg("--output")
-        .arg(d.join("data"))
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    prepare_bytes(&d.join("data"));
     for f in ["tiny.json", "tiny_mamba.json"] {
         std::fs::copy(root().join("examples").join(f), d.join(f)).unwrap();
     }

@@ -5,36 +5,12 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn runner() -> PathBuf {
-    // the runner binary of this workspace's target folder (built by `cargo test --workspace`)
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_mixsweep"));
-    let sibling = exe.with_file_name("mixsweep-runner");
-    assert!(
-        sibling.is_file(),
-        "build the runner first: cargo build -p mixsweep-runner ({})",
-        sibling.display()
-    );
-    sibling
-}
+mod support;
+use support::*;
 
 /// Byte-level Shakespeare shards in `dir/data`, made with the real runner.
 fn data(dir: &Path) {
-    let text = root().join("data/tinyshakespeare/input.txt");
-    let o = Command::new(runner())
-        .args(["prepare", "--byte-level", "--input"])
-        .arg(text)
-        .arg("--output")
-        .arg(dir.join("data"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    prepare_bytes(&dir.join("data"));
 }
 
 fn sweep(dir: &Path, body: &str) -> PathBuf {
@@ -61,19 +37,6 @@ fn summary(storage: &Path, id: &str) -> serde_json::Value {
         &std::fs::read_to_string(storage.join(format!("trials/{id}/summary.json"))).unwrap(),
     )
     .unwrap()
-}
-
-fn trial_ids(storage: &Path, name: &str) -> Vec<String> {
-    std::fs::read_to_string(storage.join(format!("sweeps/{name}/trials.jsonl")))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect()
 }
 
 #[test]

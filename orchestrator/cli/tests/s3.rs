@@ -5,12 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
+mod support;
+use support::*;
 
 /// Starts s3s-fs over `dir` (bucket `test-bucket`) on a free loopback port; returns the endpoint URL.
 fn start_s3(dir: &Path) -> String {
@@ -78,10 +74,7 @@ fn mixsweep(endpoint: &str) -> Command {
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_ALLOW_HTTP", "true")
-        .env(
-            "MIXSWEEP_RUNNER",
-            PathBuf::from(env!("CARGO_BIN_EXE_mixsweep")).with_file_name("mixsweep-runner"),
-        );
+        .env("MIXSWEEP_RUNNER", runner());
     c
 }
 
@@ -89,15 +82,7 @@ fn mixsweep(endpoint: &str) -> Command {
 fn sweep_artifacts_land_in_s3_and_state_is_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = start_s3(&dir.path().join("s3"));
-    let runner = PathBuf::from(env!("CARGO_BIN_EXE_mixsweep")).with_file_name("mixsweep-runner");
-    let o = Command::new(&runner)
-        .args(["prepare", "--byte-level", "--input"])
-        .arg(root().join("data/tinyshakespeare/input.txt"))
-        .arg("--output")
-        .arg(dir.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    prepare_bytes(&dir.path().join("data"));
     std::fs::copy(
         root().join("examples/tiny.json"),
         dir.path().join("tiny.json"),
@@ -284,15 +269,8 @@ fn storage_errors_are_clear() {
 fn gs_storage_goes_through_the_gcs_client() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = start_server(&dir.path().join("gcs"), false);
-    let runner = PathBuf::from(env!("CARGO_BIN_EXE_mixsweep")).with_file_name("mixsweep-runner");
-    let o = Command::new(&runner)
-        .args(["prepare", "--byte-level", "--input"])
-        .arg(root().join("data/tinyshakespeare/input.txt"))
-        .arg("--output")
-        .arg(dir.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    let runner = runner();
+    prepare_bytes(&dir.path().join("data"));
     std::fs::copy(
         root().join("examples/tiny.json"),
         dir.path().join("tiny.json"),
