@@ -55,12 +55,7 @@ fn four_trial_sweep_runs_ranks_and_caches() {
         .env_remove("MLX_PTX_CACHE_DIR")
         .output()
         .unwrap();
-    assert!(
-        o.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{}", text(&o));
     // local runners share one kernel cache (per MLX version) under $MIXSWEEP_CACHE
     let kernels = std::fs::read_dir(cache.join("mlx-kernels/local"))
         .unwrap()

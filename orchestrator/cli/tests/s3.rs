@@ -98,12 +98,7 @@ fn sweep_artifacts_land_in_s3_and_state_is_read_back() {
         .args(["--storage", storage])
         .output()
         .unwrap();
-    assert!(
-        o.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
         String::from_utf8_lossy(&o.stdout)
             .lines()
@@ -178,12 +173,7 @@ fn sweep_artifacts_land_in_s3_and_state_is_read_back() {
         .args(["--storage", storage])
         .output()
         .unwrap();
-    assert!(
-        o.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{}", text(&o));
     let id = String::from_utf8_lossy(&o.stdout)
         .lines()
         .find(|l| l.ends_with(" done"))
@@ -302,12 +292,7 @@ fn gs_storage_goes_through_the_gcs_client() {
         c
     };
     let o = gcs().output().unwrap();
-    assert!(
-        o.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{}", text(&o));
     let base = dir.path().join("gcs/test-bucket/gcs/runs");
     let line = std::fs::read_to_string(base.join("sweeps/gcssweep/trials.jsonl")).unwrap();
     let id = serde_json::from_str::<serde_json::Value>(line.lines().next().unwrap()).unwrap()["id"]
@@ -346,12 +331,7 @@ fn gs_storage_goes_through_the_gcs_client() {
         .env("MIXSWEEP_CACHE", dir.path().join("cache"))
         .output()
         .unwrap();
-    assert!(
-        o.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{}", text(&o));
     let cached = walk(&dir.path().join("cache/data"));
     assert!(
         cached.iter().any(|p| p.ends_with("val_00000.bin")),
