@@ -10,9 +10,10 @@
 //!   (`MIXSWEEP_KERNEL_CACHE`). `mixsweep plan --backend kubernetes --manifests` prints them.
 //! * Job names derive from the trial id: after an orchestrator crash, `mixsweep run` adopts a trial's
 //!   active Job instead of submitting another.
-//! * The backend watches the Job and its pods (watch streams, re-opened when the server ends them;
-//!   a once-a-second poll when a watch cannot be opened), reads their current state on every event,
-//!   and follows the pod's log (stdout.log; Kubernetes merges stderr into it) into the live view. Failure reasons become trial states:
+//! * One watch on the sweep's Jobs and one on its pods (label `mixsweep.io/sweep`) serve every trial,
+//!   however many run at once: an event wakes the trial its `mixsweep.io/trial` label names, which
+//!   then reads its Job and pods (watches re-opened at most once a second when the server ends them;
+//!   a once-a-second poll while they are down). Each trial follows its pod's log (stdout.log; Kubernetes merges stderr into it) into the live view. Failure reasons become trial states:
 //!   `oom` (OOMKilled), `image_pull` (ImagePullBackOff/ErrImagePull), `unschedulable` (pending past
 //!   `schedule_timeout`, with the scheduler's message), `timeout` (DeadlineExceeded), an evicted or
 //!   preempted pod (run again without counting against `retries`), and the runner's exit code.
@@ -37,6 +38,7 @@ use mixsweep_sweep::spec::{GpuSpec, SweepSpec};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -273,6 +275,122 @@ pub struct KubernetesBackend {
     spec: SweepSpec,
     settings: JobSettings,
     schedule_timeout: Duration,
+    wakeups: Arc<Wakeups>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for KubernetesBackend {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+/// Which trials to wake up when the sweep's Jobs or pods change. One watch on the sweep's Jobs and
+/// one on its pods serve every trial ([`watch_sweep`]), however many run at once.
+#[derive(Default)]
+struct Wakeups {
+    trials: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Notify>>>,
+    /// Both watches are open (otherwise trials poll every second).
+    watching: AtomicBool,
+}
+
+impl Wakeups {
+    fn register(&self, trial: &str) -> Arc<tokio::sync::Notify> {
+        let notify = Arc::new(tokio::sync::Notify::new());
+        self.lock().insert(trial.to_string(), notify.clone());
+        notify
+    }
+
+    fn unregister(&self, trial: &str) {
+        self.lock().remove(trial);
+    }
+
+    fn wake(&self, trial: &str) {
+        if let Some(n) = self.lock().get(trial) {
+            // stores a permit when the trial is not waiting yet: no change is missed
+            n.notify_one();
+        }
+    }
+
+    fn wake_all(&self) {
+        for n in self.lock().values() {
+            n.notify_one();
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<tokio::sync::Notify>>>
+    {
+        self.trials.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Keeps one watch on the sweep's Jobs and one on its pods (label `mixsweep.io/sweep`), re-opened at
+/// most once a second when the server ends them, and wakes the trial named by each event's
+/// `mixsweep.io/trial` label. Trials read the objects themselves; events only say when to look.
+async fn watch_sweep(client: kube::Client, namespace: String, sweep: String, w: Arc<Wakeups>) {
+    enum Seen {
+        Trial(Option<String>),
+        Ended,
+    }
+    fn trial_of<K: kube::Resource>(e: Result<WatchEvent<K>, kube::Error>) -> Seen {
+        match e {
+            Ok(WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o)) => {
+                Seen::Trial(
+                    o.meta()
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(LABEL_TRIAL))
+                        .cloned(),
+                )
+            }
+            Ok(WatchEvent::Bookmark(_)) => Seen::Trial(None),
+            Ok(WatchEvent::Error(_)) | Err(_) => Seen::Ended,
+        }
+    }
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let pods: Api<Pod> = Api::namespaced(client, &namespace);
+    let params = WatchParams::default()
+        .labels(&format!("{LABEL_SWEEP}={}", label_value(&sweep)))
+        .timeout(290);
+    loop {
+        let opened = Instant::now();
+        if let (Ok(j), Ok(p)) = (
+            jobs.watch(&params, "0").await,
+            pods.watch(&params, "0").await,
+        ) {
+            w.watching.store(true, Ordering::SeqCst);
+            let ended = || futures::stream::once(async { Seen::Ended });
+            let mut events = futures::stream::select(
+                j.map(trial_of).chain(ended()).boxed(),
+                p.map(trial_of).chain(ended()).boxed(),
+            );
+            while let Some(seen) = events.next().await {
+                match seen {
+                    Seen::Trial(Some(t)) => w.wake(&t),
+                    Seen::Trial(None) => {}
+                    Seen::Ended => break,
+                }
+            }
+        }
+        w.watching.store(false, Ordering::SeqCst);
+        // events may have been missed while no watch was open: every trial looks again
+        w.wake_all();
+        tokio::time::sleep(Duration::from_secs(1).saturating_sub(opened.elapsed())).await;
+    }
+}
+
+/// Unregisters a trial from the wakeups when its attempt ends, however it ends.
+struct Registered<'a> {
+    wakeups: &'a Wakeups,
+    trial: String,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.wakeups.unregister(&self.trial);
+    }
 }
 
 async fn client(target: &KubeTarget, spec: &SweepSpec) -> Result<(kube::Client, String), String> {
@@ -348,6 +466,13 @@ impl KubernetesBackend {
         let image = image
             .or_else(|| spec.image.clone())
             .unwrap_or_else(|| "mixsweep-runner:cuda".into());
+        let wakeups = Arc::new(Wakeups::default());
+        let watcher = tokio::spawn(watch_sweep(
+            client.clone(),
+            namespace.clone(),
+            spec.name.clone(),
+            wakeups.clone(),
+        ));
         Ok(KubernetesBackend {
             client,
             namespace,
@@ -360,6 +485,8 @@ impl KubernetesBackend {
                 timeout,
             },
             schedule_timeout,
+            wakeups,
+            watcher,
         })
     }
 
@@ -396,6 +523,11 @@ impl KubernetesBackend {
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.namespace);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let name = job_name(&t.id);
+        let wake = self.wakeups.register(&t.id);
+        let _registered = Registered {
+            wakeups: &self.wakeups,
+            trial: t.id.clone(),
+        };
         let mut adopted = false;
         match jobs.get_opt(&name).await {
             Ok(Some(job)) if job_finished(&job).is_none() => {
@@ -422,10 +554,6 @@ impl KubernetesBackend {
         }
 
         let mut stdout = std::fs::File::create(work.join("stdout.log")).ok();
-        let mut job_watch: Option<EventStream> = None;
-        let mut pod_watch: Option<EventStream> = None;
-        // (Re)open a watch at most once a second, so a server that keeps ending them is not hammered.
-        let mut watch_opened = Instant::now() - Duration::from_secs(2);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let mut following: Option<String> = None;
         let mut pending_since: Option<Instant> = None;
@@ -538,31 +666,16 @@ impl KubernetesBackend {
                 }
                 None => {}
             }
-            // Wait for the next change: an event on either watch (re-opened when the server ends it),
-            // else a one-second poll; a stop request is noticed within 200 ms.
-            if (job_watch.is_none() || pod_watch.is_none())
-                && watch_opened.elapsed() >= Duration::from_secs(1)
-            {
-                watch_opened = Instant::now();
-                if job_watch.is_none() {
-                    job_watch = open_watch(
-                        &jobs,
-                        WatchParams::default().fields(&format!("metadata.name={name}")),
-                    )
-                    .await;
-                }
-                if pod_watch.is_none() {
-                    pod_watch = open_watch(&pods, WatchParams::default().labels(&selector)).await;
-                }
-            }
-            let poll = if job_watch.is_some() && pod_watch.is_some() {
+            // Wait for the next change of this trial's Job or pod (the sweep's watches wake it),
+            // else poll: every 30 s while the watches are open, every second while they are not; a
+            // stop request is noticed within 200 ms.
+            let poll = if self.wakeups.watching.load(Ordering::SeqCst) {
                 Duration::from_secs(30)
             } else {
                 Duration::from_secs(1)
             };
             tokio::select! {
-                alive = next_event(&mut job_watch) => if !alive { job_watch = None },
-                alive = next_event(&mut pod_watch) => if !alive { pod_watch = None },
+                _ = wake.notified() => {}
                 _ = tokio::time::sleep(poll) => {}
                 _ = stop_requested(stop) => {}
             }
@@ -581,33 +694,6 @@ impl KubernetesBackend {
             end.code = end.code.or(Some(137));
         }
         end
-    }
-}
-
-type EventStream = futures::stream::BoxStream<'static, Result<(), kube::Error>>;
-
-/// Opens a watch (events only wake the loop up; it reads the objects itself).
-async fn open_watch<K>(api: &Api<K>, params: WatchParams) -> Option<EventStream>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    let stream = api.watch(&params.timeout(290), "0").await.ok()?;
-    Some(
-        stream
-            .map(|e| match e {
-                Ok(WatchEvent::Error(s)) => Err(kube::Error::Api(s)),
-                Ok(_) => Ok(()),
-                Err(e) => Err(e),
-            })
-            .boxed(),
-    )
-}
-
-/// Waits for the next watch event; `false` when the watch ended or failed (or there is none).
-async fn next_event(watch: &mut Option<EventStream>) -> bool {
-    match watch {
-        Some(s) => matches!(s.next().await, Some(Ok(()))),
-        None => std::future::pending().await,
     }
 }
 

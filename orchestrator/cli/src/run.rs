@@ -341,6 +341,10 @@ async fn attempt(
     }
 }
 
+/// Jobs in flight at once on Kubernetes unless the sweep sets `max_parallel` (more would wait in the
+/// cluster's queue and could hit `schedule_timeout`).
+const KUBERNETES_PARALLEL: usize = 4;
+
 /// One local attempt: a `mixsweep-runner train` child process.
 async fn attempt_local(
     shared: &Shared,
@@ -670,6 +674,8 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
     // nvidia-smi lists; `None` is a slot without a GPU of its own.
     let per_gpu = sweep.spec.trials_per_gpu.unwrap_or(1);
     let gpu_ids: Vec<usize> = match &sweep.spec.gpus {
+        // On Kubernetes `gpus: N` is each pod's GPU count; the cluster places the pods.
+        _ if matches!(backend, Backend::Kubernetes(_)) => vec![],
         Some(g) => g.ids().unwrap_or_default(),
         None if matches!(backend, Backend::Local) => {
             let n = gpu_count();
@@ -689,7 +695,10 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
     let mut max_parallel = opts
         .max_parallel
         .or(sweep.spec.max_parallel)
-        .unwrap_or(gpu_slots.max(1))
+        .unwrap_or(match backend {
+            Backend::Kubernetes(_) => KUBERNETES_PARALLEL,
+            _ => gpu_slots.max(1),
+        })
         .max(1);
     if gpu_slots > 0 && max_parallel > gpu_slots {
         eprintln!(

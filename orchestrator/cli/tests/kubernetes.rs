@@ -70,8 +70,14 @@ impl Fake {
     fn play(&self, name: &str, fj: &FakeJob) -> (serde_json::Value, serde_json::Value) {
         let age = fj.created.elapsed().as_secs_f64();
         let pod_name = format!("{name}-{}", fj.generation);
+        // the pod carries the Job template's labels, plus the `job-name` Kubernetes adds
+        let mut labels = fj.job["spec"]["template"]["metadata"]["labels"].clone();
+        if !labels.is_object() {
+            labels = serde_json::json!({});
+        }
+        labels["job-name"] = name.into();
         let mut pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod_name, "labels": {"job-name": name},
+            "metadata": {"name": pod_name, "labels": labels,
                          "creationTimestamp": "2026-11-22T00:00:00Z"},
             "status": {"phase": "Pending"}});
         let container = |state: serde_json::Value| {
@@ -192,31 +198,32 @@ impl Fake {
         Some(job)
     }
 
-    /// The current objects a watch request sees: the named Job (with status), or the Job's pods.
+    /// The current objects a watch request sees: the Jobs (with status) or the pods whose labels
+    /// match its `labelSelector` (`key=value`, as the backend sends).
     fn watched(&self, path: &str, query: &str) -> Option<Vec<serde_json::Value>> {
-        let param = |k: &str| {
-            query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
-                .map(|v| v.replace("%3D", "=").replace("%2F", "/"))
-        };
+        let selector = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("labelSelector="))?
+            .replace("%3D", "=")
+            .replace("%2F", "/");
+        let (key, value) = selector.split_once('=')?;
+        let matches = |o: &serde_json::Value| o["metadata"]["labels"][key] == value;
         let st = self.state.lock().unwrap();
-        if path.ends_with("/jobs") {
-            let name = param("fieldSelector")?
-                .strip_prefix("metadata.name=")?
-                .to_string();
-            Some(vec![self.job_now(&st, &name)?])
+        let mut names: Vec<&String> = st.jobs.keys().collect();
+        names.sort();
+        Some(if path.ends_with("/jobs") {
+            names
+                .into_iter()
+                .filter_map(|n| self.job_now(&st, n))
+                .filter(matches)
+                .collect()
         } else {
-            let job = param("labelSelector")?
-                .strip_prefix("job-name=")?
-                .to_string();
-            Some(
-                st.jobs
-                    .get(&job)
-                    .map(|fj| vec![self.play(&job, fj).1])
-                    .unwrap_or_default(),
-            )
-        }
+            names
+                .into_iter()
+                .map(|n| self.play(n, &st.jobs[n]).1)
+                .filter(matches)
+                .collect()
+        })
     }
 
     fn handle(&self, method: &str, path: &str, query: &str, body: &[u8]) -> (StatusCode, String) {
@@ -534,9 +541,11 @@ fn jobs_succeed_and_rank_with_valid_manifests() {
     let (s, sweep) = setup(
         Scenario::Success,
         "k8sok",
-        "grid: {training.lr: [0.001, 0.002]}\ntimeout: 2h\n",
+        "grid: {training.lr: [0.001, 0.002, 0.003, 0.004, 0.005, 0.006]}\ntimeout: 2h\n",
     );
+    let started = Instant::now();
     let o = run(&s, &sweep);
+    let elapsed = started.elapsed().as_secs_f64();
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(
@@ -548,15 +557,29 @@ fn jobs_succeed_and_rank_with_valid_manifests() {
             .lines()
             .filter(|l| l.ends_with(" done"))
             .count(),
-        2,
+        6,
         "{out}"
     );
+    // 4 Jobs at a time by default (the sixth waited for a free place)
+    assert!(out.contains("4 at a time"), "{out}");
     let st = s.fake.state.lock().unwrap();
-    // each trial's watches last 3 s here (the fake ends them) and are re-opened: a few per trial
-    eprintln!("watch requests (jobs, pods): {:?}", st.watches);
+    // One watch on the sweep's Jobs and one on its pods serve all six trials: the fake ends each
+    // after 3 s and the backend re-opens it (at most once a second), so the count follows the
+    // sweep's duration, not its number of trials (a watch per trial would be at least 6 each).
+    eprintln!(
+        "watch requests (jobs, pods): {:?} in {elapsed:.1} s",
+        st.watches
+    );
+    // Each Job ends 2.5 s after it starts; trials notice through the watch events (while the
+    // watches are open they poll only every 30 s), so two waves take seconds, not minutes.
     assert!(
-        (2..=12).contains(&st.watches.0) && (2..=12).contains(&st.watches.1),
-        "the backend watches Jobs and Pods: {:?}",
+        elapsed < 25.0,
+        "{elapsed:.1} s: the watch events did not wake the trials"
+    );
+    let most = (elapsed / 3.0).ceil() as usize + 1;
+    assert!(
+        (1..=most).contains(&st.watches.0) && (1..=most).contains(&st.watches.1),
+        "the backend watches the sweep's Jobs and pods: {:?} in {elapsed:.1} s",
         st.watches
     );
     for id in ids(&s, &sweep) {
@@ -571,7 +594,7 @@ fn jobs_succeed_and_rank_with_valid_manifests() {
     drop(st);
     // The manifests `plan --manifests` prints are the ones submitted, and they are typed Jobs.
     let jobs = planned_jobs(&s, &sweep).unwrap();
-    assert_eq!(jobs.len(), 2);
+    assert_eq!(jobs.len(), 6);
     let spec = jobs[0].spec.as_ref().unwrap();
     assert_eq!(spec.active_deadline_seconds, Some(7200));
     assert_eq!(spec.backoff_limit, Some(0));
