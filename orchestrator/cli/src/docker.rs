@@ -239,6 +239,7 @@ impl DockerBackend {
             }))
             .await
         else {
+            eprintln!("warning: could not list the sweep's stopped containers to remove them");
             return;
         };
         for c in list {
@@ -251,7 +252,9 @@ impl DockerBackend {
             if done.contains(&trial)
                 && let Some(id) = c.id
             {
-                let _ = self.docker.remove_container(&id, None).await;
+                if let Err(e) = self.docker.remove_container(&id, None).await {
+                    eprintln!("warning: could not remove the finished container {id}: {e}");
+                }
             }
         }
     }
@@ -386,6 +389,19 @@ impl DockerBackend {
             }) => {}
             Err(e) => return engine(e),
         }
+        // The log files first: a trial whose logs cannot be kept does not start.
+        let (mut stdout, mut stderr) = match (
+            std::fs::File::create(work.join("stdout.log")),
+            std::fs::File::create(work.join("stderr.log")),
+        ) {
+            (Ok(o), Ok(e)) => (Some(o), Some(e)),
+            (Err(e), _) | (_, Err(e)) => {
+                return AttemptEnd::engine(
+                    format!("creating the log files in {}: {e}", work.display()),
+                    true,
+                );
+            }
+        };
         if !adopted {
             let body = self.body(sweep, t, profile, gpu);
             if let Err(e) = self
@@ -415,8 +431,6 @@ impl DockerBackend {
             }
         }
 
-        let mut stdout = std::fs::File::create(work.join("stdout.log")).ok();
-        let mut stderr = std::fs::File::create(work.join("stderr.log")).ok();
         let mut logs = self.docker.logs(
             &name,
             Some(LogsOptions {

@@ -528,6 +528,16 @@ impl KubernetesBackend {
             wakeups: &self.wakeups,
             trial: t.id.clone(),
         };
+        // The log file first: a trial whose log cannot be kept does not start.
+        let mut stdout = match std::fs::File::create(work.join("stdout.log")) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                return AttemptEnd::engine(
+                    format!("creating {}: {e}", work.join("stdout.log").display()),
+                    true,
+                );
+            }
+        };
         let mut adopted = false;
         match jobs.get_opt(&name).await {
             Ok(Some(job)) if job_finished(&job).is_none() => {
@@ -553,7 +563,6 @@ impl KubernetesBackend {
             }
         }
 
-        let mut stdout = std::fs::File::create(work.join("stdout.log")).ok();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let mut following: Option<String> = None;
         let mut pending_since: Option<Instant> = None;
