@@ -251,10 +251,9 @@ impl DockerBackend {
                 .unwrap_or_default();
             if done.contains(&trial)
                 && let Some(id) = c.id
+                && let Err(e) = self.docker.remove_container(&id, None).await
             {
-                if let Err(e) = self.docker.remove_container(&id, None).await {
-                    eprintln!("warning: could not remove the finished container {id}: {e}");
-                }
+                eprintln!("warning: could not remove the finished container {id}: {e}");
             }
         }
     }

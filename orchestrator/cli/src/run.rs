@@ -139,6 +139,8 @@ pub fn container_train_args(
         trial_url.to_string(),
         "--quiet".into(),
         "--progress-json".into(),
+        // continue an interrupted attempt from the resume point it uploaded, if there is one
+        "--resume".into(),
     ]);
     if profile {
         args.extend(["--cpuprofile".into(), "/tmp/out/cpu.pb".into()]);
@@ -269,6 +271,7 @@ async fn upload_artifacts(
         (out.join("metrics.jsonl"), "metrics.jsonl"),
         (out.join("model.safetensors"), "model.safetensors"),
         (out.join("cpu.pb"), "cpu.pb"),
+        (out.join(RESUME_FILE), RESUME_FILE),
         (work.join("stdout.log"), "stdout.log"),
         (work.join("stderr.log"), "stderr.log"),
     ] {
@@ -278,6 +281,14 @@ async fn upload_artifacts(
                 .put(&format!("trials/{id}/{name}"), bytes)
                 .await?;
         }
+    }
+    // A finished local attempt leaves no resume point; an older one must not be resumed later.
+    // (Container runners upload their own files, resume point included.)
+    if matches!(shared.backend, Backend::Local) && !out.join(RESUME_FILE).exists() {
+        shared
+            .storage
+            .delete(&format!("trials/{id}/{RESUME_FILE}"))
+            .await?;
     }
     shared
         .storage
@@ -313,7 +324,26 @@ async fn attempt(
         .put(&format!("trials/{}/config.json", t.id), config)
         .await?;
     match &shared.backend {
-        Backend::Local => attempt_local(shared, t, work, bar, gpu).await,
+        Backend::Local => {
+            // An interrupted attempt's resume point (and the metrics it continues) come back from
+            // storage; the runner continues from it (`--resume`).
+            let out = work.join("out");
+            if let Some(point) = shared
+                .storage
+                .get(&format!("trials/{}/{RESUME_FILE}", t.id))
+                .await?
+            {
+                if let Some(m) = shared
+                    .storage
+                    .get(&format!("trials/{}/metrics.jsonl", t.id))
+                    .await?
+                {
+                    tokio::fs::write(out.join("metrics.jsonl"), m).await?;
+                }
+                tokio::fs::write(out.join(RESUME_FILE), point).await?;
+            }
+            attempt_local(shared, t, work, bar, gpu).await
+        }
         Backend::Kubernetes(k) => Ok(k
             .attempt(
                 &shared.sweep_name,
@@ -345,6 +375,9 @@ async fn attempt(
 /// cluster's queue and could hit `schedule_timeout`).
 const KUBERNETES_PARALLEL: usize = 4;
 
+/// What an interrupted runner leaves for `--resume` (weights, optimizer state, step).
+const RESUME_FILE: &str = "resume.safetensors";
+
 /// One local attempt: a `mixsweep-runner train` child process.
 async fn attempt_local(
     shared: &Shared,
@@ -364,7 +397,10 @@ async fn attempt_local(
     if let Some(v) = &t.val {
         cmd.arg("--val").arg(v);
     }
-    cmd.arg("--out").arg(work.join("out")).arg("--quiet");
+    cmd.arg("--out")
+        .arg(work.join("out"))
+        .arg("--quiet")
+        .arg("--resume");
     if shared.full_eval {
         cmd.arg("--eval");
     }

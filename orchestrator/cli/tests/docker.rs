@@ -356,7 +356,13 @@ fn ctrl_c_stops_the_containers_and_a_rerun_resumes() {
             .join(format!("trials/{trial}/model.safetensors"))
             .is_file()
     );
-    // Running again runs it to the end.
+    let cut = summary["steps_completed"].as_u64().unwrap();
+    let resume_point = storage.join(format!("trials/{trial}/resume.safetensors"));
+    if cut > 0 {
+        assert!(resume_point.is_file(), "no resume point after {cut} steps");
+    }
+    // Running again continues from the resume point (fetched by the runner in the container) to
+    // the end; the finished trial keeps no resume point.
     let o = mixsweep()
         .arg("run")
         .arg(&s)
@@ -365,8 +371,16 @@ fn ctrl_c_stops_the_containers_and_a_rerun_resumes() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(
-        json(&storage.join(format!("trials/{trial}/summary.json")))["status"],
-        "completed"
-    );
+    let done = json(&storage.join(format!("trials/{trial}/summary.json")));
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["steps_completed"], 150);
+    if cut > 0 {
+        let log = std::fs::read_to_string(storage.join(format!("trials/{trial}/stderr.log")))
+            .unwrap_or_default();
+        assert!(
+            log.contains(&format!("resuming at step {cut}/150")),
+            "{log}"
+        );
+    }
+    assert!(!resume_point.exists());
 }

@@ -150,13 +150,33 @@ fn interrupted_sweep_resumes_without_rerunning_finished_trials() {
         );
     }
 
-    // resume with a shorter second trial? No: the same file resumes the same trials.
+    // the interrupted trial left a resume point in storage
+    let cut = summary(&store, &ids[1])["steps_completed"]
+        .as_u64()
+        .unwrap();
+    assert!(cut > 0, "the long trial made no progress before Ctrl-C");
+    assert!(
+        store
+            .join(format!("trials/{}/resume.safetensors", ids[1]))
+            .is_file()
+    );
+
+    // Run again: the finished trial is cached, the interrupted one continues from its resume point
+    // (its runner says so on stderr); stop it again once it has.
     let o = mixsweep(&["run", "--quiet"], &s, &store)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    // the long trial takes a while; stop it again quickly and check the first is still the old result
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    let live_stderr = std::env::temp_dir()
+        .join("mixsweep-work/resume")
+        .join(&ids[1])
+        .join("stderr.log");
+    let waiting = std::time::Instant::now();
+    while !std::fs::read_to_string(&live_stderr).is_ok_and(|t| t.contains("resuming at step"))
+        && waiting.elapsed() < std::time::Duration::from_secs(120)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     unsafe { kill(o.id() as i32, 2) };
     let out = o.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));
@@ -171,6 +191,21 @@ fn interrupted_sweep_resumes_without_rerunning_finished_trials() {
         summary(&store, &ids[0])["wall_time_s"],
         done_before["wall_time_s"],
         "the finished trial was run again"
+    );
+    let log = std::fs::read_to_string(store.join(format!("trials/{}/stderr.log", ids[1]))).unwrap();
+    assert!(
+        log.contains(&format!("resuming at step {cut}/2000")),
+        "{log}"
+    );
+    let again = summary(&store, &ids[1]);
+    assert_eq!(again["status"], "interrupted");
+    assert!(again["steps_completed"].as_u64().unwrap() >= cut, "{again}");
+    // its metrics continue the first attempt's (one line per logged step, none lost)
+    let metrics =
+        std::fs::read_to_string(store.join(format!("trials/{}/metrics.jsonl", ids[1]))).unwrap();
+    assert!(
+        metrics.lines().next().unwrap().contains("\"step\":0,"),
+        "{metrics}"
     );
 }
 

@@ -151,6 +151,17 @@ impl Store {
         }
     }
 
+    /// Deletes an object; a missing one is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.store.delete(&ObjectPath::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(StoreError::Io {
+                path: key.into(),
+                source,
+            }),
+        }
+    }
+
     /// The object's bytes, or `None` when it does not exist.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self.store.get(&ObjectPath::from(key)).await {

@@ -105,3 +105,15 @@ pub fn load(path: &Path, specs: &[WeightSpec]) -> Result<Vec<Vec<f32>>, Checkpoi
     }
     Ok(out)
 }
+
+/// The metadata of a safetensors file.
+pub fn metadata(path: &Path) -> Result<HashMap<String, String>, CheckpointError> {
+    let err = |message: String| CheckpointError::File {
+        path: path.display().to_string(),
+        message,
+    };
+    let data = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&data)
+        .map_err(|e| err(format!("not a safetensors file: {e}")))?;
+    Ok(meta.metadata().clone().unwrap_or_default())
+}

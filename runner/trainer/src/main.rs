@@ -87,6 +87,10 @@ enum Command {
         /// BPB lookup tables (default: beside the validation shards).
         #[arg(long)]
         lut_dir: Option<PathBuf>,
+        /// Continue from the resume point an interrupted run left (`resume.safetensors` in --out, or
+        /// at the --artifacts URL): same weights, optimizer state and step; a fresh start when none.
+        #[arg(long)]
+        resume: bool,
     },
     /// Generate text from saved weights, streaming it as it is produced.
     Generate {
@@ -368,6 +372,7 @@ fn main() -> ExitCode {
             progress_json,
             eval,
             lut_dir,
+            resume,
         } => {
             let out = match (&out, &artifacts) {
                 (None, Some(_)) => {
@@ -379,6 +384,11 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(2, e),
             };
+            if let (true, Some(url), Some(dir)) = (resume, &artifacts, &out) {
+                if let Err(e) = mixsweep_runner::remote::fetch_resume(url, dir) {
+                    return fail(1, e);
+                }
+            }
             let profiler = match &cpuprofile {
                 Some(_) => match pprof::ProfilerGuardBuilder::default()
                     .frequency(499)
@@ -415,6 +425,7 @@ fn main() -> ExitCode {
                 progress_json,
                 eval,
                 lut_dir,
+                resume,
                 stop,
             };
             let result = train(&opts)

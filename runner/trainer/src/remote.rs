@@ -1,6 +1,7 @@
 //! Object storage at the runner's edges: a config given as a URL is downloaded before training, and
 //! `--artifacts URL` uploads a run's files when it ends (whatever its status), `summary.json` last, so
-//! that a reader who sees the summary also sees everything else. Data shards from URLs are fetched by
+//! that a reader who sees the summary also sees everything else. With `--resume`, the resume point an
+//! interrupted run uploaded there is downloaded first. Data shards from URLs are fetched by
 //! [`crate::data::resolve_files`].
 
 use std::path::{Path, PathBuf};
@@ -53,14 +54,44 @@ impl Artifacts<'_> {
         if let Some(p) = self.cpuprofile {
             files.push(("cpu.pb", p.to_path_buf()));
         }
+        let resume = self.out.join(crate::train::RESUME_FILE);
+        files.push((crate::train::RESUME_FILE, resume.clone()));
         files.push(("summary.json", self.out.join("summary.json")));
         mixsweep_store::block_on(async {
             let store = mixsweep_store::Store::open(url)?;
             for (key, path) in &files {
                 store.put_file(key, path).await?;
             }
+            // a run that finished leaves no resume point behind
+            if !resume.exists() {
+                store.delete(crate::train::RESUME_FILE).await?;
+            }
             Ok::<(), mixsweep_store::StoreError>(())
         })
         .map_err(|e| e.to_string())
     }
+}
+
+/// Downloads the resume point (and the metrics it continues) from `url` into `out`; `false` when
+/// there is none.
+pub fn fetch_resume(url: &str, out: &Path) -> Result<bool, String> {
+    mixsweep_store::block_on(async {
+        let store = mixsweep_store::Store::open(url)?;
+        let Some(point) = store.get(crate::train::RESUME_FILE).await? else {
+            return Ok(false);
+        };
+        std::fs::create_dir_all(out)
+            .map_err(|e| mixsweep_store::StoreError::Local(format!("{}: {e}", out.display())))?;
+        let write = |name: &str, bytes: &[u8]| {
+            std::fs::write(out.join(name), bytes).map_err(|e| {
+                mixsweep_store::StoreError::Local(format!("{}: {e}", out.join(name).display()))
+            })
+        };
+        if let Some(metrics) = store.get("metrics.jsonl").await? {
+            write("metrics.jsonl", &metrics)?;
+        }
+        write(crate::train::RESUME_FILE, &point)?;
+        Ok(true)
+    })
+    .map_err(|e: mixsweep_store::StoreError| format!("--resume from {url}: {e}"))
 }

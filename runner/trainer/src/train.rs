@@ -72,8 +72,82 @@ pub struct TrainOptions {
     pub eval: bool,
     /// Where the BPB lookup tables are (default: beside the validation shards).
     pub lut_dir: Option<PathBuf>,
+    /// Continue from `<out>/resume.safetensors` when there is one (written when a run is
+    /// interrupted): weights, optimizer state and step, so the run goes on exactly where it stopped.
+    pub resume: bool,
     /// Set by a signal handler to stop after the current step.
     pub stop: Arc<AtomicBool>,
+}
+
+/// The file an interrupted run leaves in its output folder for `--resume`.
+pub const RESUME_FILE: &str = "resume.safetensors";
+
+/// Names of the optimizer state in [`RESUME_FILE`]: `param/<w>`, `adam_m/<w>`, `adam_v/<w>`.
+fn resume_specs(weights: &[mixsweep_model::ir::WeightSpec]) -> Vec<mixsweep_model::ir::WeightSpec> {
+    ["param/", "adam_m/", "adam_v/"]
+        .iter()
+        .flat_map(|prefix| {
+            weights.iter().map(move |w| mixsweep_model::ir::WeightSpec {
+                name: format!("{prefix}{}", w.name),
+                ..w.clone()
+            })
+        })
+        .collect()
+}
+
+/// A run's state at the step it stopped.
+struct ResumePoint {
+    step: usize,
+    params: Vec<Vec<f32>>,
+    m: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    best_val_loss: Option<f64>,
+    final_val_loss: Option<f64>,
+    final_train_loss: Option<f64>,
+}
+
+/// Reads [`RESUME_FILE`], checking it belongs to this config and step count.
+fn load_resume(
+    path: &Path,
+    cfg: &ModelConfig,
+    weights: &[mixsweep_model::ir::WeightSpec],
+) -> Result<ResumePoint, TrainError> {
+    let meta = checkpoint::metadata(path)?;
+    let mismatch = |what: &str| {
+        ConfigError::new(
+            "",
+            format!(
+                "{}: saved for another {what} than this run's; delete it (or use another --out) to start over",
+                path.display()
+            ),
+        )
+    };
+    if meta.get("format").map(String::as_str) != Some("mixsweep_resume_v1") {
+        return Err(mismatch("format").into());
+    }
+    if meta.get("config_hash") != Some(&cfg.config_hash) {
+        return Err(mismatch("config").into());
+    }
+    if meta.get("steps_total") != Some(&cfg.training.steps.to_string()) {
+        return Err(mismatch("number of steps").into());
+    }
+    let step: usize = meta
+        .get("step")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| mismatch("format"))?;
+    let number = |k: &str| meta.get(k).and_then(|v| v.parse::<f64>().ok());
+    let mut all = checkpoint::load(path, &resume_specs(weights))?;
+    let v = all.split_off(2 * weights.len());
+    let m = all.split_off(weights.len());
+    Ok(ResumePoint {
+        step,
+        params: all,
+        m,
+        v,
+        best_val_loss: number("best_val_loss"),
+        final_val_loss: number("final_val_loss"),
+        final_train_loss: number("final_train_loss"),
+    })
 }
 
 /// One line of `metrics.jsonl`.
@@ -278,8 +352,25 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
         );
     }
 
-    let host_weights = match &opts.safetensors_load {
-        Some(p) => {
+    let resume_path = out_dir.join(RESUME_FILE);
+    let resumed = if opts.resume && resume_path.is_file() {
+        let r = load_resume(&resume_path, &cfg, &program.weights)?;
+        // on stderr even with --quiet: the logs should say that this run continues another
+        eprintln!(
+            "  [{}] resuming at step {}/{} from {}",
+            cfg.name,
+            r.step,
+            t.steps,
+            resume_path.display()
+        );
+        Some(r)
+    } else {
+        None
+    };
+    let start = resumed.as_ref().map_or(0, |r| r.step).min(t.steps);
+    let host_weights = match (&resumed, &opts.safetensors_load) {
+        (Some(r), _) => r.params.clone(),
+        (None, Some(p)) => {
             let w = checkpoint::load(p, &program.weights)?;
             if !opts.quiet {
                 println!(
@@ -291,10 +382,14 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
             }
             w
         }
-        None => initial_weights(&program.weights, t.seed),
+        (None, None) => initial_weights(&program.weights, t.seed),
     };
     let params = crate::init::upload(&program.weights, &host_weights)?;
     let mut state = TrainState::new(params)?;
+    if let Some(r) = &resumed {
+        state.m = crate::init::upload(&program.weights, &r.m)?;
+        state.v = crate::init::upload(&program.weights, &r.v)?;
+    }
     let spec = OptimizerSpec::new(&cfg, &program);
     let mut steps = Steps::new(program.clone(), t.compute_dtype, spec)?;
     mixsweep_mlx::memory::reset_peak()?;
@@ -308,16 +403,24 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
     };
 
     let metrics_path = out_dir.join("metrics.jsonl");
-    let mut metrics = std::fs::File::create(&metrics_path)
-        .map_err(|e| io_err("cannot create", &metrics_path, e))?;
+    // A resumed run adds to the metrics of the run it continues.
+    let mut metrics = if resumed.is_some() {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&metrics_path)
+    } else {
+        std::fs::File::create(&metrics_path)
+    }
+    .map_err(|e| io_err("cannot create", &metrics_path, e))?;
     let mut summary = Summary {
         name: cfg.name.clone(),
         status: "running".into(),
         steps: t.steps,
-        steps_completed: 0,
-        best_val_loss: None,
-        final_val_loss: None,
-        final_train_loss: None,
+        steps_completed: start,
+        best_val_loss: resumed.as_ref().and_then(|r| r.best_val_loss),
+        final_val_loss: resumed.as_ref().and_then(|r| r.final_val_loss),
+        final_train_loss: resumed.as_ref().and_then(|r| r.final_train_loss),
         params: counts.params,
         flops_per_token: counts.train_flops_per_token,
         mean_tok_s: 0.0,
@@ -327,7 +430,7 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
         mlx_version,
         compute_dtype: t.compute_dtype.as_str().into(),
         config_hash: cfg.config_hash.clone(),
-        tokens: 0,
+        tokens: start as u64 * (rows * seq_len) as u64,
         full_val_loss: None,
         val_bpb: None,
         full_val_tokens: None,
@@ -381,8 +484,8 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
         }
         if is_log_step(s, t.steps, t.log_every) || val.is_some() {
             let steady = first_done.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
-            let tok_s = if s > 0 && steady > 0.0 {
-                (s as u64 * tokens_per_step) as f64 / steady
+            let tok_s = if s > start && steady > 0.0 {
+                ((s - start) as u64 * tokens_per_step) as f64 / steady
             } else {
                 0.0
             };
@@ -409,10 +512,10 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
             }
             if !opts.quiet {
                 let val_s = val.map(|v| format!(" val={v:.4}")).unwrap_or_default();
-                let eta = if s > 0 {
+                let eta = if s > start {
                     format!(
                         ", ~{} remaining",
-                        format_duration(steady / s as f64 * (t.steps - s - 1) as f64)
+                        format_duration(steady / (s - start) as f64 * (t.steps - s - 1) as f64)
                     )
                 } else {
                     String::new()
@@ -426,7 +529,7 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
         Ok(())
     };
 
-    for s in 0..t.steps {
+    for s in start..t.steps {
         if opts.stop.load(Ordering::SeqCst) {
             outcome = Err(TrainError::Interrupted);
             break;
@@ -472,10 +575,13 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
         }
         pending = Some((s, loss, norm, val));
     }
+    // The last submitted step has updated the weights: record it, also when interrupted (so the
+    // saved weights and `steps_completed` agree).
     if let Some((ps, pl, pn, pv)) = pending.take()
-        && outcome.is_ok()
+        && matches!(outcome, Ok(()) | Err(TrainError::Interrupted))
+        && let Err(e) = finish_step(ps, &pl, &pn, pv, &mut first_done, &mut summary)
     {
-        outcome = finish_step(ps, &pl, &pn, pv, &mut first_done, &mut summary);
+        outcome = Err(e);
     }
     let steady = first_done.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
     if outcome.is_ok() && summary.steps_completed == t.steps {
@@ -517,8 +623,8 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
         }
     }
 
-    summary.mean_tok_s = if summary.steps_completed > 1 && steady > 0.0 {
-        ((summary.steps_completed - 1) as u64 * tokens_per_step) as f64 / steady
+    summary.mean_tok_s = if summary.steps_completed > start + 1 && steady > 0.0 {
+        ((summary.steps_completed - start - 1) as u64 * tokens_per_step) as f64 / steady
     } else {
         0.0
     };
@@ -565,6 +671,32 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
                 host.len()
             );
         }
+        // An interrupted run also keeps its optimizer state and step, for `--resume`.
+        if matches!(outcome, Err(TrainError::Interrupted)) && summary.steps_completed > start {
+            let mut all = host;
+            for a in state.m.iter().chain(&state.v) {
+                all.push(a.to_vec_f32()?);
+            }
+            let mut meta = HashMap::new();
+            meta.insert("format".to_string(), "mixsweep_resume_v1".to_string());
+            meta.insert("config_hash".to_string(), cfg.config_hash.clone());
+            meta.insert("steps_total".to_string(), t.steps.to_string());
+            meta.insert("step".to_string(), summary.steps_completed.to_string());
+            for (k, v) in [
+                ("best_val_loss", summary.best_val_loss),
+                ("final_val_loss", summary.final_val_loss),
+                ("final_train_loss", summary.final_train_loss),
+            ] {
+                if let Some(v) = v {
+                    meta.insert(k.to_string(), v.to_string());
+                }
+            }
+            checkpoint::save(&resume_path, &resume_specs(&program.weights), &all, meta)?;
+        }
+    }
+    // A finished run needs no resume point any more.
+    if outcome.is_ok() && resume_path.is_file() {
+        let _ = std::fs::remove_file(&resume_path);
     }
     write_json_atomic(&out_dir.join("summary.json"), &summary)?;
     if !opts.quiet {

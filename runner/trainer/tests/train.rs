@@ -226,6 +226,111 @@ fn interrupt_keeps_weights_and_summary() {
     assert!(out.join("model.safetensors").is_file());
 }
 
+/// Interrupt a run, then `--resume` it: it continues from the step it stopped at with the same
+/// weights and optimizer state, and every step's loss equals an uninterrupted run's.
+#[test]
+fn resume_continues_exactly_where_the_interrupted_run_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_from_example("tiny_mamba.json", dir.path(), "resumed", |v| {
+        v["training"]["log_every"] = 1.into();
+        v["training"]["val_every"] = 10.into();
+        v["dropout"] = serde_json::json!(0.1);
+    });
+    let steps = "60";
+    let train = |out: &std::path::Path, extra: &[&str]| {
+        let mut c = runner();
+        c.args([
+            "train",
+            "--device",
+            "cpu",
+            "--steps",
+            steps,
+            "--train",
+            &train_glob(),
+        ])
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(out)
+        .args(extra);
+        c
+    };
+    let losses = |out: &std::path::Path| -> Vec<(u64, f64)> {
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                Some((v["step"].as_u64()?, v["train_loss"].as_f64()?))
+            })
+            .collect()
+    };
+    // reference: one uninterrupted run
+    let full = dir.path().join("full");
+    let o = train(&full, &["--quiet"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // the same run, interrupted after a few steps
+    let out = dir.path().join("cut");
+    let mut child = train(&out, &["--progress-json", "--quiet"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("\"step\":8,") {
+            break;
+        }
+    }
+    unsafe { libc_kill(child.id() as i32, 2) };
+    for _ in lines {}
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let cut = read_json(&out.join("summary.json"))["steps_completed"]
+        .as_u64()
+        .unwrap();
+    assert!((9..60).contains(&cut), "stopped after {cut} steps");
+    assert!(out.join("resume.safetensors").is_file());
+    // resume: it starts at the step it stopped at and finishes the run
+    let o = train(&out, &["--resume"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("resuming at step {cut}/60")),
+        "{}",
+        stderr(&o)
+    );
+    let s = read_json(&out.join("summary.json"));
+    assert_eq!(s["status"], "completed");
+    assert_eq!(s["steps_completed"], 60);
+    assert!(
+        !out.join("resume.safetensors").exists(),
+        "a finished run keeps no resume point"
+    );
+    let (want, got) = (losses(&full), losses(&out));
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "one loss per step, none repeated or missing"
+    );
+    for ((ws, wl), (gs, gl)) in want.iter().zip(&got) {
+        assert_eq!(ws, gs);
+        assert!(
+            (wl - gl).abs() <= 1e-5 * wl.abs().max(1.0),
+            "step {ws}: {gl} vs {wl}"
+        );
+    }
+    assert_eq!(
+        read_json(&full.join("summary.json"))["best_val_loss"],
+        s["best_val_loss"]
+    );
+    // a resume point of another config is refused with a clear error, not half-loaded
+    let cut2 = dir.path().join("cut2");
+    std::fs::create_dir_all(&cut2).unwrap();
+    std::fs::write(cut2.join("resume.safetensors"), b"not safetensors").unwrap();
+    let o = train(&cut2, &["--resume"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resume.safetensors"), "{}", stderr(&o));
+}
+
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
