@@ -777,6 +777,12 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
             shared.counts.cached.fetch_add(1, Ordering::Relaxed);
             outcomes.push((t.clone(), Outcome::Cached));
         } else {
+            if opts.rerun == Rerun::All {
+                // everything from scratch: no trial continues an earlier attempt
+                storage
+                    .delete(&format!("trials/{}/{RESUME_FILE}", t.id))
+                    .await?;
+            }
             queue.push(t.clone());
         }
     }

@@ -207,6 +207,22 @@ fn interrupted_sweep_resumes_without_rerunning_finished_trials() {
         metrics.lines().next().unwrap().contains("\"step\":0,"),
         "{metrics}"
     );
+
+    // `--rerun all` starts everything from scratch: the resume point is dropped before any trial runs
+    let point = store.join(format!("trials/{}/resume.safetensors", ids[1]));
+    assert!(point.is_file());
+    let o = mixsweep(&["run", "--quiet", "--rerun", "all"], &s, &store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let waiting = std::time::Instant::now();
+    while point.exists() && waiting.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!point.exists(), "--rerun all kept the resume point");
+    unsafe { kill(o.id() as i32, 2) };
+    let _ = o.wait_with_output();
 }
 
 unsafe extern "C" {
