@@ -110,16 +110,7 @@ fn sweep_artifacts_land_in_s3_and_state_is_read_back() {
     // The objects are in the bucket, under the prefix, with the documented layout.
     let base = dir.path().join("s3/test-bucket/team/runs");
     assert!(base.join("sweeps/s3sweep/sweep.yaml").is_file());
-    let ids: Vec<String> = std::fs::read_to_string(base.join("sweeps/s3sweep/trials.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let ids = trial_ids(&base, "s3sweep");
     assert_eq!(ids.len(), 2);
     for id in &ids {
         let s: serde_json::Value = serde_json::from_str(
@@ -294,11 +285,7 @@ fn gs_storage_goes_through_the_gcs_client() {
     let o = gcs().output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let base = dir.path().join("gcs/test-bucket/gcs/runs");
-    let line = std::fs::read_to_string(base.join("sweeps/gcssweep/trials.jsonl")).unwrap();
-    let id = serde_json::from_str::<serde_json::Value>(line.lines().next().unwrap()).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = trial_ids(&base, "gcssweep")[0].clone();
     let summary: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(base.join(format!("trials/{id}/summary.json"))).unwrap(),
     )
