@@ -14,6 +14,7 @@
 use crate::storage::{Storage, TrialState, TrialStates};
 use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mixsweep_store::RESUME_FILE;
 use mixsweep_sweep::{Sweep, Trial};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -327,21 +328,12 @@ async fn attempt(
         Backend::Local => {
             // An interrupted attempt's resume point (and the metrics it continues) come back from
             // storage; the runner continues from it (`--resume`).
-            let out = work.join("out");
-            if let Some(point) = shared
-                .storage
-                .get(&format!("trials/{}/{RESUME_FILE}", t.id))
-                .await?
-            {
-                if let Some(m) = shared
-                    .storage
-                    .get(&format!("trials/{}/metrics.jsonl", t.id))
-                    .await?
-                {
-                    tokio::fs::write(out.join("metrics.jsonl"), m).await?;
-                }
-                tokio::fs::write(out.join(RESUME_FILE), point).await?;
-            }
+            mixsweep_store::fetch_resume(
+                &shared.storage,
+                &format!("trials/{}", t.id),
+                &work.join("out"),
+            )
+            .await?;
             attempt_local(shared, t, work, bar, gpu).await
         }
         Backend::Kubernetes(k) => Ok(k
@@ -374,9 +366,6 @@ async fn attempt(
 /// Jobs in flight at once on Kubernetes unless the sweep sets `max_parallel` (more would wait in the
 /// cluster's queue and could hit `schedule_timeout`).
 const KUBERNETES_PARALLEL: usize = 4;
-
-/// What an interrupted runner leaves for `--resume` (weights, optimizer state, step).
-const RESUME_FILE: &str = "resume.safetensors";
 
 /// One local attempt: a `mixsweep-runner train` child process.
 async fn attempt_local(

@@ -303,6 +303,36 @@ pub async fn identity(url: &str) -> Result<String, StoreError> {
     Ok(format!("{:x}", h.finalize()))
 }
 
+/// The file an interrupted training run leaves for `mixsweep-runner train --resume` (weights, optimizer
+/// state, step), beside the run's other artifacts.
+pub const RESUME_FILE: &str = "resume.safetensors";
+
+/// Downloads `<prefix>/resume.safetensors` and the `metrics.jsonl` it continues from `store` into the
+/// folder `out` (the runner's output folder); `false` when there is no resume point. Used by the runner
+/// (`--resume` with `--artifacts`) and by the orchestrator's local backend.
+pub async fn fetch_resume(store: &Store, prefix: &str, out: &Path) -> Result<bool, StoreError> {
+    let key = |name: &str| {
+        if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{name}", prefix.trim_end_matches('/'))
+        }
+    };
+    let Some(point) = store.get(&key(RESUME_FILE)).await? else {
+        return Ok(false);
+    };
+    let write = |name: &str, bytes: &[u8]| {
+        std::fs::create_dir_all(out)
+            .and_then(|_| std::fs::write(out.join(name), bytes))
+            .map_err(|e| StoreError::Local(format!("{}: {e}", out.join(name).display())))
+    };
+    if let Some(metrics) = store.get(&key("metrics.jsonl")).await? {
+        write("metrics.jsonl", &metrics)?;
+    }
+    write(RESUME_FILE, &point)?;
+    Ok(true)
+}
+
 /// The default download cache: `$MIXSWEEP_CACHE`, else `$XDG_CACHE_HOME/mixsweep`, else
 /// `~/.cache/mixsweep`, else the temp folder.
 pub fn default_cache_dir() -> PathBuf {

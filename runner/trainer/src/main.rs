@@ -303,9 +303,9 @@ fn smoke(d: DeviceArg) -> anyhow::Result<()> {
 /// MLX's CUDA backend replays command buffers as CUDA graphs of at most `MLX_MAX_OPS_PER_BUFFER`
 /// nodes and keeps `MLX_CUDA_GRAPH_CACHE_SIZE` (default 100) of them. A compiled train step has more
 /// segments than that, so the default cache is re-captured every step; raise it unless the user set it.
+/// With `MIXSWEEP_KERNEL_CACHE` (and no explicit `MLX_PTX_CACHE_DIR`) MLX compiles into a private copy
+/// of that shared kernel folder, returned so that new kernels can be published at exit.
 /// Must run before MLX reads its environment (before any MLX call).
-/// Sets MLX's environment before MLX starts; with `MIXSWEEP_KERNEL_CACHE` (and no explicit
-/// `MLX_PTX_CACHE_DIR`) MLX compiles into a private copy of that shared kernel folder.
 fn tune_mlx_environment() -> Option<KernelCache> {
     if std::env::var_os("MLX_CUDA_GRAPH_CACHE_SIZE").is_none() {
         // SAFETY: called first thing in main, before any other thread exists.

@@ -54,8 +54,8 @@ impl Artifacts<'_> {
         if let Some(p) = self.cpuprofile {
             files.push(("cpu.pb", p.to_path_buf()));
         }
-        let resume = self.out.join(crate::train::RESUME_FILE);
-        files.push((crate::train::RESUME_FILE, resume.clone()));
+        let resume = self.out.join(mixsweep_store::RESUME_FILE);
+        files.push((mixsweep_store::RESUME_FILE, resume.clone()));
         files.push(("summary.json", self.out.join("summary.json")));
         mixsweep_store::block_on(async {
             let store = mixsweep_store::Store::open(url)?;
@@ -64,7 +64,7 @@ impl Artifacts<'_> {
             }
             // a run that finished leaves no resume point behind
             if !resume.exists() {
-                store.delete(crate::train::RESUME_FILE).await?;
+                store.delete(mixsweep_store::RESUME_FILE).await?;
             }
             Ok::<(), mixsweep_store::StoreError>(())
         })
@@ -77,21 +77,7 @@ impl Artifacts<'_> {
 pub fn fetch_resume(url: &str, out: &Path) -> Result<bool, String> {
     mixsweep_store::block_on(async {
         let store = mixsweep_store::Store::open(url)?;
-        let Some(point) = store.get(crate::train::RESUME_FILE).await? else {
-            return Ok(false);
-        };
-        std::fs::create_dir_all(out)
-            .map_err(|e| mixsweep_store::StoreError::Local(format!("{}: {e}", out.display())))?;
-        let write = |name: &str, bytes: &[u8]| {
-            std::fs::write(out.join(name), bytes).map_err(|e| {
-                mixsweep_store::StoreError::Local(format!("{}: {e}", out.join(name).display()))
-            })
-        };
-        if let Some(metrics) = store.get("metrics.jsonl").await? {
-            write("metrics.jsonl", &metrics)?;
-        }
-        write(crate::train::RESUME_FILE, &point)?;
-        Ok(true)
+        mixsweep_store::fetch_resume(&store, "", out).await
     })
-    .map_err(|e: mixsweep_store::StoreError| format!("--resume from {url}: {e}"))
+    .map_err(|e| format!("--resume from {url}: {e}"))
 }

@@ -80,7 +80,7 @@ pub struct TrainOptions {
 }
 
 /// The file an interrupted run leaves in its output folder for `--resume`.
-pub const RESUME_FILE: &str = "resume.safetensors";
+pub use mixsweep_store::RESUME_FILE;
 
 /// Names of the optimizer state in [`RESUME_FILE`]: `param/<w>`, `adam_m/<w>`, `adam_v/<w>`.
 fn resume_specs(weights: &[mixsweep_model::ir::WeightSpec]) -> Vec<mixsweep_model::ir::WeightSpec> {
@@ -694,9 +694,9 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
             checkpoint::save(&resume_path, &resume_specs(&program.weights), &all, meta)?;
         }
     }
-    // A finished run needs no resume point any more.
+    // A finished run needs no resume point any more (a stale one would be uploaded and resumed).
     if outcome.is_ok() && resume_path.is_file() {
-        let _ = std::fs::remove_file(&resume_path);
+        std::fs::remove_file(&resume_path).map_err(|e| io_err("cannot remove", &resume_path, e))?;
     }
     write_json_atomic(&out_dir.join("summary.json"), &summary)?;
     if !opts.quiet {
