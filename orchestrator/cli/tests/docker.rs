@@ -49,6 +49,13 @@ fn sweep(dir: &Path, name: &str, extra: &str) -> PathBuf {
     path
 }
 
+/// `mixsweep run SWEEP --storage STORAGE`.
+fn run_sweep(sweep: &Path, storage: &Path) -> Command {
+    let mut c = mixsweep();
+    c.arg("run").arg(sweep).arg("--storage").arg(storage);
+    c
+}
+
 fn mixsweep() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mixsweep"));
     c.env("MIXSWEEP_RUNNER", runner());
@@ -131,13 +138,7 @@ fn three_trials_run_in_containers_and_rank() {
         "grid: {training.lr: [0.001, 0.002, 0.004]}\nsteps: 25\nmax_parallel: 2\ncpus: 1\nmemory: 2g\nprofile: true\n",
     );
     let storage = dir.path().join("runs");
-    let o = mixsweep()
-        .arg("run")
-        .arg(&s)
-        .arg("--storage")
-        .arg(&storage)
-        .output()
-        .unwrap();
+    let o = run_sweep(&s, &storage).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let out = text(&o);
     assert!(out.contains("on docker (mixsweep-runner:test)"), "{out}");
@@ -181,11 +182,7 @@ fn a_killed_container_is_retried_and_an_oom_kill_is_reported() {
         "steps: 120\nretries: 1\nseeds: [11]\n",
     );
     let storage = dir.path().join("runs");
-    let mut child = mixsweep()
-        .arg("run")
-        .arg(&s)
-        .arg("--storage")
-        .arg(&storage)
+    let mut child = run_sweep(&s, &storage)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -217,11 +214,7 @@ fn a_killed_container_is_retried_and_an_oom_kill_is_reported() {
         "dockoom",
         "steps: 20\nretries: 2\nmemory: 12m\nseeds: [12]\n",
     );
-    let o = mixsweep()
-        .arg("run")
-        .arg(&s)
-        .arg("--storage")
-        .arg(&storage)
+    let o = run_sweep(&s, &storage)
         .arg("--keep-failed")
         .output()
         .unwrap();
@@ -257,11 +250,7 @@ fn a_restarted_orchestrator_adopts_the_running_container() {
     let dir = tempfile::tempdir().unwrap();
     let s = sweep(dir.path(), "dockadopt", "steps: 150\nseeds: [13]\n");
     let storage = dir.path().join("runs");
-    let mut first = mixsweep()
-        .arg("run")
-        .arg(&s)
-        .arg("--storage")
-        .arg(&storage)
+    let mut first = run_sweep(&s, &storage)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -286,13 +275,7 @@ fn a_restarted_orchestrator_adopts_the_running_container() {
     );
 
     let restarted = Instant::now();
-    let o = mixsweep()
-        .arg("run")
-        .arg(&s)
-        .arg("--storage")
-        .arg(&storage)
-        .output()
-        .unwrap();
+    let o = run_sweep(&s, &storage).output().unwrap();
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(
@@ -320,11 +303,7 @@ fn ctrl_c_stops_the_containers_and_a_rerun_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let s = sweep(dir.path(), "dockint", "steps: 150\nseeds: [14]\n");
     let storage = dir.path().join("runs");
-    let mut child = mixsweep()
-        .arg("run")
-        .arg(&s)
-        .arg("--storage")
-        .arg(&storage)
+    let mut child = run_sweep(&s, &storage)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -363,13 +342,7 @@ fn ctrl_c_stops_the_containers_and_a_rerun_resumes() {
     }
     // Running again continues from the resume point (fetched by the runner in the container) to
     // the end; the finished trial keeps no resume point.
-    let o = mixsweep()
-        .arg("run")
-        .arg(&s)
-        .arg("--storage")
-        .arg(&storage)
-        .output()
-        .unwrap();
+    let o = run_sweep(&s, &storage).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let done = json(&storage.join(format!("trials/{trial}/summary.json")));
     assert_eq!(done["status"], "completed");
