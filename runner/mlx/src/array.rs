@@ -202,9 +202,16 @@ impl Array {
     }
 
     /// Size of axis `axis` (negative counts from the end).
+    /// The size of `axis` (negative counts from the end). Panics when the array has no such
+    /// axis, like slice indexing (the index is checked before it reaches C++).
     pub fn dim(&self, axis: isize) -> usize {
         let n = self.ndim() as isize;
         let i = if axis < 0 { n + axis } else { axis };
+        assert!(
+            (0..n).contains(&i),
+            "axis {axis} out of range for an array of {n} dimensions"
+        );
+        // SAFETY: 0 <= i < ndim, checked above.
         unsafe { ffi::msx_array_dim(self.as_ptr(), i as usize) as usize }
     }
 

@@ -6,57 +6,8 @@ use crate::array::{Array, ArrayVec, Dtype};
 use crate::ffi;
 use crate::{Error, Result};
 
-#[derive(Clone, Copy)]
-enum Unary {
-    Negative = 0,
-    Exp = 1,
-    Log = 2,
-    Log1p = 3,
-    Sqrt = 4,
-    Rsqrt = 5,
-    Square = 6,
-    Tanh = 7,
-    Sigmoid = 8,
-    Erf = 9,
-    Abs = 10,
-    StopGradient = 11,
-    IsNan = 12,
-    IsInf = 13,
-    Contiguous = 14,
-    Copy = 15,
-    LogicalNot = 16,
-    Sin = 17,
-    Cos = 18,
-}
-
-#[derive(Clone, Copy)]
-enum Binary {
-    Add = 0,
-    Subtract = 1,
-    Multiply = 2,
-    Divide = 3,
-    Maximum = 4,
-    Minimum = 5,
-    Power = 6,
-    Matmul = 7,
-    Greater = 8,
-    Less = 9,
-    Equal = 10,
-    LogAddExp = 11,
-    LogicalAnd = 12,
-}
-
-#[derive(Clone, Copy)]
-enum Reduce {
-    Sum = 0,
-    Mean = 1,
-    Max = 2,
-    Min = 3,
-    LogSumExp = 4,
-    ArgMax = 5,
-    All = 6,
-    Any = 7,
-}
+// `Unary`, `Binary` and `Reduce`: the op codes of src/op_codes.def, which shim.cpp includes too.
+include!(concat!(env!("OUT_DIR"), "/op_codes.rs"));
 
 fn dims(shape: &[usize]) -> Result<Vec<i32>> {
     shape

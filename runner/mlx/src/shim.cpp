@@ -235,55 +235,51 @@ int msx_async_eval(const msx_vec* v) {
   MSX_CATCH
 }
 
-// ---------------------------------------------------------------- unary ops
-// Codes shared with Rust (runner/mlx/src/ops.rs, enum Unary).
+// ---------------------------------------------------------------- unary and binary ops
+// Codes from op_codes.def, shared with Rust (build.rs generates ops.rs's enums from it). The table's
+// function names are looked up in msx_fn: MLX's own, plus wrappers where MLX's signature differs.
+namespace msx_fn {
+using namespace mlx::core;
+static array argmax_axes(const array& a, const std::vector<int>& ax, bool kd) {
+  if (ax.size() != 1) throw std::invalid_argument("argmax takes exactly one axis");
+  return argmax(a, ax[0], kd);
+}
+}  // namespace msx_fn
+
 int msx_unary(int op, const msx_array* a, msx_array** out) {
   MSX_TRY
   const auto& x = *a;
   switch (op) {
-    case 0: *out = box(mx::negative(x)); break;
-    case 1: *out = box(mx::exp(x)); break;
-    case 2: *out = box(mx::log(x)); break;
-    case 3: *out = box(mx::log1p(x)); break;
-    case 4: *out = box(mx::sqrt(x)); break;
-    case 5: *out = box(mx::rsqrt(x)); break;
-    case 6: *out = box(mx::square(x)); break;
-    case 7: *out = box(mx::tanh(x)); break;
-    case 8: *out = box(mx::sigmoid(x)); break;
-    case 9: *out = box(mx::erf(x)); break;
-    case 10: *out = box(mx::abs(x)); break;
-    case 11: *out = box(mx::stop_gradient(x)); break;
-    case 12: *out = box(mx::isnan(x)); break;
-    case 13: *out = box(mx::isinf(x)); break;
-    case 14: *out = box(mx::contiguous(x)); break;
-    case 15: *out = box(mx::copy(x)); break;
-    case 16: *out = box(mx::logical_not(x)); break;
-    case 17: *out = box(mx::sin(x)); break;
-    case 18: *out = box(mx::cos(x)); break;
+#define UNARY(code, name, fn) \
+  case code:                  \
+    *out = box(msx_fn::fn(x)); \
+    break;
+#define BINARY(code, name, fn)
+#define REDUCE(code, name, fn)
+#include "op_codes.def"
+#undef UNARY
+#undef BINARY
+#undef REDUCE
     default: throw std::invalid_argument("msx_unary: unknown op " + std::to_string(op));
   }
   MSX_CATCH
 }
 
-// ---------------------------------------------------------------- binary ops
 int msx_binary(int op, const msx_array* a, const msx_array* b, msx_array** out) {
   MSX_TRY
   const auto& x = *a;
   const auto& y = *b;
   switch (op) {
-    case 0: *out = box(mx::add(x, y)); break;
-    case 1: *out = box(mx::subtract(x, y)); break;
-    case 2: *out = box(mx::multiply(x, y)); break;
-    case 3: *out = box(mx::divide(x, y)); break;
-    case 4: *out = box(mx::maximum(x, y)); break;
-    case 5: *out = box(mx::minimum(x, y)); break;
-    case 6: *out = box(mx::power(x, y)); break;
-    case 7: *out = box(mx::matmul(x, y)); break;
-    case 8: *out = box(mx::greater(x, y)); break;
-    case 9: *out = box(mx::less(x, y)); break;
-    case 10: *out = box(mx::equal(x, y)); break;
-    case 11: *out = box(mx::logaddexp(x, y)); break;
-    case 12: *out = box(mx::logical_and(x, y)); break;
+#define UNARY(code, name, fn)
+#define BINARY(code, name, fn) \
+  case code:                   \
+    *out = box(msx_fn::fn(x, y)); \
+    break;
+#define REDUCE(code, name, fn)
+#include "op_codes.def"
+#undef UNARY
+#undef BINARY
+#undef REDUCE
     default: throw std::invalid_argument("msx_binary: unknown op " + std::to_string(op));
   }
   MSX_CATCH
@@ -296,23 +292,22 @@ int msx_where(const msx_array* c, const msx_array* a, const msx_array* b, msx_ar
 }
 
 // ---------------------------------------------------------------- reductions
-// op: 0 sum, 1 mean, 2 max, 3 min, 4 logsumexp, 5 argmax, 6 all, 7 any
+// Codes from op_codes.def.
 int msx_reduce(int op, const msx_array* a, const int32_t* axes, size_t naxes, int keepdims, msx_array** out) {
   MSX_TRY
   std::vector<int> ax(axes, axes + naxes);
   bool kd = keepdims != 0;
   switch (op) {
-    case 0: *out = box(mx::sum(*a, ax, kd)); break;
-    case 1: *out = box(mx::mean(*a, ax, kd)); break;
-    case 2: *out = box(mx::max(*a, ax, kd)); break;
-    case 3: *out = box(mx::min(*a, ax, kd)); break;
-    case 4: *out = box(mx::logsumexp(*a, ax, kd)); break;
-    case 5:
-      if (naxes != 1) throw std::invalid_argument("argmax takes exactly one axis");
-      *out = box(mx::argmax(*a, ax[0], kd));
-      break;
-    case 6: *out = box(mx::all(*a, ax, kd)); break;
-    case 7: *out = box(mx::any(*a, ax, kd)); break;
+#define UNARY(code, name, fn)
+#define BINARY(code, name, fn)
+#define REDUCE(code, name, fn)          \
+  case code:                            \
+    *out = box(msx_fn::fn(*a, ax, kd)); \
+    break;
+#include "op_codes.def"
+#undef UNARY
+#undef BINARY
+#undef REDUCE
     default: throw std::invalid_argument("msx_reduce: unknown op " + std::to_string(op));
   }
   MSX_CATCH
