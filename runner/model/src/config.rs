@@ -88,6 +88,7 @@ const TRAINING_FIELDS: &[&str] = &[
     "optimizer",
     "weight_init",
     "weight_init_std",
+    "divergence_factor",
 ];
 const TRAINING_UNSUPPORTED: &[&str] = &[
     "phases",
@@ -175,9 +176,20 @@ pub struct TrainingConfig {
     pub val_batches: usize,
     pub compute_dtype: ComputeDtype,
     pub weight_init: Init,
+    /// A run is `diverged` when its smoothed training loss exceeds this multiple of its best
+    /// smoothed loss (mixsweep's own field; 0 turns the check off; non-finite losses always count).
+    pub divergence_factor: f64,
 }
 
 impl TrainingConfig {
+    /// Validates a `training` object on its own (`None`: all defaults); `seq_len` is the model's.
+    pub fn from_value(
+        value: Option<&Value>,
+        seq_len: usize,
+    ) -> Result<TrainingConfig, ConfigError> {
+        parse_training(value, seq_len)
+    }
+
     /// Sequences per step.
     pub fn batch_size(&self, seq_len: usize) -> usize {
         self.batch_tokens / seq_len
@@ -356,6 +368,18 @@ fn parse_training(value: Option<&Value>, seq_len: usize) -> Result<TrainingConfi
                 .with_hint("use \"xavier_uniform\" (default) or \"normal\""));
         }
     };
+    let divergence_factor = match f.f64("divergence_factor")? {
+        None => 2.0,
+        Some(v) if v == 0.0 || (v > 1.0 && v.is_finite()) => v,
+        Some(v) => {
+            return Err(f
+                .error(
+                    "divergence_factor",
+                    format!("divergence_factor={v} must be > 1 (or 0 to turn the check off)"),
+                )
+                .with_hint("the default 2 ends a run whose smoothed loss doubles from its best"));
+        }
+    };
     f.finish(TRAINING_FIELDS, TRAINING_UNSUPPORTED)?;
     Ok(TrainingConfig {
         steps,
@@ -381,6 +405,7 @@ fn parse_training(value: Option<&Value>, seq_len: usize) -> Result<TrainingConfi
         val_batches,
         compute_dtype,
         weight_init,
+        divergence_factor,
     })
 }
 

@@ -54,37 +54,54 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Levenshtein distance, for "did you mean" hints.
-pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for i in 1..=a.len() {
-        let mut cur = vec![i; b.len() + 1];
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-/// The closest candidate to `key`, if it is plausibly a typo. Candidates sharing a word with the key
-/// (`lr_warmup` and `warmup_steps` share `warmup`) are preferred over mere edit-distance neighbours.
-pub(crate) fn nearest<'a>(key: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let words: Vec<&str> = key.split('_').filter(|w| w.len() >= 4).collect();
-    let sharing = candidates
+/// The candidate `key` was most likely meant to be, for "did you mean" hints: only a close one
+/// (normalised Damerau-Levenshtein similarity >= 0.6, the same words in another order, or a shared
+/// distinctive word of 6+ letters as in `lr_warmup` -> `warmup_steps`), never a far one that merely
+/// shares a short word (`export_head` is not `head_lr`, `rtd` is not `lr`).
+pub fn suggest<'a>(key: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let words = |s: &str| {
+        let mut w: Vec<String> = s.split(['_', '-', '.']).map(str::to_lowercase).collect();
+        w.sort();
+        w
+    };
+    let key_words = words(key);
+    if let Some(c) = candidates
         .iter()
-        .filter(|c| c.split('_').any(|cw| words.contains(&cw)))
-        .min_by_key(|c| edit_distance(key, c));
-    if let Some(c) = sharing {
+        .find(|c| key_words.len() > 1 && words(c) == key_words)
+    {
+        return Some(c);
+    }
+    let distinctive: Vec<&String> = key_words.iter().filter(|w| w.len() >= 6).collect();
+    if let Some(c) = candidates
+        .iter()
+        .filter(|c| words(c).iter().any(|w| distinctive.contains(&w)))
+        .min_by_key(|c| strsim::damerau_levenshtein(key, c))
+    {
         return Some(c);
     }
     candidates
         .iter()
-        .map(|c| (edit_distance(key, c), *c))
-        .filter(|(d, c)| *d <= 3.max(c.len() / 3))
-        .min_by_key(|(d, _)| *d)
+        .map(|c| (strsim::normalized_damerau_levenshtein(key, c), *c))
+        .filter(|(score, _)| *score >= 0.6)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
+}
+
+pub(crate) use suggest as nearest;
+
+#[cfg(test)]
+mod tests {
+    use super::suggest;
+
+    #[test]
+    fn suggestions_are_close_or_none() {
+        let keys = ["head_lr", "lr", "warmup_steps", "kv_heads", "val_loss"];
+        assert_eq!(suggest("export_head", &keys), None);
+        assert_eq!(suggest("rtd", &keys), None);
+        assert_eq!(suggest("kv_head", &keys), Some("kv_heads"));
+        assert_eq!(suggest("val_los", &keys), Some("val_loss"));
+        assert_eq!(suggest("steps_warmup", &keys), Some("warmup_steps"));
+        assert_eq!(suggest("warmup_step", &keys), Some("warmup_steps"));
+        assert_eq!(suggest("lr_warmup", &keys), Some("warmup_steps"));
+    }
 }

@@ -87,6 +87,16 @@ fn parse(f: &mut Fields<'_>, dims: &ModelDims) -> Result<Box<dyn Block>, ConfigE
         }
     };
     let rope_dims = match f.usize("rope_dims")? {
+        None | Some(0) if !head_dim.is_multiple_of(2) => {
+            return Err(f
+                .error(
+                    "heads",
+                    format!(
+                        "head_dim = model_dim / heads = {head_dim} is odd, and RoPE rotates pairs of features"
+                    ),
+                )
+                .with_hint("choose heads so that model_dim / heads is even, or set an even rope_dims"));
+        }
         None | Some(0) => head_dim,
         Some(r) if r % 2 != 0 => {
             return Err(f.error("rope_dims", format!("rope_dims={r} must be even")));
