@@ -58,8 +58,18 @@ pub struct Object {
 }
 
 impl Store {
-    /// Opens a root URL (see the module docs). A local folder is created if missing.
+    /// Opens a root URL (see the module docs) for writing. A local folder is created if missing.
     pub fn open(root: &str) -> Result<Store, StoreError> {
+        Self::open_with(root, true)
+    }
+
+    /// Opens a root URL for reading only: a missing local folder is an error instead of being
+    /// created (`status`, `results` and `plan` must not leave folders behind).
+    pub fn open_existing(root: &str) -> Result<Store, StoreError> {
+        Self::open_with(root, false)
+    }
+
+    fn open_with(root: &str, create: bool) -> Result<Store, StoreError> {
         let fail = |message: String| StoreError::Root {
             root: root.into(),
             message,
@@ -74,16 +84,14 @@ impl Store {
                     ));
                 }
                 let inner: Arc<dyn ObjectStore> = if root.starts_with("s3") {
-                    Arc::new(
-                        object_store::aws::AmazonS3Builder::from_env()
-                            .with_bucket_name(bucket)
-                            .build()
-                            .map_err(|e| fail(format!("{e} (set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION; AWS_ENDPOINT_URL for S3-compatible servers)")))?,
-                    )
+                    Arc::new(s3_builder(bucket).map_err(fail)?.build().map_err(|e| {
+                        fail(format!("{e} (set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION; AWS_ENDPOINT_URL for S3-compatible servers)"))
+                    })?)
                 } else {
                     Arc::new(
                         object_store::gcp::GoogleCloudStorageBuilder::from_env()
                             .with_bucket_name(bucket)
+                            .with_retry(retry_config())
                             .build()
                             .map_err(|e| {
                                 fail(format!("{e} (set GOOGLE_APPLICATION_CREDENTIALS)"))
@@ -97,13 +105,13 @@ impl Store {
                     Arc::new(object_store::prefix::PrefixStore::new(inner, prefix))
                 }
             }
-            Some(("file", dir)) => Self::local(dir).map_err(fail)?,
+            Some(("file", dir)) => Self::local(dir, create).map_err(fail)?,
             Some((scheme, _)) => {
                 return Err(fail(format!(
                     "unknown storage scheme {scheme}:// (use a folder, file://, s3:// or gs://)"
                 )));
             }
-            None => Self::local(root).map_err(fail)?,
+            None => Self::local(root, create).map_err(fail)?,
         };
         Ok(Store {
             root: root.into(),
@@ -111,12 +119,21 @@ impl Store {
         })
     }
 
-    fn local(dir: &str) -> Result<Arc<dyn ObjectStore>, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {dir}: {e}"))?;
+    fn local(dir: &str, create: bool) -> Result<Arc<dyn ObjectStore>, String> {
+        if create {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {dir}: {e}"))?;
+        } else if !Path::new(dir).is_dir() {
+            return Err(format!("no such folder: {dir}"));
+        }
         Ok(Arc::new(
             object_store::local::LocalFileSystem::new_with_prefix(dir)
                 .map_err(|e| e.to_string())?,
         ))
+    }
+
+    /// Whether this store is a local folder (no network, no credentials).
+    pub fn is_local(&self) -> bool {
+        !(self.root.starts_with("s3://") || self.root.starts_with("gs://"))
     }
 
     /// The URL of `key` under this root (for messages and for handing to another process).
@@ -137,6 +154,35 @@ impl Store {
             .await
             .map(|_| ())
             .map_err(Self::io(key))
+    }
+
+    /// Creates the object only if it does not exist yet; `Ok(false)` when it does. Atomic where the
+    /// store supports conditional writes (local folders, S3 with `If-None-Match`, GCS); elsewhere a
+    /// read-then-write.
+    pub async fn put_if_absent(&self, key: &str, data: Vec<u8>) -> Result<bool, StoreError> {
+        let opts = object_store::PutOptions {
+            mode: object_store::PutMode::Create,
+            ..Default::default()
+        };
+        let payload = PutPayload::from(Bytes::from(data.clone()));
+        match self
+            .store
+            .put_opts(&ObjectPath::from(key), payload, opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(object_store::Error::NotImplemented { .. }) => {
+                if self.get(key).await?.is_some() {
+                    return Ok(false);
+                }
+                self.put(key, data).await.map(|_| true)
+            }
+            Err(source) => Err(StoreError::Io {
+                path: key.into(),
+                source,
+            }),
+        }
     }
 
     /// Uploads a local file as one object; `Ok(false)` when the file does not exist.
@@ -236,6 +282,79 @@ impl Store {
         objects.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(objects)
     }
+}
+
+/// How long a storage request is retried before it fails: `MIXSWEEP_STORAGE_TIMEOUT` (a number of
+/// seconds, default 180). Transient errors (connection refused, 5xx, throttling) are retried with
+/// exponential backoff until then, however many attempts that takes.
+pub fn storage_timeout() -> std::time::Duration {
+    let secs = std::env::var("MIXSWEEP_STORAGE_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .unwrap_or(180.0);
+    std::time::Duration::from_secs_f64(secs)
+}
+
+fn retry_config() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig::default(),
+        // the timeout, not a count, bounds the retries
+        max_retries: usize::MAX,
+        retry_timeout: storage_timeout(),
+    }
+}
+
+/// An S3 client from the standard AWS variables, refusing early (with the variables to set) when
+/// no credentials are configured, instead of probing the EC2 instance-metadata endpoint unless
+/// `MIXSWEEP_AWS_IMDS=1` / a web identity / a container credentials URI says to. `http://` endpoints
+/// on loopback are allowed without `AWS_ALLOW_HTTP`.
+fn s3_builder(bucket: &str) -> Result<object_store::aws::AmazonS3Builder, String> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let has_keys = var("AWS_ACCESS_KEY_ID").is_some() && var("AWS_SECRET_ACCESS_KEY").is_some();
+    let has_other = [
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "MIXSWEEP_AWS_IMDS",
+    ]
+    .iter()
+    .any(|k| var(k).is_some());
+    if !has_keys && !has_other {
+        return Err(
+            "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE; \
+             on EC2 set MIXSWEEP_AWS_IMDS=1 to use the instance role)"
+                .into(),
+        );
+    }
+    if var("AWS_SECRET_ACCESS_KEY").is_some() && var("AWS_ACCESS_KEY_ID").is_none() {
+        return Err("AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not".into());
+    }
+    let mut b = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(retry_config());
+    if let Some(endpoint) = var("AWS_ENDPOINT_URL").or_else(|| var("AWS_ENDPOINT"))
+        && let Some(rest) = endpoint.strip_prefix("http://")
+    {
+        {
+            let host = rest.split(['/', ':']).next().unwrap_or_default();
+            let loopback = host == "localhost"
+                || host == "[::1]"
+                || host
+                    .parse::<std::net::Ipv4Addr>()
+                    .is_ok_and(|a| a.is_loopback());
+            if loopback {
+                b = b.with_allow_http(true);
+            } else if var("AWS_ALLOW_HTTP").is_none_or(|v| v != "true") {
+                return Err(format!(
+                    "AWS_ENDPOINT_URL {endpoint} is plain http:// on a non-loopback host: set AWS_ALLOW_HTTP=true to allow it \
+                     (credentials and data travel unencrypted), or use https://"
+                ));
+            }
+        }
+    }
+    Ok(b)
 }
 
 /// Splits a data URL into its folder URL and the glob of its last component:
