@@ -9,51 +9,102 @@
 //! the kernels this run compiled are published back, each file written under a temporary name and
 //! renamed, the `.ptx` (which MLX looks for first) after its `.txt` kernel list. Any number of runs
 //! can share one folder (a Docker bind mount, a node's hostPath), and each leaves it warmer.
+//!
+//! MLX's CPU backend does the same with fused elementwise kernels, compiled with the system C++
+//! compiler into `$TMPDIR/mlx/<version>/cpu/lib<kernel>.so` and loaded if that file exists: a second
+//! process could load a library the first is still writing ("file too short"). The same private-copy
+//! scheme fixes it ([`Backend::Cpu`]): the runner's `TMPDIR` points at a private folder seeded from the
+//! shared `<cache>/mlx-<version>/cpu`, and new libraries are published by rename.
 
 use std::path::{Path, PathBuf};
 
+/// Which of MLX's compilers a cache holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// NVRTC modules: `<name>.ptx`, `<name>.txt` (kernel names), `<name>.cu`.
+    Cuda,
+    /// Shared libraries `lib<kernel>.so` (`.dylib` on macOS).
+    Cpu,
+}
+
 /// The private copy of a shared kernel folder used by this process.
 pub struct KernelCache {
+    backend: Backend,
     shared: PathBuf,
     private: PathBuf,
 }
 
-/// MLX's cache files of one compiled module: `<name>.ptx`, `<name>.txt` (kernel names), `<name>.cu`.
-fn is_complete_module(dir: &Path, ptx: &Path) -> bool {
-    ptx.extension().is_some_and(|e| e == "ptx")
-        && ptx
-            .file_stem()
-            .is_some_and(|s| dir.join(s).with_extension("txt").is_file())
+/// The files of each complete unit in `dir`, in publishing order (the file MLX looks for last).
+fn complete_units(backend: Backend, dir: &Path) -> std::io::Result<Vec<Vec<PathBuf>>> {
+    let mut units = vec![];
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default();
+        match backend {
+            Backend::Cuda => {
+                if ext == "ptx" && path.with_extension("txt").is_file() {
+                    let files = ["txt", "cu", "ptx"]
+                        .iter()
+                        .map(|e| path.with_extension(e))
+                        .filter(|p| p.is_file())
+                        .collect();
+                    units.push(files);
+                }
+            }
+            Backend::Cpu => {
+                if matches!(ext, "so" | "dylib" | "dll") && path.is_file() {
+                    units.push(vec![path]);
+                }
+            }
+        }
+    }
+    Ok(units)
 }
 
 fn copy_atomically(from: &Path, to: &Path) -> std::io::Result<()> {
-    let name = to.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = to.with_file_name(format!(".{name}.{}.partial", std::process::id()));
+    // a short temporary name: kernel file names can be near the 255-byte limit already
+    let tmp = to.with_file_name(format!(".partial-{}", std::process::id()));
     std::fs::copy(from, &tmp)?;
     std::fs::rename(&tmp, to)
 }
 
 impl KernelCache {
-    /// Copies the complete modules of `shared` (created if missing) into `private`.
+    /// Copies the complete CUDA modules of `shared` (created if missing) into `private`.
     pub fn adopt(shared: &Path, private: &Path) -> std::io::Result<KernelCache> {
+        Self::adopt_for(Backend::Cuda, shared, private)
+    }
+
+    /// Copies (or hard-links) the complete units of `shared` (created if missing) into `private`.
+    pub fn adopt_for(
+        backend: Backend,
+        shared: &Path,
+        private: &Path,
+    ) -> std::io::Result<KernelCache> {
         std::fs::create_dir_all(shared)?;
         std::fs::create_dir_all(private)?;
-        for entry in std::fs::read_dir(shared)? {
-            let path = entry?.path();
-            if !is_complete_module(shared, &path) {
-                continue;
-            }
-            for ext in ["txt", "cu", "ptx"] {
-                let from = path.with_extension(ext);
-                if from.is_file() {
-                    std::fs::copy(&from, private.join(from.file_name().unwrap_or_default()))?;
+        for unit in complete_units(backend, shared)? {
+            for from in unit {
+                let to = private.join(from.file_name().unwrap_or_default());
+                // published files are never rewritten in place, so a link is as good as a copy
+                if std::fs::hard_link(&from, &to).is_err() {
+                    std::fs::copy(&from, &to)?;
                 }
             }
         }
         Ok(KernelCache {
+            backend,
             shared: shared.to_path_buf(),
             private: private.to_path_buf(),
         })
+    }
+
+    /// Whether the private folder holds any compiled unit (false: the first kernels of this
+    /// machine are about to be compiled).
+    pub fn is_warm(&self) -> bool {
+        complete_units(self.backend, &self.private).is_ok_and(|u| !u.is_empty())
     }
 
     /// The shared folder.
@@ -69,24 +120,21 @@ impl KernelCache {
     /// Publishes the modules compiled by this run that the shared folder lacks; returns how many.
     pub fn publish(&self) -> std::io::Result<usize> {
         let mut published = 0;
-        for entry in std::fs::read_dir(&self.private)? {
-            let path = entry?.path();
-            if !is_complete_module(&self.private, &path) {
+        for unit in complete_units(self.backend, &self.private)? {
+            let last = unit.last().expect("a unit has files");
+            if self
+                .shared
+                .join(last.file_name().unwrap_or_default())
+                .is_file()
+            {
                 continue;
             }
-            let name = path.file_name().unwrap_or_default();
-            if self.shared.join(name).is_file() {
-                continue;
-            }
-            // the kernel list first: MLX reads a module only when its .ptx exists
-            for ext in ["txt", "cu", "ptx"] {
-                let from = path.with_extension(ext);
-                if from.is_file() {
-                    copy_atomically(
-                        &from,
-                        &self.shared.join(from.file_name().unwrap_or_default()),
-                    )?;
-                }
+            // in order: MLX reads a unit only once its last file exists
+            for from in &unit {
+                copy_atomically(
+                    from,
+                    &self.shared.join(from.file_name().unwrap_or_default()),
+                )?;
             }
             published += 1;
         }
@@ -149,12 +197,32 @@ mod tests {
             "ptx of new"
         );
         assert!(!shared.join("unfinished.txt").exists());
-        assert!(names(&shared).iter().all(|n| !n.ends_with(".partial")));
+        assert!(names(&shared).iter().all(|n| !n.starts_with(".partial")));
 
         // the next run starts with both complete modules and publishes nothing again
         let cache = KernelCache::adopt(&shared, &root.path().join("run2")).unwrap();
         assert!(cache.private_dir().join("new.ptx").is_file());
         assert!(cache.private_dir().join("done.ptx").is_file());
+        assert_eq!(cache.finish().unwrap(), 0);
+    }
+
+    #[test]
+    fn cpu_libraries_are_shared_only_when_complete() {
+        let root = tempfile::tempdir().unwrap();
+        let shared = root.path().join("shared");
+        let private = root.path().join("run1");
+        let cache = KernelCache::adopt_for(Backend::Cpu, &shared, &private).unwrap();
+        assert!(!cache.is_warm());
+        std::fs::write(private.join("libk1.so"), b"elf").unwrap();
+        std::fs::write(private.join("k1.cpp"), b"source").unwrap();
+        // MLX clips kernel file names near the 255-byte limit: publishing must not make them longer
+        let long = format!("lib{}.so", "k".repeat(245));
+        std::fs::write(private.join(&long), b"elf").unwrap();
+        assert_eq!(cache.finish().unwrap(), 2);
+        assert_eq!(names(&shared), [long.as_str(), "libk1.so"]);
+        let cache =
+            KernelCache::adopt_for(Backend::Cpu, &shared, &root.path().join("run2")).unwrap();
+        assert!(cache.is_warm());
         assert_eq!(cache.finish().unwrap(), 0);
     }
 }

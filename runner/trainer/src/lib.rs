@@ -16,11 +16,14 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod divergence;
 pub mod eval;
 pub mod executor;
 pub mod generate;
 pub mod init;
+pub mod interrupt;
 pub mod kernel_cache;
+pub mod mlx_env;
 pub mod prepare;
 pub mod remote;
 pub use mixsweep_model::rng;

@@ -6,7 +6,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use mixsweep_mlx::device::Device;
 use mixsweep_model::{ComputeDtype, ModelConfig};
-use mixsweep_runner::kernel_cache::KernelCache;
 use mixsweep_runner::train::{TrainError, TrainOptions, train};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -107,7 +106,7 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         max_tokens: usize,
         /// 0 = greedy.
-        #[arg(long, default_value_t = 0.8)]
+        #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
         temperature: f32,
         /// Keep the k most likely tokens (0 = all).
         #[arg(long, default_value_t = 0)]
@@ -300,41 +299,6 @@ fn smoke(d: DeviceArg) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// MLX's CUDA backend replays command buffers as CUDA graphs of at most `MLX_MAX_OPS_PER_BUFFER`
-/// nodes and keeps `MLX_CUDA_GRAPH_CACHE_SIZE` (default 100) of them. A compiled train step has more
-/// segments than that, so the default cache is re-captured every step; raise it unless the user set it.
-/// With `MIXSWEEP_KERNEL_CACHE` (and no explicit `MLX_PTX_CACHE_DIR`) MLX compiles into a private copy
-/// of that shared kernel folder, returned so that new kernels can be published at exit.
-/// Must run before MLX reads its environment (before any MLX call).
-fn tune_mlx_environment() -> Option<KernelCache> {
-    if std::env::var_os("MLX_CUDA_GRAPH_CACHE_SIZE").is_none() {
-        // SAFETY: called first thing in main, before any other thread exists.
-        unsafe { std::env::set_var("MLX_CUDA_GRAPH_CACHE_SIZE", "2000") };
-    }
-    // Compiled kernels are only valid for the MLX version that compiled them.
-    let shared = PathBuf::from(std::env::var_os("MIXSWEEP_KERNEL_CACHE")?)
-        .join(format!("mlx-{}", mixsweep_mlx::MLX_BUILD_VERSION));
-    if std::env::var_os("MLX_PTX_CACHE_DIR").is_some() {
-        return None;
-    }
-    let private = std::env::temp_dir().join(format!("mixsweep-kernels-{}", std::process::id()));
-    match KernelCache::adopt(&shared, &private) {
-        Ok(cache) => {
-            // SAFETY: as above, no other thread exists yet.
-            unsafe { std::env::set_var("MLX_PTX_CACHE_DIR", cache.private_dir()) };
-            Some(cache)
-        }
-        Err(e) => {
-            eprintln!(
-                "warning: MIXSWEEP_KERNEL_CACHE={}: {e}; kernels are compiled without the shared cache",
-                shared.display()
-            );
-            let _ = std::fs::remove_dir_all(&private);
-            None
-        }
-    }
-}
-
 fn fail(code: u8, message: String) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(code)
@@ -353,8 +317,18 @@ fn write_profile(guard: &pprof::ProfilerGuard<'_>, path: &std::path::Path) -> an
 }
 
 fn main() -> ExitCode {
-    let kernel_cache = tune_mlx_environment();
+    // Output piped into `head` ends the process quietly, as for any Unix tool, instead of a
+    // "broken pipe" panic. (Sockets are unaffected: Rust sends with MSG_NOSIGNAL.)
+    // SAFETY: first thing in main, before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let mlx_env = mixsweep_runner::mlx_env::MlxEnv::prepare();
     let cli = Cli::parse();
+    // Long work stops cleanly on Ctrl-C / SIGTERM / the orchestrator's exit: the handler goes in
+    // before anything else happens (a signal before it would kill the process without a summary).
+    let stop = Arc::new(AtomicBool::new(false));
+    if matches!(cli.command, Command::Train { .. } | Command::Prepare { .. }) {
+        mixsweep_runner::interrupt::install(stop.clone());
+    }
     let result: Result<(), (i32, String)> = match cli.command {
         Command::Train {
             config,
@@ -374,6 +348,19 @@ fn main() -> ExitCode {
             lut_dir,
             resume,
         } => {
+            let on_cpu = match d {
+                DeviceArg::Cpu => true,
+                DeviceArg::Gpu => false,
+                DeviceArg::Auto => !mixsweep_mlx::device::gpu_available().unwrap_or(false),
+            };
+            if let Some(dir) = mlx_env.cpu_cache_cold().filter(|_| on_cpu) {
+                // on stderr even with --quiet: otherwise a silent minute looks like a hang
+                eprintln!(
+                    "note: the first steps compile MLX's CPU kernels with the C++ compiler (a minute or two, once \
+                     per machine); they are kept in {} for later runs",
+                    dir.display()
+                );
+            }
             let out = match (&out, &artifacts) {
                 (None, Some(_)) => {
                     Some(std::env::temp_dir().join(format!("mixsweep-run-{}", std::process::id())))
@@ -384,10 +371,10 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(2, e),
             };
-            if let (true, Some(url), Some(dir)) = (resume, &artifacts, &out) {
-                if let Err(e) = mixsweep_runner::remote::fetch_resume(url, dir) {
-                    return fail(1, e);
-                }
+            if let (true, Some(url), Some(dir)) = (resume, &artifacts, &out)
+                && let Err(e) = mixsweep_runner::remote::fetch_resume(url, dir)
+            {
+                return fail(1, e);
             }
             let profiler = match &cpuprofile {
                 Some(_) => match pprof::ProfilerGuardBuilder::default()
@@ -400,14 +387,6 @@ fn main() -> ExitCode {
                 },
                 None => None,
             };
-            let stop = Arc::new(AtomicBool::new(false));
-            let flag = stop.clone();
-            let _ = ctrlc::set_handler(move || {
-                if flag.swap(true, Ordering::SeqCst) {
-                    std::process::exit(130);
-                }
-                eprintln!("interrupt: stopping after the current step (press again to abort)");
-            });
             let opts = TrainOptions {
                 config,
                 train: train_glob,
@@ -522,8 +501,16 @@ fn main() -> ExitCode {
         } => {
             use mixsweep_runner::generate::{GenerateOptions, Sampling, generate};
             use std::io::Write;
-            if !(top_p > 0.0 && top_p <= 1.0) || temperature < 0.0 {
-                return fail(2, "--top-p must be in (0, 1] and --temperature >= 0".into());
+            if !(top_p > 0.0 && top_p <= 1.0) {
+                return fail(2, format!("--top-p {top_p} must be in (0, 1]"));
+            }
+            if !(temperature >= 0.0 && temperature.is_finite()) {
+                return fail(
+                    2,
+                    format!(
+                        "--temperature {temperature} must be a finite number >= 0 (0 is greedy)"
+                    ),
+                );
             }
             let opts = GenerateOptions {
                 config,
@@ -570,9 +557,6 @@ fn main() -> ExitCode {
             quiet,
         } => {
             use mixsweep_runner::prepare::{PrepareOptions, TokenizerChoice, prepare};
-            let stop = Arc::new(AtomicBool::new(false));
-            let flag = stop.clone();
-            let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
             let tokenizer = match (byte_level, vocab_size, tokenizer_path) {
                 (true, _, _) => TokenizerChoice::Bytes,
                 (_, Some(v), _) => TokenizerChoice::TrainBpe { vocab_size: v },
@@ -607,12 +591,7 @@ fn main() -> ExitCode {
             }
         }
     };
-    if let Some(cache) = kernel_cache {
-        let shared = cache.shared_dir().display().to_string();
-        if let Err(e) = cache.finish() {
-            eprintln!("warning: could not add the compiled kernels to {shared}: {e}");
-        }
-    }
+    mlx_env.finish();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, message)) => {

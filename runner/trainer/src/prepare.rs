@@ -312,12 +312,12 @@ fn byte_level_chars() -> std::collections::HashMap<char, u8> {
         .collect()
 }
 
+/// Bytes per token, leading-space flags and boundary flags, one entry per token id.
+type LookupTables = (Vec<u16>, Vec<u8>, Vec<u8>);
+
 /// The BPB lookup tables (mixlab §7.3): bytes each token stands for (without a leading space), whether
 /// it starts with a space, and whether it is a boundary (special) token.
-pub fn lookup_tables(
-    tokenizer: Option<&Tokenizer>,
-    vocab: usize,
-) -> Result<(Vec<u16>, Vec<u8>, Vec<u8>), String> {
+pub fn lookup_tables(tokenizer: Option<&Tokenizer>, vocab: usize) -> Result<LookupTables, String> {
     let Some(tok) = tokenizer else {
         return Ok((vec![1; vocab], vec![0; vocab], vec![0; vocab]));
     };
@@ -548,8 +548,13 @@ fn prepare_in(
     let train_shards = write_split("train", n_train)?;
     let val_shards = write_split("val", n_val)?;
 
-    // Tokenizer, lookup tables, manifest.
-    if let Some(t) = &tokenizer {
+    // Tokenizer, lookup tables, manifest. Byte-level data gets a tokenizer.json too (token id =
+    // byte value), so that every prepared folder works with `generate --tokenizer DIR`.
+    let written = match &tokenizer {
+        Some(t) => Some(t.clone()),
+        None => Some(byte_level_tokenizer()?),
+    };
+    if let Some(t) = &written {
         t.save(staging.join("tokenizer.json"), true)
             .map_err(|e| format!("cannot write tokenizer.json: {e}"))?;
     }
@@ -603,8 +608,42 @@ fn next_batch(chunks: &mut Chunks) -> Vec<String> {
     batch
 }
 
+/// A tokenizer whose token ids are byte values (vocab 256): GPT-2's byte-to-character alphabet as a
+/// BPE vocabulary without merges, so every byte is its own token, with the byte-level decoder.
+pub fn byte_level_tokenizer() -> Result<Tokenizer, String> {
+    use tokenizers::decoders::byte_level::ByteLevel as ByteDecoder;
+    use tokenizers::models::bpe::BPE;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    let vocab: tokenizers::models::bpe::Vocab = byte_level_chars()
+        .into_iter()
+        .map(|(c, b)| (c.to_string(), b as u32))
+        .collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, vec![])
+        .build()
+        .map_err(|e| format!("byte-level tokenizer: {e}"))?;
+    let mut t = Tokenizer::new(bpe);
+    t.with_pre_tokenizer(Some(
+        ByteLevel::default()
+            .add_prefix_space(false)
+            .use_regex(false),
+    ));
+    t.with_decoder(Some(ByteDecoder::default()));
+    Ok(t)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn byte_level_tokenizer_ids_are_bytes() {
+        let t = super::byte_level_tokenizer().unwrap();
+        let text = "Hi é\n\t~";
+        let ids = t.encode(text, false).unwrap().get_ids().to_vec();
+        assert_eq!(ids, text.bytes().map(u32::from).collect::<Vec<_>>());
+        assert_eq!(t.decode(&ids, false).unwrap(), text);
+        assert_eq!(t.get_vocab_size(false), 256);
+    }
+
     use super::*;
     use crate::data::read_shard;
 
@@ -707,7 +746,7 @@ mod tests {
         std::fs::write(&file, &text).unwrap();
         let whole = ids(&text);
         // cutting after every newline changes the tokens of this text
-        let per_line: Vec<u32> = text.split_inclusive('\n').flat_map(|l| ids(l)).collect();
+        let per_line: Vec<u32> = text.split_inclusive('\n').flat_map(&ids).collect();
         assert!(
             per_line != whole,
             "the test text does not exercise the cut rule"

@@ -91,17 +91,34 @@ pub struct StepScalars {
     pub dropout_seed: u64,
 }
 
+/// Parameters and both AdamW moments, one array per weight each.
+pub struct AdamArrays {
+    pub params: Vec<Array>,
+    pub m: Vec<Array>,
+    pub v: Vec<Array>,
+}
+
+/// Per-step scalars of the update, as (traced) arrays: `[lr_scale, 1 - β1^t, 1 - β2^t]`.
+pub struct UpdateScalars<'a> {
+    pub lr_scale: &'a Array,
+    pub bias1: &'a Array,
+    pub bias2: &'a Array,
+}
+
 /// Global gradient norm, clipping and the AdamW update, as MLX ops (traced into the compiled step).
+/// Returns the gradient norm (before clipping) and the updated arrays.
 pub fn adamw_update(
     spec: &OptimizerSpec,
-    params: &[Array],
-    m: &[Array],
-    v: &[Array],
+    state: (&[Array], &[Array], &[Array]),
     grads: &[Array],
-    lr_scale: &Array,
-    bias1: &Array,
-    bias2: &Array,
-) -> Result<(Array, Vec<Array>, Vec<Array>, Vec<Array>)> {
+    scalars: UpdateScalars<'_>,
+) -> Result<(Array, AdamArrays)> {
+    let (params, m, v) = state;
+    let UpdateScalars {
+        lr_scale,
+        bias1,
+        bias2,
+    } = scalars;
     let mut sq = Array::scalar(0.0, Dtype::F32)?;
     for g in grads {
         sq = sq.add(&g.square()?.sum_all()?)?;
@@ -144,7 +161,14 @@ pub fn adamw_update(
         new_m.push(mi);
         new_v.push(vi);
     }
-    Ok((norm, new_p, new_m, new_v))
+    Ok((
+        norm,
+        AdamArrays {
+            params: new_p,
+            m: new_m,
+            v: new_v,
+        },
+    ))
 }
 
 /// The compiled train and eval functions of one model.
@@ -184,12 +208,20 @@ impl Steps {
                     params,
                     &(0..n).collect::<Vec<_>>(),
                 )?;
-                let (norm, p, m, v) =
-                    adamw_update(&train_spec, params, m, v, &grads, lr_scale, bias1, bias2)?;
+                let (norm, new) = adamw_update(
+                    &train_spec,
+                    (params, m, v),
+                    &grads,
+                    UpdateScalars {
+                        lr_scale,
+                        bias1,
+                        bias2,
+                    },
+                )?;
                 let mut out = vec![values[0].clone(), norm];
-                out.extend(p);
-                out.extend(m);
-                out.extend(v);
+                out.extend(new.params);
+                out.extend(new.m);
+                out.extend(new.v);
                 Ok(out)
             },
             false,

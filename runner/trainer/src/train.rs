@@ -104,6 +104,7 @@ struct ResumePoint {
     best_val_loss: Option<f64>,
     final_val_loss: Option<f64>,
     final_train_loss: Option<f64>,
+    divergence: Option<(f64, f64)>,
 }
 
 /// Reads [`RESUME_FILE`], checking it belongs to this config and step count.
@@ -147,6 +148,7 @@ fn load_resume(
         best_val_loss: number("best_val_loss"),
         final_val_loss: number("final_val_loss"),
         final_train_loss: number("final_train_loss"),
+        divergence: number("divergence_smoothed").zip(number("divergence_best")),
     })
 }
 
@@ -194,6 +196,10 @@ pub struct Summary {
     pub full_val_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Problems that did not stop the run but make its numbers weaker (e.g. no validation set:
+    /// `best_val_loss` is then missing and the trial cannot be ranked by it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
@@ -254,6 +260,7 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
     let train_files = data::resolve_files(&opts.train, "train")?;
     let train_stream = TokenStream::load(train_files, cfg.vocab_size)?;
     data::check_length(&train_stream, "training data", seq_len)?;
+    let mut warnings: Vec<String> = vec![];
     let val_stream = match &opts.val {
         Some(glob) => Some(TokenStream::load(
             data::resolve_files(glob, "val")?,
@@ -264,22 +271,25 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
                 Ok(files) => Some(TokenStream::load(files, cfg.vocab_size)?),
                 Err(e @ data::DataError::Remote { .. }) => return Err(e.into()),
                 Err(_) => {
-                    eprintln!(
-                        "  [{}] no validation set: {g:?} matches nothing (pass --val GLOB)",
-                        cfg.name
-                    );
+                    warnings.push(format!(
+                        "no validation set: {g:?} matches nothing (pass --val GLOB); val_loss is not measured"
+                    ));
                     None
                 }
             },
             None => {
-                eprintln!(
-                    "  [{}] no validation set: the train glob has no `train` to replace with `val` (pass --val GLOB)",
-                    cfg.name
+                warnings.push(
+                    "no validation set: the train glob has no `train` to replace with `val` (pass --val GLOB); \
+                     val_loss is not measured"
+                        .to_string(),
                 );
                 None
             }
         },
     };
+    for w in &warnings {
+        eprintln!("  [{}] WARNING: {w}", cfg.name);
+    }
     if let Some(v) = &val_stream {
         data::check_length(v, "validation data", seq_len)?;
     }
@@ -435,6 +445,7 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
         val_bpb: None,
         full_val_tokens: None,
         error: None,
+        warnings,
     };
 
     let evaluate = |steps: &mut Steps, params: &[Array]| -> Result<Option<f64>, TrainError> {
@@ -453,6 +464,10 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
     let tokens_per_step = (rows * seq_len) as u64;
     let mut first_done: Option<Instant> = None;
     let mut pending: Option<(usize, Array, Array, Option<f64>)> = None;
+    let mut divergence = crate::divergence::Divergence::resume(
+        t.divergence_factor,
+        resumed.as_ref().and_then(|r| r.divergence),
+    );
     let mut outcome: Result<(), TrainError> = Ok(());
     // MIXSWEEP_TIMING=1: host time spent submitting steps vs waiting for the device.
     let timing = std::env::var("MIXSWEEP_TIMING").is_ok_and(|v| v == "1");
@@ -475,13 +490,9 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
         if first_done.is_none() {
             *first_done = Some(Instant::now());
         }
-        if !loss_v.is_finite() {
-            return Err(TrainError::Diverged {
-                message: format!(
-                    "loss is {loss_v} at step {s} (diverged; lower training.lr or set training.grad_clip)"
-                ),
-            });
-        }
+        divergence
+            .observe(s, loss_v)
+            .map_err(|message| TrainError::Diverged { message })?;
         if is_log_step(s, t.steps, t.log_every) || val.is_some() {
             let steady = first_done.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
             let tok_s = if s > start && steady > 0.0 {
@@ -682,10 +693,13 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
             meta.insert("config_hash".to_string(), cfg.config_hash.clone());
             meta.insert("steps_total".to_string(), t.steps.to_string());
             meta.insert("step".to_string(), summary.steps_completed.to_string());
+            let (smoothed, best) = divergence.saved().unzip();
             for (k, v) in [
                 ("best_val_loss", summary.best_val_loss),
                 ("final_val_loss", summary.final_val_loss),
                 ("final_train_loss", summary.final_train_loss),
+                ("divergence_smoothed", smoothed),
+                ("divergence_best", best),
             ] {
                 if let Some(v) = v {
                     meta.insert(k.to_string(), v.to_string());
