@@ -13,7 +13,7 @@ pub mod expr;
 pub mod path;
 pub mod spec;
 
-pub use expand::{Skipped, Sweep, Trial, expand};
+pub use expand::{Skipped, Sweep, Trial, expand, expand_with_progress};
 pub use spec::SweepSpec;
 
 use sha2::{Digest, Sha256};
@@ -40,12 +40,35 @@ impl SweepError {
     }
 }
 
-/// Line and column (1-based) of the first occurrence of `needle` in `src`.
+/// Line and column (1-based) of `needle` in `src`: where it is written as a YAML key (`needle:` at
+/// the start of a line, possibly after `- `), else its first occurrence as a whole word, else its
+/// first occurrence at all.
 fn locate(src: &str, needle: &str) -> Option<(usize, usize)> {
-    let at = src.find(needle)?;
-    let line = src[..at].matches('\n').count() + 1;
-    let col = at - src[..at].rfind('\n').map_or(0, |i| i + 1) + 1;
-    Some((line, col))
+    let position = |at: usize| {
+        let line = src[..at].matches('\n').count() + 1;
+        let col = at - src[..at].rfind('\n').map_or(0, |i| i + 1) + 1;
+        (line, col)
+    };
+    let mut offset = 0;
+    for line in src.split_inclusive('\n') {
+        let body = line.trim_start();
+        let body = body.strip_prefix("- ").map(str::trim_start).unwrap_or(body);
+        if let Some(rest) = body.strip_prefix(needle)
+            && rest.trim_start().starts_with(':')
+        {
+            return Some(position(offset + (line.len() - body.len())));
+        }
+        offset += line.len();
+    }
+    let word = |c: char| c.is_alphanumeric() || c == '_' || c == '.';
+    src.match_indices(needle)
+        .find(|(at, _)| {
+            let before = src[..*at].chars().next_back();
+            let after = src[at + needle.len()..].chars().next();
+            !before.is_some_and(word) && !after.is_some_and(word)
+        })
+        .or_else(|| src.match_indices(needle).next())
+        .map(|(at, _)| position(at))
 }
 
 /// Parses a sweep file's text without expanding it (no config or data files are read).
@@ -55,17 +78,113 @@ pub fn parse_spec(src: &str) -> Result<SweepSpec, String> {
 
 /// Reads, parses and expands a sweep file.
 pub fn load(file: &Path) -> Result<Sweep, SweepError> {
+    load_with_progress(file, &|_, _| {})
+}
+
+/// [`load`], reporting `(points done, points in all)` while expanding (see [`expand_with_progress`]).
+pub fn load_with_progress(
+    file: &Path,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Sweep, SweepError> {
     let src = std::fs::read_to_string(file).map_err(|e| SweepError {
         file: file.display().to_string(),
         location: None,
         message: format!("cannot read the sweep file: {e}"),
     })?;
-    let spec: SweepSpec = serde_saphyr::from_str(&src).map_err(|e| SweepError {
+    let spec: SweepSpec = serde_saphyr::from_str(&src).map_err(|e| yaml_error(file, &src, &e))?;
+    expand_with_progress(spec, file, &src, progress)
+}
+
+/// A YAML or schema error of the sweep file in the sweep's own terms: the key at the error's line
+/// and what that key needs, instead of the parser's vocabulary (`expected sequence start`, `invalid
+/// u64`, `untagged enum MetricSpec`, `DuplicateKeyPolicy`).
+fn yaml_error(file: &Path, src: &str, e: &serde_saphyr::Error) -> SweepError {
+    let location = e
+        .location()
+        .map(|l| (l.line() as usize, l.column() as usize))
+        .filter(|(l, _)| *l > 0);
+    let raw = e.without_snippet().to_string();
+    let raw = raw.lines().next().unwrap_or_default().trim();
+    let raw = raw.strip_prefix("error: ").unwrap_or(raw);
+    // drop the parser's own "line N column M: " prefix
+    let raw = match raw.split_once(": ") {
+        Some((head, rest)) if head.starts_with("line ") => rest,
+        _ => raw,
+    };
+    let line_text = location
+        .and_then(|(l, _)| src.lines().nth(l - 1))
+        .unwrap_or_default();
+    let key = line_text
+        .trim_start()
+        .trim_start_matches("- ")
+        .split_once(':')
+        .map(|(k, _)| k.trim().to_string())
+        .filter(|k| !k.is_empty() && !k.contains(' '));
+    let what = key
+        .as_deref()
+        .map(|k| format!("`{k}`: "))
+        .unwrap_or_default();
+    let message = if raw.contains("expected sequence start") {
+        format!("{what}expected a list, e.g. [1, 2, 3] or one `- item` per line")
+    } else if raw.contains("expected mapping start") {
+        format!("{what}expected a mapping (indented `key: value` lines)")
+    } else if let Some(t) = ["u64", "usize", "u32", "i64", "i32"]
+        .iter()
+        .find(|t| raw.contains(&format!("invalid {t}")))
+    {
+        let _ = t;
+        format!("{what}expected a whole number")
+    } else if raw.contains("invalid f64") {
+        format!("{what}expected a number")
+    } else if raw.contains("MetricSpec") {
+        format!("{what}expected a metric name (e.g. val_loss) or {{name: val_loss, goal: min|max}}")
+    } else if raw.contains("GpuSpec") {
+        format!("{what}expected `all`, a number of GPUs, or a list of GPU ids like [0, 1]")
+    } else if raw.contains("Distribution") {
+        format!(
+            "{what}expected one of choice: [..], uniform: [lo, hi], log_uniform: [lo, hi], int_uniform: [lo, hi]"
+        )
+    } else if raw.contains("duplicate mapping key") {
+        format!(
+            "{what}this key is written twice in the same mapping; keep one (YAML would silently use the last)"
+        )
+    } else if let Some(rest) = raw.strip_prefix("unknown field `") {
+        let (name, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let valid: Vec<&str> = expected
+            .trim_start_matches(", expected one of ")
+            .split(", ")
+            .map(|k| k.trim_matches('`'))
+            .filter(|k| !k.is_empty())
+            .collect();
+        match mixsweep_model::error::suggest(name, &valid) {
+            Some(s) => format!("unknown key `{name}`: did you mean `{s}`?"),
+            None if !valid.is_empty() => {
+                format!(
+                    "unknown key `{name}` (valid keys here: {})",
+                    valid.join(", ")
+                )
+            }
+            None => format!("unknown key `{name}`"),
+        }
+    } else if raw.starts_with("missing field") {
+        raw.replace("missing field", "missing required key")
+    } else {
+        format!("{what}{raw}")
+    };
+    let snippet = location
+        .map(|(l, c)| {
+            format!(
+                "\n  {l} | {line_text}\n  {} | {}^",
+                " ".repeat(l.to_string().len()),
+                " ".repeat(c.saturating_sub(1))
+            )
+        })
+        .unwrap_or_default();
+    SweepError {
         file: file.display().to_string(),
-        location: None,
-        message: format!("invalid sweep file:\n{e}"),
-    })?;
-    expand(spec, file, &src)
+        location,
+        message: message + &snippet,
+    }
 }
 
 /// Identity of a data set: for local globs, the sorted file names and sizes plus either the

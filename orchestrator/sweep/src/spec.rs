@@ -256,6 +256,23 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
     Ok((n * scale as f64) as u64)
 }
 
+/// Metrics a trial's `summary.json` reports (`val_loss` and `train_loss` are the short names of
+/// `best_val_loss` and `final_train_loss`).
+pub const METRICS: &[&str] = &[
+    "val_loss",
+    "train_loss",
+    "best_val_loss",
+    "final_val_loss",
+    "final_train_loss",
+    "val_bpb",
+    "full_val_loss",
+    "mean_tok_s",
+    "wall_time_s",
+    "peak_memory_bytes",
+    "params",
+    "flops_per_token",
+];
+
 impl SweepSpec {
     /// Whether trials run the full validation with bits per byte.
     pub fn full_eval(&self) -> bool {

@@ -73,7 +73,7 @@ train: data/train_*.bin
     // attention: 2 lr x 2 mlp x 2 zip x 3 kv x 3 seeds; mamba: 2 x 2 x 2 x 3 seeds
     assert_eq!(s.trials.len(), 72 + 24);
     let t = &s.trials[0];
-    assert_eq!(t.config["training"]["seed"], 1);
+    assert_eq!(t.config()["training"]["seed"], 1);
     assert!(
         t.overrides_text().contains("training.lr="),
         "{}",
@@ -82,8 +82,8 @@ train: data/train_*.bin
     assert!(
         s.trials
             .iter()
-            .filter(|t| t.variant == "mamba")
-            .all(|t| t.config["blocks"][0].get("kv_heads").is_none())
+            .filter(|t| &*t.variant == "mamba")
+            .all(|t| t.config()["blocks"][0].get("kv_heads").is_none())
     );
     let mut ids: Vec<&str> = s.trials.iter().map(|t| t.id.as_str()).collect();
     ids.sort();
@@ -127,11 +127,12 @@ fn ties_follow_other_values() {
     let heads: Vec<i64> = s
         .trials
         .iter()
-        .map(|t| t.config["blocks"][0]["heads"].as_i64().unwrap())
+        .map(|t| t.config()["blocks"][0]["heads"].as_i64().unwrap())
         .collect();
     assert_eq!(heads, vec![2, 4, 8]);
     assert_eq!(
-        s.trials[0].config["training"]["seed"], 5,
+        s.trials[0].config()["training"]["seed"],
+        5,
         "without `seeds` the config's own seed is used"
     );
 }
@@ -180,8 +181,8 @@ train: data/train_*.bin
         b.trials.iter().map(|t| &t.id).collect::<Vec<_>>()
     );
     for t in &a.trials {
-        let lr = t.config["training"]["lr"].as_f64().unwrap();
-        let w = t.config["training"]["warmup_steps"].as_i64().unwrap();
+        let lr = t.config()["training"]["lr"].as_f64().unwrap();
+        let w = t.config()["training"]["warmup_steps"].as_i64().unwrap();
         assert!(
             (1e-4..=1e-2).contains(&lr) && (1..=5).contains(&w),
             "{}",
@@ -210,7 +211,10 @@ fn errors_carry_location_and_fix() {
     ))
     .unwrap_err()
     .to_string();
-    assert!(e.contains("gird") && e.contains("line 3"), "{e}");
+    assert!(
+        e.contains("u.yaml:3:") && e.contains("did you mean `grid`"),
+        "{e}"
+    );
     let e = mixsweep_sweep::load(&f.sweep("z.yaml", "name: z\nbase: model.json\nzip: {training.lr: [1, 2], training.beta1: [0.9]}\ntrain: data/train_*.bin\n"))
         .unwrap_err()
         .to_string();
