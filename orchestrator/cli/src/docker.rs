@@ -582,18 +582,9 @@ mod tests {
     }
 
     fn trial() -> Trial {
-        Trial {
-            id: "0123456789abcdef".into(),
-            variant: "base".into(),
-            overrides: vec![],
-            seed: 1,
-            config: serde_json::json!({}),
-            train: "s3://bucket/data/train_*.bin".into(),
-            val: None,
-            params: 1,
-            flops_per_token: 1.0,
-            steps: 10,
-        }
+        let config = serde_json::json!({"model_dim": 16, "vocab_size": 32, "seq_len": 8,
+            "blocks": [{"type": "swiglu"}], "training": {"batch_tokens": 16, "seed": 1}});
+        Trial::from_config(config, "base", "s3://bucket/data/train_*.bin", None, "test").unwrap()
     }
 
     #[test]

@@ -107,8 +107,8 @@ pub fn job_manifest(
     let trial_url = format!("{}/trials/{}", settings.storage_url, t.id);
     let args = crate::run::container_train_args(
         &trial_url,
-        t.train.clone(),
-        t.val.clone(),
+        t.train.to_string(),
+        t.val.as_deref().map(str::to_string),
         settings.profile,
         spec.full_eval(),
     );

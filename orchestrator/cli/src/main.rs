@@ -10,9 +10,13 @@
 
 mod docker;
 mod kubernetes;
+mod lease;
+mod process;
 mod results;
 mod run;
 mod storage;
+mod table;
+mod workdir;
 
 use clap::{Parser, Subcommand};
 use mixsweep_sweep::Sweep;
@@ -83,10 +87,15 @@ enum Command {
         storage: Option<String>,
         /// Trials at a time (default: the sweep's max_parallel, else one per GPU, else 1).
         #[arg(long)]
-        max_parallel: Option<usize>,
-        /// `all` runs done trials again too; `failed` (the default behaviour) reruns failed and interrupted ones.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        max_parallel: Option<u64>,
+        /// By default new, interrupted and failed trials run; `failed` also reruns diverged ones;
+        /// `all` reruns everything, done trials included, from scratch.
         #[arg(long, value_parser = ["failed", "all"])]
         rerun: Option<String>,
+        /// If another `mixsweep run` of this sweep holds its lease, wait for it instead of refusing.
+        #[arg(long)]
+        wait: bool,
         /// No live view; only errors.
         #[arg(long)]
         quiet: bool,
@@ -108,40 +117,7 @@ enum Command {
     },
 }
 
-fn human(n: f64) -> String {
-    if n >= 1e9 {
-        format!("{:.2}G", n / 1e9)
-    } else if n >= 1e6 {
-        format!("{:.2}M", n / 1e6)
-    } else if n >= 1e3 {
-        format!("{:.1}k", n / 1e3)
-    } else {
-        format!("{n:.0}")
-    }
-}
-
-/// Prints `rows` under `headers` in left-aligned columns two spaces apart.
-fn print_aligned(headers: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: &mut dyn Iterator<Item = &str>| {
-        cells
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    println!("{}", line(&mut headers.iter().copied()));
-    for r in rows {
-        println!("{}", line(&mut r.iter().map(String::as_str)));
-    }
-}
+use table::human;
 
 fn print_table(s: &Sweep, states: &[&str]) {
     let headers = [
@@ -161,7 +137,7 @@ fn print_table(s: &Sweep, states: &[&str]) {
         .map(|(t, state)| {
             [
                 t.id.clone(),
-                t.variant.clone(),
+                t.variant.to_string(),
                 if t.overrides.is_empty() {
                     "-".into()
                 } else {
@@ -176,7 +152,7 @@ fn print_table(s: &Sweep, states: &[&str]) {
             .to_vec()
         })
         .collect();
-    print_aligned(&headers, &rows);
+    table::print(&headers, &rows);
     let (metric, goal) = s.spec.metric();
     println!(
         "\nsweep {:?}: {} trials ({} variants), metric {metric} ({goal:?}), backend {:?}",
@@ -209,30 +185,46 @@ fn print_table(s: &Sweep, states: &[&str]) {
 /// Each trial's state from storage; `unknown` (with one warning saying why) when storage cannot be read.
 fn plan_states(s: &Sweep, root: &str) -> Vec<&'static str> {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match storage::Storage::open(root) {
-        Ok(st) => {
-            let mut warned = false;
-            s.trials
-                .iter()
-                .map(
-                    |t| match rt.block_on(storage::TrialStates::trial_state(&st, &t.id)) {
-                        Ok(x) => x.as_str(),
-                        Err(e) => {
-                            if !warned {
-                                eprintln!("warning: cannot read trial states from {root}: {e}");
-                                warned = true;
-                            }
-                            "unknown"
-                        }
-                    },
-                )
-                .collect()
-        }
+    let st = match storage::Storage::open_existing(root) {
+        Ok(st) => st,
+        // nothing stored yet (and plan creates nothing): every trial is new
+        Err(_) if !root.contains("://") => return vec!["new"; s.trials.len()],
         Err(e) => {
             eprintln!("warning: cannot open storage {root}: {e}; states are unknown");
-            vec!["unknown"; s.trials.len()]
+            return vec!["unknown"; s.trials.len()];
         }
-    }
+    };
+    // One listing says which trials have anything stored; only those are read. The first error
+    // stops all further requests (an unreachable server costs one timeout, not one per trial).
+    let stored: std::collections::HashSet<String> = match rt.block_on(st.list_dirs("trials")) {
+        Ok(ids) => ids.into_iter().collect(),
+        Err(e) => {
+            eprintln!("warning: cannot read trial states from {root}: {e}; states are unknown");
+            return vec!["unknown"; s.trials.len()];
+        }
+    };
+    let mut failed = false;
+    s.trials
+        .iter()
+        .map(|t| {
+            if failed {
+                return "unknown";
+            }
+            if !stored.contains(&t.id) {
+                return "new";
+            }
+            match rt.block_on(storage::TrialStates::trial_state(&st, &t.id)) {
+                Ok(x) => x.as_str(),
+                Err(e) => {
+                    eprintln!(
+                        "warning: cannot read trial states from {root}: {e}; states are unknown"
+                    );
+                    failed = true;
+                    "unknown"
+                }
+            }
+        })
+        .collect()
 }
 
 /// The ranked table printed after `run`: one row per trial, sorted by the sweep's metric.
@@ -268,6 +260,9 @@ fn print_results(
                 run::Outcome::Cached => "cached".to_string(),
                 run::Outcome::Done => "done".to_string(),
                 run::Outcome::Interrupted => "interrupted".to_string(),
+                run::Outcome::Diverged(_) => "diverged".to_string(),
+                run::Outcome::Unstored(_) => "not stored (kept locally)".to_string(),
+                run::Outcome::NotStarted => "not started".to_string(),
                 run::Outcome::Failed(_) => match s["status"].as_str() {
                     Some(status) => status.to_string(),
                     // no summary: how the attempt ended (oom, engine_error, timeout, failed)
@@ -280,11 +275,26 @@ fn print_results(
                     .unwrap_or_else(|| "failed".into()),
                 },
             };
+            let no_val = s["warnings"].as_array().is_some_and(|w| {
+                w.iter().any(|x| {
+                    x.as_str()
+                        .is_some_and(|x| x.starts_with("no validation set"))
+                })
+            });
+            let status = if no_val {
+                format!("{status}, NO VALIDATION SET")
+            } else {
+                status
+            };
+            // only completed trials are ranked (a diverged trial's best val may be its step-0 loss)
+            let m = m.filter(|_| {
+                matches!(o, run::Outcome::Done | run::Outcome::Cached) && s["status"] == "completed"
+            });
             (
                 m,
                 vec![
                     t.id.clone(),
-                    t.variant.clone(),
+                    t.variant.to_string(),
                     if t.overrides.is_empty() {
                         "-".into()
                     } else {
@@ -333,16 +343,65 @@ fn print_results(
         "wall",
         "status",
     ];
+    // Unranked trials (no metric: not completed) come last with "-" as their rank.
     let table: Vec<Vec<String>> = rows
         .into_iter()
         .enumerate()
-        .map(|(i, (_, r))| [vec![(i + 1).to_string()], r].concat())
+        .map(|(i, (m, r))| {
+            let rank = if m.is_some() {
+                (i + 1).to_string()
+            } else {
+                "-".into()
+            };
+            [vec![rank], r].concat()
+        })
         .collect();
-    print_aligned(&headers, &table);
+    table::print(&headers, &table);
     println!(
         "\nranked by {metric} ({goal:?}); artifacts in {}/trials/<trial>/",
         storage.root
     );
+}
+
+/// Loads and expands a sweep; a large one shows its progress on stderr (once a second).
+fn load_showing_progress(file: &std::path::Path) -> Result<Sweep, mixsweep_sweep::SweepError> {
+    let last = std::sync::Mutex::new(std::time::Instant::now());
+    let shown = std::sync::atomic::AtomicBool::new(false);
+    let progress = |done: usize, total: usize| {
+        if total < 20_000 {
+            return;
+        }
+        let mut at = last.lock().unwrap();
+        if at.elapsed() >= std::time::Duration::from_secs(1) {
+            *at = std::time::Instant::now();
+            shown.store(true, std::sync::atomic::Ordering::Relaxed);
+            eprintln!("planning: {done}/{total} points");
+        }
+    };
+    let sweep = mixsweep_sweep::load_with_progress(file, &progress);
+    if shown.load(std::sync::atomic::Ordering::Relaxed)
+        && let Ok(s) = &sweep
+    {
+        eprintln!("planning: done, {} trials", s.trials.len());
+    }
+    sweep
+}
+
+/// An error and its causes on one line, each cause once: libraries often repeat their source's
+/// text in their own message, which `{:#}` would print again.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn main() -> ExitCode {
@@ -359,6 +418,12 @@ fn main() -> ExitCode {
         }
     }
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // Tables piped into `head` end the process quietly instead of a "broken pipe" panic.
+        // (`run` keeps the default: it talks to Docker over a Unix socket.)
+        // SAFETY: before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Results {
             sweep,
@@ -377,7 +442,7 @@ fn main() -> ExitCode {
                 } else {
                     trials
                 };
-                println!("{table}");
+                table::print_frame(&table);
                 results::export(
                     &mut table,
                     csv.as_deref(),
@@ -389,7 +454,7 @@ fn main() -> ExitCode {
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", report(&e));
                     ExitCode::from(1)
                 }
             }
@@ -400,11 +465,11 @@ fn main() -> ExitCode {
                 &storage.unwrap_or_else(|| "./mixsweep-runs".into()),
             )) {
                 Ok(df) => {
-                    println!("{df}");
+                    table::print_frame(&df);
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", report(&e));
                     ExitCode::from(1)
                 }
             }
@@ -414,6 +479,7 @@ fn main() -> ExitCode {
             storage,
             max_parallel,
             rerun,
+            wait,
             quiet,
             backend,
             image,
@@ -425,12 +491,13 @@ fn main() -> ExitCode {
             let opts = run::RunOptions {
                 sweep,
                 storage,
-                max_parallel,
-                rerun: if rerun.as_deref() == Some("all") {
-                    run::Rerun::All
-                } else {
-                    run::Rerun::Unfinished
+                max_parallel: max_parallel.map(|n| n as usize),
+                rerun: match rerun.as_deref() {
+                    Some("all") => run::Rerun::All,
+                    Some("failed") => run::Rerun::Failed,
+                    _ => run::Rerun::Unfinished,
                 },
+                wait,
                 quiet,
                 runner: run::find_runner(),
                 backend: backend.map(|b| match b.as_str() {
@@ -448,17 +515,21 @@ fn main() -> ExitCode {
                     rt.block_on(async { print_results(&sweep, &storage, &outcomes) });
                     if interrupted {
                         ExitCode::from(130)
-                    } else if outcomes
-                        .iter()
-                        .any(|(_, o)| matches!(o, run::Outcome::Failed(_)))
-                    {
+                    } else if outcomes.iter().any(|(_, o)| {
+                        matches!(
+                            o,
+                            run::Outcome::Failed(_)
+                                | run::Outcome::Unstored(_)
+                                | run::Outcome::NotStarted
+                        )
+                    }) {
                         ExitCode::from(1)
                     } else {
                         ExitCode::SUCCESS
                     }
                 }
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", report(&e));
                     let invalid = e.downcast_ref::<mixsweep_sweep::SweepError>().is_some();
                     ExitCode::from(if invalid { 2 } else { 1 })
                 }
@@ -472,7 +543,7 @@ fn main() -> ExitCode {
             manifests,
             namespace,
             image,
-        } => match mixsweep_sweep::load(&sweep) {
+        } => match load_showing_progress(&sweep) {
             Ok(s) => {
                 let root = storage
                     .clone()
@@ -503,12 +574,8 @@ fn main() -> ExitCode {
                 }
                 if json {
                     for t in &s.trials {
-                        let line = serde_json::json!({
-                            "id": t.id, "variant": t.variant, "seed": t.seed, "params": t.params,
-                            "flops_per_token": t.flops_per_token, "steps": t.steps, "train": t.train, "val": t.val,
-                            "overrides": t.overrides.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<serde_json::Map<_, _>>(),
-                            "config": t.config,
-                        });
+                        let mut line = t.listing();
+                        line["config"] = t.config();
                         println!("{line}");
                     }
                 } else {

@@ -58,7 +58,12 @@ fn summary_key(metric: &str) -> &str {
 
 /// One row per trial, sorted by the metric.
 pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
-    let storage = Storage::open(&t.root)?;
+    let storage = Storage::open_existing(&t.root).with_context(|| {
+        format!(
+            "no results: storage {} does not exist (pass --storage)",
+            t.root
+        )
+    })?;
     let listing = storage
         .get(&format!("sweeps/{}/trials.jsonl", t.name))
         .await?
@@ -68,9 +73,15 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
                 t.name, t.root
             )
         })?;
-    let mut cols: (Vec<String>, Vec<String>, Vec<String>, Vec<u64>, Vec<u64>) = Default::default();
+    let (mut ids, mut variants, mut overrides_col) = (
+        Vec::<String>::new(),
+        Vec::<String>::new(),
+        Vec::<String>::new(),
+    );
+    let (mut seeds, mut params) = (Vec::<u64>::new(), Vec::<u64>::new());
     let (mut best, mut fin, mut train, mut toks, mut wall, mut status, mut metric) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut reported, mut any_summary) = (false, false);
     for line in String::from_utf8_lossy(&listing).lines() {
         let v: serde_json::Value = serde_json::from_str(line)?;
         let id = v["id"].as_str().unwrap_or_default().to_string();
@@ -88,12 +99,11 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
             .await?
             .unwrap_or_default();
         let state = storage.trial_state(&id).await?;
-        cols.0.push(id);
-        cols.1
-            .push(v["variant"].as_str().unwrap_or_default().into());
-        cols.2.push(overrides);
-        cols.3.push(v["seed"].as_u64().unwrap_or(0));
-        cols.4.push(v["params"].as_u64().unwrap_or(0));
+        ids.push(id);
+        variants.push(v["variant"].as_str().unwrap_or_default().into());
+        overrides_col.push(overrides);
+        seeds.push(v["seed"].as_u64().unwrap_or(0));
+        params.push(v["params"].as_u64().unwrap_or(0));
         best.push(s["best_val_loss"].as_f64());
         fin.push(s["final_val_loss"].as_f64());
         train.push(s["final_train_loss"].as_f64());
@@ -107,18 +117,30 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
                 .map(str::to_string)
                 .unwrap_or_else(|| state.as_str().to_string()),
         });
+        // Only completed trials are ranked: a diverged or interrupted trial's best validation loss
+        // may be its untrained step-0 loss.
         metric.push(if state == TrialState::Done {
             s[summary_key(&t.metric)].as_f64()
         } else {
             None
         });
+        reported |= s.get(summary_key(&t.metric)).is_some();
+        any_summary |= !s.is_null();
+    }
+    if any_summary && !reported {
+        bail!(
+            "no trial of sweep {:?} reports the metric {:?} (summary.json has e.g. best_val_loss, final_val_loss, \
+             final_train_loss, val_bpb, mean_tok_s); fix `metric:` in the sweep file",
+            t.name,
+            t.metric
+        );
     }
     let df = df!(
-        "trial" => cols.0,
-        "variant" => cols.1,
-        "overrides" => cols.2,
-        "seed" => cols.3,
-        "params" => cols.4,
+        "trial" => ids,
+        "variant" => variants,
+        "overrides" => overrides_col,
+        "seed" => seeds,
+        "params" => params,
         "best_val_loss" => best,
         "final_val_loss" => fin,
         "final_train_loss" => train,
@@ -136,6 +158,18 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
                 .with_nulls_last(true),
         )
         .collect()?;
+    let ranked = sorted.column("metric")?.is_not_null();
+    let mut next = 0u32;
+    let rank: Vec<Option<u32>> = (0..ranked.len())
+        .map(|i| {
+            ranked.get(i).unwrap_or(false).then(|| {
+                next += 1;
+                next
+            })
+        })
+        .collect();
+    let mut sorted = sorted;
+    sorted.insert_column(0, Column::new("rank".into(), rank))?;
     Ok(sorted)
 }
 
@@ -239,10 +273,28 @@ pub fn export(
 
 /// Sweeps in storage with their progress.
 pub async fn status(root: &str) -> Result<DataFrame> {
-    let storage = Storage::open(root)?;
+    let storage = Storage::open_existing(root)
+        .with_context(|| format!("no sweeps: storage {root} does not exist (pass --storage)"))?;
     let names = storage.list_dirs("sweeps").await?;
-    let (mut n, mut total, mut done, mut failed, mut interrupted, mut new) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (
+        mut n,
+        mut total,
+        mut done,
+        mut failed,
+        mut diverged,
+        mut interrupted,
+        mut new,
+        mut running,
+    ) = (
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+    );
     for name in names {
         let Some(listing) = storage.get(&format!("sweeps/{name}/trials.jsonl")).await? else {
             continue;
@@ -252,23 +304,36 @@ pub async fn status(root: &str) -> Result<DataFrame> {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter_map(|v| v["id"].as_str().map(str::to_string))
             .collect();
-        let mut c = [0u32; 4];
+        let mut c = [0u32; 5];
         for id in &ids {
             c[match storage.trial_state(id).await? {
                 TrialState::Done => 0,
                 TrialState::Failed => 1,
-                TrialState::Interrupted => 2,
-                TrialState::New => 3,
+                TrialState::Diverged => 2,
+                TrialState::Interrupted => 3,
+                TrialState::New => 4,
             }] += 1;
         }
+        let lease = storage
+            .get_json(&format!("sweeps/{name}/lease.json"))
+            .await?
+            .and_then(|v| serde_json::from_value::<crate::lease::LeaseRecord>(v).ok());
+        running.push(
+            lease
+                .filter(|l| !l.is_stale())
+                .map(|l| format!("{}@{} pid {}", l.user, l.host, l.pid))
+                .unwrap_or_else(|| "-".into()),
+        );
         n.push(name);
         total.push(ids.len() as u32);
         done.push(c[0]);
         failed.push(c[1]);
-        interrupted.push(c[2]);
-        new.push(c[3]);
+        diverged.push(c[2]);
+        interrupted.push(c[3]);
+        new.push(c[4]);
     }
     Ok(
-        df!("sweep" => n, "trials" => total, "done" => done, "failed" => failed, "interrupted" => interrupted, "new" => new)?,
+        df!("sweep" => n, "trials" => total, "done" => done, "failed" => failed,
+        "diverged" => diverged, "interrupted" => interrupted, "new" => new, "running" => running)?,
     )
 }

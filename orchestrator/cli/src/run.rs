@@ -6,10 +6,16 @@
 //! * Runtime failures (runner exit code 1, a crash, a killed container, an engine error) are retried up
 //!   to `retries` times with backoff (2 s, 4 s, ...); config and data errors (exit code 2), OOM kills and
 //!   time-outs are not.
-//! * Ctrl-C sends SIGINT to the running children (the runner stops after its current step and writes
-//!   its weights and summary), marks their trials interrupted, and starts nothing new. Running again
-//!   resumes: done trials are kept, interrupted and failed ones run again.
-//! * Artifacts are copied to storage when an attempt ends, `summary.json` last.
+//! * Ctrl-C sends one SIGINT to the running children (each runs in a process group of its own, so the
+//!   terminal's Ctrl-C does not reach it a second time; the runner stops after its current step and
+//!   writes its weights, summary and resume point), marks their trials interrupted, and starts nothing
+//!   new. Running again resumes: done and diverged trials are kept, interrupted and failed ones run
+//!   again (`--rerun failed` reruns diverged ones too, `--rerun all` everything).
+//! * One run per sweep and storage at a time ([`crate::lease`]); work folders are per storage root and
+//!   run ([`crate::workdir`]); runners stop when this process dies ([`crate::process`]).
+//! * Artifacts are copied to storage when an attempt ends, `summary.json` last. When storage fails
+//!   (after its retries, `MIXSWEEP_STORAGE_TIMEOUT`), no new trial starts, finished results stay in
+//!   their work folder and the next run stores them before anything else.
 
 use crate::storage::{Storage, TrialState, TrialStates};
 use anyhow::{Context, Result};
@@ -24,10 +30,22 @@ use tokio::sync::Mutex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rerun {
-    /// Run new, interrupted and failed trials (the default).
+    /// Run new, interrupted and failed trials (the default); done and diverged ones are final.
     Unfinished,
+    /// Also run diverged trials again.
+    Failed,
     /// Also run trials that are done.
     All,
+}
+
+impl Rerun {
+    fn runs(self, state: TrialState) -> bool {
+        match state {
+            TrialState::Done => self == Rerun::All,
+            TrialState::Diverged => self != Rerun::Unfinished,
+            TrialState::New | TrialState::Failed | TrialState::Interrupted => true,
+        }
+    }
 }
 
 pub struct RunOptions {
@@ -45,6 +63,8 @@ pub struct RunOptions {
     pub keep_failed: bool,
     /// `--context` / `--namespace` for the kubernetes backend.
     pub kube: crate::kubernetes::KubeTarget,
+    /// Wait for another run of the sweep to finish instead of refusing to start.
+    pub wait: bool,
 }
 
 /// How one attempt ended, whatever ran it.
@@ -90,8 +110,8 @@ impl AttemptEnd {
 
 enum Backend {
     Local,
-    Docker(crate::docker::DockerBackend),
-    Kubernetes(crate::kubernetes::KubernetesBackend),
+    Docker(Box<crate::docker::DockerBackend>),
+    Kubernetes(Box<crate::kubernetes::KubernetesBackend>),
 }
 
 /// How one trial ended (this invocation).
@@ -101,16 +121,18 @@ pub enum Outcome {
     Cached,
     Failed(String),
     Interrupted,
-}
-
-unsafe extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
+    /// Trained, but storage did not take the results: they are kept in this local folder and the
+    /// next run stores them.
+    Unstored(PathBuf),
+    /// Not started because storage failed.
+    NotStarted,
+    /// The loss blew up (final: the same trial diverges again).
+    Diverged(String),
 }
 
 fn signal(child: &tokio::process::Child, sig: i32) {
     if let Some(pid) = child.id() {
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { kill(pid as i32, sig) };
+        crate::process::signal_group(pid, sig);
     }
 }
 
@@ -196,7 +218,21 @@ struct Shared {
     summary: ProgressBar,
     live: bool,
     counts: Counts,
+    /// This run's work folder (one subfolder per trial).
+    run_dir: PathBuf,
+    /// The first storage error of this run; once set, no trial starts.
+    storage_error: std::sync::Mutex<Option<String>>,
+    quiet: bool,
+    started: Instant,
+    /// Steps of every trial this run started with, and the latest step of each.
+    total_steps: std::sync::atomic::AtomicU64,
+    progress_steps: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// When each trial last printed a progress line (no terminal).
+    last_line: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
 }
+
+/// Without a terminal, a running trial prints a progress line at most this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct Counts {
@@ -211,13 +247,75 @@ impl Shared {
     fn refresh(&self) {
         let c = &self.counts;
         self.summary.set_message(format!(
-            "done {}  running {}  queued {}  failed {}  cached {}",
+            "done {}  running {}  queued {}  failed {}  cached {}{}",
             c.done.load(Ordering::Relaxed),
             c.running.load(Ordering::Relaxed),
             c.queued.load(Ordering::Relaxed),
             c.failed.load(Ordering::Relaxed),
-            c.cached.load(Ordering::Relaxed)
+            c.cached.load(Ordering::Relaxed),
+            self.eta()
+                .map(|e| format!("  sweep eta {e}"))
+                .unwrap_or_default()
         ));
+    }
+
+    /// Time left for the whole sweep, from the steps done so far in this run and the steps left.
+    fn eta(&self) -> Option<String> {
+        let done: u64 = self.progress_steps.lock().unwrap().values().sum();
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let total = self.total_steps.load(Ordering::Relaxed);
+        if done == 0 || elapsed < 1.0 || total == 0 {
+            return None;
+        }
+        let left = total.saturating_sub(done) as f64;
+        let secs = (left * elapsed / done as f64).round() as u64;
+        Some(humantime::format_duration(Duration::from_secs(secs)).to_string())
+    }
+
+    /// One metrics record of a running trial: the live view's bar, the sweep-wide ETA, and without a
+    /// terminal a progress line (at most one per trial every [`PROGRESS_EVERY`], plus every
+    /// validation and the last step) so that CI logs and `tee` show progress.
+    fn on_metrics(&self, bar: &ProgressBar, t: &Trial, m: &serde_json::Value) {
+        let Some(step) = m["step"].as_u64() else {
+            return;
+        };
+        let step = step.min(t.steps as u64);
+        bar.set_position(step);
+        let text = progress_text(t, m);
+        bar.set_message(text.clone());
+        self.progress_steps
+            .lock()
+            .unwrap()
+            .insert(t.id.clone(), step);
+        if !self.live && !self.quiet {
+            let now = Instant::now();
+            let mut last = self.last_line.lock().unwrap();
+            let due = last
+                .get(&t.id)
+                .is_none_or(|at| now.duration_since(*at) >= PROGRESS_EVERY);
+            let last_step = step + 1 >= t.steps as u64;
+            if due || m.get("val_loss").is_some() || last_step {
+                last.insert(t.id.clone(), now);
+                eprintln!("  {} step {step}/{} {text}", t.id, t.steps);
+            }
+        }
+        self.refresh();
+    }
+
+    fn storage_failed(&self) -> bool {
+        self.storage_error.lock().unwrap().is_some()
+    }
+
+    /// Records a storage failure: nothing new starts from now on.
+    fn storage_failure(&self, message: String) {
+        let mut e = self.storage_error.lock().unwrap();
+        if e.is_none() {
+            self.log(format!(
+                "storage {} failed: {message}; starting no more trials",
+                self.storage.root
+            ));
+            *e = Some(message);
+        }
     }
 
     fn log(&self, line: String) {
@@ -261,54 +359,32 @@ fn new_metrics(path: &Path, offset: &mut usize) -> Vec<serde_json::Value> {
         .collect()
 }
 
-async fn upload_artifacts(
-    shared: &Shared,
-    id: &str,
-    work: &Path,
-    attempt: &serde_json::Value,
-) -> Result<()> {
-    let out = work.join("out");
-    for (src, name) in [
-        (out.join("metrics.jsonl"), "metrics.jsonl"),
-        (out.join("model.safetensors"), "model.safetensors"),
-        (out.join("cpu.pb"), "cpu.pb"),
-        (out.join(RESUME_FILE), RESUME_FILE),
-        (work.join("stdout.log"), "stdout.log"),
-        (work.join("stderr.log"), "stderr.log"),
-    ] {
-        if let Ok(bytes) = tokio::fs::read(&src).await {
-            shared
-                .storage
-                .put(&format!("trials/{id}/{name}"), bytes)
-                .await?;
-        }
-    }
-    // A finished local attempt leaves no resume point; an older one must not be resumed later.
-    // (Container runners upload their own files, resume point included.)
-    if matches!(shared.backend, Backend::Local) && !out.join(RESUME_FILE).exists() {
-        shared
-            .storage
-            .delete(&format!("trials/{id}/{RESUME_FILE}"))
-            .await?;
-    }
+/// Writes the trial's work folder and stores its `config.json` (the container backends' runners read
+/// it from there); a local attempt also fetches the resume point of an interrupted attempt (and the
+/// metrics it continues). Every error here is a storage (or local disk) error.
+async fn prepare_attempt(shared: &Shared, t: &Trial, work: &Path) -> Result<()> {
+    let _ = tokio::fs::remove_dir_all(work).await;
+    tokio::fs::create_dir_all(work.join("out"))
+        .await
+        .with_context(|| format!("creating the work folder {}", work.display()))?;
+    let config = serde_json::to_vec_pretty(&t.config())?;
+    tokio::fs::write(work.join("config.json"), &config).await?;
     shared
         .storage
-        .put(
-            &format!("trials/{id}/attempt.json"),
-            serde_json::to_vec_pretty(attempt)?,
+        .put(&format!("trials/{}/config.json", t.id), config)
+        .await?;
+    if matches!(shared.backend, Backend::Local) {
+        mixsweep_store::fetch_resume(
+            &shared.storage,
+            &format!("trials/{}", t.id),
+            &work.join("out"),
         )
         .await?;
-    if let Ok(bytes) = tokio::fs::read(out.join("summary.json")).await {
-        shared
-            .storage
-            .put(&format!("trials/{id}/summary.json"), bytes)
-            .await?;
     }
     Ok(())
 }
 
-/// One attempt on the trial's backend. The trial's `config.json` is stored first (the container
-/// backends' runners read it from there).
+/// One attempt on the trial's backend.
 async fn attempt(
     shared: &Shared,
     t: &Trial,
@@ -316,26 +392,8 @@ async fn attempt(
     bar: &ProgressBar,
     gpu: Option<usize>,
 ) -> Result<AttemptEnd> {
-    let _ = tokio::fs::remove_dir_all(work).await;
-    tokio::fs::create_dir_all(work.join("out")).await?;
-    let config = serde_json::to_vec_pretty(&t.config)?;
-    tokio::fs::write(work.join("config.json"), &config).await?;
-    shared
-        .storage
-        .put(&format!("trials/{}/config.json", t.id), config)
-        .await?;
     match &shared.backend {
-        Backend::Local => {
-            // An interrupted attempt's resume point (and the metrics it continues) come back from
-            // storage; the runner continues from it (`--resume`).
-            mixsweep_store::fetch_resume(
-                &shared.storage,
-                &format!("trials/{}", t.id),
-                &work.join("out"),
-            )
-            .await?;
-            attempt_local(shared, t, work, bar, gpu).await
-        }
+        Backend::Local => attempt_local(shared, t, work, bar, gpu).await,
         Backend::Kubernetes(k) => Ok(k
             .attempt(
                 &shared.sweep_name,
@@ -343,7 +401,7 @@ async fn attempt(
                 work,
                 shared.profile,
                 &shared.stop,
-                &|m| update_bar(bar, t, m),
+                &|m| shared.on_metrics(bar, t, m),
                 &|line| shared.log(line),
             )
             .await),
@@ -356,7 +414,7 @@ async fn attempt(
                 gpu,
                 &shared.stop,
                 shared.timeout,
-                &|m| update_bar(bar, t, m),
+                &|m| shared.on_metrics(bar, t, m),
                 &|line| shared.log(line),
             )
             .await),
@@ -382,9 +440,9 @@ async fn attempt_local(
         .arg("--config")
         .arg(work.join("config.json"))
         .arg("--train")
-        .arg(&t.train);
+        .arg(&*t.train);
     if let Some(v) = &t.val {
-        cmd.arg("--val").arg(v);
+        cmd.arg("--val").arg(&**v);
     }
     cmd.arg("--out")
         .arg(work.join("out"))
@@ -412,9 +470,14 @@ async fn attempt_local(
             mixsweep_store::default_cache_dir().join("mlx-kernels/local"),
         );
     }
+    let mut watch = crate::process::detach_and_watch(&mut cmd)?;
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {}", shared.runner.display()))?;
+    watch.spawned();
+    if let Some(pid) = child.id() {
+        std::fs::write(work.join("runner.pid"), pid.to_string())?;
+    }
     let started = Instant::now();
     let metrics = work.join("out/metrics.jsonl");
     let mut offset = 0usize;
@@ -423,8 +486,10 @@ async fn attempt_local(
     let mut signalled_at: Option<Instant> = None;
     loop {
         if let Some(status) = child.try_wait()? {
+            drop(watch);
+            let _ = std::fs::remove_file(work.join("runner.pid"));
             for m in new_metrics(&metrics, &mut offset) {
-                update_bar(bar, t, &m);
+                shared.on_metrics(bar, t, &m);
             }
             return Ok(AttemptEnd {
                 code: status.code(),
@@ -434,17 +499,17 @@ async fn attempt_local(
             });
         }
         for m in new_metrics(&metrics, &mut offset) {
-            update_bar(bar, t, &m);
+            shared.on_metrics(bar, t, &m);
         }
         if !interrupted && shared.stop.load(Ordering::SeqCst) {
             interrupted = true;
-            signal(&child, 2);
+            signal(&child, libc::SIGINT);
             signalled_at = Some(Instant::now());
         }
         if !interrupted && shared.timeout.is_some_and(|d| started.elapsed() > d) {
             timed_out = true;
             interrupted = true;
-            signal(&child, 2);
+            signal(&child, libc::SIGINT);
             signalled_at = Some(Instant::now());
         }
         if signalled_at.is_some_and(|s| s.elapsed() > Duration::from_secs(30)) {
@@ -454,10 +519,8 @@ async fn attempt_local(
     }
 }
 
-fn update_bar(bar: &ProgressBar, t: &Trial, m: &serde_json::Value) {
-    if let Some(step) = m["step"].as_u64() {
-        bar.set_position(step.min(t.steps as u64));
-    }
+/// A trial's progress from one metrics record: `variant seed=N loss=.. val=.. tok/s=..`.
+fn progress_text(t: &Trial, m: &serde_json::Value) -> String {
     let mut msg = format!("{} seed={}", t.variant, t.seed);
     if let Some(l) = m["train_loss"].as_f64() {
         msg += &format!(" loss={l:.4}");
@@ -466,17 +529,85 @@ fn update_bar(bar: &ProgressBar, t: &Trial, m: &serde_json::Value) {
         msg += &format!(" val={v:.4}");
     }
     if let Some(r) = m["tok_s"].as_f64().filter(|r| *r > 0.0) {
-        msg += &format!(" tok/s={r:.0}");
+        msg += &format!(" tok/s={}", crate::table::human(r));
     }
-    bar.set_message(msg);
+    msg
+}
+
+/// How an attempt ended, as recorded in `attempt.json`: `(status, error, retryable)`.
+fn classify(
+    result: &Result<AttemptEnd>,
+    summary_status: Option<&str>,
+) -> (&'static str, Option<String>, bool) {
+    match result {
+        Ok(AttemptEnd { code: Some(0), .. }) => ("completed", None, false),
+        Ok(AttemptEnd { timed_out: true, .. }) => ("timeout", Some("timed out".to_string()), false),
+        Ok(AttemptEnd {
+            interrupted: true, ..
+        }) => ("interrupted", None, false),
+        Ok(AttemptEnd { oom: true, .. }) => (
+            "oom",
+            Some("out of memory: the container was OOM-killed (raise `memory`, or lower training.batch_tokens)".to_string()),
+            false,
+        ),
+        Ok(AttemptEnd {
+            failure: Some(f), ..
+        }) => (f.state, Some(f.message.clone()), f.retryable),
+        // The same config, data and seed diverge again: final, not retried.
+        Ok(_) if summary_status == Some("diverged") => (
+            "diverged",
+            Some("the loss diverged (see summary.json)".to_string()),
+            false,
+        ),
+        Ok(AttemptEnd { code: Some(2), .. }) => (
+            "failed",
+            Some("config or data error (see stderr.log)".to_string()),
+            false,
+        ),
+        Ok(AttemptEnd { code, .. }) => (
+            "failed",
+            Some(match code {
+                Some(c) => format!("runner exited with {c} (see stderr.log)"),
+                None => "runner was killed (see stderr.log)".to_string(),
+            }),
+            true,
+        ),
+        Err(e) => ("failed", Some(format!("{e:#}")), true),
+    }
+}
+
+/// The last three lines of the attempt's stderr, joined.
+fn stderr_tail(work: &Path) -> String {
+    std::fs::read_to_string(work.join("stderr.log"))
+        .map(|s| {
+            let lines: Vec<&str> = s.lines().collect();
+            lines[lines.len().saturating_sub(3)..].join(" | ")
+        })
+        .unwrap_or_default()
+}
+
+/// The runner's summary status after an attempt: the local copy, else the one the runner stored.
+async fn summary_status(shared: &Shared, id: &str, work: &Path) -> Option<String> {
+    let local = std::fs::read(work.join("out/summary.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let summary = match local {
+        Some(s) => Some(s),
+        None => shared
+            .storage
+            .get_json(&format!("trials/{id}/summary.json"))
+            .await
+            .ok()
+            .flatten(),
+    };
+    summary.and_then(|s| s["status"].as_str().map(str::to_string))
 }
 
 async fn run_trial(shared: Arc<Shared>, t: Trial) -> Outcome {
+    shared.counts.queued.fetch_sub(1, Ordering::Relaxed);
     if shared.stop.load(Ordering::SeqCst) {
-        shared.counts.queued.fetch_sub(1, Ordering::Relaxed);
         return Outcome::Interrupted;
     }
-    shared.counts.queued.fetch_sub(1, Ordering::Relaxed);
     shared.counts.running.fetch_add(1, Ordering::Relaxed);
     shared.refresh();
     let slot = {
@@ -494,123 +625,15 @@ async fn run_trial(shared: Arc<Shared>, t: Trial) -> Outcome {
     );
     bar.set_prefix(t.id.clone());
     bar.set_message(format!("{} seed={}", t.variant, t.seed));
-    let work = std::env::temp_dir()
-        .join("mixsweep-work")
-        .join(&shared.sweep_name)
-        .join(&t.id);
-    let mut outcome = Outcome::Failed("not run".into());
-    let (mut n, mut preemptions) = (0usize, 0usize);
-    let mut keep_work = false;
-    while n <= shared.retries {
-        if n > 0 {
-            let wait = Duration::from_secs(2u64.pow(n as u32));
-            shared.log(format!(
-                "retrying {} in {}s (attempt {}/{})",
-                label(&t),
-                wait.as_secs(),
-                n + 1,
-                shared.retries + 1
-            ));
-            tokio::time::sleep(wait).await;
-            if shared.stop.load(Ordering::SeqCst) {
-                outcome = Outcome::Interrupted;
-                break;
-            }
-        }
-        let result = attempt(&shared, &t, &work, &bar, slot.1).await;
-        if let Ok(AttemptEnd {
-            preempted: Some(why),
-            ..
-        }) = &result
-        {
-            // Not the trial's fault: run again without using up a retry (bounded, in case the
-            // cluster keeps evicting it).
-            preemptions += 1;
-            if preemptions <= 20 && !shared.stop.load(Ordering::SeqCst) {
-                shared.log(format!(
-                    "{}: {why}; running it again (not counted as a retry)",
-                    label(&t)
-                ));
-                continue;
-            }
-        }
-        let (status, error, retryable) = match &result {
-            Ok(AttemptEnd { code: Some(0), .. }) => ("completed", None, false),
-            Ok(AttemptEnd { timed_out: true, .. }) => {
-                ("timeout", Some("timed out".to_string()), false)
-            }
-            Ok(AttemptEnd {
-                interrupted: true, ..
-            }) => ("interrupted", None, false),
-            Ok(AttemptEnd { oom: true, .. }) => (
-                "oom",
-                Some("out of memory: the container was OOM-killed (raise `memory`, or lower training.batch_tokens)".to_string()),
-                false,
-            ),
-            Ok(AttemptEnd {
-                failure: Some(f), ..
-            }) => (f.state, Some(f.message.clone()), f.retryable),
-            Ok(AttemptEnd { code: Some(2), .. }) => (
-                "failed",
-                Some("config or data error (see stderr.log)".to_string()),
-                false,
-            ),
-            Ok(AttemptEnd { code, .. }) => (
-                "failed",
-                Some(match code {
-                    Some(c) => format!("runner exited with {c} (see stderr.log)"),
-                    None => "runner was killed (see stderr.log)".to_string(),
-                }),
-                true,
-            ),
-            Err(e) => ("failed", Some(format!("{e:#}")), true),
-        };
-        let stderr_tail = std::fs::read_to_string(work.join("stderr.log"))
-            .map(|s| {
-                s.lines()
-                    .rev()
-                    .take(3)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            })
-            .unwrap_or_default();
-        let record = serde_json::json!({
-            "trial": t.id, "status": status, "attempt": n + 1, "error": error, "stderr_tail": stderr_tail,
-            "exit_code": result.as_ref().ok().and_then(|r| r.code),
-            "backend": match shared.backend { Backend::Local => "local", Backend::Docker(_) => "docker", Backend::Kubernetes(_) => "kubernetes" },
-        });
-        if let Err(e) = upload_artifacts(&shared, &t.id, &work, &record).await {
-            // Never lose results: keep the local copies and say where they are.
-            keep_work = true;
-            outcome = Outcome::Failed(format!(
-                "could not store the artifacts in {}: {e:#} (local copies kept in {})",
-                shared.storage.root,
-                work.display()
-            ));
-            break;
-        }
-        outcome = match status {
-            "completed" => Outcome::Done,
-            "interrupted" => Outcome::Interrupted,
-            _ => Outcome::Failed(format!(
-                "{}{}",
-                error.unwrap_or_default(),
-                if stderr_tail.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {stderr_tail}")
-                }
-            )),
-        };
-        if !retryable || shared.stop.load(Ordering::SeqCst) {
-            break;
-        }
-        n += 1;
-    }
-    if !keep_work {
+    let work = shared.run_dir.join(&t.id);
+    let outcome = attempts(&shared, &t, &work, &bar, slot.1).await;
+    // whatever happened, this trial needs no more of this run's time
+    shared
+        .progress_steps
+        .lock()
+        .unwrap()
+        .insert(t.id.clone(), t.steps as u64);
+    if !matches!(outcome, Outcome::Unstored(_)) {
         let _ = std::fs::remove_dir_all(&work);
     }
     bar.finish_and_clear();
@@ -628,10 +651,109 @@ async fn run_trial(shared: Arc<Shared>, t: Trial) -> Outcome {
             shared.log(format!("FAILED {}: {why}", label(&t)));
         }
         Outcome::Interrupted => shared.log(format!("interrupted {}", label(&t))),
-        Outcome::Cached => {}
+        Outcome::Diverged(why) => {
+            shared.counts.done.fetch_add(1, Ordering::Relaxed);
+            shared.log(format!("DIVERGED {}: {why}", label(&t)));
+        }
+        Outcome::Unstored(dir) => {
+            shared.counts.failed.fetch_add(1, Ordering::Relaxed);
+            shared.log(format!(
+                "NOT STORED {}: storage failed; the results are kept in {}",
+                label(&t),
+                dir.display()
+            ))
+        }
+        Outcome::NotStarted | Outcome::Cached => {}
     }
     shared.refresh();
     outcome
+}
+
+/// The attempts of one trial: retries with backoff, preemptions, storage of each attempt's results.
+async fn attempts(
+    shared: &Shared,
+    t: &Trial,
+    work: &Path,
+    bar: &ProgressBar,
+    gpu: Option<usize>,
+) -> Outcome {
+    let (mut n, mut preemptions) = (0usize, 0usize);
+    loop {
+        if n > 0 {
+            let wait = Duration::from_secs(2u64.pow(n as u32));
+            shared.log(format!(
+                "retrying {} in {}s (attempt {}/{})",
+                label(t),
+                wait.as_secs(),
+                n + 1,
+                shared.retries + 1
+            ));
+            tokio::time::sleep(wait).await;
+        }
+        if shared.stop.load(Ordering::SeqCst) {
+            return Outcome::Interrupted;
+        }
+        if shared.storage_failed() {
+            return Outcome::NotStarted;
+        }
+        if let Err(e) = prepare_attempt(shared, t, work).await {
+            shared.storage_failure(format!("{e:#}"));
+            return Outcome::NotStarted;
+        }
+        let result = attempt(shared, t, work, bar, gpu).await;
+        if let Ok(AttemptEnd {
+            preempted: Some(why),
+            ..
+        }) = &result
+        {
+            // Not the trial's fault: run again without using up a retry (bounded, in case the
+            // cluster keeps evicting it).
+            preemptions += 1;
+            if preemptions <= 20 && !shared.stop.load(Ordering::SeqCst) {
+                shared.log(format!(
+                    "{}: {why}; running it again (not counted as a retry)",
+                    label(t)
+                ));
+                continue;
+            }
+        }
+        let summary = summary_status(shared, &t.id, work).await;
+        let (status, error, retryable) = classify(&result, summary.as_deref());
+        let tail = stderr_tail(work);
+        let record = serde_json::json!({
+            "trial": t.id, "status": status, "attempt": n + 1, "error": error, "stderr_tail": tail,
+            "exit_code": result.as_ref().ok().and_then(|r| r.code),
+            "backend": match shared.backend { Backend::Local => "local", Backend::Docker(_) => "docker", Backend::Kubernetes(_) => "kubernetes" },
+        });
+        // Written first: if storing fails, the next run stores this folder with this record.
+        let _ = std::fs::write(
+            work.join("attempt.json"),
+            serde_json::to_vec_pretty(&record).expect("record serializes"),
+        );
+        let local = matches!(shared.backend, Backend::Local);
+        if let Err(e) = crate::workdir::upload(&shared.storage, &t.id, work, &record, local).await {
+            shared.storage_failure(format!("{e:#}"));
+            return Outcome::Unstored(work.to_path_buf());
+        }
+        let outcome = match status {
+            "completed" => Outcome::Done,
+            "interrupted" => Outcome::Interrupted,
+            "diverged" => Outcome::Diverged(error.unwrap_or_default()),
+            _ => Outcome::Failed(format!(
+                "{}{}",
+                error.unwrap_or_default(),
+                if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {tail}")
+                }
+            )),
+        };
+        if !retryable || shared.stop.load(Ordering::SeqCst) || n >= shared.retries {
+            return outcome;
+        }
+        n += 1;
+    }
 }
 
 /// Runs a sweep; returns the sweep, the storage and each trial's outcome.
@@ -643,6 +765,41 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
         .or_else(|| sweep.spec.storage.clone())
         .unwrap_or_else(|| "./mixsweep-runs".into());
     let storage = Storage::open(&root)?;
+    let run_id = crate::workdir::new_run_id();
+    let lease =
+        crate::lease::Lease::acquire(&storage, &sweep.spec.name, &run_id, opts.wait, |holder| {
+            eprintln!("waiting for the run of {holder} to finish")
+        })
+        .await?;
+    let result = run_leased(opts, sweep, storage, &lease).await;
+    lease.release().await;
+    result
+}
+
+async fn run_leased(
+    opts: RunOptions,
+    sweep: Sweep,
+    storage: Storage,
+    lease: &crate::lease::Lease,
+) -> Result<(Sweep, Storage, Vec<(Trial, Outcome)>, bool)> {
+    let root = storage.root.clone();
+    // Results that earlier runs could not store (storage failed, or the orchestrator died) go first.
+    let sweep_dir = crate::workdir::sweep_dir(&root, &sweep.spec.name);
+    let recovered = crate::workdir::recover(&storage, &sweep_dir, lease.run_id())
+        .await
+        .with_context(|| {
+            format!(
+                "storing the results that an earlier run kept in {} (they stay there; run again when storage works)",
+                sweep_dir.display()
+            )
+        })?;
+    if !recovered.uploaded.is_empty() && !opts.quiet {
+        eprintln!(
+            "stored the kept results of {} trial(s) from an earlier run: {}",
+            recovered.uploaded.len(),
+            recovered.uploaded.join(", ")
+        );
+    }
     let src = tokio::fs::read(&opts.sweep).await?;
     storage
         .put(&format!("sweeps/{}/sweep.yaml", sweep.spec.name), src)
@@ -650,13 +807,7 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
     let listing: String = sweep
         .trials
         .iter()
-        .map(|t| {
-            serde_json::json!({"id": t.id, "variant": t.variant, "seed": t.seed, "params": t.params,
-                "flops_per_token": t.flops_per_token, "steps": t.steps,
-                "overrides": t.overrides.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<serde_json::Map<_, _>>()})
-            .to_string()
-                + "\n"
-        })
+        .map(|t| t.listing().to_string() + "\n")
         .collect();
     storage
         .put(
@@ -675,7 +826,7 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
     let backend_kind = opts.backend.unwrap_or(sweep.spec.backend);
     let backend = match backend_kind {
         mixsweep_sweep::spec::Backend::Local => Backend::Local,
-        mixsweep_sweep::spec::Backend::Docker => Backend::Docker(
+        mixsweep_sweep::spec::Backend::Docker => Backend::Docker(Box::new(
             crate::docker::DockerBackend::connect(
                 &sweep.spec,
                 opts.image.clone(),
@@ -683,8 +834,8 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
                 opts.keep_failed,
             )
             .await?,
-        ),
-        mixsweep_sweep::spec::Backend::Kubernetes => Backend::Kubernetes(
+        )),
+        mixsweep_sweep::spec::Backend::Kubernetes => Backend::Kubernetes(Box::new(
             crate::kubernetes::KubernetesBackend::connect(
                 &sweep.spec,
                 opts.image.clone(),
@@ -693,7 +844,7 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
                 timeout,
             )
             .await?,
-        ),
+        )),
     };
     // GPU slots: the sweep's `gpus` ids (each `trials_per_gpu` times), else for local runs every GPU
     // nvidia-smi lists; `None` is a slot without a GPU of its own.
@@ -756,13 +907,20 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
         summary,
         live,
         counts: Counts::default(),
+        run_dir: sweep_dir.join(lease.run_id()),
+        storage_error: std::sync::Mutex::new(None),
+        quiet: opts.quiet,
+        started: Instant::now(),
+        total_steps: Default::default(),
+        progress_steps: Default::default(),
+        last_line: Default::default(),
     });
 
     let mut outcomes: Vec<(Trial, Outcome)> = vec![];
     let mut queue = vec![];
     for t in &sweep.trials {
         let state = storage.trial_state(&t.id).await?;
-        if state == TrialState::Done && opts.rerun == Rerun::Unfinished {
+        if !opts.rerun.runs(state) {
             shared.counts.cached.fetch_add(1, Ordering::Relaxed);
             outcomes.push((t.clone(), Outcome::Cached));
         } else {
@@ -780,6 +938,10 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
         d.remove_finished(&sweep.spec.name, &done).await;
     }
     shared.counts.queued.store(queue.len(), Ordering::Relaxed);
+    shared.total_steps.store(
+        queue.iter().map(|t| t.steps as u64).sum(),
+        Ordering::Relaxed,
+    );
     shared.refresh();
     if !opts.quiet {
         eprintln!(
@@ -804,7 +966,10 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
     let mut tasks = tokio::task::JoinSet::new();
     let launch = |tasks: &mut tokio::task::JoinSet<(Trial, Outcome)>,
                   pending: &mut std::collections::VecDeque<Trial>| {
-        while tasks.len() < max_parallel {
+        if !lease.storage_ok() {
+            shared.storage_failure("the run lease's heartbeat cannot reach storage".into());
+        }
+        while tasks.len() < max_parallel && !shared.storage_failed() && !lease.lost() {
             let Some(t) = pending.pop_front() else { break };
             let s = shared.clone();
             tasks.spawn(async move {
@@ -840,6 +1005,30 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
         }
     }
     shared.summary.finish_and_clear();
+    // Trials never launched (storage failed, or the lease was lost) did not run.
+    for t in pending.drain(..) {
+        outcomes.push((t, Outcome::NotStarted));
+    }
+    if lease.lost() {
+        eprintln!(
+            "warning: another run took over this sweep's lease (storage was unreachable for long); no new trials were started"
+        );
+    }
+    if let Some(e) = shared.storage_error.lock().unwrap().clone() {
+        let kept = outcomes
+            .iter()
+            .filter(|(_, o)| matches!(o, Outcome::Unstored(_)))
+            .count();
+        let not_started = outcomes
+            .iter()
+            .filter(|(_, o)| matches!(o, Outcome::NotStarted))
+            .count();
+        eprintln!(
+            "error: storage {root} failed: {e}\n  {not_started} trial(s) were not started; {kept} finished trial(s) are kept in {} \
+             and will be stored by the next `mixsweep run` of this sweep",
+            shared.run_dir.display()
+        );
+    }
     let order: std::collections::HashMap<&str, usize> = sweep
         .trials
         .iter()

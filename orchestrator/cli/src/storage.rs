@@ -12,6 +12,7 @@
 //! trials/<trial id>/stdout.log, stderr.log
 //! trials/<trial id>/attempt.json       the orchestrator's record of the last attempt (status, exit code, attempts)
 //! trials/<trial id>/summary.json       the runner's summary, written last
+//! sweeps/<sweep name>/lease.json       while a `mixsweep run` of the sweep is running: its owner
 //! ```
 //! Every object is written whole (the local store writes a temporary file and renames it), so a
 //! reader never sees half a file, and a trial's state can be derived from storage alone.
@@ -24,6 +25,9 @@ pub enum TrialState {
     New,
     Done,
     Failed,
+    /// The loss blew up: final, like `Done` (running it again gives the same result), unless
+    /// `--rerun failed`.
+    Diverged,
     Interrupted,
 }
 
@@ -33,6 +37,7 @@ impl TrialState {
             TrialState::New => "new",
             TrialState::Done => "done",
             TrialState::Failed => "failed",
+            TrialState::Diverged => "diverged",
             TrialState::Interrupted => "interrupted",
         }
     }
@@ -50,6 +55,7 @@ impl TrialStates for Storage {
             return Ok(match s["status"].as_str() {
                 Some("completed") => TrialState::Done,
                 Some("interrupted") => TrialState::Interrupted,
+                Some("diverged") => TrialState::Diverged,
                 _ => TrialState::Failed,
             });
         }

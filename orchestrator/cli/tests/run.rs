@@ -28,8 +28,26 @@ fn mixsweep(args: &[&str], sweep: &Path, storage: &Path) -> Command {
         .arg(sweep)
         .arg("--storage")
         .arg(storage)
-        .env("MIXSWEEP_RUNNER", runner());
+        .env("MIXSWEEP_RUNNER", runner())
+        .env("MIXSWEEP_WORK_DIR", storage.parent().unwrap().join("work"));
     c
+}
+
+/// The `stderr.log` of a running trial in the work folder of `storage`'s runs.
+fn live_stderr(storage: &Path, id: &str) -> Option<PathBuf> {
+    let sweeps = storage.parent().unwrap().join("work");
+    // work/<storage key>/<sweep>/<run id>/<trial>/stderr.log
+    for a in std::fs::read_dir(sweeps).ok()?.flatten() {
+        for b in std::fs::read_dir(a.path()).ok()?.flatten() {
+            for run in std::fs::read_dir(b.path()).ok()?.flatten() {
+                let p = run.path().join(id).join("stderr.log");
+                if p.is_file() {
+                    return Some(p);
+                }
+            }
+        }
+    }
+    None
 }
 
 fn summary(storage: &Path, id: &str) -> serde_json::Value {
@@ -167,12 +185,10 @@ fn interrupted_sweep_resumes_without_rerunning_finished_trials() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let live_stderr = std::env::temp_dir()
-        .join("mixsweep-work/resume")
-        .join(&ids[1])
-        .join("stderr.log");
     let waiting = std::time::Instant::now();
-    while !std::fs::read_to_string(&live_stderr).is_ok_and(|t| t.contains("resuming at step"))
+    while !live_stderr(&store, &ids[1])
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .is_some_and(|t| t.contains("resuming at step"))
         && waiting.elapsed() < std::time::Duration::from_secs(120)
     {
         std::thread::sleep(std::time::Duration::from_millis(100));

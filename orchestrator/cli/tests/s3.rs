@@ -8,63 +8,20 @@ use std::process::Command;
 mod support;
 use support::*;
 
-/// Starts s3s-fs over `dir` (bucket `test-bucket`) on a free loopback port; returns the endpoint URL.
+#[path = "support/s3server.rs"]
+mod s3server;
+use s3server::S3Server;
+
+/// Starts s3s-fs over `dir` (bucket `test-bucket`) for the whole test; returns the endpoint URL.
 fn start_s3(dir: &Path) -> String {
     start_server(dir, true)
 }
 
-/// The same server; without `auth` it takes unsigned requests (the GCS client with OAuth disabled).
 fn start_server(dir: &Path, auth: bool) -> String {
-    std::fs::create_dir_all(dir.join("test-bucket")).unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let fs_root = dir.to_path_buf();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let mut b =
-                s3s::service::S3ServiceBuilder::new(s3s_fs::FileSystem::new(&fs_root).unwrap());
-            if auth {
-                b.set_auth(s3s::auth::SimpleAuth::from_single("testing", "testing"));
-            }
-            let service = b.build();
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let (sock, _) = listener.accept().await.unwrap();
-                let svc = service.clone();
-                // GCS clients send `Authorization: Bearer ...` (empty with OAuth disabled), which an
-                // S3 server reads as a malformed signature: drop it for the unsigned server.
-                let svc = hyper::service::service_fn(
-                    move |mut req: hyper::Request<hyper::body::Incoming>| {
-                        let svc = svc.clone();
-                        async move {
-                            let bearer = req
-                                .headers()
-                                .get("authorization")
-                                .is_some_and(|v| v.as_bytes().starts_with(b"Bearer"));
-                            if bearer && !auth {
-                                req.headers_mut().remove("authorization");
-                            }
-                            hyper::service::Service::call(&svc, req).await
-                        }
-                    },
-                );
-                tokio::spawn(async move {
-                    let _ = hyper_util::server::conn::auto::Builder::new(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
-                    .await;
-                });
-            }
-        });
-    });
-    format!("http://{addr}")
+    let server = S3Server::start(dir, auth);
+    let endpoint = server.endpoint.clone();
+    std::mem::forget(server); // serves until the test process ends
+    endpoint
 }
 
 fn mixsweep(endpoint: &str) -> Command {
@@ -323,5 +280,133 @@ fn gs_storage_goes_through_the_gcs_client() {
     assert!(
         cached.iter().any(|p| p.ends_with("val_00000.bin")),
         "{cached:?}"
+    );
+}
+
+/// Waits up to `secs` for `f` to hold.
+fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(secs) {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
+
+/// Files named `name` anywhere under `dir`.
+fn find(dir: &Path, name: &str) -> Vec<PathBuf> {
+    walk(dir)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == name))
+        .collect()
+}
+
+/// S3 goes down while a trial trains: the finished trial's results stay in its work folder (its
+/// upload gives up only after MIXSWEEP_STORAGE_TIMEOUT), the queued trial is not started (nor
+/// recorded as failed), and the next run stores the kept results without training the trial again.
+#[test]
+fn storage_down_mid_sweep_keeps_finished_results_for_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = S3Server::start(&dir.path().join("s3"), true);
+    prepare_bytes(&dir.path().join("data"));
+    std::fs::copy(
+        root().join("examples/tiny.json"),
+        dir.path().join("tiny.json"),
+    )
+    .unwrap();
+    let sweep = dir.path().join("sweep.yaml");
+    std::fs::write(
+        &sweep,
+        "name: outage\nbase: tiny.json\nzip: {training.steps: [150, 20]}\nmax_parallel: 1\ntrain: data/train_*.bin\n",
+    )
+    .unwrap();
+    let storage = "s3://test-bucket/runs";
+    let work = dir.path().join("work");
+    let endpoint = server.endpoint.clone();
+    let run = || {
+        let mut c = mixsweep(&endpoint);
+        c.arg("run")
+            .arg(&sweep)
+            .args(["--storage", storage])
+            .env("MIXSWEEP_WORK_DIR", &work)
+            .env("MIXSWEEP_STORAGE_TIMEOUT", "3");
+        c
+    };
+    let child = run()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(120, || !find(&work, "runner.pid").is_empty()),
+        "the first trial never started"
+    );
+    let t0 = std::time::Instant::now();
+    server.stop();
+    let mut child = child;
+    let errpipe = child.stderr.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for l in std::io::BufReader::new(errpipe).lines() {
+            let l = l.unwrap();
+            eprintln!("[{:>6.1}s] {l}", t0.elapsed().as_secs_f64());
+            all += &l;
+            all.push('\n');
+        }
+        all
+    });
+    let mut o = child.wait_with_output().unwrap();
+    o.stderr = lines.join().unwrap().into_bytes();
+    eprintln!("first run ended {:?} after the outage began", t0.elapsed());
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        err.contains("failed") && err.contains("kept in") && err.contains("not started"),
+        "{err}"
+    );
+    let base = dir.path().join("s3/test-bucket/runs");
+    let ids = trial_ids(&base, "outage");
+    assert!(
+        !base
+            .join(format!("trials/{}/summary.json", ids[0]))
+            .exists()
+    );
+    assert!(
+        !base
+            .join(format!("trials/{}/attempt.json", ids[1]))
+            .exists(),
+        "the queued trial must not be recorded as failed"
+    );
+    let kept = find(&work, "summary.json");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let kept_summary = json(&kept[0]);
+    assert_eq!(kept_summary["status"], "completed");
+
+    server.restart();
+    let t0 = std::time::Instant::now();
+    let o = run().output().unwrap();
+    eprintln!("second run took {:?}", t0.elapsed());
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("stored the kept results of 1 trial(s)"),
+        "{err}"
+    );
+    assert!(err.contains("2 trials, 1 to run, 1 cached"), "{err}");
+    let stored = json(&base.join(format!("trials/{}/summary.json", ids[0])));
+    assert_eq!(
+        stored["wall_time_s"], kept_summary["wall_time_s"],
+        "the finished trial was trained again"
+    );
+    assert_eq!(
+        json(&base.join(format!("trials/{}/summary.json", ids[1])))["status"],
+        "completed"
+    );
+    assert!(
+        find(&work, "summary.json").is_empty(),
+        "kept folder not cleaned up"
     );
 }
