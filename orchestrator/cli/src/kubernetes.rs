@@ -107,8 +107,8 @@ pub fn job_manifest(
     let trial_url = format!("{}/trials/{}", settings.storage_url, t.id);
     let args = crate::run::container_train_args(
         &trial_url,
-        t.train.to_string(),
-        t.val.as_deref().map(str::to_string),
+        t.train().to_string(),
+        t.val().as_deref().map(str::to_string),
         settings.profile,
         spec.full_eval(),
     );
@@ -172,7 +172,7 @@ pub fn job_manifest(
     let mut labels = BTreeMap::new();
     labels.insert("app.kubernetes.io/name".to_string(), "mixsweep".to_string());
     labels.insert(LABEL_SWEEP.to_string(), label_value(&spec.name));
-    labels.insert(LABEL_TRIAL.to_string(), t.id.clone());
+    labels.insert(LABEL_TRIAL.to_string(), t.id.to_string());
     let container = Container {
         name: "runner".into(),
         image: Some(settings.image.clone()),
@@ -526,7 +526,7 @@ impl KubernetesBackend {
         let wake = self.wakeups.register(&t.id);
         let _registered = Registered {
             wakeups: &self.wakeups,
-            trial: t.id.clone(),
+            trial: t.id.to_string(),
         };
         // The log file first: a trial whose log cannot be kept does not start.
         let mut stdout = match std::fs::File::create(work.join("stdout.log")) {

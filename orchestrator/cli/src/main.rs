@@ -136,9 +136,9 @@ fn print_table(s: &Sweep, states: &[&str]) {
         .zip(states)
         .map(|(t, state)| {
             [
-                t.id.clone(),
-                t.variant.to_string(),
-                if t.overrides.is_empty() {
+                t.id.to_string(),
+                t.variant().to_string(),
+                if t.overrides().is_empty() {
                     "-".into()
                 } else {
                     t.overrides_text()
@@ -160,7 +160,7 @@ fn print_table(s: &Sweep, states: &[&str]) {
         s.trials.len(),
         s.trials
             .iter()
-            .map(|t| &t.variant)
+            .map(|t| t.variant())
             .collect::<std::collections::BTreeSet<_>>()
             .len(),
         s.spec.backend
@@ -210,7 +210,7 @@ fn plan_states(s: &Sweep, root: &str) -> Vec<&'static str> {
             if failed {
                 return "unknown";
             }
-            if !stored.contains(&t.id) {
+            if !stored.contains(t.id.as_str()) {
                 return "new";
             }
             match rt.block_on(storage::TrialStates::trial_state(&st, &t.id)) {
@@ -293,9 +293,9 @@ fn print_results(
             (
                 m,
                 vec![
-                    t.id.clone(),
-                    t.variant.to_string(),
-                    if t.overrides.is_empty() {
+                    t.id.to_string(),
+                    t.variant().to_string(),
+                    if t.overrides().is_empty() {
                         "-".into()
                     } else {
                         t.overrides_text()

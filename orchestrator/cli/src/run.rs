@@ -286,16 +286,16 @@ impl Shared {
         self.progress_steps
             .lock()
             .unwrap()
-            .insert(t.id.clone(), step);
+            .insert(t.id.to_string(), step);
         if !self.live && !self.quiet {
             let now = Instant::now();
             let mut last = self.last_line.lock().unwrap();
             let due = last
-                .get(&t.id)
+                .get(t.id.as_str())
                 .is_none_or(|at| now.duration_since(*at) >= PROGRESS_EVERY);
             let last_step = step + 1 >= t.steps as u64;
             if due || m.get("val_loss").is_some() || last_step {
-                last.insert(t.id.clone(), now);
+                last.insert(t.id.to_string(), now);
                 eprintln!("  {} step {step}/{} {text}", t.id, t.steps);
             }
         }
@@ -332,7 +332,7 @@ fn label(t: &Trial) -> String {
     format!(
         "{} {} {}seed={}",
         t.id,
-        t.variant,
+        t.variant(),
         if o.is_empty() {
             String::new()
         } else {
@@ -440,8 +440,8 @@ async fn attempt_local(
         .arg("--config")
         .arg(work.join("config.json"))
         .arg("--train")
-        .arg(&*t.train);
-    if let Some(v) = &t.val {
+        .arg(&*t.train());
+    if let Some(v) = &t.val() {
         cmd.arg("--val").arg(&**v);
     }
     cmd.arg("--out")
@@ -521,7 +521,7 @@ async fn attempt_local(
 
 /// A trial's progress from one metrics record: `variant seed=N loss=.. val=.. tok/s=..`.
 fn progress_text(t: &Trial, m: &serde_json::Value) -> String {
-    let mut msg = format!("{} seed={}", t.variant, t.seed);
+    let mut msg = format!("{} seed={}", t.variant(), t.seed);
     if let Some(l) = m["train_loss"].as_f64() {
         msg += &format!(" loss={l:.4}");
     }
@@ -623,16 +623,16 @@ async fn run_trial(shared: Arc<Shared>, t: Trial) -> Outcome {
             .unwrap()
             .progress_chars("=> "),
     );
-    bar.set_prefix(t.id.clone());
-    bar.set_message(format!("{} seed={}", t.variant, t.seed));
-    let work = shared.run_dir.join(&t.id);
+    bar.set_prefix(t.id.to_string());
+    bar.set_message(format!("{} seed={}", t.variant(), t.seed));
+    let work = shared.run_dir.join(t.id.as_str());
     let outcome = attempts(&shared, &t, &work, &bar, slot.1).await;
     // whatever happened, this trial needs no more of this run's time
     shared
         .progress_steps
         .lock()
         .unwrap()
-        .insert(t.id.clone(), t.steps as u64);
+        .insert(t.id.to_string(), t.steps as u64);
     if !matches!(outcome, Outcome::Unstored(_)) {
         let _ = std::fs::remove_dir_all(&work);
     }
@@ -934,7 +934,7 @@ async fn run_leased(
         }
     }
     if let Backend::Docker(d) = &shared.backend {
-        let done: Vec<String> = outcomes.iter().map(|(t, _)| t.id.clone()).collect();
+        let done: Vec<String> = outcomes.iter().map(|(t, _)| t.id.to_string()).collect();
         d.remove_finished(&sweep.spec.name, &done).await;
     }
     shared.counts.queued.store(queue.len(), Ordering::Relaxed);

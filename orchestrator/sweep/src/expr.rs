@@ -160,7 +160,7 @@ pub fn evaluate(src: &str, doc: &Value) -> Result<Value, String> {
     if !v.is_finite() {
         return Err(format!("tie expression {src:?} is not finite ({v})"));
     }
-    Ok(crate::expand::number(v))
+    Ok(crate::points::number(v))
 }
 
 #[cfg(test)]

@@ -8,13 +8,17 @@
 //!
 //! Free of MLX and of any I/O beyond reading the sweep, its configs and its data files.
 
+mod checks;
 pub mod expand;
 pub mod expr;
 pub mod path;
+pub mod points;
 pub mod spec;
+mod trial;
 
-pub use expand::{Skipped, Sweep, Trial, expand, expand_with_progress};
+pub use expand::{Skipped, Sweep, expand, expand_with_progress};
 pub use spec::SweepSpec;
+pub use trial::{Trial, TrialId};
 
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -257,14 +261,62 @@ pub fn data_identity(train: &str, val: Option<&str>) -> Result<String, String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
-/// The trial id: 16 hex digits of SHA-256 over the canonical config, data identity, seed and runner version.
-pub fn trial_id(config: &serde_json::Value, data_identity: &str, seed: u64) -> String {
-    let doc = serde_json::json!({
-        "config": config,
-        "data": data_identity,
-        "seed": seed,
-        "runner": mixsweep_model::RUNNER_VERSION,
-    });
-    let digest = Sha256::digest(mixsweep_model::config::canonical_json(&doc).as_bytes());
-    format!("{digest:x}")[..16].to_string()
+/// The trial id: 16 hex digits of SHA-256 over the canonical JSON (sorted keys, no whitespace) of
+/// `{"config": CONFIG, "data": DATA IDENTITY, "runner": RUNNER VERSION, "seed": SEED}`, streamed into
+/// the hash (no copy of the config is made).
+pub fn trial_id(config: &serde_json::Value, data_identity: &str, seed: u64) -> TrialId {
+    struct Hasher(Sha256);
+    impl std::io::Write for Hasher {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.update(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hasher(Sha256::new());
+    let text = |h: &mut Hasher, v: &dyn erased::Json| v.write_to(h);
+    h.0.update(b"{\"config\":");
+    text(&mut h, config);
+    h.0.update(b",\"data\":");
+    text(&mut h, &data_identity);
+    h.0.update(b",\"runner\":");
+    text(&mut h, &mixsweep_model::RUNNER_VERSION);
+    h.0.update(format!(",\"seed\":{seed}}}").as_bytes());
+    TrialId::from_hex(&format!("{:x}", h.0.finalize())[..16])
+}
+
+/// Serialising a value or a string into the id hash.
+mod erased {
+    pub trait Json {
+        fn write_to(&self, w: &mut dyn std::io::Write);
+    }
+    impl Json for serde_json::Value {
+        fn write_to(&self, w: &mut dyn std::io::Write) {
+            serde_json::to_writer(w, self).expect("JSON serializes");
+        }
+    }
+    impl Json for &str {
+        fn write_to(&self, w: &mut dyn std::io::Write) {
+            serde_json::to_writer(w, self).expect("JSON serializes");
+        }
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    /// The streamed id equals SHA-256 of the documented canonical document.
+    #[test]
+    fn trial_id_hashes_the_canonical_document() {
+        use sha2::Digest;
+        let config = serde_json::json!({"b": [1, 2.5, "x"], "a": {"z": null, "y": true}});
+        let doc = serde_json::json!({"config": config, "data": "d1", "seed": 7,
+            "runner": mixsweep_model::RUNNER_VERSION});
+        let want = format!(
+            "{:x}",
+            sha2::Sha256::digest(mixsweep_model::config::canonical_json(&doc).as_bytes())
+        );
+        assert_eq!(super::trial_id(&config, "d1", 7), &want[..16]);
+    }
 }

@@ -82,7 +82,7 @@ train: data/train_*.bin
     assert!(
         s.trials
             .iter()
-            .filter(|t| &*t.variant == "mamba")
+            .filter(|t| t.variant() == "mamba")
             .all(|t| t.config()["blocks"][0].get("kv_heads").is_none())
     );
     let mut ids: Vec<&str> = s.trials.iter().map(|t| t.id.as_str()).collect();
