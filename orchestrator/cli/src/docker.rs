@@ -303,19 +303,19 @@ impl DockerBackend {
             binds.push(format!("{}:{KERNEL_CACHE_MOUNT}", dir.display()));
             env.push(format!("MIXSWEEP_KERNEL_CACHE={KERNEL_CACHE_MOUNT}"));
         }
-        Self::data_binds(&t.train(), &mut binds);
+        Self::data_binds(t.train(), &mut binds);
         match &t.val() {
             Some(v) => Self::data_binds(v, &mut binds),
             None => {
-                if let Some(v) = mixsweep_store::derive_val_glob(&t.train()) {
+                if let Some(v) = mixsweep_store::derive_val_glob(t.train()) {
                     Self::data_binds(&v, &mut binds);
                 }
             }
         }
         let cmd = crate::run::container_train_args(
             &trial_url,
-            Self::data_arg(&t.train()),
-            t.val().as_deref().map(Self::data_arg),
+            Self::data_arg(t.train()),
+            t.val().map(Self::data_arg),
             profile,
             self.full_eval,
         );

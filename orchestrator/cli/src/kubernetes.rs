@@ -108,7 +108,7 @@ pub fn job_manifest(
     let args = crate::run::container_train_args(
         &trial_url,
         t.train().to_string(),
-        t.val().as_deref().map(str::to_string),
+        t.val().map(str::to_string),
         settings.profile,
         spec.full_eval(),
     );

@@ -440,7 +440,7 @@ async fn attempt_local(
         .arg("--config")
         .arg(work.join("config.json"))
         .arg("--train")
-        .arg(&*t.train());
+        .arg(t.train());
     if let Some(v) = &t.val() {
         cmd.arg("--val").arg(&**v);
     }

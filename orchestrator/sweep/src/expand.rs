@@ -231,7 +231,7 @@ pub fn expand_with_progress(
                 .map(|i| {
                     let made = make_point(&variants, vi, i, &cache, settings)?;
                     let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    if d % 4096 == 0 {
+                    if d.is_multiple_of(4096) {
                         progress(d, total);
                     }
                     Ok(made)

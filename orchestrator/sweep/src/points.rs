@@ -25,6 +25,11 @@ impl Space {
         self.axes.iter().map(Vec::len).product()
     }
 
+    /// Whether no point exists (an axis without rows).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The rows of point `i`, slowest axis first.
     pub fn point(&self, mut i: usize) -> Row {
         let mut rows: Vec<&Row> = Vec::with_capacity(self.axes.len());
