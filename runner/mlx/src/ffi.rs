@@ -194,6 +194,14 @@ unsafe extern "C" {
         causal: c_int,
         out: *mut *mut msx_array,
     ) -> c_int;
+    pub fn msx_sdpa_masked(
+        q: *const msx_array,
+        k: *const msx_array,
+        v: *const msx_array,
+        scale: f32,
+        mask: *const msx_array,
+        out: *mut *mut msx_array,
+    ) -> c_int;
 
     pub fn msx_random_key(seed: u64, out: *mut *mut msx_array) -> c_int;
     pub fn msx_random_split(key: *const msx_array, num: c_int, out: *mut *mut msx_array) -> c_int;

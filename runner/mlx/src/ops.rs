@@ -131,6 +131,20 @@ impl Array {
     pub fn greater(&self, other: &Array) -> Result<Array> {
         self.binary(other, Binary::Greater)
     }
+    pub fn less_equal(&self, other: &Array) -> Result<Array> {
+        self.binary(other, Binary::LessEqual)
+    }
+    pub fn greater_equal(&self, other: &Array) -> Result<Array> {
+        self.binary(other, Binary::GreaterEqual)
+    }
+    /// Bitwise exclusive or of integer arrays.
+    pub fn bitwise_xor(&self, other: &Array) -> Result<Array> {
+        self.binary(other, Binary::BitwiseXor)
+    }
+    /// The remainder of integer or float division (the sign of the divisor, as NumPy's `%`).
+    pub fn remainder(&self, other: &Array) -> Result<Array> {
+        self.binary(other, Binary::Remainder)
+    }
     pub fn less(&self, other: &Array) -> Result<Array> {
         self.binary(other, Binary::Less)
     }
@@ -375,6 +389,29 @@ impl Array {
                 values.as_ptr(),
                 scale,
                 causal as i32,
+                out,
+            )
+        })
+    }
+}
+
+impl Array {
+    /// [`Array::scaled_dot_product_attention`] with an explicit boolean mask (true = attend),
+    /// broadcastable to `[B, H, T, S]`.
+    pub fn scaled_dot_product_attention_masked(
+        &self,
+        keys: &Array,
+        values: &Array,
+        scale: f32,
+        mask: &Array,
+    ) -> Result<Array> {
+        Array::build(|out| unsafe {
+            ffi::msx_sdpa_masked(
+                self.as_ptr(),
+                keys.as_ptr(),
+                values.as_ptr(),
+                scale,
+                mask.as_ptr(),
                 out,
             )
         })

@@ -424,6 +424,12 @@ int msx_sdpa(const msx_array* q, const msx_array* k, const msx_array* v, float s
   MSX_CATCH
 }
 
+int msx_sdpa_masked(const msx_array* q, const msx_array* k, const msx_array* v, float scale, const msx_array* mask, msx_array** out) {
+  MSX_TRY
+  *out = box(mx::fast::scaled_dot_product_attention(*q, *k, *v, scale, "array", *mask));
+  MSX_CATCH
+}
+
 // ---------------------------------------------------------------- random
 int msx_random_key(uint64_t seed, msx_array** out) {
   MSX_TRY

@@ -80,6 +80,43 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// A mixlab field that mixsweep does not implement: its key, its default as JSON text (`None`: it
+/// has no neutral value, any use is refused), and what to say about it.
+pub struct MixlabField {
+    pub key: &'static str,
+    pub default: Option<&'static str>,
+    pub note: &'static str,
+}
+
+/// Shorthand for a [`MixlabField`] table entry.
+pub const fn mixlab(
+    key: &'static str,
+    default: Option<&'static str>,
+    note: &'static str,
+) -> MixlabField {
+    MixlabField { key, default, note }
+}
+
+fn parse_default(text: &str) -> Value {
+    serde_json::from_str(text).expect("a valid JSON default")
+}
+
+/// JSON equality with numbers compared by value (`0` equals `0.0`).
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same_value(p, q))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_value(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
 /// Reads typed fields out of one JSON object. Call [`Fields::finish`] with the list of valid keys so
 /// that any key not read is reported.
 pub struct Fields<'a> {
@@ -183,21 +220,98 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// Fails on the first key that was not read. `unsupported` lists mixlab fields that exist there but
-    /// are not implemented here (reported as such rather than as typos).
-    pub fn finish(self, valid: &[&str], unsupported: &[&str]) -> Result<(), ConfigError> {
+    /// A positive integer, `default` when absent.
+    pub fn positive(&mut self, key: &str, default: usize) -> Result<usize, ConfigError> {
+        match self.usize(key)? {
+            None => Ok(default),
+            Some(0) => Err(self.error(key, format!("{key} must be > 0"))),
+            Some(v) => Ok(v),
+        }
+    }
+
+    /// A number in `[lo, hi]` (or `[lo, hi)` when `hi_open`), `default` when absent.
+    pub fn f64_in(
+        &mut self,
+        key: &str,
+        lo: f64,
+        hi: f64,
+        hi_open: bool,
+        default: f64,
+    ) -> Result<f64, ConfigError> {
+        match self.f64(key)? {
+            None => Ok(default),
+            Some(v) if v >= lo && (v < hi || (!hi_open && v == hi)) => Ok(v),
+            Some(v) => Err(self.error(
+                key,
+                format!(
+                    "{key}={v} must be in [{lo}, {hi}{}",
+                    if hi_open { ")" } else { "]" }
+                ),
+            )),
+        }
+    }
+
+    /// One of `options` (a string), `default` when absent; an unknown value names the options.
+    pub fn choice(
+        &mut self,
+        key: &str,
+        options: &[&'static str],
+        default: &'static str,
+    ) -> Result<&'static str, ConfigError> {
+        match self.string(key)? {
+            None => Ok(default),
+            Some(v) => match options.iter().find(|o| **o == v) {
+                Some(o) => Ok(o),
+                None => {
+                    let mut e = self.error(key, format!("unknown {key} {v:?}"));
+                    e = match nearest(&v, options) {
+                        Some(n) => e.with_hint(format!(
+                            "did you mean {n:?}? (one of: {})",
+                            options.join(", ")
+                        )),
+                        None => e.with_hint(format!("use one of: {}", options.join(", "))),
+                    };
+                    Err(e)
+                }
+            },
+        }
+    }
+
+    /// mixlab fields this object may carry that mixsweep does not implement: each is accepted (and
+    /// ignored) when written with its default value, and otherwise refused as not implemented yet.
+    /// Call before reading the fields that depend on them, so that such a field is reported first.
+    pub fn mixlab_defaults(&mut self, table: &[MixlabField]) -> Result<(), ConfigError> {
+        for f in table {
+            let Some((k, v)) = self.map.get_key_value(f.key) else {
+                continue;
+            };
+            self.seen.insert(k.as_str());
+            if f.default.is_some_and(|d| same_value(v, &parse_default(d))) || v.is_null() {
+                continue;
+            }
+            let value = serde_json::to_string(v).unwrap_or_default();
+            return Err(ConfigError::new(
+                self.path_of(f.key),
+                format!(
+                    "{} = {value} is a mixlab feature that mixsweep does not implement yet",
+                    f.key
+                ),
+            )
+            .with_hint(match f.default {
+                Some(d) => format!("remove it, or set it to its default {d}; {}", f.note),
+                None => format!("remove it; {}", f.note),
+            }));
+        }
+        Ok(())
+    }
+
+    /// Fails on the first key that was not read (with the nearest valid key as a hint).
+    pub fn finish(self, valid: &[&str]) -> Result<(), ConfigError> {
         for key in self.map.keys() {
             if self.seen.contains(key.as_str()) {
                 continue;
             }
             let path = self.path_of(key);
-            if unsupported.contains(&key.as_str()) {
-                return Err(ConfigError::new(
-                    path,
-                    format!("`{key}` is a mixlab field that mixsweep does not implement yet"),
-                )
-                .with_hint("remove it; see docs/config.md for the supported fields"));
-            }
             let mut err = ConfigError::new(path, format!("unknown key `{key}`"));
             err = match nearest(key, valid) {
                 Some(n) => err.with_hint(format!("did you mean `{n}`?")),

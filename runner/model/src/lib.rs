@@ -13,11 +13,13 @@
 //! * [`rng`]: SplitMix64, shared by weight init, batch sampling and sweep sampling.
 
 pub mod blocks;
+mod builder;
 pub mod config;
 pub mod error;
 pub mod ir;
 pub mod json;
 pub mod model;
+pub mod ops;
 pub mod rng;
 
 pub use config::{ComputeDtype, ModelConfig, TrainingConfig};

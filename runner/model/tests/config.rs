@@ -45,7 +45,7 @@ fn golden_error_messages() {
         ),
         (
             &format!(r#"{{{BASE}, "blocks": [{{"type": "rwkv"}}]}}"#),
-            "blocks[0].type: block type \"rwkv\" exists in mixlab but is not implemented in mixsweep yet (fix: use one of: plain, swiglu, mlp, mamba)",
+            "blocks[0].type: block type \"rwkv\" exists in mixlab but is not implemented in mixsweep yet (fix: use one of: plain, swiglu, geglu, mlp, mamba, token_blend, custom)",
         ),
         (
             &format!(
@@ -67,9 +67,25 @@ fn golden_error_messages() {
         ),
         (
             &format!(
-                r#"{{{BASE}, "blocks": [{{"type": "plain", "heads": 4, "rope_dims": 6}}], "unet": true}}"#
+                r#"{{{BASE}, "blocks": [{{"type": "plain", "heads": 4, "rope_dims": 6}}], "mtp": {{"n": 2}}}}"#
             ),
-            "unet: `unet` is a mixlab field that mixsweep does not implement yet (fix: remove it; see docs/config.md for the supported fields)",
+            "mtp: mtp = {\"n\":2} is a mixlab feature that mixsweep does not implement yet (fix: remove it; multi-token prediction is not implemented)",
+        ),
+        (
+            &format!(
+                r#"{{{BASE}, "blocks": [{{"type": "swiglu"}}], "training": {{"objective": "mlm", "mlm_mask_prob": 0.15}}}}"#
+            ),
+            "training.objective: objective = \"mlm\" is a mixlab feature that mixsweep does not implement yet (fix: remove it, or set it to its default \"causal\"; mixsweep trains causal language models)",
+        ),
+        (
+            r#"{"model_dim": 32, "input_adapter": {"kind": "linear_frames", "feature_dim": 1}, "blocks": [{"type": "swiglu"}]}"#,
+            "input_adapter: input_adapter = {\"feature_dim\":1,\"kind\":\"linear_frames\"} is a mixlab feature",
+        ),
+        (
+            &format!(
+                r#"{{{BASE}, "blocks": [{{"type": "plain", "heads": 4, "export_head": 1}}]}}"#
+            ),
+            "blocks[0].export_head: unknown key `export_head` (fix: valid keys here:",
         ),
         (
             &format!(r#"{{{BASE}, "blocks": [{{"type": "plain", "heads": 4, "rope_dims": 18}}]}}"#),

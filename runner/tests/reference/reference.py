@@ -1,11 +1,16 @@
 """Independent MLX-Python reference trainer for the parity test (runner/trainer/tests/parity.rs).
 
-Implements, from mixlab's math and without sharing code with the Rust runner, a model made of
-`plain` and `swiglu` blocks and its AdamW training:
-  * RMSNorm x * rsqrt(mean(x^2) + eps) * scale; RoPE on adjacent pairs (x[2i], x[2i+1]) with
-    freq_i = base^(-2i/r); causal softmax attention with -inf fill; GQA by repeating kv heads;
-  * plain block FFN tail on the un-normalised stream: x += ff2(silu(ff1(x)));
-  * swiglu block: x += ((sigmoid(h w_gate) * (h w_up)) w_down), h = RMSNorm(x);
+Implements, from mixlab's math (../shared/research/mixlab-spec.md §2-3) and without sharing code
+with the Rust runner, models made of `plain`, `swiglu`, `geglu` and `mlp` blocks and their AdamW
+training:
+  * RMSNorm x * rsqrt(mean(x^2) + eps) * scale, or LayerNorm; pre, post or sandwich placement;
+    RoPE on adjacent pairs (x[2i], x[2i+1]) or halves with freq_i = base^(-2i/r); causal softmax
+    attention with -1e9 fill (and sliding windows); GQA by repeating kv heads; qk-norm, qk-gain,
+    XSA, attention biases, shared keys and values (kv_source);
+  * plain block FFN tail on the un-normalised stream: x += ff2(act(ff1(x))) (or gated);
+  * swiglu block: x += ((sigmoid(h w_gate) * (h w_up)) w_down), h = Norm(x); geglu with GELU-tanh;
+  * learned positions, hashed bigram/trigram channels, resid_mix, block scales, U-Net skips,
+    parallel-residual pairs, depth recurrence (shared weights), logit soft-capping;
   * mean cross-entropy; AdamW with decoupled decay first, decay on rank-2 weights only,
     global-norm clipping with min(1, clip / (norm + 1e-6)), warmup + hold + cosine to 10%.
 
@@ -46,58 +51,215 @@ def strip_comments(src):
     return "".join(out)
 
 
-def rms_norm(x, scale, eps):
+def norm(cfg, w, name, x, kind=None, eps=None, affine=None):
+    """The model's norm (or a fixed one) over the last axis, weights `name` and `name_bias`."""
+    kind = kind or cfg.get("norm_type", "rmsnorm")
+    eps = cfg.get("norm_eps", 1e-5) if eps is None else eps
+    affine = cfg.get("norm_affine", True) if affine is None else affine
     x32 = x.astype(mx.float32)
-    return (x32 * mx.rsqrt(mx.mean(x32 * x32, axis=-1, keepdims=True) + eps)) * scale
+    if kind == "rmsnorm":
+        y = x32 * mx.rsqrt(mx.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+        return y * w[name] if affine else y
+    mu = mx.mean(x32, axis=-1, keepdims=True)
+    var = mx.mean((x32 - mu) ** 2, axis=-1, keepdims=True)
+    y = (x32 - mu) * mx.rsqrt(var + eps)
+    return y * w[name] + w[name + "_bias"] if affine else y
 
 
-def rope_adjacent(x, dims, base):
-    # x: [B, H, T, hd]; rotate pairs (2i, 2i+1) for i < dims/2
+def rope(x, dims, base, adjacent):
+    """x: [B, H, T, hd]; rotates the first `dims` features, pairs (2i, 2i+1) or (i, i + dims/2)."""
     t = x.shape[2]
     i = mx.arange(0, dims // 2, dtype=mx.float32)
     freq = mx.power(base, -2.0 * i / dims)
     ang = mx.arange(t, dtype=mx.float32)[:, None] * freq[None, :]
     cos, sin = mx.cos(ang), mx.sin(ang)
     rot = x[..., :dims]
-    a, b = rot[..., 0::2], rot[..., 1::2]
-    ra, rb = a * cos - b * sin, a * sin + b * cos
-    out = mx.stack([ra, rb], axis=-1).reshape(rot.shape)
+    if adjacent:
+        a, b = rot[..., 0::2], rot[..., 1::2]
+        out = mx.stack([a * cos - b * sin, a * sin + b * cos], axis=-1).reshape(rot.shape)
+    else:
+        a, b = rot[..., : dims // 2], rot[..., dims // 2 :]
+        out = mx.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
     return mx.concatenate([out, x[..., dims:]], axis=-1) if dims < x.shape[-1] else out
 
 
-def forward(cfg, w, tokens, targets):
-    d, eps = cfg["model_dim"], cfg.get("norm_eps", 1e-5)
+ACTS = {
+    "silu": lambda u: u * mx.sigmoid(u),
+    "relu": lambda u: mx.maximum(u, 0),
+    "gelu": lambda u: 0.5 * u * (1 + mx.erf(u / math.sqrt(2))),
+    "gelu_new": lambda u: 0.5 * u * (1 + mx.tanh(math.sqrt(2 / math.pi) * (u + 0.044715 * u**3))),
+    "sigmoid": mx.sigmoid,
+    "leaky_relu_sq": lambda u: mx.where(u > 0, u, 0.5 * u) ** 2,
+}
+ACTS["geglu"], ACTS["swiglu"] = ACTS["gelu_new"], ACTS["silu"]
+
+
+def scaled(cfg, w, p, name, y):
+    return y * w[p + name] if cfg.get("block_scales") else y
+
+
+def ngram_ids(tokens, n, size):
+    """Hashed n-gram ids within each row (position < n-1 gets the sentinel)."""
+    t = tokens.astype(mx.int64)
+    pad = mx.zeros((t.shape[0], n - 1), dtype=mx.int64)
+    ext = mx.concatenate([pad, t], axis=1)
+    at = lambda back: ext[:, n - 1 - back : n - 1 - back + t.shape[1]]
+    if n == 2:
+        h = mx.remainder(mx.bitwise_xor(at(0) * 36313, at(1) * 27191), size - 1)
+        sentinel = size - 1
+    else:
+        h = mx.remainder((at(2) * size + at(1)) * size + at(0), size - 1) + 1
+        sentinel = 0
+    pos = mx.arange(t.shape[1])[None, :]
+    return mx.where(pos < n - 1, sentinel, h)
+
+
+def embed(cfg, w, tokens):
+    d, t = cfg["model_dim"], tokens.shape[1]
     x = w["embed"][tokens]
-    b, t = tokens.shape
-    mask = mx.triu(mx.full((t, t), -mx.inf), k=1)
-    for i, blk in enumerate(cfg["blocks"]):
-        p = lambda n: w[f"blocks.{i}.{n}"]
-        if blk["type"] == "plain":
-            h_n, kv = blk["heads"], blk.get("kv_heads", blk["heads"])
-            hd = d // h_n
-            r = blk.get("rope_dims", 0) or hd
-            h = rms_norm(x, p("norm_scale"), eps)
-            q = (h @ p("wq")).reshape(b, t, h_n, hd).transpose(0, 2, 1, 3)
-            k = (h @ p("wk")).reshape(b, t, kv, hd).transpose(0, 2, 1, 3)
-            v = (h @ p("wv")).reshape(b, t, kv, hd).transpose(0, 2, 1, 3)
-            q, k = rope_adjacent(q, r, 10000.0), rope_adjacent(k, r, 10000.0)
-            if kv != h_n:
-                k = mx.repeat(k, h_n // kv, axis=1)
-                v = mx.repeat(v, h_n // kv, axis=1)
-            s = (q @ k.transpose(0, 1, 3, 2)) / math.sqrt(hd)
-            if "qk_gain" in blk:
-                s = s * p("qk_gain")[None, :, None, None]
-            a = mx.softmax(s + mask, axis=-1) @ v
-            x = x + a.transpose(0, 2, 1, 3).reshape(b, t, d) @ p("wo")
-            u = x @ p("ff1")
-            x = x + (u * mx.sigmoid(u)) @ p("ff2")
-        elif blk["type"] == "swiglu":
-            h = rms_norm(x, p("ffn_norm_scale"), eps)
-            x = x + (mx.sigmoid(h @ p("w_gate")) * (h @ p("w_up"))) @ p("w_down")
-        else:
-            raise SystemExit(f"reference: block type {blk['type']} not implemented")
-    h = rms_norm(x, w["final_norm"], eps)
+    if cfg.get("positional_embedding") == "learned_absolute":
+        x = x + w["position_embeddings"][:t][None]
+    for name, n in (("bigram", 2), ("trigram", 3)):
+        size = cfg.get(f"{name}_vocab_size", 0)
+        if size:
+            e = w[f"{name}_table"][ngram_ids(tokens, n, size)]
+            if e.shape[-1] != d:
+                e = e @ w[f"{name}_proj"]
+            x = x + e * w[f"{name}_scale"]
+    return x
+
+
+def attention(cfg, blk, w, p, h, kv_cache, i):
+    d = cfg["model_dim"]
+    b, t, _ = h.shape
+    hn, kvh = blk["heads"], blk.get("kv_heads", blk["heads"])
+    hd = d // hn
+    use_rope = cfg.get("positional_embedding", "rope") == "rope"
+    r = blk.get("rope_dims", 0) or hd
+    base = blk.get("rope_base", 10000.0)
+    adjacent = blk.get("rope_convention", "adjacent_pair") == "adjacent_pair"
+    bias = blk.get("attn_bias")
+    heads = lambda y, n: y.reshape(b, t, n, hd).transpose(0, 2, 1, 3)
+    q = h @ w[p + "wq"] + (w[p + "q_bias"] if bias else 0)
+    q = heads(q, hn)
+    if blk.get("qk_norm"):
+        q = norm(cfg, w, p + "q_norm_scale", q, "rmsnorm", 1e-5, True)
+    if use_rope:
+        q = rope(q, r, base, adjacent)
+    if blk.get("kv_source"):
+        k, v = kv_cache[blk["kv_source"] - 1]
+    else:
+        k = heads(h @ w[p + "wk"] + (w[p + "k_bias"] if bias else 0), kvh)
+        v = heads(h @ w[p + "wv"] + (w[p + "v_bias"] if bias else 0), kvh)
+        if blk.get("qk_norm"):
+            k = norm(cfg, w, p + "k_norm_scale", k, "rmsnorm", 1e-5, True)
+        if use_rope:
+            k = rope(k, r, base, adjacent)
+    kv_cache[i] = (k, v)
+    if kvh != hn:
+        k, v = mx.repeat(k, hn // kvh, axis=1), mx.repeat(v, hn // kvh, axis=1)
+    s = (q @ k.transpose(0, 1, 3, 2)) / math.sqrt(hd)
+    if "qk_gain" in blk:
+        s = s * w[p + "qk_gain"][None, :, None, None]
+    qi, kj = mx.arange(t)[:, None], mx.arange(t)[None, :]
+    keep = kj <= qi
+    if blk.get("window_size"):
+        keep = keep & (kj >= qi - blk["window_size"] + 1)
+    c = mx.softmax(mx.where(keep, s, -1e9), axis=-1) @ v
+    if blk.get("xsa"):
+        c = c - (mx.sum(c * v, -1, keepdims=True) / (mx.sum(v * v, -1, keepdims=True) + 1e-8)) * v
+    o = c.transpose(0, 2, 1, 3).reshape(b, t, d) @ w[p + "wo"]
+    return o + (w[p + "o_bias"] if bias else 0)
+
+
+def plain_rest(cfg, blk, w, p, x, h, kv_cache, i):
+    """The plain block after its input norm: attention residual, then the FFN tail."""
+    place = cfg.get("norm_placement", "pre")
+    o = attention(cfg, blk, w, p, h, kv_cache, i)
+    if place in ("post", "sandwich"):
+        o = norm(cfg, w, p + "post_attn_norm", o)
+    x = x + scaled(cfg, w, p, "attn_scale", o)
+    tail = norm(cfg, w, p + "ffn_norm", x) if blk.get("ffn_pre_norm") or place == "sandwich" else x
+    act = blk.get("ffn_activation", "silu")
+    u = tail @ w[p + "ff1"]
+    a = ACTS[act](tail @ w[p + "ff_gate"]) * u if act in ("geglu", "swiglu") else ACTS[act](u)
+    y = a @ w[p + "ff2"]
+    if place in ("post", "sandwich"):
+        y = norm(cfg, w, p + "post_ffn_norm", y)
+    return x + scaled(cfg, w, p, "mlp_scale", y)
+
+
+def ffn_delta(cfg, blk, w, p, h):
+    kind = blk["type"]
+    if kind == "mlp":
+        return ACTS[blk.get("activation", "silu")](h @ w[p + "w_up"]) @ w[p + "w_down"]
+    gate = mx.sigmoid if kind == "swiglu" else ACTS["gelu_new"]
+    return (gate(h @ w[p + "w_gate"]) * (h @ w[p + "w_up"])) @ w[p + "w_down"]
+
+
+def scaled_delta(cfg, blk, w, p, y):
+    """mlp blocks have no block scale (as in mixlab); swiglu and geglu do."""
+    return y if blk["type"] == "mlp" else scaled(cfg, w, p, "mlp_scale", y)
+
+
+def block(cfg, blk, w, p, x, x0, kv_cache, i):
+    place = cfg.get("norm_placement", "pre")
+    if blk["type"] == "plain":
+        if cfg.get("resid_mix"):
+            m = w[p + "resid_mix"]
+            x = m[0] * x + m[1] * x0
+        h = norm(cfg, w, p + "norm_scale", x) if place != "post" else x
+        return plain_rest(cfg, blk, w, p, x, h, kv_cache, i)
+    if blk["type"] in ("swiglu", "geglu", "mlp"):
+        h = norm(cfg, w, p + "ffn_norm_scale", x) if place != "post" else x
+        y = ffn_delta(cfg, blk, w, p, h)
+        if place in ("post", "sandwich"):
+            y = norm(cfg, w, p + "post_ffn_norm", y)
+        return x + scaled_delta(cfg, blk, w, p, y)
+    raise SystemExit(f"reference: block type {blk['type']} not implemented")
+
+
+def roots(cfg):
+    blocks = cfg["blocks"]
+    if "recurrence" in cfg:
+        r = list(cfg["recurrence"])
+        for i in range(len(r)):
+            while r[r[i]] != r[i]:
+                r[i] = r[r[i]]
+        return r
+    first = {}
+    return [first.setdefault(b["weight_group"], i) if "weight_group" in b else i for i, b in enumerate(blocks)]
+
+
+def forward(cfg, w, tokens, targets):
+    blocks, n = cfg["blocks"], len(cfg["blocks"])
+    x = embed(cfg, w, tokens)
+    x0, kv_cache, root = x, {}, roots(cfg)
+    unet = cfg.get("unet", False)
+    n_enc = n // 2 if unet else n
+    n_skip = min(n_enc, n - n_enc)
+    enc, i = [], 0
+    while i < n:
+        p = f"blocks.{root[i]}."
+        if unet and i >= n_enc:
+            j = i - n_enc
+            x = x + enc[max(0, n_enc - 1 - j)] * w[f"unet.skip_{min(j, n_skip - 1)}"]
+        if cfg.get("parallel_residual") and blocks[i]["type"] == "plain" and i + 1 < n:
+            h = norm(cfg, w, p + "norm_scale", x)
+            state = plain_rest(cfg, blocks[i], w, p, x, h, kv_cache, i)
+            q = f"blocks.{root[i + 1]}."
+            x = state + scaled_delta(cfg, blocks[i + 1], w, q, ffn_delta(cfg, blocks[i + 1], w, q, h))
+            i += 2
+            continue
+        x = block(cfg, blocks[i], w, p, x, x0, kv_cache, i)
+        if unet and i < n_enc:
+            enc.append(x)
+        i += 1
+    h = norm(cfg, w, "final_norm", x) if cfg.get("final_norm", True) else x
     logits = h @ (w["embed"].T if cfg.get("tie_embeddings") else w["head"])
+    if cfg.get("logit_softcap"):
+        c = cfg["logit_softcap"]
+        logits = c * mx.tanh(logits / c)
     lse = mx.logsumexp(logits, axis=-1)
     picked = mx.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     return mx.mean(lse - picked)

@@ -14,7 +14,7 @@ use crate::rng::SplitMix64;
 use crate::train::TrainError;
 use mixsweep_mlx::{Array, Dtype, device};
 use mixsweep_model::{ConfigError, ModelConfig};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// How text and token ids convert.
 pub enum Codec {
@@ -192,7 +192,30 @@ pub fn generate(
     let program = cfg.lower();
     let host = checkpoint::load(&opts.weights, &program.weights)?;
     let weights = crate::init::upload(&program.weights, &host)?;
-    let exec = Executor::new(&program, cfg.training.compute_dtype);
+    let char_map = match (&cfg.char_features, &opts.tokenizer) {
+        (None, _) => None,
+        (Some(c), Some(t)) => {
+            let dir = if t.is_dir() {
+                t.clone()
+            } else {
+                t.parent().map(Path::to_path_buf).unwrap_or_default()
+            };
+            Some(
+                crate::char_features::load(&dir.join("x"), cfg.vocab_size, c)
+                    .map_err(|e| ConfigError::new("char_vocab_size", e))?,
+            )
+        }
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "char_vocab_size",
+                "this model reads character features: pass --tokenizer with the dataset's folder",
+            )
+            .into());
+        }
+    };
+    let exec = Executor::new(&program, cfg.training.compute_dtype).with_char_map(char_map);
+    // models whose ops cannot keep a decode state (custom attention) recompute the whole context
+    let no_cache = opts.no_cache || !crate::lower::supports_decode_cache(&program);
     let mut rng = SplitMix64::new(opts.seed);
     let as_array = |ids: &[u32]| {
         let v: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
@@ -208,7 +231,7 @@ pub fn generate(
     let mut start = sequence.len().saturating_sub(window);
     let mut generated: Vec<u32> = vec![];
     let mut shown = String::new();
-    let mut logits = if opts.no_cache {
+    let mut logits = if no_cache {
         last_logits(
             &exec
                 .forward(&weights, &as_array(&sequence[start..])?, None, None)?
@@ -233,7 +256,7 @@ pub fn generate(
         if refresh {
             start = sequence.len() - keep;
         }
-        logits = if opts.no_cache {
+        logits = if no_cache {
             last_logits(
                 &exec
                     .forward(&weights, &as_array(&sequence[start..])?, None, None)?

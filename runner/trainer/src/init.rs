@@ -33,6 +33,23 @@ fn init_one(w: &WeightSpec, seed: u64) -> Vec<f32> {
         Init::Normal { std } => (0..n)
             .map(|_| (rng.next_normal() * std as f64) as f32)
             .collect(),
+        Init::TruncatedNormal { std } => (0..n)
+            .map(|_| {
+                loop {
+                    // resample outside ±2σ (as torch.nn.init.trunc_normal_ with a = -2σ, b = 2σ)
+                    let z = rng.next_normal();
+                    if z.abs() <= 2.0 {
+                        break (z * std as f64) as f32;
+                    }
+                }
+            })
+            .collect(),
+        Init::Rows { first, rest } => {
+            let cols = w.shape.iter().skip(1).product::<usize>().max(1);
+            (0..n)
+                .map(|j| if j < cols { first } else { rest })
+                .collect()
+        }
         Init::Uniform { bound } => (0..n)
             .map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound as f64) as f32)
             .collect(),

@@ -14,6 +14,7 @@
 //! * [`prepare`]: text -> shards (bytes or BPE), tokenizer, manifest, BPB lookup tables.
 //! * [`remote`]: configs from and artifacts to object storage (data URLs: [`data::resolve_files`]).
 
+pub mod char_features;
 pub mod checkpoint;
 pub mod data;
 pub mod divergence;
@@ -23,6 +24,7 @@ pub mod generate;
 pub mod init;
 pub mod interrupt;
 pub mod kernel_cache;
+pub mod lower;
 pub mod mlx_env;
 pub mod prepare;
 pub mod remote;

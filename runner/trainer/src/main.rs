@@ -289,7 +289,7 @@ fn smoke(d: DeviceArg) -> anyhow::Result<()> {
     println!(
         "  IR program: {} weights, {} ops",
         program.weights.len(),
-        program.ops.len()
+        program.nodes.len()
     );
     println!(
         "  Training check: loss {:.4} -> {:.4} over 5 compiled steps (finite, OK)",

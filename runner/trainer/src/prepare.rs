@@ -291,7 +291,7 @@ fn train_bpe(files: &[PathBuf], text_field: &str, vocab_size: usize) -> Result<T
 }
 
 /// GPT-2's byte <-> printable character table that byte-level BPE vocabularies are written in.
-fn byte_level_chars() -> std::collections::HashMap<char, u8> {
+pub fn byte_level_chars() -> std::collections::HashMap<char, u8> {
     let mut bytes: Vec<u32> = (b'!' as u32..=b'~' as u32)
         .chain(0xA1..=0xAC)
         .chain(0xAE..=0xFF)

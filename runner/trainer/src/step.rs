@@ -183,7 +183,18 @@ pub struct Steps {
 
 impl Steps {
     pub fn new(program: Arc<Program>, dtype: ComputeDtype, spec: OptimizerSpec) -> Result<Steps> {
+        Self::with_char_map(program, dtype, spec, None)
+    }
+
+    /// [`Steps::new`] for a model that reads a character-id table (`char_features.bin`).
+    pub fn with_char_map(
+        program: Arc<Program>,
+        dtype: ComputeDtype,
+        spec: OptimizerSpec,
+        char_map: Option<Array>,
+    ) -> Result<Steps> {
         let n = program.weights.len();
+        let eval_chars = char_map.clone();
         let train_program = program.clone();
         let train_spec = spec.clone();
         let traces = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -191,7 +202,7 @@ impl Steps {
         let train = Compiled::new(
             move |ins: &[Array]| {
                 trace_counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let exec = Executor::new(&train_program, dtype);
+                let exec = Executor::new(&train_program, dtype).with_char_map(char_map.clone());
                 let (params, rest) = ins.split_at(n);
                 let (m, rest) = rest.split_at(n);
                 let (v, rest) = rest.split_at(n);
@@ -229,7 +240,7 @@ impl Steps {
         let eval_program = program;
         let eval = Compiled::new(
             move |ins: &[Array]| {
-                let exec = Executor::new(&eval_program, dtype);
+                let exec = Executor::new(&eval_program, dtype).with_char_map(eval_chars.clone());
                 let (params, rest) = ins.split_at(n);
                 let out = exec.forward(params, &rest[0], Some(&rest[1]), None)?;
                 Ok(vec![out.loss.expect("targets given")])

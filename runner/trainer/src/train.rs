@@ -259,6 +259,8 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
     // Data first: bad data is an input error and should fail before any device work.
     let train_files = data::resolve_files(&opts.train, "train")?;
     let train_stream = TokenStream::load(train_files, cfg.vocab_size)?;
+    let char_map_host = crate::char_features::for_model(&cfg, &train_stream.files)
+        .map_err(|e| ConfigError::new("char_vocab_size", e))?;
     data::check_length(&train_stream, "training data", seq_len)?;
     let mut warnings: Vec<String> = vec![];
     let val_stream = match &opts.val {
@@ -332,7 +334,7 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
     let device = device::select(opts.device)?;
     let mlx_version = mixsweep_mlx::version()?;
     let program = Arc::new(cfg.lower());
-    let counts = Counts::of(&program, &cfg.dims(), cfg.blocks.len());
+    let counts = Counts::of(&cfg, &program);
     if !opts.quiet {
         println!(
             "loaded config {:?}: model_dim={} vocab_size={} seq_len={} blocks={}",
@@ -401,7 +403,7 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
         state.v = crate::init::upload(&program.weights, &r.v)?;
     }
     let spec = OptimizerSpec::new(&cfg, &program);
-    let mut steps = Steps::new(program.clone(), t.compute_dtype, spec)?;
+    let mut steps = Steps::with_char_map(program.clone(), t.compute_dtype, spec, char_map_host)?;
     mixsweep_mlx::memory::reset_peak()?;
 
     let val_batches: Vec<(Array, Array)> = match &val_stream {
@@ -765,7 +767,10 @@ pub fn evaluate_weights(
     let host = checkpoint::load(weights, &program.weights)?;
     let params = crate::init::upload(&program.weights, &host)?;
     let spec = OptimizerSpec::new(&cfg, &program);
-    let mut steps = Steps::new(program.clone(), cfg.training.compute_dtype, spec)?;
+    let char_map = crate::char_features::for_model(&cfg, &stream.files)
+        .map_err(|e| ConfigError::new("char_vocab_size", e))?;
+    let mut steps =
+        Steps::with_char_map(program.clone(), cfg.training.compute_dtype, spec, char_map)?;
     Ok(crate::eval::full_validation(
         &mut steps,
         &params,

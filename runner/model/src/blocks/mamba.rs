@@ -14,10 +14,12 @@
 //! The scan runs in chunks of `scan_chunk` steps (parallel within a chunk). Note: mixlab's retired
 //! `mamba` type (now `legacy_mamba`) is a different, simpler block; this one is the real selective SSM.
 
-use super::{Block, BlockType, ModelDims};
+use super::kit::{self, ResidualNames};
+use super::{Block, BlockCtx, BlockType, ModelDims, Role};
 use crate::error::ConfigError;
-use crate::ir::{Activation, Builder, Init, ParamGroup, ValueId};
+use crate::ir::{BuildError, Builder, Init, ParamGroup, ValueId};
 use crate::json::Fields;
+use crate::ops::{CausalConv, SelectiveScan, Split, UnaryKind};
 
 pub const TYPE: BlockType = BlockType {
     name: "mamba",
@@ -45,20 +47,12 @@ pub struct Mamba {
     pub scan_chunk: usize,
 }
 
-fn positive(f: &mut Fields<'_>, key: &str, default: usize) -> Result<usize, ConfigError> {
-    match f.usize(key)? {
-        None => Ok(default),
-        Some(0) => Err(f.error(key, format!("{key} must be > 0"))),
-        Some(v) => Ok(v),
-    }
-}
-
 fn parse(f: &mut Fields<'_>, dims: &ModelDims) -> Result<Box<dyn Block>, ConfigError> {
-    let inner_dim = positive(f, "inner_dim", 2 * dims.model_dim)?;
-    let state_size = positive(f, "state_size", 16)?;
-    let conv_kernel = positive(f, "conv_kernel", 4)?;
-    let dt_rank = positive(f, "dt_rank", dims.model_dim.div_ceil(16))?;
-    let scan_chunk = positive(f, "scan_chunk", 8)?;
+    let inner_dim = f.positive("inner_dim", 2 * dims.model_dim)?;
+    let state_size = f.positive("state_size", 16)?;
+    let conv_kernel = f.positive("conv_kernel", 4)?;
+    let dt_rank = f.positive("dt_rank", dims.model_dim.div_ceil(16))?;
+    let scan_chunk = f.positive("scan_chunk", 8)?;
     if scan_chunk > 16 {
         return Err(f
             .error(
@@ -86,35 +80,31 @@ fn parse(f: &mut Fields<'_>, dims: &ModelDims) -> Result<Box<dyn Block>, ConfigE
     }))
 }
 
-impl Block for Mamba {
-    fn kind(&self) -> &'static str {
-        "mamba"
-    }
-
-    fn lower(&self, b: &mut Builder, x: ValueId, dims: &ModelDims) -> ValueId {
+impl Mamba {
+    /// The SSM branch on the normalised input `h`.
+    fn ssm(&self, b: &mut Builder, ctx: &BlockCtx<'_>, h: ValueId) -> Result<ValueId, BuildError> {
         let (d, i, n, r, k) = (
-            dims.model_dim,
+            ctx.dims.model_dim,
             self.inner_dim,
             self.state_size,
             self.dt_rank,
             self.conv_kernel,
         );
-        let norm = b.weight("norm_scale", &[d], Init::Constant(1.0), ParamGroup::Scalar);
-        let in_proj = b.matrix("in_proj", d, 2 * i, dims.matrix_init);
+        let in_proj = kit::matrix(b, ctx, "in_proj", d, 2 * i, Role::In)?;
         let conv_bound = 1.0 / (k as f32).sqrt();
         let conv_w = b.weight(
             "conv_w",
             &[k, i],
             Init::Uniform { bound: conv_bound },
             ParamGroup::Matrix,
-        );
+        )?;
         let conv_b = b.weight(
             "conv_b",
             &[i],
             Init::Uniform { bound: conv_bound },
             ParamGroup::Scalar,
-        );
-        let x_proj = b.matrix("x_proj", i, r + 2 * n, dims.matrix_init);
+        )?;
+        let x_proj = kit::matrix(b, ctx, "x_proj", i, r + 2 * n, Role::In)?;
         let dt_proj = b.matrix(
             "dt_proj",
             r,
@@ -122,7 +112,7 @@ impl Block for Mamba {
             Init::Uniform {
                 bound: 1.0 / (r as f32).sqrt(),
             },
-        );
+        )?;
         let dt_bias = b.weight(
             "dt_bias",
             &[i],
@@ -131,30 +121,54 @@ impl Block for Mamba {
                 dt_max: self.dt_max,
             },
             ParamGroup::Scalar,
-        );
+        )?;
         // A_log and D are per-channel dynamics parameters: no weight decay (as in Mamba).
-        let a_log = b.weight("a_log", &[i, n], Init::MambaALog, ParamGroup::Scalar);
-        let skip = b.weight("d", &[i], Init::Constant(1.0), ParamGroup::Scalar);
-        let out_proj = b.matrix("out_proj", i, d, dims.matrix_init);
+        let a_log = b.weight("a_log", &[i, n], Init::MambaALog, ParamGroup::Scalar)?;
+        let skip = b.weight("d", &[i], Init::Constant(1.0), ParamGroup::Scalar)?;
+        let out_proj = kit::matrix(b, ctx, "out_proj", i, d, Role::Out)?;
 
-        let h = b.rms_norm("norm", x, norm, dims.norm_eps);
-        let uz = b.linear("in_proj_out", h, in_proj);
-        let u = b.slice_last("u", uz, 0, i);
-        let z = b.slice_last("z", uz, i, 2 * i);
-        let u = b.causal_conv1d("conv", u, conv_w, conv_b);
-        let u = b.activation("conv_act", u, Activation::Silu);
-        let dbc = b.linear("x_proj_out", u, x_proj);
-        let dt = b.slice_last("dt_low", dbc, 0, r);
-        let bb = b.slice_last("b", dbc, r, r + n);
-        let cc = b.slice_last("c", dbc, r + n, r + 2 * n);
-        let dt = b.linear("dt_proj_out", dt, dt_proj);
-        let dt = b.add("dt_biased", dt, dt_bias);
-        let delta = b.activation("delta", dt, Activation::Softplus);
-        let y = b.selective_scan("scan", u, delta, a_log, bb, cc, skip, self.scan_chunk);
-        let gate = b.activation("gate", z, Activation::Silu);
-        let y = b.mul("gated", y, gate);
-        let o = b.linear("out", y, out_proj);
-        let o = b.dropout("dropout", o, dims.dropout);
-        b.add("residual", x, o)
+        let uz = b.matmul("in_proj_out", h, in_proj)?;
+        let uz = b.op(Split { sizes: vec![i, i] }, &[uz], "uz")?;
+        let u = b.op1(CausalConv, &[uz[0], conv_w, conv_b], "conv")?;
+        let u = b.unary("conv_act", u, UnaryKind::Silu)?;
+        let dbc = b.matmul("x_proj_out", u, x_proj)?;
+        let dbc = b.op(
+            Split {
+                sizes: vec![r, n, n],
+            },
+            &[dbc],
+            "dbc",
+        )?;
+        let dt = b.matmul("dt_proj_out", dbc[0], dt_proj)?;
+        let dt = b.add("dt_biased", dt, dt_bias)?;
+        let delta = b.unary("delta", dt, UnaryKind::Softplus)?;
+        let scan = SelectiveScan {
+            chunk: self.scan_chunk,
+        };
+        let y = b.op1(scan, &[u, delta, a_log, dbc[1], dbc[2], skip], "scan")?;
+        let gate = b.unary("gate", uz[1], UnaryKind::Silu)?;
+        let y = b.mul("gated", y, gate)?;
+        b.matmul("out", y, out_proj)
+    }
+}
+
+impl Block for Mamba {
+    fn kind(&self) -> &'static str {
+        "mamba"
+    }
+
+    fn lower(
+        &self,
+        b: &mut Builder,
+        x: ValueId,
+        ctx: &BlockCtx<'_>,
+    ) -> Result<ValueId, BuildError> {
+        let names = ResidualNames {
+            norm: "norm_scale",
+            post_norm: "post_norm",
+            scale: "mamba_scale",
+            label: "mamba",
+        };
+        kit::residual(b, ctx, x, names, |b, h| self.ssm(b, ctx, h))
     }
 }

@@ -1,11 +1,13 @@
-//! `mlp`: pre-norm feed-forward `x += act(RMSNorm(x)·w_up)·w_down` with `activation` one of `silu`
+//! `mlp`: pre-norm feed-forward `x += act(Norm(x)·w_up)·w_down` with `activation` one of `silu`
 //! (default), `gelu` (tanh approximation, as mixlab), `relu`, `leaky_relu_sq` (`LeakyReLU(z, 0.5)²`).
-//! As in mixlab, this block has no dropout.
+//! As in mixlab, this block has no dropout and no block scale.
 
-use super::{Block, BlockType, ModelDims};
+use super::kit;
+use super::{Block, BlockCtx, BlockType, ModelDims, Placement, Role};
 use crate::error::ConfigError;
-use crate::ir::{Activation, Builder, Init, ParamGroup, ValueId};
+use crate::ir::{BuildError, Builder, ValueId};
 use crate::json::Fields;
+use crate::ops::UnaryKind;
 
 pub const TYPE: BlockType = BlockType {
     name: "mlp",
@@ -16,22 +18,33 @@ pub const TYPE: BlockType = BlockType {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mlp {
-    pub activation: Activation,
+    pub activation: UnaryKind,
 }
 
 fn parse(f: &mut Fields<'_>, _dims: &ModelDims) -> Result<Box<dyn Block>, ConfigError> {
-    let activation = match f.string("activation")?.as_deref() {
-        None | Some("silu") => Activation::Silu,
-        Some("gelu") => Activation::GeluTanh,
-        Some("relu") => Activation::Relu,
-        Some("leaky_relu_sq") => Activation::LeakyReluSquared { slope: 0.5 },
-        Some(other) => {
-            return Err(f
-                .error("activation", format!("unknown activation {other:?}"))
-                .with_hint("use silu, gelu, relu or leaky_relu_sq"));
-        }
+    let activation = match f.choice(
+        "activation",
+        &["silu", "gelu", "relu", "leaky_relu_sq"],
+        "silu",
+    )? {
+        "silu" => UnaryKind::Silu,
+        "gelu" => UnaryKind::GeluTanh,
+        "relu" => UnaryKind::Relu,
+        _ => UnaryKind::LeakyReluSquared { slope: 0.5 },
     };
     Ok(Box::new(Mlp { activation }))
+}
+
+impl Mlp {
+    fn ffn(&self, b: &mut Builder, ctx: &BlockCtx<'_>, h: ValueId) -> Result<ValueId, BuildError> {
+        let (d, f) = (ctx.dims.model_dim, ctx.dims.ffn_dim);
+        let w_up = kit::matrix(b, ctx, "w_up", d, f, Role::In)?;
+        let w_down = kit::matrix(b, ctx, "w_down", f, d, Role::Out)?;
+        let u = b.matmul("up", h, w_up)?;
+        let a = b.unary("act", u, self.activation)?;
+        let a = kit::ffn_internal_norm(b, ctx, a)?;
+        b.matmul("down", a, w_down)
+    }
 }
 
 impl Block for Mlp {
@@ -39,20 +52,35 @@ impl Block for Mlp {
         "mlp"
     }
 
-    fn lower(&self, b: &mut Builder, x: ValueId, dims: &ModelDims) -> ValueId {
-        let (d, f) = (dims.model_dim, dims.ffn_dim);
-        let norm = b.weight(
-            "ffn_norm_scale",
-            &[d],
-            Init::Constant(1.0),
-            ParamGroup::Scalar,
-        );
-        let w_up = b.matrix("w_up", d, f, dims.matrix_init);
-        let w_down = b.matrix("w_down", f, d, dims.matrix_init);
-        let h = b.rms_norm("ffn_norm", x, norm, dims.norm_eps);
-        let u = b.linear("up", h, w_up);
-        let a = b.activation("act", u, self.activation);
-        let y = b.linear("down", a, w_down);
+    fn lower(
+        &self,
+        b: &mut Builder,
+        x: ValueId,
+        ctx: &BlockCtx<'_>,
+    ) -> Result<ValueId, BuildError> {
+        let placement = ctx.dims.norm.placement;
+        let h = match placement {
+            Placement::Pre | Placement::Sandwich => kit::norm(b, ctx, "ffn_norm_scale", x)?,
+            Placement::Post => x,
+        };
+        let y = self.ffn(b, ctx, h)?;
+        let y = match placement {
+            Placement::Post | Placement::Sandwich => kit::norm(b, ctx, "post_ffn_norm", y)?,
+            Placement::Pre => y,
+        };
         b.add("ffn_residual", x, y)
+    }
+
+    fn can_join_parallel_pair(&self) -> bool {
+        true
+    }
+
+    fn delta(
+        &self,
+        b: &mut Builder,
+        h: ValueId,
+        ctx: &BlockCtx<'_>,
+    ) -> Option<Result<ValueId, BuildError>> {
+        Some(self.ffn(b, ctx, h))
     }
 }

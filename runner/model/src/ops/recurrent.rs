@@ -1,0 +1,180 @@
+//! Recurrences over time, all `h_t = a_t ⊙ h_{t-1} + u_t` with a diagonal decay, computed in
+//! parallel chunks by the runner (never one call per step), and causal token mixing.
+
+use super::{Rule, arity, numel};
+use crate::ir::{Dim, Shape, show};
+use serde::Serialize;
+
+fn is_btd(s: &Shape) -> bool {
+    s.len() == 3 && s[0] == Dim::Batch && s[1] == Dim::Seq && s[2].fixed().is_some()
+}
+
+fn need(ok: bool, what: &str, inputs: &[&Shape]) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "needs {what}; got {}",
+            inputs
+                .iter()
+                .map(|s| show(s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
+/// Causal depthwise convolution over time: `y_t = Σ_j w[j] · x_{t-K+1+j} + bias`; `x [B, T, C]`,
+/// `w [K, C]`, `bias [C]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CausalConv;
+
+impl Rule for CausalConv {
+    fn name(&self) -> &'static str {
+        "causal_conv"
+    }
+    fn shapes(&self, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
+        arity(inputs, 3, 3)?;
+        let (x, w, b) = (inputs[0], inputs[1], inputs[2]);
+        let c = x.last().copied();
+        need(
+            is_btd(x) && w.len() == 2 && w[1..] == [c.unwrap()] && *b == vec![c.unwrap()],
+            "x [B, T, C], w [K, C], bias [C]",
+            inputs,
+        )?;
+        Ok(vec![x.clone()])
+    }
+    fn flops(&self, inputs: &[Vec<usize>], _outputs: &[Vec<usize>]) -> f64 {
+        2.0 * numel(&inputs[0]) * inputs[1][0] as f64
+    }
+}
+
+/// Mamba's selective scan: `x, delta [B, T, I]`, `a_log [I, N]` (A = -exp(a_log)), `b, c [B, T, N]`,
+/// skip `d [I]`: `h_t = exp(Δ_t A) ⊙ h_{t-1} + Δ_t x_t B_t`, `y_t = h_t · C_t + d ⊙ x_t`, in chunks of
+/// `chunk` steps.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SelectiveScan {
+    pub chunk: usize,
+}
+
+impl Rule for SelectiveScan {
+    fn name(&self) -> &'static str {
+        "selective_scan"
+    }
+    fn shapes(&self, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
+        arity(inputs, 6, 6)?;
+        let (x, dt, a, b, c, d) = (
+            inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], inputs[5],
+        );
+        let ok = is_btd(x)
+            && dt == x
+            && is_btd(b)
+            && b == c
+            && a.len() == 2
+            && a[0] == x[2]
+            && a[1] == b[2]
+            && *d == vec![x[2]];
+        need(
+            ok,
+            "x, delta [B, T, I], a_log [I, N], b, c [B, T, N], d [I]",
+            inputs,
+        )?;
+        Ok(vec![x.clone()])
+    }
+    fn flops(&self, inputs: &[Vec<usize>], _outputs: &[Vec<usize>]) -> f64 {
+        // decay, input, state update and readout: ~6 multiply-adds per (token, channel, state)
+        6.0 * numel(&inputs[0]) * inputs[2][1] as f64
+    }
+}
+
+/// mixlab's `scan`: a constant per-channel gate `g = σ(d)`, `h_t = g ⊙ h_{t-1} + (1 - g) ⊙ x_t`;
+/// `x [B, T, D]`, `d [D]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GatedScan {
+    pub chunk: usize,
+}
+
+impl Rule for GatedScan {
+    fn name(&self) -> &'static str {
+        "scan"
+    }
+    fn shapes(&self, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
+        arity(inputs, 2, 2)?;
+        need(
+            is_btd(inputs[0]) && *inputs[1] == vec![inputs[0][2]],
+            "x [B, T, D] and decay [D]",
+            inputs,
+        )?;
+        Ok(vec![inputs[0].clone()])
+    }
+    fn flops(&self, inputs: &[Vec<usize>], _outputs: &[Vec<usize>]) -> f64 {
+        3.0 * numel(&inputs[0])
+    }
+}
+
+/// mixlab's `scan_tv`: a time-varying gate given directly, `h_t = g_t ⊙ h_{t-1} + (1 - g_t) ⊙ x_t`;
+/// `x, g [B, T, D]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScanTv {
+    pub chunk: usize,
+}
+
+impl Rule for ScanTv {
+    fn name(&self) -> &'static str {
+        "scan_tv"
+    }
+    fn shapes(&self, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
+        arity(inputs, 2, 2)?;
+        need(
+            is_btd(inputs[0]) && inputs[1] == inputs[0],
+            "x, gate [B, T, D]",
+            inputs,
+        )?;
+        Ok(vec![inputs[0].clone()])
+    }
+    fn flops(&self, inputs: &[Vec<usize>], _outputs: &[Vec<usize>]) -> f64 {
+        3.0 * numel(&inputs[0])
+    }
+}
+
+/// mixlab's `matrix_scan`: matrix states `H_t = g_t[:, None] ⊙ H_{t-1} + U_t`; `u [B, T, Da, Db]`,
+/// `g [B, T, Da]`; returns every `H_t`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MatrixScan {
+    pub chunk: usize,
+}
+
+impl Rule for MatrixScan {
+    fn name(&self) -> &'static str {
+        "matrix_scan"
+    }
+    fn shapes(&self, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
+        arity(inputs, 2, 2)?;
+        let (u, g) = (inputs[0], inputs[1]);
+        let ok = u.len() == 4
+            && u[0] == Dim::Batch
+            && u[1] == Dim::Seq
+            && g.len() == 3
+            && g[..] == u[..3];
+        need(ok, "u [B, T, Da, Db] and gate [B, T, Da]", inputs)?;
+        Ok(vec![u.clone()])
+    }
+    fn flops(&self, inputs: &[Vec<usize>], _outputs: &[Vec<usize>]) -> f64 {
+        2.0 * numel(&inputs[0])
+    }
+}
+
+/// The previous token's features: `y_t = x_{t-1}`, zeros at `t = 0` (RWKV's token shift).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenShift;
+
+impl Rule for TokenShift {
+    fn name(&self) -> &'static str {
+        "token_shift"
+    }
+    fn shapes(&self, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
+        arity(inputs, 1, 1)?;
+        need(is_btd(inputs[0]), "x [B, T, D]", inputs)?;
+        Ok(vec![inputs[0].clone()])
+    }
+}

@@ -1,0 +1,47 @@
+//! Training-only ops: dropout and the loss.
+
+use super::{Rule, arity};
+use crate::ir::{Shape, show};
+use serde::Serialize;
+
+/// Inverted dropout (train only; identity at eval). `ordinal` selects this op's random key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Dropout {
+    pub rate: f32,
+    pub ordinal: usize,
+}
+
+impl Rule for Dropout {
+    fn name(&self) -> &'static str {
+        "dropout"
+    }
+    fn shapes(&self, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
+        arity(inputs, 1, 1)?;
+        if !(0.0..1.0).contains(&self.rate) {
+            return Err(format!("rate {} must be in [0, 1)", self.rate));
+        }
+        Ok(vec![inputs[0].clone()])
+    }
+}
+
+/// Mean cross-entropy (float32) of `logits [B, T, V]` against integer `targets [B, T]` -> scalar.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CrossEntropy;
+
+impl Rule for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "cross_entropy"
+    }
+    fn shapes(&self, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
+        arity(inputs, 2, 2)?;
+        let (l, t) = (inputs[0], inputs[1]);
+        if l.len() != t.len() + 1 || l[..t.len()] != t[..] {
+            return Err(format!(
+                "logits {} do not match targets {}",
+                show(l),
+                show(t)
+            ));
+        }
+        Ok(vec![vec![]])
+    }
+}

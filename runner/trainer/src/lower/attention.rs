@@ -1,0 +1,119 @@
+//! Attention. The fused `scaled_dot_product_attention` kernel unless attention probabilities are
+//! dropped in training (then scores, mask, softmax and dropout are written out). When decoding, keys
+//! and values are cached and each new query sees every cached position (or the last `window`).
+
+use super::{Ctx, State, dropout};
+use mixsweep_mlx::{Array, Dtype, Result, where_};
+use mixsweep_model::ops::{Attention, AttentionMask, CausalMask};
+
+/// `keep[i, j]` (bool `[T, S]`): query `i` (at position `offset + i`, keys start at `offset + T - S`)
+/// may see key `j`.
+fn mask(mask: AttentionMask, t: usize, s: usize) -> Result<Option<Array>> {
+    let window = match mask {
+        AttentionMask::Full => return Ok(None),
+        AttentionMask::Causal => None,
+        AttentionMask::Window(w) => Some(w),
+    };
+    // absolute positions: keys 0..S, queries S-T..S
+    let q = Array::arange((s - t) as f64, s as f64, 1.0, Dtype::I32)?.reshape(&[t as i32, 1])?;
+    let k = Array::arange(0.0, s as f64, 1.0, Dtype::I32)?.reshape(&[1, s as i32])?;
+    let mut keep = k.less_equal(&q)?;
+    if let Some(w) = window {
+        let lo = q.sub(&Array::scalar_i32(w as i32 - 1)?)?;
+        keep = keep.logical_and(&k.greater_equal(&lo)?)?;
+    }
+    Ok(Some(keep))
+}
+
+/// `[B, Hk, S, d]` -> `[B, Hk·G, S, d]`, each key/value head repeated for its `G` query heads.
+fn repeat_heads(x: &Array, groups: usize) -> Result<Array> {
+    if groups == 1 {
+        return Ok(x.clone());
+    }
+    let s = x.shape();
+    let (b, hk, len, d) = (s[0] as i32, s[1] as i32, s[2] as i32, s[3] as i32);
+    x.expand_dims(2)?
+        .broadcast_to(&[b as usize, hk as usize, groups, len as usize, d as usize])?
+        .reshape(&[b, hk * groups as i32, len, d])
+}
+
+pub fn attention(a: &Attention, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<Array> {
+    let (q, mut k, mut v) = (inputs[0].clone(), inputs[1].clone(), inputs[2].clone());
+    if ctx.decoding() {
+        if let Some(State::Kv(pk, pv)) = ctx.state() {
+            k = mixsweep_mlx::concatenate(&[pk, &k], 2)?;
+            v = mixsweep_mlx::concatenate(&[pv, &v], 2)?;
+        }
+        ctx.save(State::Kv(k.clone(), v.clone()));
+    }
+    let (t, s) = (q.dim(2), k.dim(2));
+    let drop_key = if a.dropout > 0.0 {
+        ctx.dropout_key(a.ordinal)?
+    } else {
+        None
+    };
+    if let Some(key) = drop_key {
+        // written out: dropout acts on the probabilities, which the fused kernel never shows
+        let groups = q.dim(1) / k.dim(1);
+        let (k, v) = (repeat_heads(&k, groups)?, repeat_heads(&v, groups)?);
+        let scores = q
+            .matmul(&k.transpose(&[0, 1, 3, 2])?)?
+            .mul_scalar(a.scale)?
+            .astype(Dtype::F32)?;
+        let scores = match mask(a.mask, t, s)? {
+            Some(keep) => where_(&keep, &scores, &Array::scalar(-1e9, Dtype::F32)?)?,
+            None => scores,
+        };
+        let p = scores.softmax(-1, true)?.astype(q.dtype()?)?;
+        return dropout(&p, a.dropout, &key)?.matmul(&v);
+    }
+    match (a.mask, t) {
+        // one query sees every cached key
+        (AttentionMask::Causal, 1) | (AttentionMask::Full, _) => {
+            q.scaled_dot_product_attention(&k, &v, a.scale, false)
+        }
+        (AttentionMask::Causal, _) if t == s => {
+            q.scaled_dot_product_attention(&k, &v, a.scale, true)
+        }
+        _ => {
+            let keep = mask(a.mask, t, s)?.expect("causal and windowed masks exist");
+            q.scaled_dot_product_attention_masked(&k, &v, a.scale, &keep)
+        }
+    }
+}
+
+/// `c - (<c, v> / (<v, v> + 1e-8)) · v` per position and head (value heads repeated).
+pub fn xsa(c: &Array, v: &Array) -> Result<Array> {
+    let v = repeat_heads(v, c.dim(1) / v.dim(1))?;
+    let dot = c.mul(&v)?.sum(&[-1], true)?;
+    let norm = v.mul(&v)?.sum(&[-1], true)?.add_scalar(1e-8)?;
+    c.sub(&dot.div(&norm)?.mul(&v)?)
+}
+
+/// mixlab's explicit mask: future keys (and, with a window, keys older than it) get -1e9.
+pub fn causal_mask(m: &CausalMask, scores: &Array) -> Result<Array> {
+    let (t, s) = (scores.dim(-2), scores.dim(-1));
+    let window = if m.window > 0 {
+        AttentionMask::Window(m.window)
+    } else {
+        AttentionMask::Causal
+    };
+    let keep = mask(window, t, s)?.expect("causal masks exist");
+    where_(&keep, scores, &Array::scalar(-1e9, scores.dtype()?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_see_the_past_and_the_window() {
+        let keep = mask(AttentionMask::Window(2), 3, 3).unwrap().unwrap();
+        let v: Vec<f32> = keep.astype(Dtype::F32).unwrap().to_vec_f32().unwrap();
+        assert_eq!(v, vec![1., 0., 0., 1., 1., 0., 0., 1., 1.]);
+        // one query at position 4 after 4 cached keys sees the last two
+        let keep = mask(AttentionMask::Window(2), 1, 5).unwrap().unwrap();
+        let v: Vec<f32> = keep.astype(Dtype::F32).unwrap().to_vec_f32().unwrap();
+        assert_eq!(v, vec![0., 0., 0., 1., 1.]);
+    }
+}

@@ -1,0 +1,209 @@
+//! The gradient of every op lowering that adds math on top of MLX's primitives (chunked scans,
+//! masks, XSA, norms, RoPE, bags) against central finite differences, in float32 at shapes that
+//! cross chunk boundaries.
+
+use super::{Ctx, apply};
+use mixsweep_mlx::{Array, Dtype, value_and_grad};
+use mixsweep_model::ops::*;
+use std::collections::HashMap;
+
+fn values(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
+        })
+        .collect()
+}
+
+/// Runs `op` on float inputs (ints are passed through `fixed`) in training-free mode.
+fn run(op: &Op, ins: &[Array]) -> mixsweep_mlx::Result<Array> {
+    let masters = HashMap::new();
+    let ids: Vec<usize> = (0..ins.len()).map(|i| 1000 + i).collect();
+    let mut ctx = Ctx {
+        dtype: Dtype::F32,
+        dropout_keys: None,
+        cache: None,
+        node: 0,
+        masters: &masters,
+        input_ids: &ids,
+        batch: ins[0].dim(0),
+        seq: ins[0].shape().get(1).copied().unwrap_or(1),
+    };
+    Ok(apply(op, ins, &mut ctx)?.remove(0))
+}
+
+/// d(sum(op(x) ⊙ P))/dx for every input `x` in `ranges` (others held at `fixed`), against finite
+/// differences. `ranges[i] = None` marks a non-differentiable input given in `fixed[i]`.
+fn check(
+    op: impl Into<Op>,
+    shapes: &[&[usize]],
+    ranges: &[Option<(f32, f32)>],
+    fixed: &[Option<Array>],
+) {
+    let op: Op = op.into();
+    let name = op.rule().name();
+    let host: Vec<Vec<f32>> = shapes
+        .iter()
+        .zip(ranges)
+        .enumerate()
+        .map(|(i, (s, r))| {
+            let (lo, hi) = r.unwrap_or((0.0, 0.0));
+            values(s.iter().product(), 31 + i as u64, lo, hi)
+        })
+        .collect();
+    let arrays = |h: &[Vec<f32>]| -> Vec<Array> {
+        h.iter()
+            .zip(shapes)
+            .enumerate()
+            .map(|(i, (v, s))| match fixed.get(i).cloned().flatten() {
+                Some(a) => a,
+                None => Array::from_f32(v, s).unwrap(),
+            })
+            .collect()
+    };
+    let out = run(&op, &arrays(&host)).unwrap().shape();
+    let proj = Array::from_f32(&values(out.iter().product(), 7, -1.0, 1.0), &out).unwrap();
+    let scalar = |ins: &[Array]| run(&op, ins)?.mul(&proj)?.sum_all();
+    let wrt: Vec<usize> = (0..shapes.len()).filter(|&i| ranges[i].is_some()).collect();
+    let (_, grads) = value_and_grad(|ins| Ok(vec![scalar(ins)?]), &arrays(&host), &wrt).unwrap();
+    let eps = 1e-2f32;
+    for (g, &i) in grads.iter().zip(&wrt) {
+        let g = g.to_vec_f32().unwrap();
+        assert_eq!(
+            g.len(),
+            host[i].len(),
+            "{name}: gradient {i} has the wrong size"
+        );
+        for j in 0..host[i].len() {
+            let at = |delta: f32| {
+                let mut h = host.clone();
+                h[i][j] += delta;
+                scalar(&arrays(&h)).unwrap().item_f32().unwrap()
+            };
+            let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+            assert!(
+                (numeric - g[j]).abs() <= 3e-2 * (1.0 + numeric.abs()),
+                "{name}: d/d input {i} [{j}]: analytic {} vs numeric {numeric}",
+                g[j]
+            );
+        }
+    }
+}
+
+const ANY: Option<(f32, f32)> = Some((-1.0, 1.0));
+
+#[test]
+fn attention_with_windows_and_grouped_heads() {
+    for mask in [
+        AttentionMask::Causal,
+        AttentionMask::Window(2),
+        AttentionMask::Full,
+    ] {
+        let op = Attention {
+            scale: 0.5,
+            mask,
+            dropout: 0.0,
+            ordinal: 0,
+        };
+        check(
+            op,
+            &[&[1, 4, 5, 3], &[1, 2, 5, 3], &[1, 2, 5, 3]],
+            &[ANY, ANY, ANY],
+            &[],
+        );
+    }
+}
+
+#[test]
+fn xsa() {
+    check(
+        Xsa,
+        &[&[1, 4, 3, 2], &[1, 2, 3, 2]],
+        &[ANY, Some((0.5, 1.0))],
+        &[],
+    );
+}
+
+#[test]
+fn norms_and_rope() {
+    for kind in [NormKind::Rms, NormKind::Layer] {
+        let op = Norm { kind, eps: 1e-5 };
+        check(op.clone(), &[&[2, 3, 4], &[4]], &[ANY, ANY], &[]);
+        if kind == NormKind::Layer {
+            check(op, &[&[2, 3, 4], &[4], &[4]], &[ANY, ANY, ANY], &[]);
+        }
+    }
+    for adjacent_pairs in [true, false] {
+        let op = Rope {
+            dims: 4,
+            base: 100.0,
+            adjacent_pairs,
+        };
+        check(op, &[&[1, 2, 3, 6]], &[ANY], &[]);
+    }
+}
+
+#[test]
+fn scans_across_chunk_boundaries() {
+    let gate = Some((0.2, 0.9));
+    check(
+        GatedScan { chunk: 3 },
+        &[&[2, 7, 3], &[3]],
+        &[ANY, ANY],
+        &[],
+    );
+    check(
+        ScanTv { chunk: 3 },
+        &[&[2, 7, 3], &[2, 7, 3]],
+        &[ANY, gate],
+        &[],
+    );
+    check(
+        MatrixScan { chunk: 3 },
+        &[&[1, 7, 2, 3], &[1, 7, 2]],
+        &[ANY, gate],
+        &[],
+    );
+    let shapes: &[&[usize]] = &[
+        &[1, 7, 3],
+        &[1, 7, 3],
+        &[3, 2],
+        &[1, 7, 2],
+        &[1, 7, 2],
+        &[3],
+    ];
+    let ranges = [ANY, Some((0.1, 0.6)), Some((-1.0, 0.5)), ANY, ANY, ANY];
+    check(SelectiveScan { chunk: 3 }, shapes, &ranges, &[]);
+}
+
+#[test]
+fn convolution_token_shift_and_embedding_bag() {
+    check(
+        CausalConv,
+        &[&[2, 5, 3], &[3, 3], &[3]],
+        &[ANY, ANY, ANY],
+        &[],
+    );
+    check(TokenShift, &[&[2, 4, 3]], &[ANY], &[]);
+    // ids with a padding 0 and a repeated id in one bag
+    let ids = Array::from_f32(&[1.0, 0.0, 2.0, 2.0, 3.0, 1.0], &[1, 3, 2])
+        .unwrap()
+        .astype(Dtype::I32)
+        .unwrap();
+    check(
+        EmbeddingBag,
+        &[&[4, 3], &[1, 3, 2]],
+        &[ANY, None],
+        &[None, Some(ids)],
+    );
+    check(
+        Unary(UnaryKind::Softcap { cap: 2.0 }),
+        &[&[2, 3]],
+        &[Some((-4.0, 4.0))],
+        &[],
+    );
+}
