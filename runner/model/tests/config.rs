@@ -237,3 +237,168 @@ fn config_hash_ignores_comments_and_key_order() {
     .unwrap();
     assert_eq!(a.config_hash, b.config_hash);
 }
+
+/// A field written at mixlab's default value is accepted, whether mixsweep implements it or not
+/// (a mixlab user's config often spells out defaults).
+#[test]
+fn fields_at_their_mixlab_defaults_are_accepted() {
+    let top = [
+        r#""name": "probe""#,
+        r#""seq_len": 32"#,
+        r#""mlp_mult": 2.67"#,
+        r#""tie_embeddings": false"#,
+        r#""dropout": 0"#,
+        r#""embedding_dropout": 0.0"#,
+        r#""norm_type": "rmsnorm""#,
+        r#""norm_eps": 1e-5"#,
+        r#""norm_affine": true"#,
+        r#""norm_placement": "pre""#,
+        r#""final_norm": true"#,
+        r#""ffn_internal_norm": false"#,
+        r#""block_scales": false"#,
+        r#""resid_mix": false"#,
+        r#""parallel_residual": false"#,
+        r#""unet": false"#,
+        r#""bigram_vocab_size": 0"#,
+        r#""trigram_vocab_size": 0"#,
+        r#""char_vocab_size": 0"#,
+        r#""logit_softcap": 0"#,
+        r#""positional_embedding": "rope""#,
+        r#""input_adapter": {"kind": "token_embedding"}"#,
+        r#""smear_embeddings": false"#,
+        r#""tie_dropout": false"#,
+        r#""layer_aggregation": "none""#,
+        r#""rc_equivariant": false"#,
+        r#""data": {"no_shard_shuffle": false}"#,
+        r#""eval": {}"#,
+    ];
+    let training = [
+        r#""objective": "causal""#,
+        r#""optimizer": "adamw""#,
+        r#""lr_schedule": "cosine""#,
+        r#""warmup_ratio": 0"#,
+        r#""target_val_loss": 0"#,
+        r#""swa_start": 0"#,
+        r#""swa_decay": 0.999"#,
+        r#""hardware_tflops": 0"#,
+        r#""qat": "none""#,
+        r#""qat_start": 0"#,
+        r#""ttt_steps": 0"#,
+        r#""ttt_mode": "full""#,
+        r#""z_loss": 0"#,
+        r#""first_byte_mask": false"#,
+        r#""muon_nesterov": true"#,
+        r#""cautious_weight_decay": false"#,
+        r#""weight_init": "xavier_uniform""#,
+        r#""seed": 42"#,
+    ];
+    let plain = [
+        r#""kv_heads": 4"#,
+        r#""window_size": 0"#,
+        r#""attention_mask": "causal""#,
+        r#""rope_convention": "adjacent_pair""#,
+        r#""rope_dims": 0"#,
+        r#""qk_norm": false"#,
+        r#""xsa": false"#,
+        r#""kv_source": 0"#,
+        r#""attn_bias": false"#,
+        r#""ffn_activation": "silu""#,
+        r#""ffn_pre_norm": false"#,
+        r#""skip_attention": false"#,
+        r#""sparse_attn_gate": false"#,
+        r#""attn_value_gate": false"#,
+        r#""attn_post_norm": false"#,
+        r#""ffn_bias": false"#,
+        r#""differential_attention": false"#,
+        r#""relative_attention": false"#,
+    ];
+    let probe = |top: &str, training: &str, plain: &str| {
+        format!(
+            r#"{{"model_dim": 64, "vocab_size": 256{top}, "blocks": [{{"type": "plain", "heads": 4{plain}}}], "training": {{"steps": 10{training}}}}}"#
+        )
+    };
+    let mut failed = vec![];
+    let cases = top
+        .iter()
+        .map(|f| probe(&format!(", {f}"), "", ""))
+        .chain(training.iter().map(|f| probe("", &format!(", {f}"), "")))
+        .chain(plain.iter().map(|f| probe("", "", &format!(", {f}"))));
+    for src in cases {
+        if let Err(e) = ModelConfig::from_jsonc(&src) {
+            failed.push(format!("{src}\n    -> {e}"));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "default-valued fields refused:\n{}",
+        failed.join("\n")
+    );
+}
+
+/// An unimplemented mode is reported before its sub-fields, and the same way on every block type.
+#[test]
+fn unimplemented_modes_first_and_weight_groups_on_every_block() {
+    let got = err(&format!(
+        r#"{{{BASE}, "blocks": [{{"type": "swiglu"}}], "training": {{"objective": "mlm", "mlm_mask_prob": 0.2, "mlm_fancy": 1}}}}"#
+    ));
+    assert!(
+        got.starts_with("training.objective: objective = \"mlm\""),
+        "{got}"
+    );
+    for kind in [
+        r#""type": "swiglu""#,
+        r#""type": "mlp""#,
+        r#""type": "mamba""#,
+        r#""type": "plain", "heads": 4"#,
+    ] {
+        let src = format!(
+            r#"{{{BASE}, "blocks": [{{{kind}, "weight_group": "g"}}, {{"type": "swiglu"}}, {{{kind}, "weight_group": "g"}}]}}"#
+        );
+        let cfg = ModelConfig::from_jsonc(&src).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let c = cfg.counts();
+        assert!(
+            c.params_expanded > c.params,
+            "{kind}: the group shares weights: {c:?}"
+        );
+    }
+}
+
+/// A custom block's mistakes name the block, the op and the input, with a fix where one is clear.
+#[test]
+fn custom_block_errors_name_the_op_and_input() {
+    let block = |ops: &str| {
+        format!(
+            r#"{{{BASE}, "blocks": [{{"type": "custom", "name": "ff", "weights": [{{"name": "w", "shape": ["D", "FFN"]}}], "ops": [{ops}]}}]}}"#
+        )
+    };
+    let add = r#"{"op": "add", "inputs": ["x", "y"], "output": "x"}"#;
+    let cases = [
+        (
+            format!(r#"{{"op": "matmull", "inputs": ["x", "w"], "output": "y"}}, {add}"#),
+            "blocks[0].ops[0].op: unknown op \"matmull\" (fix: did you mean \"matmul\"?)",
+        ),
+        (
+            format!(r#"{{"op": "matmul", "inputs": ["x", "w2"], "output": "y"}}, {add}"#),
+            "blocks[0].ops[0].inputs[1]: `w2` is not defined before this op (defined: x, w)",
+        ),
+        (
+            format!(r#"{{"op": "matmul", "inputs": ["w", "x"], "output": "y"}}, {add}"#),
+            "blocks[0].ops[0]: matmul(w, x): inner dimensions differ",
+        ),
+        (
+            format!(r#"{{"op": "matmul", "inputs": ["x", "w"], "output": "y"}}, {add}"#),
+            "blocks[0].ops[1]: add(x, y): ",
+        ),
+        (
+            r#"{"op": "matmul", "inputs": ["x", "w"], "output": "x"}"#.to_string(),
+            "blocks[0].ops: the block must leave `x` as [BT, D] = [BT, 64], but its last value of x is [BT, 171]",
+        ),
+    ];
+    for (ops, want) in cases {
+        let got = err(&block(&ops));
+        assert!(
+            got.starts_with(want),
+            "\n   ops: {ops}\n   got: {got}\n  want: {want}"
+        );
+    }
+}

@@ -8,58 +8,90 @@ use common::*;
 use mixsweep_model::ModelConfig;
 use mixsweep_runner::data::{TokenStream, expand_glob, train_batch};
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn parity(example: &str, edit: impl FnOnce(&mut serde_json::Value)) {
-    let dir = tempfile::tempdir().unwrap();
-    let steps = 20usize;
-    let cfg_path = config_from_example(example, dir.path(), "parity", |v| {
+const STEPS: usize = 20;
+
+/// A copy of an example with `edit` applied and a 20-step schedule that logs every step.
+fn parity_config(
+    dir: &Path,
+    name: &str,
+    example: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> PathBuf {
+    config_from_example(example, dir, name, |v| {
         edit(v);
         let t = v["training"].as_object_mut().unwrap();
-        t.insert("steps".into(), steps.into());
+        t.insert("steps".into(), STEPS.into());
         t.insert("warmup_steps".into(), 5.into());
         t.insert("hold_steps".into(), 5.into());
         t.insert("log_every".into(), 1.into());
         t.insert("val_every".into(), 0.into());
-    });
-    let cfg = ModelConfig::load(&cfg_path).unwrap();
+    })
+}
+
+/// Initial weights for `cfg`, written once and read by every implementation compared.
+fn initial_weights(cfg: &ModelConfig, path: &Path) {
     let program = cfg.lower();
-
-    // Initial weights, written once and read by both implementations.
-    let init = dir.path().join("init.safetensors");
     let host = mixsweep_runner::init::initial_weights(&program.weights, 7);
-    mixsweep_runner::checkpoint::save(&init, &program.weights, &host, Default::default()).unwrap();
+    mixsweep_runner::checkpoint::save(path, &program.weights, &host, Default::default()).unwrap();
+}
 
-    // The batches the runner draws for steps 0..steps.
+/// The runner's training loss at each step, starting from `init`.
+fn runner_losses(cfg_path: &Path, init: &Path, out: &Path) -> Vec<f64> {
+    let o = runner()
+        .args(["train", "--device", "cpu", "--config"])
+        .arg(cfg_path)
+        .args(["--train", &train_glob(), "--out"])
+        .arg(out)
+        .arg("--safetensors-load")
+        .arg(init)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "runner failed: {}", stderr(&o));
+    let losses: Vec<f64> = metrics(&out.join("metrics.jsonl"))
+        .iter()
+        .filter_map(|r| r.get("train_loss").and_then(|l| l.as_f64()))
+        .collect();
+    assert_eq!(losses.len(), STEPS);
+    losses
+}
+
+fn assert_close(ours: &[f64], reference: &[f64], tol: f64) {
+    for (s, (a, b)) in ours.iter().zip(reference).enumerate() {
+        assert!(
+            (a - b).abs() <= tol,
+            "step {s}: runner {a} vs reference {b}\nrunner:    {ours:?}\nreference: {reference:?}"
+        );
+    }
+    assert!(
+        ours[STEPS - 1] < ours[0] - 0.5,
+        "loss should fall over 20 steps: {ours:?}"
+    );
+}
+
+fn parity(example: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = parity_config(dir.path(), "parity", example, edit);
+    let cfg = ModelConfig::load(&cfg_path).unwrap();
+    let init = dir.path().join("init.safetensors");
+    initial_weights(&cfg, &init);
+
+    // The batches the runner draws for steps 0..STEPS.
     let stream =
         TokenStream::load(expand_glob(&train_glob(), "train").unwrap(), cfg.vocab_size).unwrap();
     let rows = cfg.training.batch_size(cfg.seq_len);
     let batches = dir.path().join("batches.bin");
     let mut f = std::fs::File::create(&batches).unwrap();
-    for s in 0..steps {
+    for s in 0..STEPS {
         let b = train_batch(&stream, cfg.training.seed, s, rows, cfg.seq_len);
         for v in b.tokens.iter().chain(&b.targets) {
             f.write_all(&v.to_le_bytes()).unwrap();
         }
     }
     drop(f);
-
-    let out = dir.path().join("run");
-    let o = runner()
-        .args(["train", "--device", "cpu", "--config"])
-        .arg(&cfg_path)
-        .args(["--train", &train_glob(), "--out"])
-        .arg(&out)
-        .arg("--safetensors-load")
-        .arg(&init)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "runner failed: {}", stderr(&o));
-    let ours: Vec<f64> = metrics(&out.join("metrics.jsonl"))
-        .iter()
-        .filter_map(|r| r.get("train_loss").and_then(|l| l.as_f64()))
-        .collect();
-    assert_eq!(ours.len(), steps);
+    let ours = runner_losses(&cfg_path, &init, &dir.path().join("run"));
 
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let r = Command::new(&python)
@@ -67,21 +99,12 @@ fn parity(example: &str, edit: impl FnOnce(&mut serde_json::Value)) {
         .arg(&cfg_path)
         .arg(&init)
         .arg(&batches)
-        .arg(steps.to_string())
+        .arg(STEPS.to_string())
         .output()
         .expect("python3 with the mlx package is needed (pip install mlx==0.32.2 mlx-cpu==0.32.2)");
     assert!(r.status.success(), "reference failed: {}", stderr(&r));
     let reference: Vec<f64> = serde_json::from_str(stdout(&r).trim()).unwrap();
-    for (s, (a, b)) in ours.iter().zip(&reference).enumerate() {
-        assert!(
-            (a - b).abs() <= 1e-4,
-            "step {s}: runner {a} vs reference {b}\nrunner:    {ours:?}\nreference: {reference:?}"
-        );
-    }
-    assert!(
-        ours[steps - 1] < ours[0] - 0.5,
-        "loss should fall over 20 steps: {ours:?}"
-    );
+    assert_close(&ours, &reference, 1e-4);
 }
 
 #[test]
@@ -167,4 +190,37 @@ fn weight_groups_share_like_recurrence() {
             {"type": "plain", "heads": 4, "weight_group": "a"}
         ]);
     });
+}
+
+/// A custom block that spells out mixlab's swiglu op by op (same weight names) trains exactly like
+/// the built-in block from the same initial weights.
+#[test]
+fn custom_block_trains_like_the_builtin_it_spells_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let builtin = parity_config(dir.path(), "builtin", "tiny.json", |_| {});
+    let custom = parity_config(dir.path(), "custom", "tiny.json", |v| {
+        v["blocks"][1] = serde_json::json!({
+            "type": "custom", "name": "swiglu_by_hand",
+            "weights": [
+                {"name": "ffn_norm_scale", "shape": ["D"]},
+                {"name": "w_gate", "shape": ["D", "FFN"]},
+                {"name": "w_up", "shape": ["D", "FFN"]},
+                {"name": "w_down", "shape": ["FFN", "D"]}
+            ],
+            "ops": [
+                {"op": "rms_norm", "inputs": ["x", "ffn_norm_scale"], "output": "h", "params": {"eps": 1e-5}},
+                {"op": "matmul", "inputs": ["h", "w_gate"], "output": "g"},
+                {"op": "sigmoid", "inputs": ["g"], "output": "g"},
+                {"op": "matmul", "inputs": ["h", "w_up"], "output": "u"},
+                {"op": "mul", "inputs": ["g", "u"], "output": "gu"},
+                {"op": "matmul", "inputs": ["gu", "w_down"], "output": "y"},
+                {"op": "add", "inputs": ["x", "y"], "output": "x"}
+            ]
+        });
+    });
+    let init = dir.path().join("init.safetensors");
+    initial_weights(&ModelConfig::load(&builtin).unwrap(), &init);
+    let a = runner_losses(&builtin, &init, &dir.path().join("a"));
+    let b = runner_losses(&custom, &init, &dir.path().join("b"));
+    assert_close(&b, &a, 2e-5);
 }

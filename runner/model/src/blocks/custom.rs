@@ -364,7 +364,7 @@ impl Block for Custom {
                 BuildError {
                     index: i,
                     op: ops_table::find(&op.op).map_or("op", |s| s.name),
-                    message,
+                    message: format!("{}({}): {message}", op.op, op.inputs.join(", ")),
                     path: Some(format!("ops[{i}]")),
                 }
             })?;

@@ -1,19 +1,32 @@
 //! Block types. Each module owns one block: its config fields, validation, and lowering to IR ops.
-//! Adding a block means adding a module and one line in [`REGISTRY`]; the runner only sees ops.
+//! Adding a block means adding a module and its name in [`registry!`]; the runner only sees ops.
 //! [`kit`] holds what blocks share: norms with the model's settings, the residual wrapper, init rules.
 
 use crate::error::ConfigError;
 use crate::ir::{BuildError, Builder, Init, ValueId};
 use crate::json::Fields;
 
-pub mod custom;
-pub mod geglu;
 pub mod kit;
-pub mod mamba;
-pub mod mlp;
-pub mod plain;
-pub mod swiglu;
-pub mod token_blend;
+
+/// Declares each block module and lists its `TYPE` in [`REGISTRY`] (in the order of the docs' table).
+macro_rules! registry {
+    ($($block:ident),* $(,)?) => {
+        $(pub mod $block;)*
+
+        /// Every block type.
+        pub const REGISTRY: &[BlockType] = &[$($block::TYPE),*];
+    };
+}
+
+registry! {
+    plain,
+    swiglu,
+    geglu,
+    mlp,
+    mamba,
+    token_blend,
+    custom,
+}
 
 /// The norm every block uses unless it says otherwise (mixlab's `norm_type`, `norm_eps`,
 /// `norm_affine`, `norm_placement`).
@@ -211,16 +224,6 @@ pub struct BlockType {
     /// One-line description for docs and `count`.
     pub summary: &'static str,
 }
-
-pub const REGISTRY: &[BlockType] = &[
-    plain::TYPE,
-    swiglu::TYPE,
-    geglu::TYPE,
-    mlp::TYPE,
-    mamba::TYPE,
-    token_blend::TYPE,
-    custom::TYPE,
-];
 
 /// mixlab block types that mixsweep does not implement yet (reported as such, not as typos).
 pub const NOT_YET: &[&str] = &[

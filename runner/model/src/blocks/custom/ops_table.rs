@@ -398,3 +398,24 @@ pub fn emit(
         other => Err(format!("op {other} has no lowering")),
     }
 }
+
+/// The op table of `docs/config.md` (kept in step by a test).
+pub fn markdown_table() -> String {
+    let mut out = String::from("| op | also spelled | inputs | params |\n|---|---|---|---|\n");
+    for s in TABLE {
+        let list = |xs: &[&str]| {
+            if xs.is_empty() {
+                "-".to_string()
+            } else {
+                xs.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", ")
+            }
+        };
+        let arity = if s.arity.start() == s.arity.end() {
+            s.arity.start().to_string()
+        } else {
+            format!("{}-{}", s.arity.start(), s.arity.end())
+        };
+        out += &format!("| `{}` | {} | {arity} | {} |\n", s.name, list(s.aliases), list(s.params));
+    }
+    out
+}
