@@ -343,23 +343,37 @@ mod tests {
     #[test]
     fn cached_decoding_matches_full_forward() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        for (example, edit) in [
-            ("examples/tiny.json", None),
-            ("examples/tiny_mamba.json", None),
-            ("examples/gqa_shakespeare.json", Some(())),
-        ] {
-            let mut cfg = ModelConfig::load(&root.join(example)).unwrap();
-            if edit.is_some() {
-                // keep the GQA example but make it small enough for a unit test
-                let text = std::fs::read_to_string(root.join(example)).unwrap();
-                let mut v = mixsweep_model::json::parse_jsonc(&text).unwrap();
-                v["model_dim"] = serde_json::json!(64);
-                v["blocks"] = serde_json::json!([{"type": "plain", "heads": 4, "kv_heads": 2}, {"type": "plain", "heads": 4, "kv_heads": 1}]);
-                let dir = tempfile::tempdir().unwrap();
-                let p = dir.path().join("gqa.json");
-                std::fs::write(&p, v.to_string()).unwrap();
-                cfg = ModelConfig::load(&p).unwrap();
+        let small = |extra: serde_json::Value| {
+            let mut v = serde_json::json!({"model_dim": 32, "vocab_size": 64, "seq_len": 32});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
             }
+            (format!("{extra}"), ModelConfig::from_value(&v).unwrap())
+        };
+        let load = |example: &str| {
+            (
+                example.to_string(),
+                ModelConfig::load(&root.join(example)).unwrap(),
+            )
+        };
+        let cases = [
+            load("examples/tiny.json"),
+            load("examples/tiny_mamba.json"),
+            small(serde_json::json!({"blocks": [
+                {"type": "plain", "heads": 4, "kv_heads": 2, "window_size": 5, "qk_norm": true, "xsa": true},
+                {"type": "plain", "heads": 4, "kv_heads": 2, "kv_source": 1}]})),
+            small(
+                serde_json::json!({"bigram_vocab_size": 97, "trigram_vocab_size": 53,
+                "positional_embedding": "learned_absolute", "unet": true, "resid_mix": true,
+                "blocks": [{"type": "token_blend"}, {"type": "gated_linear_ssm"}, {"type": "plain", "heads": 2},
+                           {"type": "swiglu"}]}),
+            ),
+            small(
+                serde_json::json!({"parallel_residual": true, "recurrence": [0, 1, 0, 1], "blocks": [
+                {"type": "plain", "heads": 2}, {"type": "geglu"}, {"type": "plain", "heads": 2}, {"type": "geglu"}]}),
+            ),
+        ];
+        for (example, cfg) in cases {
             let program = cfg.lower();
             let host = crate::init::initial_weights(&program.weights, 3);
             let w = crate::init::upload(&program.weights, &host).unwrap();
