@@ -45,7 +45,7 @@ fn golden_error_messages() {
         ),
         (
             &format!(r#"{{{BASE}, "blocks": [{{"type": "rwkv"}}]}}"#),
-            "blocks[0].type: block type \"rwkv\" exists in mixlab but is not implemented in mixsweep yet (fix: use one of: plain, swiglu, geglu, mlp, mamba, token_blend, custom)",
+            "blocks[0].type: block type \"rwkv\" exists in mixlab but is not implemented in mixsweep yet (fix: use one of: plain, swiglu, geglu, mlp, mamba, token_blend, gated_linear_ssm, custom)",
         ),
         (
             &format!(

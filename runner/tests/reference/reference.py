@@ -1,7 +1,7 @@
 """Independent MLX-Python reference trainer for the parity test (runner/trainer/tests/parity.rs).
 
 Implements, from mixlab's math (../shared/research/mixlab-spec.md §2-3) and without sharing code
-with the Rust runner, models made of `plain`, `swiglu`, `geglu` and `mlp` blocks and their AdamW
+with the Rust runner, models made of `plain`, `swiglu`, `geglu`, `mlp` and `gated_linear_ssm` blocks and their AdamW
 training:
   * RMSNorm x * rsqrt(mean(x^2) + eps) * scale, or LayerNorm; pre, post or sandwich placement;
     RoPE on adjacent pairs (x[2i], x[2i+1]) or halves with freq_i = base^(-2i/r); causal softmax
@@ -216,6 +216,16 @@ def block(cfg, blk, w, p, x, x0, kv_cache, i):
         if place in ("post", "sandwich"):
             y = norm(cfg, w, p + "post_ffn_norm", y)
         return x + scaled_delta(cfg, blk, w, p, y)
+    if blk["type"] == "gated_linear_ssm":
+        h = norm(cfg, w, p + "norm_scale", x, "rmsnorm", 1e-5, True)
+        z = ACTS["silu"](h @ w[p + "w_gate"])
+        u = (h @ w[p + "w_ssm"]) * mx.sigmoid(h @ w[p + "w_dt"])
+        g = mx.sigmoid(w[p + "scan_decay"])
+        s, states = mx.zeros_like(u[:, 0]), []
+        for t in range(u.shape[1]):  # the recurrence step by step
+            s = g * s + (1 - g) * u[:, t]
+            states.append(s)
+        return x + (z * mx.stack(states, axis=1)) @ w[p + "wo"]
     raise SystemExit(f"reference: block type {blk['type']} not implemented")
 
 

@@ -224,3 +224,14 @@ fn custom_block_trains_like_the_builtin_it_spells_out() {
     let b = runner_losses(&custom, &init, &dir.path().join("b"));
     assert_close(&b, &a, 2e-5);
 }
+
+#[test]
+fn gated_linear_ssm_matches_a_step_by_step_reference() {
+    parity("tiny.json", |v| {
+        v["blocks"] = serde_json::json!([
+            {"type": "gated_linear_ssm", "inner_dim": 96},
+            {"type": "plain", "heads": 4},
+            {"type": "gated_linear_ssm"}
+        ]);
+    });
+}

@@ -25,6 +25,7 @@ registry! {
     mlp,
     mamba,
     token_blend,
+    gated_linear_ssm,
     custom,
 }
 
@@ -229,7 +230,6 @@ pub struct BlockType {
 pub const NOT_YET: &[&str] = &[
     "moe",
     "legacy_mamba",
-    "gated_linear_ssm",
     "mamba3",
     "mamba3-canonical",
     "retnet",
