@@ -268,7 +268,7 @@ pub fn validation_batches(
 }
 
 pub fn check_length(stream: &TokenStream, what: &str, seq_len: usize) -> Result<(), DataError> {
-    if stream.len() < seq_len + 2 {
+    if stream.len() < seq_len + 1 {
         return Err(DataError::TooShort {
             what: what.into(),
             tokens: stream.len(),
@@ -345,6 +345,23 @@ mod tests {
                 .to_string()
                 .contains("truncated")
         );
+    }
+
+    /// Exactly `seq_len + 1` tokens make one sequence and its targets; one fewer is refused.
+    #[test]
+    fn the_shortest_stream_is_one_sequence_and_its_targets() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("train_00000.bin");
+        write_shard(&p, &(0..9).collect::<Vec<u16>>()).unwrap();
+        let stream = TokenStream::load(vec![p.clone()], 16).unwrap();
+        check_length(&stream, "training data", 8).unwrap();
+        let b = train_batch(&stream, 1, 0, 2, 8);
+        assert_eq!(b.tokens, [(0..8).collect::<Vec<i32>>(), (0..8).collect()].concat());
+        assert_eq!(b.targets, [(1..9).collect::<Vec<i32>>(), (1..9).collect()].concat());
+        let v = validation_batches(&stream, 1, 1, 8);
+        assert_eq!(v[0].targets, (1..9).collect::<Vec<i32>>());
+        let e = check_length(&stream, "training data", 9).unwrap_err().to_string();
+        assert!(e.contains("9 tokens is too few for one sequence of seq_len 9"), "{e}");
     }
 
     #[test]
