@@ -300,6 +300,8 @@ pub struct Counts {
     pub forward_flops_per_token: f64,
     /// 3 × forward (forward + backward).
     pub train_flops_per_token: f64,
+    /// Parameters trained by each update rule (`muon`, `adamw`, ...).
+    pub params_by_optimizer: std::collections::BTreeMap<&'static str, usize>,
 }
 
 impl Counts {
@@ -340,6 +342,11 @@ impl Counts {
             ir_ops: p.nodes.len(),
             forward_flops_per_token: fwd,
             train_flops_per_token: 3.0 * fwd,
+            params_by_optimizer: p.weights.iter().fold(Default::default(), |mut m, w| {
+                *m.entry(cfg.training.optimizer.rule_for(w).name())
+                    .or_default() += w.numel();
+                m
+            }),
         }
     }
 }

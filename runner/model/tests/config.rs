@@ -55,9 +55,27 @@ fn golden_error_messages() {
         ),
         (
             &format!(
-                r#"{{{BASE}, "blocks": [{{"type": "swiglu"}}], "training": {{"optimizer": "muon"}}}}"#
+                r#"{{{BASE}, "blocks": [{{"type": "swiglu"}}], "training": {{"optimizer": "muonn"}}}}"#
             ),
-            "training.optimizer: optimizer \"muon\" is not implemented in mixsweep yet (fix: use \"adamw\")",
+            "training.optimizer: unknown optimizer \"muonn\" (fix: did you mean \"muon\"? (one of: muon, muon_eq_r, normuon, adamw, lamb))",
+        ),
+        (
+            &format!(
+                r#"{{{BASE}, "blocks": [{{"type": "swiglu"}}], "training": {{"warmup_steps": 10, "warmup_ratio": 0.1}}}}"#
+            ),
+            "training.warmup_ratio: cannot set both training.warmup_steps and training.warmup_ratio",
+        ),
+        (
+            &format!(
+                r#"{{{BASE}, "blocks": [{{"type": "swiglu"}}], "training": {{"steps": 10, "phases": [{{"steps": 4, "lr": 0.001}}]}}}}"#
+            ),
+            "training.steps: steps=10 differs from the 4 steps of the phases (fix: leave steps out: with phases it is their sum)",
+        ),
+        (
+            &format!(
+                r#"{{{BASE}, "blocks": [{{"type": "swiglu"}}], "training": {{"early_stop": {{"patience": 3, "min_delat": 0.1}}}}}}"#
+            ),
+            "training.early_stop.min_delat: unknown key `min_delat` (fix: did you mean `min_delta`?)",
         ),
         (
             &format!(
@@ -209,6 +227,40 @@ fn flops_follow_mixlab_convention() {
     assert_eq!(c.forward_flops_per_token, 6.0 * per_layer + 2.0 * d * v);
     assert_eq!(c.train_flops_per_token, 3.0 * c.forward_flops_per_token);
     assert_eq!(c.params, 10_816_128);
+}
+
+#[test]
+fn phases_with_warmdown_and_warmup_ratio() {
+    let t = mixsweep_model::TrainingConfig::from_value(
+        Some(&serde_json::json!({"lr": 1e-3, "warmdown_steps": 4,
+            "phases": [{"steps": 10, "lr": 1e-3}, {"steps": 10, "lr": 5e-4, "label": "low"}]})),
+        32,
+    )
+    .unwrap();
+    assert_eq!(t.steps, 20);
+    let lr = |s: usize| t.lr * t.lr_scale(s);
+    assert_eq!(
+        (lr(0), lr(9), lr(10), lr(15), lr(16)),
+        (1e-3, 1e-3, 5e-4, 5e-4, 5e-4)
+    );
+    // the last 4 steps ramp linearly to 1% of the last phase's lr
+    assert!(
+        (lr(18) - (5e-4 + 0.5 * (5e-6 - 5e-4))).abs() < 1e-12,
+        "{}",
+        lr(18)
+    );
+    assert!(
+        (lr(25) - 5e-6).abs() < 1e-12,
+        "held past the end: {}",
+        lr(25)
+    );
+    assert_eq!(t.phase_at(12), Some((1, 10)));
+    let r = mixsweep_model::TrainingConfig::from_value(
+        Some(&serde_json::json!({"steps": 1000, "warmup_ratio": 0.05})),
+        32,
+    )
+    .unwrap();
+    assert_eq!(r.warmup_steps, 50);
 }
 
 #[test]

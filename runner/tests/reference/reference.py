@@ -11,8 +11,10 @@ training:
   * swiglu block: x += ((sigmoid(h w_gate) * (h w_up)) w_down), h = Norm(x); geglu with GELU-tanh;
   * learned positions, hashed bigram/trigram channels, resid_mix, block scales, U-Net skips,
     parallel-residual pairs, depth recurrence (shared weights), logit soft-capping;
-  * mean cross-entropy; AdamW with decoupled decay first, decay on rank-2 weights only,
-    global-norm clipping with min(1, clip / (norm + 1e-6)), warmup + hold + cosine to 10%.
+  * mean cross-entropy; global-norm clipping with min(1, clip / (norm + 1e-6)), warmup + hold +
+    cosine to 10%; AdamW with decoupled decay first, decay on rank-2 weights only; Muon (mixlab's
+    default) on the matrix group with MLX's own Newton-Schulz (mlx.optimizers.Muon), mixlab's
+    undampened momentum, Nesterov and aspect factor; LAMB with its trust ratio.
 
 Usage: python3 reference.py CONFIG.json WEIGHTS.safetensors BATCHES.bin STEPS
 BATCHES.bin holds STEPS x (tokens, targets) int32 arrays of shape [B, T], row-major.
@@ -25,6 +27,7 @@ import sys
 import array
 
 import mlx.core as mx
+import mlx.optimizers
 
 
 def strip_comments(src):
@@ -287,12 +290,75 @@ def lr_scale(tc, step, steps):
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p))
 
 
+def group(name, p):
+    """mixlab's parameter groups (§6.1): embed, head, scalar (1-D), matrix (other 2-D)."""
+    leaf = name.split(".")[-1]
+    if leaf == "embed" or leaf.endswith("_table") or leaf == "position_embeddings":
+        return "embed"
+    if leaf == "head":
+        return "head"
+    return "scalar" if p.ndim == 1 else "matrix"
+
+
+def newton_schulz(u, steps):
+    """MLX's own Muon orthogonalisation (mlx.optimizers.Muon), on an [in, out] matrix."""
+    return mlx.optimizers.Muon(learning_rate=0.0)._zeropower_via_newtonschulz5(u, steps)
+
+
+class Optimizer:
+    """mixlab §6.3: AdamW, Muon (matrix group; AdamW elsewhere) and LAMB, written from the spec."""
+
+    def __init__(self, tc, w):
+        self.tc = tc
+        self.kind = tc.get("optimizer", "muon")
+        self.b1, self.b2 = tc.get("beta1", 0.9), tc.get("beta2", 0.95)
+        self.eps, self.wd = tc.get("epsilon", 1e-8), tc.get("weight_decay", 0.01)
+        self.mu = tc.get("muon_momentum", self.b1)
+        self.ns_steps = tc.get("muon_backend_steps", 5)
+        self.nesterov = tc.get("muon_nesterov", True)
+        self.lamb = (tc.get("lamb_beta1", 0.9), tc.get("lamb_beta2", 0.999), tc.get("lamb_eps", 1e-6),
+                     tc.get("lamb_trust_ratio_cap", 10.0))
+        self.m = {n: mx.zeros_like(p) for n, p in w.items()}
+        self.v = {n: mx.zeros_like(p) for n, p in w.items()}
+
+    def rule(self, name, p):
+        if self.kind == "lamb":
+            return "lamb"
+        if self.kind == "muon" and group(name, p) == "matrix":
+            return "muon"
+        return "adamw"
+
+    def update(self, name, p, g, lr, t):
+        # mixlab's matrix_only decay: embed, head and matrices, each at its group's rate
+        wd = self.tc.get(group(name, p) + "_weight_decay", self.wd) if p.ndim >= 2 else 0.0
+        rule = self.rule(name, p)
+        if rule == "muon":
+            m = self.mu * self.m[name] + g
+            self.m[name] = m
+            u = g + self.mu * m if self.nesterov else m
+            o = newton_schulz(u, self.ns_steps) * math.sqrt(max(1.0, p.shape[0] / p.shape[1]))
+            return p - lr * wd * p - lr * o
+        b1, b2, eps = (self.b1, self.b2, self.eps) if rule == "adamw" else self.lamb[:3]
+        self.m[name] = b1 * self.m[name] + (1 - b1) * g
+        self.v[name] = b2 * self.v[name] + (1 - b2) * g * g
+        mhat, vhat = self.m[name] / (1 - b1**t), self.v[name] / (1 - b2**t)
+        if rule == "adamw":
+            p = p - lr * wd * p
+            return p - lr * mhat / (mx.sqrt(vhat) + eps)
+        u = mhat / (mx.sqrt(vhat) + eps) + wd * p
+        wn, un = float(mx.sqrt(mx.sum(p * p))), float(mx.sqrt(mx.sum(u * u)))
+        r = wn / un if wn > 0 and un > 0 and math.isfinite(wn / un) else 1.0
+        cap = self.lamb[3]
+        r = min(r, cap) if cap > 0 else r
+        return p - lr * r * u
+
+
 def main():
     cfg_path, weights_path, batches_path, steps = sys.argv[1:5]
     steps = int(steps)
     cfg = json.loads(strip_comments(open(cfg_path).read()))
     tc = cfg.get("training", {})
-    assert tc.get("optimizer", "adamw") == "adamw" and not cfg.get("dropout")
+    assert not cfg.get("dropout")
     w = dict(mx.load(weights_path))
     names = sorted(w)
     bt, t = tc.get("batch_tokens", 1024), cfg.get("seq_len", 128)
@@ -300,10 +366,8 @@ def main():
     raw = array.array("i")
     raw.frombytes(open(batches_path, "rb").read())
     data = mx.array(raw.tolist(), dtype=mx.int32).reshape(steps, 2, b, t)
-    lr0, b1, b2 = tc.get("lr", 3e-4), tc.get("beta1", 0.9), tc.get("beta2", 0.95)
-    eps, wd, clip = tc.get("epsilon", 1e-8), tc.get("weight_decay", 0.01), tc.get("grad_clip", 0.0)
-    m = {n: mx.zeros_like(w[n]) for n in names}
-    v = {n: mx.zeros_like(w[n]) for n in names}
+    lr0, clip = tc.get("lr", 3e-4), tc.get("grad_clip", 0.0)
+    opt = Optimizer(tc, w)
 
     def loss_fn(params, x, y):
         return forward(cfg, params, x, y)
@@ -315,18 +379,11 @@ def main():
         loss, g = grad_fn(w, x, y)
         norm = math.sqrt(sum(float(mx.sum(g[n] * g[n])) for n in names))
         scale = min(1.0, clip / (norm + 1e-6)) if clip > 0 else 1.0
-        lr = lr0 * lr_scale(tc, s, tc.get("steps", 200))
-        t_ = s + 1
+        k = lr_scale(tc, s, tc.get("steps", 200))
         for n in names:
-            gn = g[n] * scale
-            m[n] = b1 * m[n] + (1 - b1) * gn
-            v[n] = b2 * v[n] + (1 - b2) * gn * gn
-            p = w[n]
-            if p.ndim >= 2:  # mixlab's matrix_only decay: embed, head and matrices
-                p = p - lr * wd * p
-            mhat, vhat = m[n] / (1 - b1**t_), v[n] / (1 - b2**t_)
-            w[n] = p - lr * mhat / (mx.sqrt(vhat) + eps)
-        mx.eval(w, m, v)
+            lr = k * tc.get(group(n, w[n]) + "_lr", lr0)  # each group's peak follows the schedule
+            w[n] = opt.update(n, w[n], g[n] * scale, lr, s + 1)
+        mx.eval(w, opt.m, opt.v)
         losses.append(float(loss))
     print(json.dumps(losses))
 

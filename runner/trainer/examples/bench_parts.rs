@@ -5,7 +5,8 @@
 use mixsweep_mlx::{Array, Compiled, value_and_grad};
 use mixsweep_model::{ComputeDtype, ModelConfig};
 use mixsweep_runner::executor::Executor;
-use mixsweep_runner::step::{OptimizerSpec, StepScalars, Steps, TrainState};
+use mixsweep_runner::optim::Plan;
+use mixsweep_runner::step::{StepScalars, Steps, TrainState};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -98,8 +99,9 @@ fn main() -> anyhow::Result<()> {
         mixsweep_mlx::eval(&refs)?;
         Ok(())
     })?;
-    let mut steps = Steps::new(program.clone(), dtype, OptimizerSpec::new(&cfg, &program))?;
-    let mut state = TrainState::new(params.clone())?;
+    let plan = Arc::new(Plan::new(&cfg, &program));
+    let mut steps = Steps::new(program.clone(), dtype, plan.clone())?;
+    let mut state = TrainState::new(params.clone(), &plan)?;
     let mut k = 0u64;
     time("train step (sync)", &mut || {
         k += 1;

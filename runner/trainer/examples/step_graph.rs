@@ -3,7 +3,8 @@
 //! operations a step launches against a reference trainer's graph.
 use mixsweep_mlx::{Array, set_compile_enabled};
 use mixsweep_model::{ComputeDtype, ModelConfig};
-use mixsweep_runner::step::{OptimizerSpec, StepScalars, Steps, TrainState};
+use mixsweep_runner::optim::Plan;
+use mixsweep_runner::step::{StepScalars, Steps, TrainState};
 use std::sync::Arc;
 
 fn main() -> anyhow::Result<()> {
@@ -19,8 +20,9 @@ fn main() -> anyhow::Result<()> {
     let program = Arc::new(cfg.lower());
     let host = mixsweep_runner::init::initial_weights(&program.weights, 1);
     let params = mixsweep_runner::init::upload(&program.weights, &host)?;
-    let mut state = TrainState::new(params)?;
-    let mut steps = Steps::new(program.clone(), dtype, OptimizerSpec::new(&cfg, &program))?;
+    let plan = Arc::new(Plan::new(&cfg, &program));
+    let mut state = TrainState::new(params, &plan)?;
+    let mut steps = Steps::new(program.clone(), dtype, plan)?;
     let (b, t) = (cfg.training.batch_size(cfg.seq_len), cfg.seq_len);
     let tokens: Vec<i32> = (0..b * t).map(|i| (i % cfg.vocab_size) as i32).collect();
     let x = Array::from_i32(&tokens, &[b, t])?;

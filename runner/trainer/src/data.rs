@@ -356,12 +356,23 @@ mod tests {
         let stream = TokenStream::load(vec![p.clone()], 16).unwrap();
         check_length(&stream, "training data", 8).unwrap();
         let b = train_batch(&stream, 1, 0, 2, 8);
-        assert_eq!(b.tokens, [(0..8).collect::<Vec<i32>>(), (0..8).collect()].concat());
-        assert_eq!(b.targets, [(1..9).collect::<Vec<i32>>(), (1..9).collect()].concat());
+        assert_eq!(
+            b.tokens,
+            [(0..8).collect::<Vec<i32>>(), (0..8).collect()].concat()
+        );
+        assert_eq!(
+            b.targets,
+            [(1..9).collect::<Vec<i32>>(), (1..9).collect()].concat()
+        );
         let v = validation_batches(&stream, 1, 1, 8);
         assert_eq!(v[0].targets, (1..9).collect::<Vec<i32>>());
-        let e = check_length(&stream, "training data", 9).unwrap_err().to_string();
-        assert!(e.contains("9 tokens is too few for one sequence of seq_len 9"), "{e}");
+        let e = check_length(&stream, "training data", 9)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("9 tokens is too few for one sequence of seq_len 9"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Divergence detection: when a run's training loss has blown up, so that it ends as `diverged`
 //! (and is neither ranked nor retried) instead of training on garbage to a `completed` status.
 //!
-//! Two rules, checked on every step's loss:
-//! * the loss is not finite (NaN or ±inf);
+//! Checked on every step's loss and gradient norm:
+//! * a non-finite loss or gradient: the optimizer skipped that update (mixlab's guard, in
+//!   [`crate::optim::Plan::step`]); it is counted, and [`MAX_NONFINITE_RUN`] such steps in a row end
+//!   the run;
 //! * the smoothed loss (an exponential moving average, `α = 0.2`, so one spike moves it by a fifth)
 //!   exceeds `factor ×` the lowest smoothed loss seen so far. `factor` is
 //!   `training.divergence_factor` (default 2; 0 turns the rule off).
@@ -12,44 +14,71 @@
 //! reaching 1.5 passes it too; ordinary noise and warm-up spikes do not. The state is part of the
 //! resume point, so a resumed run judges exactly as an uninterrupted one.
 
+use std::collections::HashMap;
+
 /// Smoothing weight of the newest loss.
 const ALPHA: f64 = 0.2;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Consecutive skipped (non-finite) steps that end a run as diverged.
+pub const MAX_NONFINITE_RUN: usize = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Divergence {
     factor: f64,
-    /// `(smoothed, lowest smoothed)`, once a loss was seen.
+    /// `(smoothed, lowest smoothed)`, once a finite loss was seen.
     state: Option<(f64, f64)>,
+    /// Non-finite steps in a row, and in all.
+    nonfinite_run: usize,
+    skipped: usize,
 }
 
 impl Divergence {
     pub fn new(factor: f64) -> Divergence {
         Divergence {
             factor,
-            state: None,
+            ..Divergence::default()
         }
     }
 
-    /// Continues from a saved state (see [`Divergence::saved`]).
-    pub fn resume(factor: f64, saved: Option<(f64, f64)>) -> Divergence {
+    /// Continues from the keys [`Divergence::save`] wrote.
+    pub fn resume(factor: f64, meta: &HashMap<String, String>) -> Divergence {
+        let num = |k: &str| meta.get(k).and_then(|v| v.parse::<f64>().ok());
         Divergence {
             factor,
-            state: saved,
+            state: num("divergence_smoothed").zip(num("divergence_best")),
+            nonfinite_run: num("nonfinite_run").map_or(0, |n| n as usize),
+            skipped: num("skipped_steps").map_or(0, |n| n as usize),
         }
     }
 
-    /// `(smoothed loss, lowest smoothed loss)` for the resume point.
-    pub fn saved(&self) -> Option<(f64, f64)> {
-        self.state
+    pub fn save(&self, meta: &mut HashMap<String, String>) {
+        if let Some((s, b)) = self.state {
+            meta.insert("divergence_smoothed".into(), s.to_string());
+            meta.insert("divergence_best".into(), b.to_string());
+        }
+        meta.insert("nonfinite_run".into(), self.nonfinite_run.to_string());
+        meta.insert("skipped_steps".into(), self.skipped.to_string());
     }
 
-    /// Feeds the loss of `step`; `Err` says why the run has diverged.
-    pub fn observe(&mut self, step: usize, loss: f64) -> Result<(), String> {
-        if !loss.is_finite() {
-            return Err(format!(
-                "loss is {loss} at step {step} (diverged; lower training.lr or set training.grad_clip)"
-            ));
+    /// Steps skipped for a non-finite loss or gradient.
+    pub fn skipped(&self) -> usize {
+        self.skipped
+    }
+
+    /// Feeds `step`'s loss and gradient norm; `Err` says why the run has diverged.
+    pub fn observe(&mut self, step: usize, loss: f64, grad_norm: f64) -> Result<(), String> {
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            self.skipped += 1;
+            self.nonfinite_run += 1;
+            if self.nonfinite_run >= MAX_NONFINITE_RUN {
+                return Err(format!(
+                    "loss {loss} / gradient norm {grad_norm} at step {step}: {MAX_NONFINITE_RUN} steps in a row were not finite \
+                     and skipped (diverged; lower training.lr or set training.grad_clip)"
+                ));
+            }
+            return Ok(());
         }
+        self.nonfinite_run = 0;
         let (smoothed, best) = match self.state {
             None => (loss, loss),
             Some((s, b)) => {
@@ -76,17 +105,23 @@ mod tests {
     #[test]
     fn a_finite_blow_up_is_caught_at_once() {
         let mut d = Divergence::new(2.0);
-        d.observe(0, 5.8).unwrap();
-        let e = d.observe(1, 4462.0).unwrap_err();
+        d.observe(0, 5.8, 1.0).unwrap();
+        let e = d.observe(1, 4462.0, 1.0).unwrap_err();
         assert!(e.contains("step 1"), "{e}");
     }
 
     #[test]
-    fn nan_is_divergence_even_when_the_rule_is_off() {
+    fn non_finite_steps_are_skipped_until_three_in_a_row() {
         let mut d = Divergence::new(0.0);
-        d.observe(0, 5.8).unwrap();
-        assert!(d.observe(1, f64::NAN).is_err());
-        assert!(Divergence::new(0.0).observe(0, f64::INFINITY).is_err());
+        d.observe(0, 5.8, 1.0).unwrap();
+        d.observe(1, f64::NAN, 1.0).unwrap();
+        d.observe(2, 5.7, f64::INFINITY).unwrap();
+        d.observe(3, 5.6, 1.0).unwrap(); // resets the run
+        d.observe(4, f64::NAN, f64::NAN).unwrap();
+        d.observe(5, f64::INFINITY, 1.0).unwrap();
+        let e = d.observe(6, f64::NAN, 1.0).unwrap_err();
+        assert!(e.contains("3 steps in a row"), "{e}");
+        assert_eq!(d.skipped(), 5);
     }
 
     #[test]
@@ -96,21 +131,21 @@ mod tests {
         for s in 0..500 {
             loss = (loss * 0.99f64).max(1.5);
             let noisy = loss * if s % 7 == 0 { 1.3 } else { 1.0 };
-            d.observe(s, noisy).unwrap();
+            d.observe(s, noisy, 1.0).unwrap();
         }
         // one spike to 2.5x the current loss
-        d.observe(500, 3.75).unwrap();
-        d.observe(501, 1.5).unwrap();
+        d.observe(500, 3.75, 1.0).unwrap();
+        d.observe(501, 1.5, 1.0).unwrap();
     }
 
     #[test]
     fn a_collapse_back_to_the_start_is_divergence() {
         let mut d = Divergence::new(2.0);
         for s in 0..200 {
-            d.observe(s, (5.5 * 0.98f64.powi(s as i32)).max(1.5))
+            d.observe(s, (5.5 * 0.98f64.powi(s as i32)).max(1.5), 1.0)
                 .unwrap();
         }
-        let caught = (200..260).find(|&s| d.observe(s, 5.5).is_err());
+        let caught = (200..260).find(|&s| d.observe(s, 5.5, 1.0).is_err());
         assert!(
             caught.is_some(),
             "a return to the untrained loss must end the run"
@@ -119,23 +154,37 @@ mod tests {
 
     #[test]
     fn resumed_state_judges_like_the_uninterrupted_run() {
-        let losses = [5.0, 4.0, 3.0, 2.5, 2.0, 7.0, 9.0];
+        let losses = [
+            5.0,
+            4.0,
+            f64::NAN,
+            3.0,
+            2.5,
+            f64::NAN,
+            f64::NAN,
+            2.0,
+            7.0,
+            9.0,
+        ];
         let mut whole = Divergence::new(2.0);
         let a: Vec<bool> = losses
             .iter()
             .enumerate()
-            .map(|(s, l)| whole.observe(s, *l).is_ok())
+            .map(|(s, l)| whole.observe(s, *l, 1.0).is_ok())
             .collect();
         let mut first = Divergence::new(2.0);
-        for (s, l) in losses[..4].iter().enumerate() {
-            first.observe(s, *l).unwrap();
+        for (s, l) in losses[..6].iter().enumerate() {
+            first.observe(s, *l, 1.0).unwrap();
         }
-        let mut second = Divergence::resume(2.0, first.saved());
-        let b: Vec<bool> = losses[4..]
+        let mut meta = HashMap::new();
+        first.save(&mut meta);
+        let mut second = Divergence::resume(2.0, &meta);
+        let b: Vec<bool> = losses[6..]
             .iter()
             .enumerate()
-            .map(|(s, l)| second.observe(s + 4, *l).is_ok())
+            .map(|(s, l)| second.observe(s + 6, *l, 1.0).is_ok())
             .collect();
-        assert_eq!(a[4..], b[..]);
+        assert_eq!(a[6..], b[..]);
+        assert_eq!(whole.skipped(), 3);
     }
 }

@@ -235,3 +235,31 @@ fn gated_linear_ssm_matches_a_step_by_step_reference() {
         ]);
     });
 }
+
+#[test]
+fn adamw_everywhere_matches_reference() {
+    parity("tiny.json", |v| {
+        v["training"]["optimizer"] = "adamw".into();
+    });
+}
+
+#[test]
+fn lamb_matches_reference() {
+    parity("tiny.json", |v| {
+        v["training"]["optimizer"] = "lamb".into();
+        v["training"]["lr"] = 0.01.into();
+        v["training"]["lamb_trust_ratio_cap"] = 5.into();
+    });
+}
+
+#[test]
+fn muon_without_nesterov_and_three_iterations_matches_reference() {
+    parity("tiny.json", |v| {
+        let t = &mut v["training"];
+        t["optimizer"] = "muon".into();
+        t["muon_momentum"] = 0.95.into();
+        t["muon_nesterov"] = false.into();
+        t["muon_backend_steps"] = 3.into();
+        t["matrix_lr"] = 0.01.into();
+    });
+}

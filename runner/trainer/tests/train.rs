@@ -231,9 +231,14 @@ fn interrupt_keeps_weights_and_summary() {
 #[test]
 fn resume_continues_exactly_where_the_interrupted_run_stopped() {
     let dir = tempfile::tempdir().unwrap();
+    // Muon (the default) state, weight averaging and early-stop state all cross the interruption
     let cfg = config_from_example("tiny_mamba.json", dir.path(), "resumed", |v| {
         v["training"]["log_every"] = 1.into();
         v["training"]["val_every"] = 10.into();
+        v["training"]["swa_start"] = 4.into();
+        v["training"]["swa_interval"] = 3.into();
+        v["training"]["swa_decay"] = 0.7.into();
+        v["training"]["early_stop"] = serde_json::json!({"patience": 50, "min_delta": 0.5});
         v["dropout"] = serde_json::json!(0.1);
     });
     let steps = "60";
@@ -318,9 +323,15 @@ fn resume_continues_exactly_where_the_interrupted_run_stopped() {
             "step {ws}: {gl} vs {wl}"
         );
     }
-    assert_eq!(
-        read_json(&full.join("summary.json"))["best_val_loss"],
-        s["best_val_loss"]
+    let whole = read_json(&full.join("summary.json"));
+    assert_eq!(whole["best_val_loss"], s["best_val_loss"]);
+    let (a, b) = (
+        whole["swa_val_loss"].as_f64().unwrap(),
+        s["swa_val_loss"].as_f64().unwrap(),
+    );
+    assert!(
+        (a - b).abs() <= 1e-5,
+        "averaged weights after resuming: {b} vs {a}"
     );
     // a resume point of another config is refused with a clear error, not half-loaded
     let cut2 = dir.path().join("cut2");

@@ -5,9 +5,13 @@
 //! Differences from mixlab, on purpose: unknown keys are errors everywhere (mixlab ignores them inside
 //! `training` and blocks); an explicit `0` is honoured or rejected rather than meaning "default";
 //! mixlab fields that mixsweep does not implement are accepted only at their default value (see
-//! `docs/config.md`); the default optimizer is `adamw` (mixlab's `muon` is not implemented yet).
+//! `docs/config.md`).
 
+pub mod averaging;
 mod layout;
+pub mod optimizer;
+pub mod schedule;
+pub mod stopping;
 pub mod training;
 
 pub use layout::{Layout, Positional};

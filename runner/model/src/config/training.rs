@@ -1,20 +1,18 @@
 //! The `training` object: optimisation, schedule, batching and run control, parsed and validated.
 //! Zero is honoured (or refused) rather than meaning "default", unlike mixlab.
 
+use super::averaging::Averaging;
+use super::optimizer::OptimizerConfig;
+use super::schedule::Phase;
+use super::stopping::EarlyStop;
 use crate::blocks::WeightInit;
 use crate::error::ConfigError;
 use crate::json::{Fields, MixlabField, mixlab};
 use serde_json::Value;
 
 const TRAINING_FIELDS: &[&str] = &[
-    "steps",
     "lr",
     "batch_tokens",
-    "warmup_steps",
-    "hold_steps",
-    "warmdown_steps",
-    "min_lr_fraction",
-    "lr_schedule_steps",
     "beta1",
     "beta2",
     "epsilon",
@@ -34,7 +32,6 @@ const TRAINING_FIELDS: &[&str] = &[
     "log_every",
     "val_batches",
     "compute_dtype",
-    "optimizer",
     "weight_init",
     "weight_init_std",
     "divergence_factor",
@@ -52,21 +49,6 @@ const MIXLAB_TRAINING: &[MixlabField] = &[
         Some("\"cosine\""),
         "NewBob is for classification",
     ),
-    mixlab(
-        "phases",
-        None,
-        "multi-phase schedules are not implemented yet",
-    ),
-    mixlab("warmup_ratio", Some("0"), "use warmup_steps"),
-    mixlab(
-        "target_val_loss",
-        Some("0"),
-        "early stopping is not implemented yet",
-    ),
-    mixlab("early_stop", None, "early stopping is not implemented yet"),
-    mixlab("swa_start", Some("0"), "SWA/EMA is not implemented yet"),
-    mixlab("swa_decay", Some("0.999"), "SWA/EMA is not implemented yet"),
-    mixlab("swa_interval", Some("10"), "SWA/EMA is not implemented yet"),
     mixlab("hardware_tflops", Some("0"), "MFU is not reported yet"),
     mixlab(
         "qat",
@@ -104,13 +86,10 @@ const MIXLAB_TRAINING: &[MixlabField] = &[
         Some("false"),
         "the first-byte mask is not implemented",
     ),
-    mixlab("muon_momentum", None, "Muon is not implemented yet"),
-    mixlab("muon_backend_steps", None, "Muon is not implemented yet"),
-    mixlab("muon_nesterov", Some("true"), "Muon is not implemented yet"),
     mixlab(
         "newton_schulz_variant",
         Some("\"fixed\""),
-        "Muon is not implemented yet",
+        "the polar_express coefficients are not implemented",
     ),
     mixlab(
         "cautious_weight_decay",
@@ -122,10 +101,6 @@ const MIXLAB_TRAINING: &[MixlabField] = &[
         Some("0"),
         "cautious weight decay is not implemented",
     ),
-    mixlab("lamb_beta1", None, "LAMB is not implemented yet"),
-    mixlab("lamb_beta2", None, "LAMB is not implemented yet"),
-    mixlab("lamb_eps", None, "LAMB is not implemented yet"),
-    mixlab("lamb_trust_ratio_cap", None, "LAMB is not implemented yet"),
     mixlab(
         "shuffle_chunk_tokens",
         None,
@@ -230,6 +205,13 @@ pub struct TrainingConfig {
     /// A run is `diverged` when its smoothed training loss exceeds this multiple of its best
     /// smoothed loss (mixsweep's own field; 0 turns the check off; non-finite losses always count).
     pub divergence_factor: f64,
+    /// The update rule of each parameter group and its settings.
+    pub optimizer: OptimizerConfig,
+    /// A multi-phase schedule (empty: the standard one).
+    pub phases: Vec<Phase>,
+    pub early_stop: EarlyStop,
+    /// SWA/EMA of the weights (`swa_start > 0`).
+    pub averaging: Option<Averaging>,
 }
 
 impl TrainingConfig {
@@ -244,42 +226,6 @@ impl TrainingConfig {
     /// Sequences per step.
     pub fn batch_size(&self, seq_len: usize) -> usize {
         self.batch_tokens / seq_len
-    }
-
-    /// mixlab's schedule: linear warmup from 0, hold at peak, cosine down to the floor
-    /// (`min_lr_fraction · lr`, or 10% of lr when it is 0), optional linear warmdown at the end.
-    /// Returns the multiplier of each group's peak learning rate at `step` (0-based).
-    pub fn lr_scale(&self, step: usize) -> f64 {
-        let floor = if self.min_lr_fraction > 0.0 {
-            self.min_lr_fraction
-        } else {
-            0.1
-        };
-        let base = |t: usize| -> f64 {
-            let (w, h, s) = (self.warmup_steps, self.hold_steps, self.lr_schedule_steps);
-            if t < w {
-                return t as f64 / w as f64;
-            }
-            if t < w + h || s <= w + h {
-                return 1.0;
-            }
-            let p = ((t - w - h) as f64 / (s - w - h) as f64).min(1.0);
-            floor + (1.0 - floor) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
-        };
-        if self.warmdown_steps > 0 {
-            let t0 = self.lr_schedule_steps.saturating_sub(self.warmdown_steps);
-            if step >= t0 {
-                let target = if self.min_lr_fraction > 0.0 {
-                    floor
-                } else {
-                    floor / 10.0
-                };
-                let p = ((step - t0) as f64 / self.warmdown_steps as f64).min(1.0);
-                let start = base(t0);
-                return start + (target - start) * p;
-            }
-        }
-        base(step)
     }
 }
 
@@ -322,7 +268,8 @@ pub(crate) fn parse_training(
     let empty = Value::Object(Default::default());
     let mut f = Fields::new("training", value.unwrap_or(&empty))?;
     f.mixlab_defaults(MIXLAB_TRAINING)?;
-    let steps = positive_usize(&mut f, "steps", 200)?;
+    let schedule = super::schedule::parse(&mut f)?;
+    let steps = schedule.steps;
     let lr = positive_f64(&mut f, "lr", 3e-4)?;
     let batch_tokens = positive_usize(&mut f, "batch_tokens", 1024)?;
     if batch_tokens % seq_len != 0 {
@@ -336,11 +283,6 @@ pub(crate) fn parse_training(
                 (batch_tokens / seq_len).max(1) * seq_len
             )));
     }
-    let warmup_steps = f.usize("warmup_steps")?.unwrap_or(steps.min(100));
-    let hold_steps = f.usize("hold_steps")?.unwrap_or(200);
-    let warmdown_steps = f.usize("warmdown_steps")?.unwrap_or(0);
-    let min_lr_fraction = unit_interval(&mut f, "min_lr_fraction", 0.0)?;
-    let lr_schedule_steps = positive_usize(&mut f, "lr_schedule_steps", steps)?;
     let beta1 = unit_interval(&mut f, "beta1", 0.9)?;
     let beta2 = unit_interval(&mut f, "beta2", 0.95)?;
     let epsilon = positive_f64(&mut f, "epsilon", 1e-8)?;
@@ -378,22 +320,7 @@ pub(crate) fn parse_training(
                 .with_hint("use \"float32\" or \"bfloat16\""));
         }
     };
-    match f.string("optimizer")?.as_deref() {
-        None | Some("adamw") => {}
-        Some(other @ ("muon" | "muon_eq_r" | "normuon" | "lamb")) => {
-            return Err(f
-                .error(
-                    "optimizer",
-                    format!("optimizer {other:?} is not implemented in mixsweep yet"),
-                )
-                .with_hint("use \"adamw\""));
-        }
-        Some(other) => {
-            return Err(f
-                .error("optimizer", format!("unknown optimizer {other:?}"))
-                .with_hint("use \"adamw\""));
-        }
-    }
+    let optimizer = super::optimizer::parse(&mut f, beta1)?;
     let weight_init_std = positive_f64(&mut f, "weight_init_std", 0.02)?;
     let std = weight_init_std as f32;
     let weight_init = match f.choice(
@@ -425,16 +352,27 @@ pub(crate) fn parse_training(
                 .with_hint("the default 2 ends a run whose smoothed loss doubles from its best"));
         }
     };
-    f.finish(TRAINING_FIELDS)?;
+    let early_stop = super::stopping::parse(&mut f)?;
+    let averaging = super::averaging::parse(&mut f)?;
+    let valid: Vec<&str> = [
+        TRAINING_FIELDS,
+        super::optimizer::FIELDS,
+        super::schedule::FIELDS,
+        super::stopping::FIELDS,
+        super::averaging::FIELDS,
+    ]
+    .concat();
+    f.finish(&valid)?;
     Ok(TrainingConfig {
         steps,
         lr,
         batch_tokens,
-        warmup_steps,
-        hold_steps,
-        warmdown_steps,
-        min_lr_fraction,
-        lr_schedule_steps,
+        warmup_steps: schedule.warmup_steps,
+        hold_steps: schedule.hold_steps,
+        warmdown_steps: schedule.warmdown_steps,
+        min_lr_fraction: schedule.min_lr_fraction,
+        lr_schedule_steps: schedule.lr_schedule_steps,
+        phases: schedule.phases,
         beta1,
         beta2,
         epsilon,
@@ -451,5 +389,8 @@ pub(crate) fn parse_training(
         compute_dtype,
         weight_init,
         divergence_factor,
+        optimizer,
+        early_stop,
+        averaging,
     })
 }

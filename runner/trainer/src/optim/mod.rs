@@ -1,0 +1,251 @@
+//! Optimizers. Each update rule is one file implementing [`Optimizer`]: the state it keeps per
+//! weight (its *slots*) and its update. A [`Plan`] gives every weight of a program its rule and its
+//! group's learning rate and decay (mixlab §6.1), clips gradients by their global norm, and skips an
+//! update whose loss or gradient is not finite (mixlab's guard). The compiled train step, the resume
+//! file and the run header all derive their layout from the plan's slots.
+
+mod adamw;
+mod lamb;
+mod muon;
+
+pub use adamw::AdamW;
+pub use lamb::Lamb;
+pub use muon::Muon;
+
+use mixsweep_mlx::{Array, Dtype, Result};
+use mixsweep_model::config::optimizer::Rule;
+use mixsweep_model::config::{ModelConfig, WeightDecayPolicy};
+use mixsweep_model::ir::{ParamGroup, Program, WeightSpec};
+use std::sync::Arc;
+
+/// The learning rate and decay of one weight (its group's values, before the schedule).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hyper {
+    pub lr: f32,
+    pub weight_decay: f32,
+}
+
+/// Per-step values every update may read, as arrays of the compiled step.
+pub struct StepInputs<'a> {
+    /// The schedule's multiplier of each group's learning rate.
+    pub lr_scale: &'a Array,
+    /// The 1-based optimizer step, float32 (bias corrections).
+    pub t: &'a Array,
+}
+
+/// One update rule.
+pub trait Optimizer: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    /// The state kept for a weight of this shape: `(slot name, shape)`; slot names prefix the
+    /// weight's name in the resume file (`adam_m/blocks.0.wq`).
+    fn slots(&self, shape: &[usize]) -> Vec<(&'static str, Vec<usize>)>;
+
+    /// The weight and its state after one step, from its (clipped) gradient. `lr` is the effective
+    /// learning rate (`lr_scale · hyper.lr`, a scalar array).
+    fn update(
+        &self,
+        p: &Array,
+        g: &Array,
+        state: &[Array],
+        lr: &Array,
+        h: Hyper,
+        s: &StepInputs<'_>,
+    ) -> Result<(Array, Vec<Array>)>;
+}
+
+/// `1 - beta^t` as an array (bias correction at a traced step count).
+pub(crate) fn bias_correction(beta: f32, t: &Array) -> Result<Array> {
+    // beta^t = exp(t · ln beta)
+    t.mul_scalar(beta.ln())?
+        .exp()?
+        .mul_scalar(-1.0)?
+        .add_scalar(1.0)
+}
+
+/// Every weight's rule and hyperparameters.
+pub struct Plan {
+    rules: Vec<Arc<dyn Optimizer>>,
+    /// Per weight: index into `rules`, and its group's values.
+    per_weight: Vec<(usize, Hyper)>,
+    shapes: Vec<Vec<usize>>,
+    grad_clip: f32,
+    summary: String,
+}
+
+impl Plan {
+    pub fn new(cfg: &ModelConfig, program: &Program) -> Plan {
+        let t = &cfg.training;
+        let o = &t.optimizer;
+        let ns_dtype = match t.compute_dtype {
+            mixsweep_model::ComputeDtype::Bfloat16 => Dtype::Bf16,
+            mixsweep_model::ComputeDtype::Float32 => Dtype::F32,
+        };
+        let make = |rule: Rule| -> Arc<dyn Optimizer> {
+            match rule {
+                Rule::AdamW => Arc::new(AdamW {
+                    beta1: t.beta1 as f32,
+                    beta2: t.beta2 as f32,
+                    epsilon: t.epsilon as f32,
+                }),
+                Rule::Muon(variant) => Arc::new(Muon {
+                    variant,
+                    momentum: o.muon.momentum as f32,
+                    steps: o.muon.backend_steps,
+                    nesterov: o.muon.nesterov,
+                    beta2: t.beta2 as f32,
+                    dtype: ns_dtype,
+                }),
+                Rule::Lamb => Arc::new(Lamb {
+                    beta1: o.lamb.beta1 as f32,
+                    beta2: o.lamb.beta2 as f32,
+                    eps: o.lamb.eps as f32,
+                    trust_ratio_cap: o.lamb.trust_ratio_cap as f32,
+                }),
+            }
+        };
+        let mut rules: Vec<(Rule, Arc<dyn Optimizer>)> = vec![];
+        let per_weight = program
+            .weights
+            .iter()
+            .map(|w| {
+                let g = match w.group {
+                    ParamGroup::Embed => t.embed,
+                    ParamGroup::Head => t.head,
+                    ParamGroup::Matrix => t.matrix,
+                    ParamGroup::Scalar => t.scalar,
+                };
+                let decays = match t.weight_decay_policy {
+                    WeightDecayPolicy::MatrixOnly => w.decay,
+                    WeightDecayPolicy::All => true,
+                };
+                let rule = o.rule_for(w);
+                let index = rules
+                    .iter()
+                    .position(|(r, _)| *r == rule)
+                    .unwrap_or_else(|| {
+                        rules.push((rule, make(rule)));
+                        rules.len() - 1
+                    });
+                let hyper = Hyper {
+                    lr: g.lr as f32,
+                    weight_decay: if decays { g.weight_decay as f32 } else { 0.0 },
+                };
+                (index, hyper)
+            })
+            .collect();
+        Plan {
+            rules: rules.into_iter().map(|(_, o)| o).collect(),
+            per_weight,
+            shapes: program.weights.iter().map(|w| w.shape.clone()).collect(),
+            grad_clip: t.grad_clip as f32,
+            summary: o.describe(),
+        }
+    }
+
+    /// "muon (matrix), adamw (embed, head, scalar)".
+    pub fn describe(&self) -> &str {
+        &self.summary
+    }
+
+    /// The rule of weight `i`.
+    pub fn rule_of(&self, i: usize) -> &'static str {
+        self.rules[self.per_weight[i].0].name()
+    }
+
+    fn slots(&self, i: usize) -> Vec<(&'static str, Vec<usize>)> {
+        self.rules[self.per_weight[i].0].slots(&self.shapes[i])
+    }
+
+    /// How many state arrays each weight has.
+    pub fn slot_counts(&self) -> Vec<usize> {
+        (0..self.shapes.len())
+            .map(|i| self.slots(i).len())
+            .collect()
+    }
+
+    /// The optimizer state's tensors in the resume file, weight by weight, `<slot>/<weight>`.
+    pub fn state_specs(&self, weights: &[WeightSpec]) -> Vec<WeightSpec> {
+        weights
+            .iter()
+            .enumerate()
+            .flat_map(|(i, w)| {
+                self.slots(i)
+                    .into_iter()
+                    .map(move |(slot, shape)| WeightSpec {
+                        name: format!("{slot}/{}", w.name),
+                        shape,
+                        ..w.clone()
+                    })
+            })
+            .collect()
+    }
+
+    /// Zeroed state for every weight.
+    pub fn initial_state(&self) -> Result<Vec<Vec<Array>>> {
+        (0..self.shapes.len())
+            .map(|i| {
+                self.slots(i)
+                    .iter()
+                    .map(|(_, s)| Array::zeros(s, Dtype::F32))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Global-norm clipping, every weight's update, and the finite guard, as MLX ops (traced
+    /// into the compiled step). Returns the gradient norm before clipping, the weights and the
+    /// state; when `loss` or the norm is not finite, weights and state are returned unchanged.
+    pub fn step(
+        &self,
+        loss: &Array,
+        params: &[Array],
+        grads: &[Array],
+        state: &[Vec<Array>],
+        s: &StepInputs<'_>,
+    ) -> Result<(Array, Vec<Array>, Vec<Vec<Array>>)> {
+        let mut sq = Array::scalar(0.0, Dtype::F32)?;
+        for g in grads {
+            sq = sq.add(&g.astype(Dtype::F32)?.square()?.sum_all()?)?;
+        }
+        let norm = sq.sqrt()?;
+        let clip = if self.grad_clip > 0.0 {
+            let c = Array::scalar(self.grad_clip, Dtype::F32)?;
+            Some(
+                c.div(&norm.add_scalar(1e-6)?)?
+                    .minimum(&Array::scalar(1.0, Dtype::F32)?)?,
+            )
+        } else {
+            None
+        };
+        let finite = is_finite(&norm)?.logical_and(&is_finite(loss)?)?;
+        let mut new_p = Vec::with_capacity(params.len());
+        let mut new_s = Vec::with_capacity(params.len());
+        for (i, (p, g)) in params.iter().zip(grads).enumerate() {
+            let g = match &clip {
+                Some(c) => g.mul(c)?,
+                None => g.clone(),
+            };
+            let (rule, h) = self.per_weight[i];
+            let lr = s.lr_scale.mul_scalar(h.lr)?;
+            let (p2, s2) = self.rules[rule].update(p, &g, &state[i], &lr, h, s)?;
+            new_p.push(mixsweep_mlx::where_(&finite, &p2, p)?);
+            let kept = s2
+                .iter()
+                .zip(&state[i])
+                .map(|(a, b)| mixsweep_mlx::where_(&finite, a, b))
+                .collect::<Result<Vec<_>>>()?;
+            new_s.push(kept);
+        }
+        Ok((norm, new_p, new_s))
+    }
+}
+
+fn is_finite(x: &Array) -> Result<Array> {
+    x.is_nan()?
+        .logical_not()?
+        .logical_and(&x.is_inf()?.logical_not()?)
+}
+
+#[cfg(test)]
+mod tests;
