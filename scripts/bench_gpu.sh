@@ -39,4 +39,39 @@ if [[ $PARTS == *full* ]]; then
       --compute-dtype $dtype --out "$OUT/nanogpt_$dtype"
   done
 fi
+if [[ $PARTS == *refbf16* ]]; then
+  (cd .gpu/b/bench && run python3 gpt_mlx.py bf16)
+fi
+if [[ $PARTS == *benchbf16* ]]; then
+  run "$RUNNER" train --config scripts/bench/gpt_bench.json --train "$TRAIN" --device gpu \
+    --compute-dtype bfloat16 --out "$OUT/bench_bfloat16"
+  # the same without the finite guard (what the guard costs)
+  MIXSWEEP_FINITE_GUARD=0 run "$RUNNER" train --config scripts/bench/gpt_bench.json --train "$TRAIN" \
+    --device gpu --compute-dtype bfloat16 --out "$OUT/bench_bfloat16_noguard"
+fi
+# Muon (mixlab's default) against AdamW on the nanoGPT config, 1000 steps each, bf16.
+if [[ $PARTS == *optim* ]]; then
+  for opt in adamw muon; do
+    python3 - "$opt" > "/tmp/nanogpt_$opt.json" <<'PY'
+import json, re, sys
+src = open("examples/nanogpt_shakespeare.json").read()
+cfg = json.loads(re.sub(r"(^|\s)//[^\n]*", "", src))
+cfg["name"] = "nanogpt_" + sys.argv[1]
+cfg["training"]["optimizer"] = sys.argv[1]
+cfg["training"]["val_every"] = 250
+print(json.dumps(cfg))
+PY
+    run "$RUNNER" train --config "/tmp/nanogpt_$opt.json" --train "$TRAIN" --device gpu \
+      --steps "${OPTIM_STEPS:-1000}" --compute-dtype bfloat16 --out "$OUT/nanogpt_${opt}_${OPTIM_STEPS:-1000}"
+  done
+fi
+# Start-up: wall time of a 1-step run (process start to exit) and the runner's own timing lines.
+if [[ $PARTS == *startup* ]]; then
+  for i in 1 2; do
+    log "startup run $i"
+    TIMEFORMAT="startup run $i: wall %R s"
+    { time MIXSWEEP_TIMING=1 "$RUNNER" train --config examples/tiny.json --train "$TRAIN" --device gpu \
+      --steps 1 --quiet --out "$OUT/startup_$i"; } 2>&1 | tee -a "$OUT/bench.log"
+  done
+fi
 for f in "$OUT"/*/summary.json; do echo "== $f"; cat "$f"; done > "$OUT/summaries.txt"

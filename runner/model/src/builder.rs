@@ -311,8 +311,10 @@ impl Builder {
         self.aux_losses.push((name.to_string(), v));
     }
 
-    pub fn finish(self, logits: ValueId, loss: ValueId) -> Program {
+    /// The program whose outputs are `hidden` (the stream the head reads), `logits` and `loss`.
+    pub fn finish(self, hidden: ValueId, logits: ValueId, loss: ValueId) -> Program {
         Program {
+            hidden,
             weights: self.weights,
             values: self.values,
             nodes: self.nodes,

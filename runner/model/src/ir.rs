@@ -173,6 +173,8 @@ pub struct Program {
     pub targets: ValueId,
     /// The `[V, K]` character-id table, when the model has character features.
     pub char_map: Option<ValueId>,
+    /// The hidden state the output head reads (after the final norm), `[B, T, D]`.
+    pub hidden: ValueId,
     pub logits: ValueId,
     pub loss: ValueId,
     /// Extra loss terms added to `loss` for training (e.g. MoE load balancing): reported, and part of

@@ -53,14 +53,21 @@ impl ModelConfig {
         let x0 = self.resid_mix.then_some(x);
         let x = self.blocks_stage(&mut b, x, x0, &dims)?;
         b.enter("", "", false);
-        let logits = self
+        let (hidden, logits) = self
             .head(&mut b, x, embed, head, final_norm)
             .map_err(model_error)?;
         let targets = b.targets();
         let loss = b
             .op1(ops::CrossEntropy, &[logits, targets], "loss")
             .map_err(model_error)?;
-        Ok(b.finish(logits, loss))
+        if self.training.z_loss > 0.0 {
+            let z = ops::ZLoss {
+                coef: self.training.z_loss as f32,
+            };
+            let z = b.op1(z, &[logits], "z_loss").map_err(model_error)?;
+            b.aux_loss("z_loss", z);
+        }
+        Ok(b.finish(hidden, logits, loss))
     }
 
     /// `embed [V, D]`, `head [D, V]` (absent when tied) and the final norm's weights.
@@ -246,7 +253,8 @@ impl ModelConfig {
         Ok(x)
     }
 
-    /// Final norm, output head (tied or not) and soft-cap: the logits `[B, T, V]`.
+    /// Final norm, output head (tied or not) and soft-cap: the hidden state the head reads and
+    /// the logits `[B, T, V]`.
     fn head(
         &self,
         b: &mut Builder,
@@ -254,7 +262,7 @@ impl ModelConfig {
         embed: ValueId,
         head: Option<ValueId>,
         norm: Vec<ValueId>,
-    ) -> R<ValueId> {
+    ) -> R<(ValueId, ValueId)> {
         let h = if self.final_norm {
             let mut inputs = vec![x];
             inputs.extend(norm);
@@ -273,10 +281,11 @@ impl ModelConfig {
             Some(w) => b.matmul("logits", h, w)?,
             None => b.op1(ops::MatMulT, &[h, embed], "logits")?,
         };
-        match self.logit_softcap {
-            Some(cap) => b.unary("logits_capped", logits, UnaryKind::Softcap { cap }),
-            None => Ok(logits),
-        }
+        let logits = match self.logit_softcap {
+            Some(cap) => b.unary("logits_capped", logits, UnaryKind::Softcap { cap })?,
+            None => logits,
+        };
+        Ok((h, logits))
     }
 
     pub fn counts(&self) -> Counts {

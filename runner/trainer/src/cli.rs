@@ -72,6 +72,25 @@ pub enum Command {
     },
     /// Text -> token shards, tokenizer.json, mixlab.dataset.json and the bits-per-byte lookup tables.
     Prepare(PrepareArgs),
+    /// The hidden state the output head reads, for one training batch, as raw float32 (mixlab's
+    /// hiddenstats mode).
+    Hiddenstats(HiddenstatsArgs),
+}
+
+#[derive(Args)]
+pub struct HiddenstatsArgs {
+    #[arg(long)]
+    pub config: PathBuf,
+    #[arg(long)]
+    pub safetensors_load: PathBuf,
+    /// Training shards: the batch is the first one a run with the config's seed draws.
+    #[arg(long)]
+    pub train: String,
+    /// Where to write the raw little-endian float32 [B, T, D] values.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceArg,
 }
 
 #[derive(Args)]

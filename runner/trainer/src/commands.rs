@@ -1,7 +1,7 @@
 //! What each `mixsweep-runner` command does with its arguments. Every command returns
 //! `Err((exit code, message))`: 2 for input errors, 1 for runtime failures, 130 when interrupted.
 
-use crate::cli::{DeviceArg, EvalArgs, GenerateArgs, PrepareArgs, TrainArgs};
+use crate::cli::{DeviceArg, EvalArgs, GenerateArgs, HiddenstatsArgs, PrepareArgs, TrainArgs};
 
 use mixsweep_runner::mlx_env::MlxEnv;
 use mixsweep_runner::quantize::Scheme;
@@ -233,5 +233,20 @@ fn write_profile(guard: &pprof::ProfilerGuard<'_>, path: &std::path::Path) -> an
     let tmp = path.with_extension("pb.partial");
     std::fs::write(&tmp, &buf)?;
     std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+pub fn run_hiddenstats(a: HiddenstatsArgs) -> Outcome {
+    use mixsweep_runner::hiddenstats::{HiddenOptions, hiddenstats};
+    let o = HiddenOptions {
+        config: a.config,
+        weights: a.safetensors_load,
+        train: a.train,
+        out: a.out,
+        device: a.device.device(),
+    };
+    let (dims, bytes) = hiddenstats(&o).map_err(report)?;
+    println!("hidden state dims: {dims:?}");
+    println!("wrote {} ({bytes} bytes)", o.out.display());
     Ok(())
 }

@@ -8,7 +8,7 @@
 //! tokenizers, so trials with different vocabularies can be ranked by `val_bpb`.
 
 use crate::data::{self, DataError, TokenStream};
-use crate::step::Steps;
+use crate::step::{StepScalars, Steps, TrainState};
 use mixsweep_mlx::Array;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -138,7 +138,20 @@ pub struct FullValidation {
     pub bytes: Option<u64>,
 }
 
-/// Runs the full validation pass (module docs) with the compiled eval step.
+/// Score-first test-time training during a validation pass (mixlab §7.5): each batch is scored
+/// with the current weights, then `steps` optimizer steps adapt them on it. `state` is a copy:
+/// the adapted weights never reach training or the exported files.
+pub struct TttRun<'a> {
+    pub state: &'a mut TrainState,
+    pub steps: usize,
+    /// `ttt_lr / lr` (each group's rate scales with it).
+    pub lr_scale: f32,
+    /// The optimizer step count to continue from (bias corrections).
+    pub t0: u64,
+}
+
+/// Runs the full validation pass (module docs) with the compiled eval step (and, with `ttt`, the
+/// train step after scoring each batch).
 pub fn full_validation(
     steps: &mut Steps,
     params: &[Array],
@@ -146,6 +159,7 @@ pub fn full_validation(
     batch_tokens: usize,
     seq_len: usize,
     tables: Option<&LookupTables>,
+    mut ttt: Option<TttRun<'_>>,
 ) -> Result<FullValidation, mixsweep_mlx::Error> {
     let tokens = &val.tokens;
     let usable = ((tokens.len().saturating_sub(1)) / seq_len) * seq_len;
@@ -160,13 +174,23 @@ pub fn full_validation(
             .map(|&t| t as i32)
             .collect();
         let rows = n / seq_len;
-        let loss = steps
-            .eval_loss(
-                params,
-                &Array::from_i32(&x, &[rows, seq_len])?,
-                &Array::from_i32(&y, &[rows, seq_len])?,
-            )?
-            .item_f32()? as f64;
+        let (x, y) = (
+            Array::from_i32(&x, &[rows, seq_len])?,
+            Array::from_i32(&y, &[rows, seq_len])?,
+        );
+        let scored = ttt.as_ref().map_or(params, |t| &t.state.params);
+        let loss = steps.eval_loss(scored, &x, &y)?.item_f32()? as f64;
+        if let Some(t) = &mut ttt {
+            for _ in 0..t.steps {
+                t.t0 += 1;
+                let s = StepScalars {
+                    lr_scale: t.lr_scale,
+                    t: t.t0,
+                    dropout_seed: t.t0,
+                };
+                steps.train_step(t.state, &x, &y, &s)?;
+            }
+        }
         nats += loss * n as f64;
         if let Some(t) = tables {
             bytes += (start..start + n)

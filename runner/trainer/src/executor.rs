@@ -26,6 +26,8 @@ pub struct ForwardOutput {
     pub loss: Option<Array>,
     /// `[B, T, V]` logits in the compute dtype.
     pub logits: Array,
+    /// `[B, T, D]`: the hidden state the output head reads (after the final norm).
+    pub hidden: Array,
 }
 
 impl<'p> Executor<'p> {
@@ -162,7 +164,14 @@ impl<'p> Executor<'p> {
             }
             loss = Some(total);
         }
-        Ok(ForwardOutput { loss, logits })
+        let hidden = env[p.hidden.0]
+            .clone()
+            .expect("the program computes its hidden state");
+        Ok(ForwardOutput {
+            loss,
+            logits,
+            hidden,
+        })
     }
 }
 

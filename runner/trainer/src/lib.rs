@@ -21,6 +21,7 @@ pub mod divergence;
 pub mod eval;
 pub mod executor;
 pub mod generate;
+pub mod hiddenstats;
 pub mod init;
 pub mod interrupt;
 pub mod kernel_cache;

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         }
         Command::Smoke { device } => inspect::smoke(device).map_err(|e| (1, format!("{e:#}"))),
         Command::Prepare(a) => commands::run_prepare(a, stop),
+        Command::Hiddenstats(a) => commands::run_hiddenstats(a),
     };
     mlx_env.finish();
     match result {

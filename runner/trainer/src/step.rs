@@ -14,6 +14,7 @@ use mixsweep_model::ir::Program;
 use std::sync::Arc;
 
 /// Parameters and their optimizer state (per weight, the plan's slots in order).
+#[derive(Clone)]
 pub struct TrainState {
     pub params: Vec<Array>,
     pub state: Vec<Vec<Array>>,

@@ -284,3 +284,124 @@ fn a_killed_run_resumes_from_its_last_periodic_checkpoint() {
     );
     assert!(ckpt.join("step_000040.safetensors").is_file());
 }
+
+#[test]
+fn test_time_training_adapts_a_copy_during_full_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = tiny(dir.path(), "plain", |v| v["training"]["steps"] = 30.into());
+    let ttt = tiny(dir.path(), "ttt", |v| {
+        v["training"]["steps"] = 30.into();
+        v["training"]["ttt_steps"] = 2.into();
+        v["training"]["ttt_lr"] = 1e-3.into();
+    });
+    let out = dir.path().join("run");
+    train(&ttt, &out, &["--eval"]);
+    let s = read_json(&out.join("summary.json"));
+    assert_eq!(s["ttt"], "score-first steps=2 lr=0.001");
+    let eval = |cfg: &Path| -> f64 {
+        let e = runner()
+            .args(["eval", "--device", "cpu", "--json", "--config"])
+            .arg(cfg)
+            .arg("--safetensors-load")
+            .arg(out.join("model.safetensors"))
+            .args(["--train", &train_glob()])
+            .output()
+            .unwrap();
+        assert!(e.status.success(), "{}", stderr(&e));
+        serde_json::from_str::<serde_json::Value>(&stdout(&e)).unwrap()["val_loss"]
+            .as_f64()
+            .unwrap()
+    };
+    let (without, with) = (eval(&plain), eval(&ttt));
+    assert!(
+        with < without,
+        "adapting on each scored batch helps the next: {with} vs {without}"
+    );
+    // the exported weights are the trained ones, not the adapted copy: a run without TTT writes the same
+    let plain_out = dir.path().join("plain_run");
+    train(&plain, &plain_out, &["--eval"]);
+    assert_eq!(
+        std::fs::read(out.join("model.safetensors")).unwrap().len(),
+        std::fs::read(plain_out.join("model.safetensors"))
+            .unwrap()
+            .len()
+    );
+    let weights = |d: &Path| {
+        mixsweep_runner::checkpoint::load(
+            &d.join("model.safetensors"),
+            &mixsweep_model::ModelConfig::load(&plain)
+                .unwrap()
+                .lower()
+                .weights,
+        )
+        .unwrap()
+    };
+    assert_eq!(weights(&out), weights(&plain_out));
+    let p = read_json(&plain_out.join("summary.json"));
+    assert!(s["full_val_loss"].as_f64().unwrap() < p["full_val_loss"].as_f64().unwrap());
+}
+
+#[test]
+fn hiddenstats_writes_the_normalised_hidden_state_of_the_first_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    // one step at warmup's lr 0 leaves the initial weights: the final norm's scale is 1
+    let cfg = tiny(dir.path(), "hidden", |v| v["training"]["steps"] = 1.into());
+    let out = dir.path().join("run");
+    train(&cfg, &out, &[]);
+    let file = dir.path().join("hidden.f32");
+    let o = runner()
+        .args(["hiddenstats", "--device", "cpu", "--config"])
+        .arg(&cfg)
+        .arg("--safetensors-load")
+        .arg(out.join("model.safetensors"))
+        .args(["--train", &train_glob(), "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("hidden state dims: [16, 64, 64]"),
+        "{}",
+        stdout(&o)
+    );
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(bytes.len(), 16 * 64 * 64 * 4);
+    let v: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    for row in v.chunks(64) {
+        let ms = row.iter().map(|x| x * x).sum::<f32>() / 64.0;
+        assert!(
+            (ms - 1.0).abs() < 1e-3,
+            "each position is RMS-normalised: {ms}"
+        );
+    }
+}
+
+#[test]
+fn z_loss_joins_the_training_objective() {
+    let dir = tempfile::tempdir().unwrap();
+    let losses = |name: &str, z: f64| -> Vec<f64> {
+        let cfg = tiny(dir.path(), name, |v| {
+            v["training"]["steps"] = 3.into();
+            v["training"]["log_every"] = 1.into();
+            v["training"]["z_loss"] = z.into();
+        });
+        let out = dir.path().join(name);
+        train(&cfg, &out, &[]);
+        metrics(&out.join("metrics.jsonl"))
+            .iter()
+            .filter_map(|r| r["train_loss"].as_f64())
+            .collect()
+    };
+    let (plain, z) = (losses("noz", 0.0), losses("z", 1e-2));
+    // step 0 (lr 0): the same weights, so the difference is the z term, 1e-2 · lse², lse ≈ ln 256
+    // logsumexp >= ln V, and near it for small initial logits
+    let (lo, hi) = (
+        1e-2 * 256f64.ln().powi(2),
+        1e-2 * (256f64.ln() + 0.5).powi(2),
+    );
+    let d = z[0] - plain[0];
+    assert!(lo * 0.99 <= d && d <= hi, "z term {d} not in [{lo}, {hi}]");
+}

@@ -8,6 +8,7 @@
 //! `docs/config.md`).
 
 pub mod averaging;
+pub mod evaluation;
 mod layout;
 pub mod optimizer;
 pub mod schedule;

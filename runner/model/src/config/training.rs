@@ -2,6 +2,7 @@
 //! Zero is honoured (or refused) rather than meaning "default", unlike mixlab.
 
 use super::averaging::Averaging;
+use super::evaluation::Ttt;
 use super::optimizer::OptimizerConfig;
 use super::schedule::Phase;
 use super::stopping::EarlyStop;
@@ -49,7 +50,6 @@ const MIXLAB_TRAINING: &[MixlabField] = &[
         Some("\"cosine\""),
         "NewBob is for classification",
     ),
-    mixlab("hardware_tflops", Some("0"), "MFU is not reported yet"),
     mixlab(
         "qat",
         Some("\"none\""),
@@ -60,27 +60,6 @@ const MIXLAB_TRAINING: &[MixlabField] = &[
         Some("0"),
         "quantization-aware training is not implemented yet",
     ),
-    mixlab(
-        "ttt_mode",
-        Some("\"full\""),
-        "test-time training is not implemented yet",
-    ),
-    mixlab(
-        "ttt_steps",
-        Some("0"),
-        "test-time training is not implemented yet",
-    ),
-    mixlab(
-        "ttt_lr",
-        Some("1e-5"),
-        "test-time training is not implemented yet",
-    ),
-    mixlab(
-        "ttt_rank",
-        Some("4"),
-        "test-time training is not implemented yet",
-    ),
-    mixlab("z_loss", Some("0"), "z-loss is not implemented yet"),
     mixlab(
         "first_byte_mask",
         Some("false"),
@@ -212,6 +191,12 @@ pub struct TrainingConfig {
     pub early_stop: EarlyStop,
     /// SWA/EMA of the weights (`swa_start > 0`).
     pub averaging: Option<Averaging>,
+    /// Test-time training during full validation (`ttt_steps > 0`).
+    pub ttt: Option<Ttt>,
+    /// The device's peak TFLOP/s, for MFU in logs and summary.
+    pub hardware_tflops: Option<f64>,
+    /// Weight of `mean(logsumexp(logits)²)` added to the training objective (0 = off).
+    pub z_loss: f64,
 }
 
 impl TrainingConfig {
@@ -353,6 +338,9 @@ pub(crate) fn parse_training(
         }
     };
     let early_stop = super::stopping::parse(&mut f)?;
+    let ttt = super::evaluation::parse_ttt(&mut f)?;
+    let hardware_tflops = super::evaluation::nonneg(&mut f, "hardware_tflops")?;
+    let z_loss = super::evaluation::nonneg(&mut f, "z_loss")?;
     let averaging = super::averaging::parse(&mut f)?;
     let valid: Vec<&str> = [
         TRAINING_FIELDS,
@@ -360,6 +348,7 @@ pub(crate) fn parse_training(
         super::schedule::FIELDS,
         super::stopping::FIELDS,
         super::averaging::FIELDS,
+        super::evaluation::FIELDS,
     ]
     .concat();
     f.finish(&valid)?;
@@ -392,5 +381,8 @@ pub(crate) fn parse_training(
         optimizer,
         early_stop,
         averaging,
+        ttt,
+        hardware_tflops: (hardware_tflops > 0.0).then_some(hardware_tflops),
+        z_loss,
     })
 }

@@ -28,7 +28,7 @@ pub use norm::{Norm, NormKind};
 pub use recurrent::{CausalConv, GatedScan, MatrixScan, ScanTv, SelectiveScan, TokenShift};
 pub use reduce::{Mean, Softmax};
 pub use shape::{Arange, Concat, Full, Reshape, Slice, Split, Transpose};
-pub use training::{CrossEntropy, Dropout};
+pub use training::{CrossEntropy, Dropout, ZLoss};
 
 /// What an op kind knows about itself without MLX.
 pub trait Rule {
@@ -103,6 +103,7 @@ ops! {
     TokenShift,
     Dropout,
     CrossEntropy,
+    ZLoss,
 }
 
 /// Checks the number of inputs.

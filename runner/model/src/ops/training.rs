@@ -45,3 +45,26 @@ impl Rule for CrossEntropy {
         Ok(vec![vec![]])
     }
 }
+
+/// PaLM's z-loss: `coef · mean(logsumexp(logits)²)` over `logits [B, T, V]` -> scalar (float32).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ZLoss {
+    pub coef: f32,
+}
+
+impl Rule for ZLoss {
+    fn name(&self) -> &'static str {
+        "z_loss"
+    }
+    fn shapes(&self, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
+        arity(inputs, 1, 1)?;
+        if inputs[0].len() < 2 || !(self.coef > 0.0 && self.coef.is_finite()) {
+            return Err(format!(
+                "needs logits [..., V] and coef > 0, got {} and {}",
+                show(inputs[0]),
+                self.coef
+            ));
+        }
+        Ok(vec![vec![]])
+    }
+}

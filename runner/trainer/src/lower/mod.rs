@@ -154,6 +154,7 @@ pub fn apply(op: &Op, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<Vec<Array>>
             None => inputs[0].clone(),
         }),
         Op::CrossEntropy(_) => one(cross_entropy(&inputs[0], &inputs[1])?),
+        Op::ZLoss(z) => one(training::z_loss(&inputs[0], z.coef)?),
     }
 }
 

@@ -18,9 +18,27 @@ pub fn cross_entropy(logits: &Array, targets: &Array) -> Result<Array> {
     lse.sub(&picked)?.mean_all()
 }
 
+/// `coef · mean(logsumexp(logits)²)` in float32.
+pub fn z_loss(logits: &Array, coef: f32) -> Result<Array> {
+    let lse = logits.astype(Dtype::F32)?.logsumexp(&[-1], false)?;
+    lse.square()?.mean_all()?.mul_scalar(coef)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn z_loss_is_the_mean_squared_log_partition() {
+        let logits = Array::from_f32(&[1.0, 2.0, 3.0, 0.0, 0.0, 0.0], &[1, 2, 3]).unwrap();
+        let got = z_loss(&logits, 0.5).unwrap().item_f32().unwrap();
+        let l0 = (1f32.exp() + 2f32.exp() + 3f32.exp()).ln();
+        let l1 = 3f32.ln();
+        assert!(
+            (got - 0.5 * (l0 * l0 + l1 * l1) / 2.0).abs() < 1e-5,
+            "{got}"
+        );
+    }
 
     #[test]
     fn cross_entropy_matches_formula() {

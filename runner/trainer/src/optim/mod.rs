@@ -52,6 +52,27 @@ pub trait Optimizer: Send + Sync {
         h: Hyper,
         s: &StepInputs<'_>,
     ) -> Result<(Array, Vec<Array>)>;
+
+    /// [`Optimizer::update`] of several weights of one shape and hyperparameters at once (a rule
+    /// may batch them: Muon orthogonalises them in one batched iteration).
+    fn update_group(
+        &self,
+        g: Group<'_>,
+        lr: &Array,
+        h: Hyper,
+        s: &StepInputs<'_>,
+    ) -> Result<Vec<(Array, Vec<Array>)>> {
+        (0..g.params.len())
+            .map(|i| self.update(g.params[i], g.grads[i], g.states[i], lr, h, s))
+            .collect()
+    }
+}
+
+/// Weights of one shape and hyperparameters that one rule updates together.
+pub struct Group<'a> {
+    pub params: Vec<&'a Array>,
+    pub grads: Vec<&'a Array>,
+    pub states: Vec<&'a [Array]>,
 }
 
 /// `1 - beta^t` as an array (bias correction at a traced step count).
@@ -71,6 +92,8 @@ pub struct Plan {
     shapes: Vec<Vec<usize>>,
     grad_clip: f32,
     summary: String,
+    /// `MIXSWEEP_FINITE_GUARD=0` (benchmarks only): no guard, a non-finite step updates anyway.
+    guard: bool,
 }
 
 impl Plan {
@@ -140,7 +163,28 @@ impl Plan {
             shapes: program.weights.iter().map(|w| w.shape.clone()).collect(),
             grad_clip: t.grad_clip as f32,
             summary: o.describe(),
+            guard: std::env::var("MIXSWEEP_FINITE_GUARD").map_or(true, |v| v != "0"),
         }
+    }
+
+    /// Weight indices updated together: same rule, shape and hyperparameters (in weight order).
+    fn groups(&self) -> Vec<Vec<usize>> {
+        let mut groups: Vec<Vec<usize>> = vec![];
+        for i in 0..self.shapes.len() {
+            let key = |j: usize| {
+                (
+                    self.per_weight[j].0,
+                    &self.shapes[j],
+                    self.per_weight[j].1.lr.to_bits(),
+                    self.per_weight[j].1.weight_decay.to_bits(),
+                )
+            };
+            match groups.iter_mut().find(|g| key(g[0]) == key(i)) {
+                Some(g) => g.push(i),
+                None => groups.push(vec![i]),
+            }
+        }
+        groups
     }
 
     /// "muon (matrix), adamw (embed, head, scalar)".
@@ -219,24 +263,39 @@ impl Plan {
             None
         };
         let finite = is_finite(&norm)?.logical_and(&is_finite(loss)?)?;
-        let mut new_p = Vec::with_capacity(params.len());
-        let mut new_s = Vec::with_capacity(params.len());
-        for (i, (p, g)) in params.iter().zip(grads).enumerate() {
-            let g = match &clip {
-                Some(c) => g.mul(c)?,
-                None => g.clone(),
+        let grads: Vec<Array> = match &clip {
+            Some(c) => grads.iter().map(|g| g.mul(c)).collect::<Result<_>>()?,
+            None => grads.to_vec(),
+        };
+        let mut new_p: Vec<Option<Array>> = vec![None; params.len()];
+        let mut new_s: Vec<Vec<Array>> = vec![vec![]; params.len()];
+        for members in self.groups() {
+            let (rule, h) = self.per_weight[members[0]];
+            let group = Group {
+                params: members.iter().map(|&i| &params[i]).collect(),
+                grads: members.iter().map(|&i| &grads[i]).collect(),
+                states: members.iter().map(|&i| state[i].as_slice()).collect(),
             };
-            let (rule, h) = self.per_weight[i];
             let lr = s.lr_scale.mul_scalar(h.lr)?;
-            let (p2, s2) = self.rules[rule].update(p, &g, &state[i], &lr, h, s)?;
-            new_p.push(mixsweep_mlx::where_(&finite, &p2, p)?);
-            let kept = s2
-                .iter()
-                .zip(&state[i])
-                .map(|(a, b)| mixsweep_mlx::where_(&finite, a, b))
-                .collect::<Result<Vec<_>>>()?;
-            new_s.push(kept);
+            let updated = self.rules[rule].update_group(group, &lr, h, s)?;
+            for (&i, (p2, s2)) in members.iter().zip(updated) {
+                if !self.guard {
+                    (new_p[i], new_s[i]) = (Some(p2), s2);
+                    continue;
+                }
+                // the finite guard: a step with a non-finite loss or gradient changes nothing
+                new_p[i] = Some(mixsweep_mlx::where_(&finite, &p2, &params[i])?);
+                new_s[i] = s2
+                    .iter()
+                    .zip(&state[i])
+                    .map(|(a, b)| mixsweep_mlx::where_(&finite, a, b))
+                    .collect::<Result<_>>()?;
+            }
         }
+        let new_p = new_p
+            .into_iter()
+            .map(|p| p.expect("every weight is in a group"))
+            .collect();
         Ok((norm, new_p, new_s))
     }
 }

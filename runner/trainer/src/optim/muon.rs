@@ -8,7 +8,7 @@
 //! Orthogonalisation runs in the run's compute dtype (mixlab: always bfloat16); state is float32.
 //! State: `muon_momentum` (and `normuon_v`, one entry per index of the longer dimension).
 
-use super::{Hyper, Optimizer, StepInputs};
+use super::{Group, Hyper, Optimizer, StepInputs};
 use mixsweep_mlx::{Array, Dtype, Result};
 use mixsweep_model::config::optimizer::MuonVariant;
 
@@ -23,38 +23,51 @@ pub struct Muon {
     pub dtype: Dtype,
 }
 
-/// The orthogonal factor of `u` (`[r, c]`) by `steps` quintic Newton-Schulz iterations.
+/// The orthogonal factor of each matrix of `u` (`[k, r, c]`: `k` matrices at once) by `steps`
+/// quintic Newton-Schulz iterations, each on `X / (||X||_F + 1e-7)`.
 pub fn newton_schulz(u: &Array, steps: usize, dtype: Dtype) -> Result<Array> {
     let (a, b, c) = (3.4445f32, -4.7750f32, 2.0315f32);
-    let tall = u.dim(0) > u.dim(1);
+    let tall = u.dim(1) > u.dim(2);
+    let swap = |x: &Array| x.transpose(&[0, 2, 1]);
     let mut x = u.astype(dtype)?;
     if tall {
-        x = x.t()?;
+        x = swap(&x)?;
     }
     let norm = x
         .astype(Dtype::F32)?
         .square()?
-        .sum_all()?
+        .sum(&[1, 2], true)?
         .sqrt()?
         .add_scalar(1e-7)?;
     x = x.div(&norm.astype(dtype)?)?;
     for _ in 0..steps {
-        let gram = x.matmul(&x.t()?)?;
+        let gram = x.matmul(&swap(&x)?)?;
         let poly = gram
             .mul_scalar(b)?
             .add(&gram.matmul(&gram)?.mul_scalar(c)?)?;
         x = x.mul_scalar(a)?.add(&poly.matmul(&x)?)?;
     }
     if tall {
-        x = x.t()?;
+        x = swap(&x)?;
     }
     x.astype(Dtype::F32)
 }
 
-impl Muon {
-    fn rows_longer(shape: &[usize]) -> bool {
-        shape[0] >= shape[1]
-    }
+/// `[k, ...]` from `k` arrays of one shape.
+fn stack(xs: &[&Array]) -> Result<Array> {
+    let expanded = xs
+        .iter()
+        .map(|x| x.expand_dims(0))
+        .collect::<Result<Vec<_>>>()?;
+    mixsweep_mlx::concatenate(&expanded.iter().collect::<Vec<_>>(), 0)
+}
+
+/// The `k` arrays of a stacked `[k, ...]` one.
+fn unstack(x: &Array) -> Result<Vec<Array>> {
+    let k = x.dim(0);
+    let shape: Vec<i32> = x.shape()[1..].iter().map(|&d| d as i32).collect();
+    let parts = mixsweep_mlx::split(x, &(1..k as i32).collect::<Vec<_>>(), 0)?;
+    parts.iter().map(|p| p.reshape(&shape)).collect()
 }
 
 impl Optimizer for Muon {
@@ -81,51 +94,76 @@ impl Optimizer for Muon {
         state: &[Array],
         lr: &Array,
         h: Hyper,
-        _s: &StepInputs<'_>,
+        s: &StepInputs<'_>,
     ) -> Result<(Array, Vec<Array>)> {
-        let shape = p.shape();
-        let m = state[0].mul_scalar(self.momentum)?.add(g)?;
+        let group = Group {
+            params: vec![p],
+            grads: vec![g],
+            states: vec![state],
+        };
+        Ok(self.update_group(group, lr, h, s)?.remove(0))
+    }
+
+    fn update_group(
+        &self,
+        grp: Group<'_>,
+        lr: &Array,
+        h: Hyper,
+        _s: &StepInputs<'_>,
+    ) -> Result<Vec<(Array, Vec<Array>)>> {
+        let shape = grp.params[0].shape();
+        let (rows, cols) = (shape[0], shape[1]);
+        let g = stack(&grp.grads)?;
+        let m = stack(&grp.states.iter().map(|s| &s[0]).collect::<Vec<_>>())?
+            .mul_scalar(self.momentum)?
+            .add(&g)?;
         let u = if self.nesterov {
             g.add(&m.mul_scalar(self.momentum)?)?
         } else {
             m.clone()
         };
-        let (rows, cols) = (shape[0] as f32, shape[1] as f32);
-        let mut u =
-            newton_schulz(&u, self.steps, self.dtype)?.mul_scalar((rows / cols).max(1.0).sqrt())?;
-        let mut new_state = vec![m];
+        let aspect = (rows as f32 / cols as f32).max(1.0).sqrt();
+        let mut u = newton_schulz(&u, self.steps, self.dtype)?.mul_scalar(aspect)?;
+        let mut second: Option<Array> = None;
         match self.variant {
             MuonVariant::Plain => {}
             MuonVariant::EqR => {
-                let row_norm = u.square()?.sum(&[1], true)?.sqrt()?.add_scalar(1e-7)?;
+                let row_norm = u.square()?.sum(&[2], true)?.sqrt()?.add_scalar(1e-7)?;
                 u = u.div(&row_norm)?;
             }
             MuonVariant::NorMuon => {
-                let by_rows = Self::rows_longer(&shape);
-                let (axis, keep) = if by_rows {
-                    (1, [shape[0], 1])
+                // one second moment per index of the longer dimension
+                let (axis, keep) = if rows >= cols {
+                    (2, [-1, rows as i32, 1])
                 } else {
-                    (0, [1, shape[1]])
+                    (1, [-1, 1, cols as i32])
                 };
                 let mean_sq = u.square()?.mean(&[axis], false)?;
-                let v = state[1]
+                let v0 = stack(&grp.states.iter().map(|s| &s[1]).collect::<Vec<_>>())?;
+                let v = v0
                     .mul_scalar(self.beta2)?
                     .add(&mean_sq.mul_scalar(1.0 - self.beta2)?)?;
-                let before = u.square()?.sum_all()?.sqrt()?;
-                let denom = v
-                    .maximum_scalar(1e-10)?
-                    .sqrt()?
-                    .reshape(&keep.map(|d| d as i32))?;
-                u = u.div(&denom)?;
-                let after = u.square()?.sum_all()?.sqrt()?.add_scalar(1e-12)?;
+                let before = u.square()?.sum(&[1, 2], true)?.sqrt()?;
+                u = u.div(&v.maximum_scalar(1e-10)?.sqrt()?.reshape(&keep)?)?;
+                let after = u.square()?.sum(&[1, 2], true)?.sqrt()?.add_scalar(1e-12)?;
                 u = u.mul(&before.div(&after)?)?;
-                new_state.push(v);
+                second = Some(v);
             }
         }
-        let mut p = p.clone();
-        if h.weight_decay > 0.0 {
-            p = p.sub(&p.mul(&lr.mul_scalar(h.weight_decay)?)?)?;
+        let (us, ms) = (unstack(&u)?, unstack(&m)?);
+        let vs = second.as_ref().map(unstack).transpose()?;
+        let mut out = Vec::with_capacity(us.len());
+        for (i, (u, m)) in us.iter().zip(ms).enumerate() {
+            let mut p = grp.params[i].clone();
+            if h.weight_decay > 0.0 {
+                p = p.sub(&p.mul(&lr.mul_scalar(h.weight_decay)?)?)?;
+            }
+            let mut state = vec![m];
+            if let Some(vs) = &vs {
+                state.push(vs[i].clone());
+            }
+            out.push((p.sub(&u.mul(lr)?)?, state));
         }
-        Ok((p.sub(&u.mul(lr)?)?, new_state))
+        Ok(out)
     }
 }

@@ -262,3 +262,62 @@ fn a_non_finite_loss_or_gradient_leaves_weights_and_state_alone() {
         );
     }
 }
+
+/// Muon orthogonalises a group of same-shape weights in one batched iteration; each result equals
+/// the weight's own update.
+#[test]
+fn a_batched_muon_group_equals_its_members_updated_alone() {
+    for variant in [MuonVariant::Plain, MuonVariant::EqR, MuonVariant::NorMuon] {
+        let o = Muon {
+            variant,
+            momentum: 0.9,
+            steps: 5,
+            nesterov: true,
+            beta2: 0.95,
+            dtype: Dtype::F32,
+        };
+        let w = |seed: usize| {
+            arr(
+                &(0..12)
+                    .map(|i| ((i * 7 + seed * 5) % 11) as f32 / 11.0 - 0.5)
+                    .collect::<Vec<_>>(),
+                &[4, 3],
+            )
+        };
+        let (ps, gs) = ([w(1), w(2)], [w(3), w(4)]);
+        let states: Vec<Vec<Array>> = (0..2)
+            .map(|_| {
+                o.slots(&[4, 3])
+                    .iter()
+                    .map(|(_, s)| Array::zeros(s, Dtype::F32).unwrap())
+                    .collect()
+            })
+            .collect();
+        let (lr, t) = (scalar(0.1), scalar(1.0));
+        let s = StepInputs {
+            lr_scale: &scalar(1.0),
+            t: &t,
+        };
+        let h = Hyper {
+            lr: 0.1,
+            weight_decay: 0.0,
+        };
+        let group = Group {
+            params: ps.iter().collect(),
+            grads: gs.iter().collect(),
+            states: states.iter().map(Vec::as_slice).collect(),
+        };
+        let together = o.update_group(group, &lr, h, &s).unwrap();
+        for i in 0..2 {
+            let (alone, _) = o.update(&ps[i], &gs[i], &states[i], &lr, h, &s).unwrap();
+            let (a, b) = (
+                alone.to_vec_f32().unwrap(),
+                together[i].0.to_vec_f32().unwrap(),
+            );
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6),
+                "{variant:?} weight {i}: {a:?} vs {b:?}"
+            );
+        }
+    }
+}

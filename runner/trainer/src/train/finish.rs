@@ -14,11 +14,7 @@ use mixsweep_mlx::Array;
 impl Run<'_> {
     /// Final validation (live and averaged weights), exports, resume point and summary.
     pub fn finish(mut self, outcome: Result<(), TrainError>) -> Result<Summary, TrainError> {
-        let ended = outcome.is_ok()
-            && (self.summary.steps_completed == self.t.steps || self.summary.stop_reason.is_some());
-        if ended {
-            self.final_validation()?;
-        }
+        // throughput of the steps alone: before the final validation compiles and runs
         let steady = self
             .first_done
             .map(|f| f.elapsed().as_secs_f64())
@@ -29,6 +25,12 @@ impl Run<'_> {
         } else {
             0.0
         };
+        let ended = outcome.is_ok()
+            && (self.summary.steps_completed == self.t.steps || self.summary.stop_reason.is_some());
+        if ended {
+            self.final_validation()?;
+        }
+        self.summary.mfu = self.mfu(self.summary.mean_tok_s).filter(|m| *m > 0.0);
         self.summary.wall_time_s = self.started.elapsed().as_secs_f64();
         self.summary.peak_memory_bytes = mixsweep_mlx::memory::stats().map(|s| s.peak).unwrap_or(0);
         self.summary.status = match &outcome {
@@ -104,8 +106,18 @@ impl Run<'_> {
         }
         if let (Some(tables), Some(v)) = (&self.lookup, &self.val_stream) {
             let (bt, seq) = (self.t.batch_tokens, self.cfg.seq_len);
-            let full =
-                crate::eval::full_validation(&mut self.steps, &params, v, bt, seq, Some(tables))?;
+            // test-time training adapts a copy of the weights and optimizer state
+            let mut adapted = self.state.clone();
+            let ttt = ttt_run(&self.t, &mut adapted, self.summary.steps_completed as u64);
+            let full = crate::eval::full_validation(
+                &mut self.steps,
+                &params,
+                v,
+                bt,
+                seq,
+                Some(tables),
+                ttt,
+            )?;
             self.summary.full_val_loss = Some(full.val_loss);
             self.summary.val_bpb = full.val_bpb;
             self.summary.full_val_tokens = Some(full.tokens);
@@ -119,8 +131,18 @@ impl Run<'_> {
                 );
             }
             if let Some(w) = &averaged {
-                let full =
-                    crate::eval::full_validation(&mut self.steps, w, v, bt, seq, Some(tables))?;
+                let mut adapted = self.state.clone();
+                adapted.params = w.clone();
+                let ttt = ttt_run(&self.t, &mut adapted, self.summary.steps_completed as u64);
+                let full = crate::eval::full_validation(
+                    &mut self.steps,
+                    w,
+                    v,
+                    bt,
+                    seq,
+                    Some(tables),
+                    ttt,
+                )?;
                 self.summary.swa_full_val_loss = Some(full.val_loss);
                 self.summary.swa_val_bpb = full.val_bpb;
             }
@@ -190,4 +212,18 @@ impl Run<'_> {
             format_duration(s.wall_time_s)
         );
     }
+}
+
+/// The test-time training of a full validation pass, when the config asks for it.
+pub fn ttt_run<'a>(
+    t: &mixsweep_model::TrainingConfig,
+    state: &'a mut crate::step::TrainState,
+    t0: u64,
+) -> Option<crate::eval::TttRun<'a>> {
+    t.ttt.map(|c| crate::eval::TttRun {
+        state,
+        steps: c.steps,
+        lr_scale: (c.lr / t.lr) as f32,
+        t0,
+    })
 }

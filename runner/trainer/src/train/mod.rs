@@ -181,8 +181,15 @@ pub fn evaluate_weights(o: &EvalOptions<'_>) -> Result<crate::eval::FullValidati
     let plan = Arc::new(Plan::new(&cfg, &program));
     let char_map = crate::char_features::for_model(&cfg, &stream.files)
         .map_err(|e| ConfigError::new("char_vocab_size", e))?;
-    let mut steps =
-        Steps::with_char_map(program.clone(), cfg.training.compute_dtype, plan, char_map)?;
+    let mut steps = Steps::with_char_map(
+        program.clone(),
+        cfg.training.compute_dtype,
+        plan.clone(),
+        char_map,
+    )?;
+    // test-time training starts from fresh optimizer state (the file holds none)
+    let mut state = crate::step::TrainState::new(params.clone(), &plan)?;
+    let ttt = finish::ttt_run(&cfg.training, &mut state, 0);
     Ok(crate::eval::full_validation(
         &mut steps,
         &params,
@@ -190,5 +197,6 @@ pub fn evaluate_weights(o: &EvalOptions<'_>) -> Result<crate::eval::FullValidati
         cfg.training.batch_tokens,
         cfg.seq_len,
         Some(&tables),
+        ttt,
     )?)
 }

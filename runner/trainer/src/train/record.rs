@@ -18,6 +18,13 @@ pub struct MetricsRecord {
     pub tokens: u64,
     pub tok_s: f64,
     pub elapsed_s: f64,
+    /// Model FLOP utilisation: `tok_s · train FLOPs/token / training.hardware_tflops`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfu: Option<f64>,
+    /// MLX allocator: bytes in use, the peak so far, and cached for reuse.
+    pub mem_active_bytes: usize,
+    pub mem_peak_bytes: usize,
+    pub mem_cache_bytes: usize,
 }
 
 /// `summary.json`.
@@ -34,6 +41,9 @@ pub struct Summary {
     pub params: usize,
     pub flops_per_token: f64,
     pub mean_tok_s: f64,
+    /// `mean_tok_s` as a fraction of `training.hardware_tflops` (with that field only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfu: Option<f64>,
     pub wall_time_s: f64,
     pub peak_memory_bytes: usize,
     pub device: String,
@@ -53,6 +63,9 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub swa_val_loss: Option<f64>,
     /// Full validation (`--eval`): mean loss over every validation token, bits per byte, tokens.
+    /// Score-first test-time training of the full validation (`ttt_steps`), e.g. `steps=1 lr=1e-5`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttt: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub full_val_loss: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]

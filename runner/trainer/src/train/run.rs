@@ -162,6 +162,13 @@ impl<'a> Run<'a> {
         Ok(run)
     }
 
+    /// Model FLOP utilisation at `tok_s` (with `training.hardware_tflops`).
+    pub(super) fn mfu(&self, tok_s: f64) -> Option<f64> {
+        self.t
+            .hardware_tflops
+            .map(|peak| tok_s * self.summary.flops_per_token / (peak * 1e12))
+    }
+
     pub(super) fn tokens_per_step(&self) -> u64 {
         (self.rows * self.cfg.seq_len) as u64
     }
@@ -288,6 +295,8 @@ impl<'a> Run<'a> {
         };
         let lr = self.t.lr * self.t.lr_scale(s);
         let elapsed = self.started.elapsed().as_secs_f64();
+        let mfu = self.mfu(tok_s);
+        let mem = mixsweep_mlx::memory::stats().unwrap_or_default();
         let record = MetricsRecord {
             step: s,
             train_loss: loss,
@@ -297,6 +306,10 @@ impl<'a> Run<'a> {
             tokens: self.summary.tokens,
             tok_s,
             elapsed_s: elapsed,
+            mfu,
+            mem_active_bytes: mem.active,
+            mem_peak_bytes: mem.peak,
+            mem_cache_bytes: mem.cache,
         };
         self.metrics.write(&record)?;
         if !self.opts.quiet {
@@ -310,8 +323,11 @@ impl<'a> Run<'a> {
                 String::new()
             };
             let phase = self.phase_label(s);
+            let mfu = mfu
+                .map(|m| format!(" mfu={:.1}%", 100.0 * m))
+                .unwrap_or_default();
             println!(
-                "  [{}] step {s}/{} loss={loss:.4}{val_s} lr={lr:.6}{phase} tok/s={tok_s:.0} ({elapsed:.1}s{eta})",
+                "  [{}] step {s}/{} loss={loss:.4}{val_s} lr={lr:.6}{phase} tok/s={tok_s:.0}{mfu} ({elapsed:.1}s{eta})",
                 self.cfg.name, self.t.steps
             );
         }

@@ -28,6 +28,7 @@ pub(super) fn new_summary(
         params: counts.params,
         flops_per_token: counts.train_flops_per_token,
         mean_tok_s: 0.0,
+        mfu: None,
         wall_time_s: 0.0,
         peak_memory_bytes: 0,
         device,
@@ -39,6 +40,10 @@ pub(super) fn new_summary(
         stop_reason: None,
         skipped_steps: 0,
         swa_val_loss: None,
+        ttt: cfg
+            .training
+            .ttt
+            .map(|t| format!("score-first steps={} lr={}", t.steps, t.lr)),
         full_val_loss: None,
         val_bpb: None,
         full_val_tokens: None,
