@@ -84,6 +84,10 @@ impl Array {
     pub fn cos(&self) -> Result<Array> {
         self.unary(Unary::Cos)
     }
+    /// Round half to even (MLX's `round`); its gradient is zero.
+    pub fn round(&self) -> Result<Array> {
+        self.unary(Unary::Round)
+    }
     pub fn stop_gradient(&self) -> Result<Array> {
         self.unary(Unary::StopGradient)
     }

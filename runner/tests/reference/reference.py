@@ -195,7 +195,13 @@ def plain_rest(cfg, blk, w, p, x, h, kv_cache, i):
 def ffn_delta(cfg, blk, w, p, h):
     kind = blk["type"]
     if kind == "mlp":
-        return ACTS[blk.get("activation", "silu")](h @ w[p + "w_up"]) @ w[p + "w_down"]
+        act = blk.get("activation", "silu")
+        u = h @ w[p + "w_up"]
+        if act == "leaky_relu_sq":
+            a = mx.where(u > 0, u, blk.get("leaky_slope", 0.5) * u) ** 2
+        else:
+            a = ACTS[act](u)
+        return a @ w[p + "w_down"]
     gate = mx.sigmoid if kind == "swiglu" else ACTS["gelu_new"]
     return (gate(h @ w[p + "w_gate"]) * (h @ w[p + "w_up"])) @ w[p + "w_down"]
 

@@ -113,6 +113,7 @@ fn main() -> anyhow::Result<()> {
                 lr_scale: 0.5,
                 t: k,
                 dropout_seed: k,
+                qat: false,
             },
         )?;
         let mut all = vec![&l, &g];

@@ -34,6 +34,7 @@ fn main() -> anyhow::Result<()> {
             lr_scale: 1.0,
             t: 1,
             dropout_seed: 0,
+            qat: false,
         },
     )?;
     let mut all = vec![&loss, &norm];

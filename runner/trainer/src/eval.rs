@@ -187,6 +187,7 @@ pub fn full_validation(
                     lr_scale: t.lr_scale,
                     t: t.t0,
                     dropout_seed: t.t0,
+                    qat: false,
                 };
                 steps.train_step(t.state, &x, &y, &s)?;
             }

@@ -90,6 +90,7 @@ pub fn smoke(d: DeviceArg) -> anyhow::Result<()> {
                 lr_scale: 1.0,
                 t: s + 1,
                 dropout_seed: s,
+                qat: false,
             },
         )?;
         losses.push(loss.item_f32()?);

@@ -29,6 +29,7 @@ pub mod lower;
 pub mod mlx_env;
 pub mod optim;
 pub mod prepare;
+pub mod qat;
 pub mod quantize;
 pub mod remote;
 pub use mixsweep_model::rng;

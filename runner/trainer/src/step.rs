@@ -57,6 +57,8 @@ pub struct StepScalars {
     /// 1-based optimizer step count (bias correction).
     pub t: u64,
     pub dropout_seed: u64,
+    /// Fake-quantize the weights in this step's forward pass (quantization-aware training).
+    pub qat: bool,
 }
 
 /// The compiled train and eval functions of one model.
@@ -69,18 +71,27 @@ pub struct Steps {
     slot_counts: Vec<usize>,
 }
 
+/// What a model's steps need besides its program and optimizer.
+#[derive(Default)]
+pub struct StepOptions {
+    /// The character-id table of a model with character features (`char_features.bin`).
+    pub char_map: Option<Array>,
+    /// Quantization-aware training (the train step's forward pass sees fake-quantized weights).
+    pub qat: Option<crate::qat::Qat>,
+}
+
 impl Steps {
     pub fn new(program: Arc<Program>, dtype: ComputeDtype, plan: Arc<Plan>) -> Result<Steps> {
-        Self::with_char_map(program, dtype, plan, None)
+        Self::with_options(program, dtype, plan, StepOptions::default())
     }
 
-    /// [`Steps::new`] for a model that reads a character-id table (`char_features.bin`).
-    pub fn with_char_map(
+    pub fn with_options(
         program: Arc<Program>,
         dtype: ComputeDtype,
         plan: Arc<Plan>,
-        char_map: Option<Array>,
+        options: StepOptions,
     ) -> Result<Steps> {
+        let StepOptions { char_map, qat } = options;
         let n = program.weights.len();
         let slot_counts = plan.slot_counts();
         let n_state: usize = slot_counts.iter().sum();
@@ -100,14 +111,18 @@ impl Steps {
                     .iter()
                     .map(|&k| it.by_ref().take(k).collect())
                     .collect();
-                let [tokens, targets, lr_scale, t, key] = rest else {
+                let [tokens, targets, lr_scale, t, key, qat_on] = rest else {
                     return Err(mixsweep_mlx::Error::new(
                         "train step: wrong number of inputs",
                     ));
                 };
                 let (values, grads) = value_and_grad(
                     |ps: &[Array]| {
-                        let out = exec.forward(ps, tokens, Some(targets), Some(key))?;
+                        let ps = match &qat {
+                            Some(q) => q.effective(ps, qat_on)?,
+                            None => ps.to_vec(),
+                        };
+                        let out = exec.forward(&ps, tokens, Some(targets), Some(key))?;
                         Ok(vec![out.loss.expect("targets given")])
                     },
                     params,
@@ -160,6 +175,10 @@ impl Steps {
         ins.push(Array::scalar(scalars.lr_scale, Dtype::F32)?);
         ins.push(Array::scalar(scalars.t as f32, Dtype::F32)?);
         ins.push(mixsweep_mlx::random::key(scalars.dropout_seed)?);
+        ins.push(Array::scalar(
+            if scalars.qat { 1.0 } else { 0.0 },
+            Dtype::F32,
+        )?);
         let mut out = self.train.call(&ins)?.into_iter();
         let loss = out.next().expect("loss");
         let norm = out.next().expect("grad norm");
@@ -210,6 +229,7 @@ mod tests {
                 lr_scale: 0.0,
                 t: 1,
                 dropout_seed: seed,
+                qat: false,
             };
             steps
                 .train_step(&mut st, &toks, &toks, &s)

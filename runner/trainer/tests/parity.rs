@@ -186,7 +186,7 @@ fn weight_groups_share_like_recurrence() {
     parity("tiny.json", |v| {
         v["blocks"] = serde_json::json!([
             {"type": "plain", "heads": 4, "weight_group": "a"},
-            {"type": "mlp", "activation": "leaky_relu_sq"},
+            {"type": "mlp", "activation": "leaky_relu_sq", "leaky_slope": 0.3},
             {"type": "plain", "heads": 4, "weight_group": "a"}
         ]);
     });

@@ -405,3 +405,36 @@ fn z_loss_joins_the_training_objective() {
     let d = z[0] - plain[0];
     assert!(lo * 0.99 <= d && d <= hi, "z term {d} not in [{lo}, {hi}]");
 }
+
+#[test]
+fn quantization_aware_training_fakes_int8_weights_from_qat_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let losses = |name: &str, qat: serde_json::Value| -> Vec<f64> {
+        let cfg = tiny(dir.path(), name, |v| {
+            let t = &mut v["training"];
+            t["steps"] = 4.into();
+            t["log_every"] = 1.into();
+            t["warmup_steps"] = 1.into();
+            if !qat.is_null() {
+                t["qat"] = "int8".into();
+                t["qat_start"] = qat;
+            }
+        });
+        let out = dir.path().join(name);
+        train(&cfg, &out, &[]);
+        metrics(&out.join("metrics.jsonl"))
+            .iter()
+            .filter_map(|r| r["train_loss"].as_f64())
+            .collect()
+    };
+    let (plain, late) = (
+        losses("float", serde_json::Value::Null),
+        losses("qat2", 2.into()),
+    );
+    // identical weights and batches: the forward passes agree until qat_start, then see int8 weights
+    assert_eq!(plain[..2], late[..2]);
+    assert!(
+        plain[2] != late[2] && (plain[2] - late[2]).abs() < 0.05,
+        "{plain:?} vs {late:?}"
+    );
+}

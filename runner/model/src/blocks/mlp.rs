@@ -1,5 +1,6 @@
 //! `mlp`: pre-norm feed-forward `x += act(Norm(x)·w_up)·w_down` with `activation` one of `silu`
-//! (default), `gelu` (tanh approximation, as mixlab), `relu`, `leaky_relu_sq` (`LeakyReLU(z, 0.5)²`).
+//! (default), `gelu` (tanh approximation, as mixlab), `relu`, `leaky_relu_sq` (`LeakyReLU(z, s)²`,
+//! `leaky_slope` s, default 0.5).
 //! As in mixlab, this block has no dropout and no block scale.
 
 use super::kit;
@@ -12,7 +13,7 @@ use crate::ops::UnaryKind;
 pub const TYPE: BlockType = BlockType {
     name: "mlp",
     parse,
-    fields: &["activation"],
+    fields: &["activation", "leaky_slope"],
     summary: "pre-norm FFN (silu, gelu, relu, leaky_relu_sq)",
 };
 
@@ -22,15 +23,22 @@ pub struct Mlp {
 }
 
 fn parse(f: &mut Fields<'_>, _dims: &ModelDims) -> Result<Box<dyn Block>, ConfigError> {
-    let activation = match f.choice(
-        "activation",
-        &["silu", "gelu", "relu", "leaky_relu_sq"],
-        "silu",
-    )? {
+    let activation = f.choice("activation", &["silu", "gelu", "relu", "leaky_relu_sq"], "silu")?;
+    let slope = match f.f64("leaky_slope")? {
+        None => 0.5,
+        Some(s) if (0.0..=1.0).contains(&s) => s,
+        Some(s) => return Err(f.error("leaky_slope", format!("leaky_slope={s} must be in [0, 1]"))),
+    };
+    if activation != "leaky_relu_sq" && f.has("leaky_slope") {
+        return Err(f
+            .error("leaky_slope", "leaky_slope applies to activation \"leaky_relu_sq\" only")
+            .with_hint("set \"activation\": \"leaky_relu_sq\" or remove leaky_slope"));
+    }
+    let activation = match activation {
         "silu" => UnaryKind::Silu,
         "gelu" => UnaryKind::GeluTanh,
         "relu" => UnaryKind::Relu,
-        _ => UnaryKind::LeakyReluSquared { slope: 0.5 },
+        _ => UnaryKind::LeakyReluSquared { slope: slope as f32 },
     };
     Ok(Box::new(Mlp { activation }))
 }

@@ -1,4 +1,5 @@
-//! Evaluation-side training fields: test-time training (mixlab §7.5) and MFU accounting.
+//! Training fields about how weights are evaluated and used: test-time training (mixlab §7.5),
+//! quantization-aware training, z-loss and MFU accounting.
 
 use crate::error::ConfigError;
 use crate::json::Fields;
@@ -19,7 +20,36 @@ pub const FIELDS: &[&str] = &[
     "ttt_rank",
     "hardware_tflops",
     "z_loss",
+    "qat",
+    "qat_start",
 ];
+
+/// Quantization-aware training: fake-quantized weights in the forward pass from step `start`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QatConfig {
+    /// 8 or 6.
+    pub bits: u8,
+    pub start: usize,
+}
+
+/// `qat`, `qat_start`: `None` for `"none"`.
+pub(crate) fn parse_qat(f: &mut Fields<'_>) -> Result<Option<QatConfig>, ConfigError> {
+    let bits = match f.choice("qat", &["none", "int8", "int6"], "none")? {
+        "int8" => 8,
+        "int6" => 6,
+        _ => 0,
+    };
+    let start = f.usize("qat_start")?.unwrap_or(0);
+    if bits == 0 && start > 0 {
+        return Err(f
+            .error(
+                "qat_start",
+                format!("training.qat_start={start} but training.qat is not set"),
+            )
+            .with_hint("set \"qat\": \"int8\" or \"int6\""));
+    }
+    Ok((bits > 0).then_some(QatConfig { bits, start }))
+}
 
 /// `ttt_*`: `None` when `ttt_steps` is 0.
 pub(crate) fn parse_ttt(f: &mut Fields<'_>) -> Result<Option<Ttt>, ConfigError> {

@@ -2,7 +2,7 @@
 //! Zero is honoured (or refused) rather than meaning "default", unlike mixlab.
 
 use super::averaging::Averaging;
-use super::evaluation::Ttt;
+use super::evaluation::{QatConfig, Ttt};
 use super::optimizer::OptimizerConfig;
 use super::schedule::Phase;
 use super::stopping::EarlyStop;
@@ -49,16 +49,6 @@ const MIXLAB_TRAINING: &[MixlabField] = &[
         "lr_schedule",
         Some("\"cosine\""),
         "NewBob is for classification",
-    ),
-    mixlab(
-        "qat",
-        Some("\"none\""),
-        "quantization-aware training is not implemented yet",
-    ),
-    mixlab(
-        "qat_start",
-        Some("0"),
-        "quantization-aware training is not implemented yet",
     ),
     mixlab(
         "first_byte_mask",
@@ -193,6 +183,8 @@ pub struct TrainingConfig {
     pub averaging: Option<Averaging>,
     /// Test-time training during full validation (`ttt_steps > 0`).
     pub ttt: Option<Ttt>,
+    /// Quantization-aware training (`qat`, `qat_start`).
+    pub qat: Option<QatConfig>,
     /// The device's peak TFLOP/s, for MFU in logs and summary.
     pub hardware_tflops: Option<f64>,
     /// Weight of `mean(logsumexp(logits)²)` added to the training objective (0 = off).
@@ -339,6 +331,7 @@ pub(crate) fn parse_training(
     };
     let early_stop = super::stopping::parse(&mut f)?;
     let ttt = super::evaluation::parse_ttt(&mut f)?;
+    let qat = super::evaluation::parse_qat(&mut f)?;
     let hardware_tflops = super::evaluation::nonneg(&mut f, "hardware_tflops")?;
     let z_loss = super::evaluation::nonneg(&mut f, "z_loss")?;
     let averaging = super::averaging::parse(&mut f)?;
@@ -382,6 +375,7 @@ pub(crate) fn parse_training(
         early_stop,
         averaging,
         ttt,
+        qat,
         hardware_tflops: (hardware_tflops > 0.0).then_some(hardware_tflops),
         z_loss,
     })

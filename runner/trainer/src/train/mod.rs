@@ -181,11 +181,15 @@ pub fn evaluate_weights(o: &EvalOptions<'_>) -> Result<crate::eval::FullValidati
     let plan = Arc::new(Plan::new(&cfg, &program));
     let char_map = crate::char_features::for_model(&cfg, &stream.files)
         .map_err(|e| ConfigError::new("char_vocab_size", e))?;
-    let mut steps = Steps::with_char_map(
+    let options = crate::step::StepOptions {
+        char_map,
+        qat: None,
+    };
+    let mut steps = Steps::with_options(
         program.clone(),
         cfg.training.compute_dtype,
         plan.clone(),
-        char_map,
+        options,
     )?;
     // test-time training starts from fresh optimizer state (the file holds none)
     let mut state = crate::step::TrainState::new(params.clone(), &plan)?;

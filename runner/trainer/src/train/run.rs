@@ -96,12 +96,19 @@ impl<'a> Run<'a> {
         let resumed = load_resume(opts, &cfg, &program, &plan, &out_dir)?;
         let start = resumed.as_ref().map_or(0, |r| r.step).min(t.steps);
         let state = initial_state(opts, &cfg, &program, &plan, resumed.as_ref())?;
-        let steps = Steps::with_char_map(
-            program.clone(),
-            t.compute_dtype,
-            plan.clone(),
-            inputs.char_map,
-        )?;
+        let qat = t.qat.map(|q| {
+            let bits = if q.bits == 6 {
+                crate::quantize::Bits::Int6
+            } else {
+                crate::quantize::Bits::Int8
+            };
+            crate::qat::Qat::new(bits, &program.weights)
+        });
+        let options = crate::step::StepOptions {
+            char_map: inputs.char_map,
+            qat,
+        };
+        let steps = Steps::with_options(program.clone(), t.compute_dtype, plan.clone(), options)?;
         mixsweep_mlx::memory::reset_peak()?;
         let val_batches = match &inputs.val {
             Some(v) => data::validation_batches(v, t.val_batches, rows, seq_len)
@@ -220,6 +227,7 @@ impl<'a> Run<'a> {
                 lr_scale: self.t.lr_scale(s) as f32,
                 t: s as u64 + 1,
                 dropout_seed: derive(self.t.seed, 1 << 40 | s as u64),
+                qat: self.t.qat.is_some_and(|q| s >= q.start),
             };
             let (loss, norm) = self.steps.train_step(&mut self.state, &x, &y, &scalars)?;
             if let Some(a) = &mut self.averager {

@@ -82,6 +82,12 @@ pub(super) fn print_header(cfg: &ModelConfig, counts: &Counts, plan: &Plan, summ
         summary.compute_dtype
     );
     println!("  optimizer: {}{default}", plan.describe());
+    if let Some(q) = t.qat {
+        println!(
+            "  quantization-aware training: int{} from step {}",
+            q.bits, q.start
+        );
+    }
     println!(
         "  [{}] IR program: {} ops, {} weights, {} params, {:.2} MFLOP/token; device={} mlx={}",
         cfg.name,
