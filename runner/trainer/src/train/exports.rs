@@ -141,7 +141,8 @@ impl Run<'_> {
             "step_{:06}.safetensors",
             self.summary.steps_completed
         ));
-        self.write_weights(&path)?;
-        self.save_resume()
+        // The resume point first: once `step_N` is visible, a kill resumes at step N or later.
+        self.save_resume()?;
+        self.write_weights(&path)
     }
 }
