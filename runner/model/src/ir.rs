@@ -107,6 +107,13 @@ pub enum Init {
         dt_min: f32,
         dt_max: f32,
     },
+    /// Along the last axis of length `n`: `from + (to - from)·(j / (n - 1))^power` for index `j`
+    /// (RWKV's spread of decay speeds and token-shift mixes over channels).
+    Ramp {
+        from: f32,
+        to: f32,
+        power: f32,
+    },
     /// Rows `[1, 0, 0, ...]` and `[0, 1, 0, ...]`...: row `r` is `value_r` everywhere (e.g. resid_mix
     /// `[2, D]` starting as `x·1 + x0·0`).
     Rows {

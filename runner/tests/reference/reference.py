@@ -235,7 +235,62 @@ def block(cfg, blk, w, p, x, x0, kv_cache, i):
             s = g * s + (1 - g) * u[:, t]
             states.append(s)
         return x + (z * mx.stack(states, axis=1)) @ w[p + "wo"]
+    if blk["type"] == "legacy_mamba":
+        i = w[p + "scan_decay"].shape[0]
+        pr = x @ w[p + "in_proj"]
+        z, u = pr[..., :i], pr[..., i:] @ w[p + "conv_w"]
+        g = mx.sigmoid(w[p + "scan_decay"])
+        s, states = mx.zeros_like(u[:, 0]), []
+        for t in range(u.shape[1]):
+            s = g * s + (1 - g) * u[:, t]
+            states.append(s)
+        return x + (mx.stack(states, axis=1) * ACTS["silu"](z)) @ w[p + "out_proj"]
+    if blk["type"] == "retnet":
+        return retnet(blk, w, p, x)
+    if blk["type"] == "rwkv":
+        return rwkv(w, p, x)
     raise SystemExit(f"reference: block type {blk['type']} not implemented")
+
+
+def retnet(blk, w, p, x):
+    """Token by token: query i attends to keys j <= i with weights exp(q.k/sqrt(hd) - lambda (i - j))."""
+    b, t, d = x.shape
+    hn = blk["heads"]
+    hd = d // hn
+    h = norm(None, w, p + "norm_scale", x, "rmsnorm", 1e-5, True)
+    heads = lambda y: y.reshape(b, t, hn, hd)
+    q, k, v = heads(h @ w[p + "wq"]), heads(h @ w[p + "wk"]), heads(h @ w[p + "wv"])
+    lam = mx.sigmoid(w[p + "decay"])  # [H]
+    outs = []
+    for i in range(t):
+        s = mx.sum(q[:, i : i + 1] * k[:, : i + 1], axis=-1) / math.sqrt(hd)  # [B, i+1, H]
+        s = s - lam[None, None, :] * (i - mx.arange(i + 1))[None, :, None]
+        a = mx.softmax(s, axis=1)
+        outs.append(mx.sum(a[..., None] * v[:, : i + 1], axis=1).reshape(b, d))
+    x = x + mx.stack(outs, axis=1) @ w[p + "wo"]
+    return x + ACTS["silu"](x @ w[p + "ff1"]) @ w[p + "ff2"]
+
+
+def rwkv(w, p, x):
+    """RWKV time and channel mixing with the recurrences run step by step."""
+    def shift(y, mu):
+        prev = mx.concatenate([mx.zeros_like(y[:, :1]), y[:, :-1]], axis=1)
+        m = mx.sigmoid(w[p + mu])
+        return (1 - m) * y + m * prev
+    s = shift(x, "mu")
+    r = mx.sigmoid(s @ w[p + "wr"])
+    k = mx.clip(s @ w[p + "wk"], -60, 30)
+    v = s @ w[p + "wv"]
+    decay = mx.exp(-mx.exp(w[p + "w_decay"]))
+    num, den, outs = mx.zeros_like(v[:, 0]), mx.zeros_like(v[:, 0]), []
+    for t in range(x.shape[1]):
+        e = mx.exp(k[:, t])
+        num = decay * num + e * v[:, t]
+        den = decay * den + e
+        outs.append(num / (den + 1e-6))
+    x = x + (r * mx.stack(outs, axis=1)) @ w[p + "wo"]
+    s = shift(x, "mu2")
+    return x + mx.sigmoid(s @ w[p + "wr2"]) * (mx.maximum(s @ w[p + "wk2"], 0) ** 2 @ w[p + "wv2"])
 
 
 def roots(cfg):

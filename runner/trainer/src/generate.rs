@@ -368,6 +368,9 @@ mod tests {
                 "blocks": [{"type": "token_blend"}, {"type": "gated_linear_ssm"}, {"type": "plain", "heads": 2},
                            {"type": "swiglu"}]}),
             ),
+            small(serde_json::json!({"blocks": [
+                {"type": "retnet", "heads": 2, "decay": 0.95}, {"type": "rwkv"},
+                {"type": "legacy_mamba"}, {"type": "mamba3"}]})),
             small(
                 serde_json::json!({"parallel_residual": true, "recurrence": [0, 1, 0, 1], "blocks": [
                 {"type": "plain", "heads": 2}, {"type": "geglu"}, {"type": "plain", "heads": 2}, {"type": "geglu"}]}),

@@ -53,6 +53,13 @@ fn init_one(w: &WeightSpec, seed: u64) -> Vec<f32> {
         Init::Uniform { bound } => (0..n)
             .map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound as f64) as f32)
             .collect(),
+        Init::Ramp { from, to, power } => {
+            let len = *w.shape.last().expect("weights have a shape");
+            let span = (len.max(2) - 1) as f32;
+            (0..n)
+                .map(|j| from + (to - from) * ((j % len) as f32 / span).powf(power))
+                .collect()
+        }
         Init::MambaALog => {
             let state = *w.shape.last().expect("a_log is 2-D");
             (0..n).map(|j| ((j % state) as f32 + 1.0).ln()).collect()

@@ -263,3 +263,21 @@ fn muon_without_nesterov_and_three_iterations_matches_reference() {
         t["matrix_lr"] = 0.01.into();
     });
 }
+
+#[test]
+fn retnet_with_and_without_decay_and_legacy_mamba_match_step_by_step_references() {
+    parity("tiny.json", |v| {
+        v["blocks"] = serde_json::json!([
+            {"type": "retnet", "heads": 4, "decay": 0.9},
+            {"type": "legacy_mamba", "inner_dim": 96},
+            {"type": "retnet", "heads": 2}
+        ]);
+    });
+}
+
+#[test]
+fn rwkv_matches_a_step_by_step_reference() {
+    parity("tiny.json", |v| {
+        v["blocks"] = serde_json::json!([{"type": "rwkv"}, {"type": "swiglu"}, {"type": "rwkv"}]);
+    });
+}

@@ -123,3 +123,41 @@ pub fn ffn_internal_norm(b: &mut Builder, ctx: &BlockCtx<'_>, a: ValueId) -> R<V
         Ok(a)
     }
 }
+
+/// The `heads` field of a block that splits `model_dim` into heads: required unless `default` is
+/// given, > 0 and a divisor of `model_dim`.
+pub fn heads(
+    f: &mut crate::json::Fields<'_>,
+    model_dim: usize,
+    kind: &str,
+    default: Option<usize>,
+) -> Result<usize, crate::error::ConfigError> {
+    let heads = match (f.usize("heads")?, default) {
+        (Some(h), _) => h,
+        (None, Some(d)) => d,
+        (None, None) => {
+            return Err(f
+                .error("heads", format!("a {kind} block needs `heads`"))
+                .with_hint("add e.g. \"heads\": 4 (model_dim must be divisible by it)"));
+        }
+    };
+    if heads == 0 || !model_dim.is_multiple_of(heads) {
+        return Err(f.error(
+            "heads",
+            format!("heads={heads} must be > 0 and divide model_dim={model_dim}"),
+        ));
+    }
+    Ok(heads)
+}
+
+/// `x + SiLU(x · ff1 [D, 2D]) · ff2 [2D, D]`: the un-normalised FFN tail of mixlab's retnet,
+/// perceiver and cross-attention blocks.
+pub fn silu_tail(b: &mut Builder, ctx: &BlockCtx<'_>, x: ValueId) -> R<ValueId> {
+    let d = ctx.dims.model_dim;
+    let ff1 = matrix(b, ctx, "ff1", d, 2 * d, Role::In)?;
+    let ff2 = matrix(b, ctx, "ff2", 2 * d, d, Role::Out)?;
+    let u = b.matmul("ff1_out", x, ff1)?;
+    let a = b.unary("ff_act", u, crate::ops::UnaryKind::Silu)?;
+    let y = b.matmul("ff2_out", a, ff2)?;
+    b.add("ffn_residual", x, y)
+}

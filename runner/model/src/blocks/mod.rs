@@ -26,6 +26,10 @@ registry! {
     mamba,
     token_blend,
     gated_linear_ssm,
+    mamba3,
+    legacy_mamba,
+    retnet,
+    rwkv,
     custom,
 }
 
@@ -229,11 +233,7 @@ pub struct BlockType {
 /// mixlab block types that mixsweep does not implement yet (reported as such, not as typos).
 pub const NOT_YET: &[&str] = &[
     "moe",
-    "legacy_mamba",
-    "mamba3",
     "mamba3-canonical",
-    "retnet",
-    "rwkv",
     "perceiver",
     "bottleneck",
     "cross_attention",

@@ -50,9 +50,11 @@ pub enum AttentionMask {
     Full,
 }
 
-/// `dropout(softmax(q·kᵀ·scale + mask)) · v` over `q [B, H, T, d]`, `k [B, Hk, S, d]`,
-/// `v [B, Hk, S, dv]`; query head `h` reads key/value head `h / (H / Hk)`. Dropout on the attention
-/// probabilities (`rate` > 0, training only) uses dropout key `ordinal`.
+/// `dropout(softmax(q·kᵀ·scale - slope_h·(i - j) + mask)) · v` over `q [B, H, T, d]`,
+/// `k [B, Hk, S, d]`, `v [B, Hk, S, dv]`; query head `h` reads key/value head `h / (H / Hk)`. The
+/// optional fourth input `slopes [H]` is a per-head linear distance penalty (ALiBi; mixlab's RetNet
+/// decay), `i - j` the query's distance to the key. Dropout on the attention probabilities
+/// (`rate` > 0, training only) uses dropout key `ordinal`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Attention {
     pub scale: f32,
@@ -66,9 +68,11 @@ impl Rule for Attention {
         "attention"
     }
     fn shapes(&self, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
-        arity(inputs, 3, 3)?;
+        arity(inputs, 3, 4)?;
         let (q, k, v) = (inputs[0], inputs[1], inputs[2]);
-        let ok = q.len() == 4
+        let slopes_ok = inputs.get(3).is_none_or(|s| s.len() == 1 && q.len() == 4 && s[0] == q[1]);
+        let ok = slopes_ok
+            && q.len() == 4
             && k.len() == 4
             && v.len() == 4
             && q[0] == k[0]
@@ -77,10 +81,8 @@ impl Rule for Attention {
             && matches!((q[1], k[1]), (Dim::Fixed(h), Dim::Fixed(hk)) if hk > 0 && h % hk == 0);
         if !ok {
             return Err(format!(
-                "needs q [B, H, T, d], k [B, Hk, S, d], v [B, Hk, S, dv] with Hk dividing H; got {}, {}, {}",
-                show(q),
-                show(k),
-                show(v)
+                "needs q [B, H, T, d], k [B, Hk, S, d], v [B, Hk, S, dv] with Hk dividing H (and slopes [H]); got {}",
+                inputs.iter().map(|s| show(s)).collect::<Vec<_>>().join(", ")
             ));
         }
         Ok(vec![vec![q[0], q[1], q[2], v[3]]])

@@ -137,6 +137,32 @@ impl Rule for ScanTv {
     }
 }
 
+/// A diagonal linear recurrence with an explicit decay and no input gate,
+/// `h_t = a_t ⊙ h_{t-1} + u_t`; `u [B, T, D]`, decay `a [D]` (constant) or `[B, T, D]`, in `(0, 1]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DecayScan {
+    pub chunk: usize,
+}
+
+impl Rule for DecayScan {
+    fn name(&self) -> &'static str {
+        "decay_scan"
+    }
+    fn shapes(&self, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
+        arity(inputs, 2, 2)?;
+        let (u, a) = (inputs[0], inputs[1]);
+        need(
+            is_btd(u) && (a == u || *a == vec![u[2]]),
+            "u [B, T, D] and decay [D] or [B, T, D]",
+            inputs,
+        )?;
+        Ok(vec![u.clone()])
+    }
+    fn flops(&self, inputs: &[Vec<usize>], _outputs: &[Vec<usize>]) -> f64 {
+        2.0 * numel(&inputs[0])
+    }
+}
+
 /// mixlab's `matrix_scan`: matrix states `H_t = g_t[:, None] ⊙ H_{t-1} + U_t`; `u [B, T, Da, Db]`,
 /// `g [B, T, Da]`; returns every `H_t`.
 #[derive(Debug, Clone, PartialEq, Serialize)]

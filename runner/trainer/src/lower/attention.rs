@@ -52,6 +52,9 @@ pub fn attention(a: &Attention, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<A
     } else {
         None
     };
+    if let Some(slopes) = inputs.get(3) {
+        return with_slopes(a, &q, &k, &v, slopes, drop_key.as_ref());
+    }
     if let Some(key) = drop_key {
         // written out: dropout acts on the probabilities, which the fused kernel never shows
         let groups = q.dim(1) / k.dim(1);
@@ -80,6 +83,42 @@ pub fn attention(a: &Attention, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<A
             q.scaled_dot_product_attention_masked(&k, &v, a.scale, &keep)
         }
     }
+}
+
+/// Attention written out with a per-head distance penalty `slopes [H]` (positions as in [`mask`]).
+fn with_slopes(
+    a: &Attention,
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    slopes: &Array,
+    drop_key: Option<&Array>,
+) -> Result<Array> {
+    let (t, s) = (q.dim(2), k.dim(2));
+    let groups = q.dim(1) / k.dim(1);
+    let (k, v) = (repeat_heads(k, groups)?, repeat_heads(v, groups)?);
+    let scores = q
+        .astype(Dtype::F32)?
+        .matmul(&k.astype(Dtype::F32)?.transpose(&[0, 1, 3, 2])?)?
+        .mul_scalar(a.scale)?;
+    let qpos = Array::arange((s - t) as f64, s as f64, 1.0, Dtype::F32)?.reshape(&[t as i32, 1])?;
+    let kpos = Array::arange(0.0, s as f64, 1.0, Dtype::F32)?.reshape(&[1, s as i32])?;
+    let distance = qpos.sub(&kpos)?; // [T, S]
+    let penalty = slopes
+        .astype(Dtype::F32)?
+        .reshape(&[-1, 1, 1])?
+        .mul(&distance)?; // [H, T, S]
+    let scores = scores.sub(&penalty)?;
+    let scores = match mask(a.mask, t, s)? {
+        Some(keep) => where_(&keep, &scores, &Array::scalar(-1e9, Dtype::F32)?)?,
+        None => scores,
+    };
+    let p = scores.softmax(-1, true)?.astype(q.dtype()?)?;
+    let p = match drop_key {
+        Some(key) => dropout(&p, a.dropout, key)?,
+        None => p,
+    };
+    p.matmul(&v)
 }
 
 /// `c - (<c, v> / (<v, v> + 1e-8)) · v` per position and head (value heads repeated).

@@ -119,6 +119,24 @@ fn attention_with_windows_and_grouped_heads() {
 }
 
 #[test]
+fn attention_with_distance_slopes() {
+    for mask in [AttentionMask::Causal, AttentionMask::Full] {
+        let op = Attention {
+            scale: 0.5,
+            mask,
+            dropout: 0.0,
+            ordinal: 0,
+        };
+        check(
+            op,
+            &[&[1, 4, 5, 3], &[1, 2, 5, 3], &[1, 2, 5, 3], &[4]],
+            &[ANY, ANY, ANY, Some((0.1, 0.9))],
+            &[],
+        );
+    }
+}
+
+#[test]
 fn xsa() {
     check(
         Xsa,
@@ -162,6 +180,14 @@ fn scans_across_chunk_boundaries() {
         &[ANY, gate],
         &[],
     );
+    for decay_shape in [&[3][..], &[2, 7, 3]] {
+        check(
+            DecayScan { chunk: 3 },
+            &[&[2, 7, 3], decay_shape],
+            &[ANY, gate],
+            &[],
+        );
+    }
     check(
         MatrixScan { chunk: 3 },
         &[&[1, 7, 2, 3], &[1, 7, 2]],

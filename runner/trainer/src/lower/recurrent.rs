@@ -11,7 +11,7 @@
 
 use super::{Ctx, State};
 use mixsweep_mlx::{Array, Dtype, Result, where_};
-use mixsweep_model::ops::{GatedScan, MatrixScan, ScanTv, SelectiveScan};
+use mixsweep_model::ops::{DecayScan, GatedScan, MatrixScan, ScanTv, SelectiveScan};
 
 /// The per-step log-decay floor is `-SCAN_LOG_BUDGET / chunk`.
 pub const SCAN_LOG_BUDGET: f32 = 64.0;
@@ -138,6 +138,13 @@ pub fn time_varying(s: &ScanTv, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<A
     let (x, g) = (f32(&inputs[0])?, f32(&inputs[1])?);
     let u = x.mul(&g.neg()?.add_scalar(1.0)?)?;
     recur(&g.log()?, &u, s.chunk, ctx)?.astype(inputs[0].dtype()?)
+}
+
+/// `h_t = a_t h_{t-1} + u_t` with the decay given (constant `[D]` or per step).
+pub fn decay(s: &DecayScan, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<Array> {
+    let (u, a) = (f32(&inputs[0])?, f32(&inputs[1])?);
+    let log_a = a.log()?.broadcast_to(&u.shape())?;
+    recur(&log_a, &u, s.chunk, ctx)?.astype(inputs[0].dtype()?)
 }
 
 /// mixlab's `matrix_scan`: `H_t = g_t[:, None] ⊙ H_{t-1} + U_t`.

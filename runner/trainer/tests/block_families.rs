@@ -1,0 +1,50 @@
+//! Each block family learns tiny Shakespeare on CPU: a 2-layer model (the family's block + swiglu,
+//! twice) at the tiny example's size trains until its loss is well below the byte unigram entropy
+//! (3.31 nats), which no model that ignores context can reach.
+
+mod common;
+use common::*;
+
+const UNIGRAM_ENTROPY: f64 = 3.31;
+
+fn learns(name: &str, block: serde_json::Value, steps: usize, below: f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_from_example("tiny.json", dir.path(), name, |v| {
+        v["blocks"] = serde_json::json!([block, {"type": "swiglu"}, block, {"type": "swiglu"}]);
+        v["training"]["steps"] = steps.into();
+        v["training"]["val_every"] = 0.into();
+    });
+    let out = dir.path().join("run");
+    let o = runner()
+        .args(["train", "--device", "cpu", "--quiet", "--config"])
+        .arg(&cfg)
+        .args(["--train", &train_glob(), "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{name}: {}", stderr(&o));
+    let s = read_json(&out.join("summary.json"));
+    let (train, val) = (
+        s["final_train_loss"].as_f64().unwrap(),
+        s["best_val_loss"].as_f64().unwrap(),
+    );
+    assert!(
+        train < UNIGRAM_ENTROPY - below && val < UNIGRAM_ENTROPY - below,
+        "{name}: train {train}, val {val} after {steps} steps: not {below} below the unigram entropy"
+    );
+}
+
+#[test]
+fn retnet_learns() {
+    learns("retnet", serde_json::json!({"type": "retnet", "heads": 4, "decay": 0.95}), 120, 0.6);
+}
+
+#[test]
+fn rwkv_learns() {
+    learns("rwkv", serde_json::json!({"type": "rwkv"}), 120, 0.6);
+}
+
+#[test]
+fn legacy_mamba_learns() {
+    learns("legacy_mamba", serde_json::json!({"type": "legacy_mamba"}), 120, 0.6);
+}
