@@ -34,6 +34,9 @@ pub struct Builder {
 
 type R<T> = Result<T, BuildError>;
 
+/// The most elements one weight may have (2^34: 64 GiB in float32).
+pub const MAX_WEIGHT_ELEMENTS: usize = 1 << 34;
+
 impl Builder {
     /// A builder whose program reads `tokens` and `targets` (`[B, T]` integers).
     pub fn new(seq_len: usize) -> Builder {
@@ -86,6 +89,18 @@ impl Builder {
         self.block_ops = 0;
     }
 
+    /// Runs `f` with `prefix` appended to the current value and weight prefixes (a block's parts,
+    /// e.g. a mixture's experts `expert_0_...`).
+    pub fn nested<T>(&mut self, prefix: &str, f: impl FnOnce(&mut Builder) -> R<T>) -> R<T> {
+        let (v, w) = (self.value_prefix.clone(), self.weight_prefix.clone());
+        self.value_prefix = format!("{v}{prefix}");
+        self.weight_prefix = format!("{w}{prefix}");
+        let r = f(self);
+        self.value_prefix = v;
+        self.weight_prefix = w;
+        r
+    }
+
     pub fn shape(&self, v: ValueId) -> &Shape {
         &self.values[v.0].shape
     }
@@ -136,6 +151,13 @@ impl Builder {
         }
         if shape.contains(&0) {
             return Err(self.error("weight", format!("`{name}` has a zero dimension {shape:?}")));
+        }
+        let numel = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if numel.is_none_or(|n| n > MAX_WEIGHT_ELEMENTS) {
+            return Err(self.error(
+                "weight",
+                format!("`{name}` of shape {shape:?} has more than 2^34 elements (64 GiB in float32): a size in the config is far too large"),
+            ));
         }
         if self.weights_by_name.contains_key(&full) {
             return Err(self.error("weight", format!("`{name}` is declared twice")));
@@ -306,9 +328,10 @@ impl Builder {
         self.dropout_ops - 1
     }
 
-    /// Adds a scalar term to the training objective (reported under `name`).
+    /// Adds a scalar term to the training objective (logged as `aux.<value prefix><name>`).
     pub fn aux_loss(&mut self, name: &str, v: ValueId) {
-        self.aux_losses.push((name.to_string(), v));
+        self.aux_losses
+            .push((format!("{}{name}", self.value_prefix), v));
     }
 
     /// The program whose outputs are `hidden` (the stream the head reads), `logits` and `loss`.

@@ -454,3 +454,22 @@ fn custom_block_errors_name_the_op_and_input() {
         );
     }
 }
+
+/// Found by fuzzing (fuzz/README.md): sizes whose weights overflow `usize` are errors, not panics.
+#[test]
+fn absurd_sizes_are_errors_not_overflows() {
+    for edit in [
+        r#""mlp_mult": 4444444444444444"#,
+        r#""model_dim": 4611686018427387904"#,
+        r#""vocab_size": 4611686018427387904"#,
+    ] {
+        let src = format!(
+            r#"{{"model_dim": 64, "vocab_size": 256, "seq_len": 32, {edit}, "blocks": [{{"type": "plain", "heads": 4}}]}}"#
+        );
+        let e = err(&src);
+        assert!(
+            ["far too large", "must", "exceeds"].iter().any(|w| e.contains(w)),
+            "{edit}: {e}"
+        );
+    }
+}

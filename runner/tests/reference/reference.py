@@ -249,7 +249,39 @@ def block(cfg, blk, w, p, x, x0, kv_cache, i):
         return retnet(blk, w, p, x)
     if blk["type"] == "rwkv":
         return rwkv(w, p, x)
+    if blk["type"] == "moe":
+        return moe(cfg, blk, w, p, x)
     raise SystemExit(f"reference: block type {blk['type']} not implemented")
+
+
+AUX = []  # auxiliary losses of the current forward pass
+
+
+def moe(cfg, blk, w, p, x):
+    """Top-k routed experts, each evaluated token by token's gate; the load-balancing loss to AUX."""
+    e = blk["num_experts"]
+    k = blk.get("top_k", min(2, e))
+    h = norm(cfg, w, p + "moe_norm_scale", x, "rmsnorm", 1e-5, True)
+    probs = mx.softmax(h @ w[p + "router_w"], axis=-1)
+    kth = mx.min(mx.topk(probs, k, axis=-1), axis=-1, keepdims=True)
+    sel = (probs >= mx.stop_gradient(kth)).astype(mx.float32)
+    gates = probs * sel / mx.sum(probs * sel, axis=-1, keepdims=True)
+    kind = blk.get("expert_block", {}).get("type", "swiglu")
+    y = 0
+    for i in range(e):
+        q = f"{p}expert_{i}_"
+        if kind == "mlp":
+            out = ACTS[blk["expert_block"].get("activation", "silu")](h @ w[q + "w_up"]) @ w[q + "w_down"]
+        else:
+            gate = mx.sigmoid if kind == "swiglu" else ACTS["gelu_new"]
+            out = (gate(h @ w[q + "w_gate"]) * (h @ w[q + "w_up"])) @ w[q + "w_down"]
+        y = y + gates[..., i : i + 1] * out
+    weight = blk.get("load_balance_loss_weight", 0.01)
+    if weight > 0:
+        importance = mx.mean(probs, axis=(0, 1))
+        load = mx.mean(mx.stop_gradient(sel), axis=(0, 1))
+        AUX.append(weight * e * mx.sum(importance * load) / k)
+    return x + y
 
 
 def retnet(blk, w, p, x):
@@ -306,6 +338,7 @@ def roots(cfg):
 
 
 def forward(cfg, w, tokens, targets):
+    AUX.clear()
     blocks, n = cfg["blocks"], len(cfg["blocks"])
     x = embed(cfg, w, tokens)
     x0, kv_cache, root = x, {}, roots(cfg)
@@ -336,7 +369,9 @@ def forward(cfg, w, tokens, targets):
         logits = c * mx.tanh(logits / c)
     lse = mx.logsumexp(logits, axis=-1)
     picked = mx.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return mx.mean(lse - picked)
+    aux = sum(AUX, mx.array(0.0))
+    AUX.clear()
+    return mx.mean(lse - picked) + aux
 
 
 def lr_scale(tc, step, steps):

@@ -28,6 +28,8 @@ pub struct ForwardOutput {
     pub logits: Array,
     /// `[B, T, D]`: the hidden state the output head reads (after the final norm).
     pub hidden: Array,
+    /// The program's auxiliary losses (float32 scalars, in its `aux_losses` order) when training.
+    pub aux: Vec<Array>,
 }
 
 impl<'p> Executor<'p> {
@@ -155,11 +157,13 @@ impl<'p> Executor<'p> {
             .clone()
             .expect("the program computes its logits");
         let mut loss = env[p.loss.0].clone();
+        let mut aux = vec![];
         if let (Some(l), true) = (&loss, dropout_key.is_some()) {
             let mut total = l.clone();
-            for (_, aux) in &p.aux_losses {
-                if let Some(a) = &env[aux.0] {
+            for (_, a) in &p.aux_losses {
+                if let Some(a) = &env[a.0] {
                     total = total.add(a)?;
+                    aux.push(a.clone());
                 }
             }
             loss = Some(total);
@@ -171,6 +175,7 @@ impl<'p> Executor<'p> {
             loss,
             logits,
             hidden,
+            aux,
         })
     }
 }

@@ -82,7 +82,7 @@ pub fn smoke(d: DeviceArg) -> anyhow::Result<()> {
     )?;
     let mut losses = vec![];
     for s in 0..5 {
-        let (loss, _) = steps.train_step(
+        let (loss, _, _) = steps.train_step(
             &mut state,
             &x,
             &y,

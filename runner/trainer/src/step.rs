@@ -123,7 +123,10 @@ impl Steps {
                             None => ps.to_vec(),
                         };
                         let out = exec.forward(&ps, tokens, Some(targets), Some(key))?;
-                        Ok(vec![out.loss.expect("targets given")])
+                        // the first output is differentiated; the auxiliary losses ride along
+                        let mut outs = vec![out.loss.expect("targets given")];
+                        outs.extend(out.aux);
+                        Ok(outs)
                     },
                     params,
                     &(0..n).collect::<Vec<_>>(),
@@ -138,6 +141,7 @@ impl Steps {
                 let mut out = vec![values[0].clone(), norm];
                 out.extend(new_params);
                 out.extend(new_state.into_iter().flatten());
+                out.extend(values[1..].iter().cloned());
                 Ok(out)
             },
             false,
@@ -161,14 +165,15 @@ impl Steps {
         })
     }
 
-    /// One optimizer step; replaces `state` and returns `(loss, grad_norm)` (lazy arrays).
+    /// One optimizer step; replaces `state` and returns `(loss, grad_norm, auxiliary losses)` (lazy
+    /// arrays; the loss includes the auxiliary losses).
     pub fn train_step(
         &mut self,
         state: &mut TrainState,
         tokens: &Array,
         targets: &Array,
         scalars: &StepScalars,
-    ) -> Result<(Array, Array)> {
+    ) -> Result<(Array, Array, Vec<Array>)> {
         let mut ins: Vec<Array> = state.arrays().into_iter().cloned().collect();
         ins.push(tokens.clone());
         ins.push(targets.clone());
@@ -183,8 +188,9 @@ impl Steps {
         let loss = out.next().expect("loss");
         let norm = out.next().expect("grad norm");
         state.params = out.by_ref().take(self.n).collect();
-        state.set_state(out.collect(), &self.slot_counts);
-        Ok((loss, norm))
+        let n_state: usize = self.slot_counts.iter().sum();
+        state.set_state(out.by_ref().take(n_state).collect(), &self.slot_counts);
+        Ok((loss, norm, out.collect()))
     }
 
     /// Mean loss of one batch with dropout off.

@@ -281,3 +281,14 @@ fn rwkv_matches_a_step_by_step_reference() {
         v["blocks"] = serde_json::json!([{"type": "rwkv"}, {"type": "swiglu"}, {"type": "rwkv"}]);
     });
 }
+
+#[test]
+fn moe_with_top_k_routing_and_its_load_balancing_loss_matches_reference() {
+    parity("tiny.json", |v| {
+        v["blocks"] = serde_json::json!([
+            {"type": "plain", "heads": 4},
+            {"type": "moe", "num_experts": 4, "top_k": 2, "load_balance_loss_weight": 0.1},
+            {"type": "moe", "num_experts": 3, "top_k": 1, "expert_block": {"type": "mlp", "activation": "relu"}}
+        ]);
+    });
+}

@@ -23,6 +23,13 @@ pub struct Mlp {
 }
 
 fn parse(f: &mut Fields<'_>, _dims: &ModelDims) -> Result<Box<dyn Block>, ConfigError> {
+    Ok(Box::new(Mlp {
+        activation: activation(f)?,
+    }))
+}
+
+/// The `activation` (and `leaky_slope`) fields of an `mlp` (also a mixture's `mlp` experts).
+pub(super) fn activation(f: &mut Fields<'_>) -> Result<UnaryKind, ConfigError> {
     let activation = f.choice("activation", &["silu", "gelu", "relu", "leaky_relu_sq"], "silu")?;
     let slope = match f.f64("leaky_slope")? {
         None => 0.5,
@@ -34,13 +41,12 @@ fn parse(f: &mut Fields<'_>, _dims: &ModelDims) -> Result<Box<dyn Block>, Config
             .error("leaky_slope", "leaky_slope applies to activation \"leaky_relu_sq\" only")
             .with_hint("set \"activation\": \"leaky_relu_sq\" or remove leaky_slope"));
     }
-    let activation = match activation {
+    Ok(match activation {
         "silu" => UnaryKind::Silu,
         "gelu" => UnaryKind::GeluTanh,
         "relu" => UnaryKind::Relu,
         _ => UnaryKind::LeakyReluSquared { slope: slope as f32 },
-    };
-    Ok(Box::new(Mlp { activation }))
+    })
 }
 
 impl Mlp {

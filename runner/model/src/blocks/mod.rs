@@ -30,6 +30,7 @@ registry! {
     legacy_mamba,
     retnet,
     rwkv,
+    moe,
     custom,
 }
 
@@ -232,7 +233,6 @@ pub struct BlockType {
 
 /// mixlab block types that mixsweep does not implement yet (reported as such, not as typos).
 pub const NOT_YET: &[&str] = &[
-    "moe",
     "mamba3-canonical",
     "perceiver",
     "bottleneck",

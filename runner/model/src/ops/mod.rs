@@ -26,9 +26,9 @@ pub use embedding::{Embedding, EmbeddingBag, NgramHash, PositionEmbedding};
 pub use matmul::{MatMul, MatMulT, Outer};
 pub use norm::{Norm, NormKind};
 pub use recurrent::{CausalConv, DecayScan, GatedScan, MatrixScan, ScanTv, SelectiveScan, TokenShift};
-pub use reduce::{Mean, Softmax};
+pub use reduce::{Mean, Softmax, TopK};
 pub use shape::{Arange, Concat, Full, Reshape, Slice, Split, Transpose};
-pub use training::{CrossEntropy, Dropout, ZLoss};
+pub use training::{CrossEntropy, Dropout, LoadBalance, ZLoss};
 
 /// What an op kind knows about itself without MLX.
 pub trait Rule {
@@ -91,6 +91,7 @@ ops! {
     Arange,
     Softmax,
     Mean,
+    TopK,
     Rope,
     Attention,
     Xsa,
@@ -105,6 +106,7 @@ ops! {
     Dropout,
     CrossEntropy,
     ZLoss,
+    LoadBalance,
 }
 
 /// Checks the number of inputs.

@@ -1,4 +1,4 @@
-//! Training-only ops: dropout and the loss.
+//! Training-only ops: dropout, the loss and auxiliary losses.
 
 use super::{Rule, arity};
 use crate::ir::{Shape, show};
@@ -63,6 +63,31 @@ impl Rule for ZLoss {
                 "needs logits [..., V] and coef > 0, got {} and {}",
                 show(inputs[0]),
                 self.coef
+            ));
+        }
+        Ok(vec![vec![]])
+    }
+}
+
+/// The Switch-Transformer load-balancing loss of a mixture of experts over router probabilities
+/// `p [B, T, E]` and the top-k selection `m [B, T, E]`:
+/// `weight · E · Σ_e mean(p_e) · mean(m_e) / k` (1 when routing is uniform) -> scalar.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LoadBalance {
+    pub weight: f32,
+    pub k: usize,
+}
+
+impl Rule for LoadBalance {
+    fn name(&self) -> &'static str {
+        "load_balance"
+    }
+    fn shapes(&self, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
+        arity(inputs, 2, 2)?;
+        if inputs[0].len() < 2 || inputs[0] != inputs[1] || self.k == 0 {
+            return Err(format!(
+                "needs probabilities and selection of one shape [..., E], got {}",
+                inputs.iter().map(|s| show(s)).collect::<Vec<_>>().join(", ")
             ));
         }
         Ok(vec![vec![]])

@@ -137,6 +137,22 @@ fn attention_with_distance_slopes() {
 }
 
 #[test]
+fn top_k_gates_and_load_balance() {
+    check(TopK { k: 2 }, &[&[2, 3, 5]], &[Some((0.1, 0.9))], &[]);
+    let mask = Array::from_f32(
+        &(0..30).map(|i| if i % 5 < 2 { 1.0 } else { 0.0 }).collect::<Vec<_>>(),
+        &[2, 3, 5],
+    )
+    .unwrap();
+    check(
+        LoadBalance { weight: 0.5, k: 2 },
+        &[&[2, 3, 5], &[2, 3, 5]],
+        &[ANY, None],
+        &[None, Some(mask)],
+    );
+}
+
+#[test]
 fn xsa() {
     check(
         Xsa,

@@ -138,6 +138,7 @@ pub fn apply(op: &Op, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<Vec<Array>>
             Dtype::F32,
         )?),
         Op::Softmax(s) => one(reduce::softmax(s, &inputs[0])?),
+        Op::TopK(t) => reduce::top_k(t, &inputs[0]),
         Op::Mean(m) => one(inputs[0].mean(&[m.axis as i32], false)?),
         Op::Rope(r) => one(inputs[0].rope(r.dims, r.adjacent_pairs, r.base, ctx.offset())?),
         Op::Attention(a) => one(attention::attention(a, inputs, ctx)?),
@@ -155,6 +156,7 @@ pub fn apply(op: &Op, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<Vec<Array>>
             None => inputs[0].clone(),
         }),
         Op::CrossEntropy(_) => one(cross_entropy(&inputs[0], &inputs[1])?),
+        Op::LoadBalance(lb) => one(training::load_balance(lb, &inputs[0], &inputs[1])?),
         Op::ZLoss(z) => one(training::z_loss(&inputs[0], z.coef)?),
     }
 }

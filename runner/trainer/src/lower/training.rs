@@ -1,6 +1,7 @@
 //! Dropout and the loss.
 
 use mixsweep_mlx::{Array, Dtype, Result, random, where_};
+use mixsweep_model::ops::LoadBalance;
 
 /// Inverted dropout: keeps each element with probability `1 - rate` and scales it by `1 / (1 - rate)`.
 pub fn dropout(x: &Array, rate: f32, key: &Array) -> Result<Array> {
@@ -22,6 +23,18 @@ pub fn cross_entropy(logits: &Array, targets: &Array) -> Result<Array> {
 pub fn z_loss(logits: &Array, coef: f32) -> Result<Array> {
     let lse = logits.astype(Dtype::F32)?.logsumexp(&[-1], false)?;
     lse.square()?.mean_all()?.mul_scalar(coef)
+}
+
+/// `weight · E · Σ_e mean(p_e) · mean(m_e) / k` in float32.
+pub fn load_balance(lb: &LoadBalance, p: &Array, selected: &Array) -> Result<Array> {
+    let e = p.dim(-1);
+    let rows: Vec<i32> = (0..p.ndim() - 1).map(|a| a as i32).collect();
+    let importance = p.astype(Dtype::F32)?.mean(&rows, false)?;
+    let load = selected.astype(Dtype::F32)?.mean(&rows, false)?;
+    importance
+        .mul(&load)?
+        .sum_all()?
+        .mul_scalar(lb.weight * e as f32 / lb.k as f32)
 }
 
 #[cfg(test)]

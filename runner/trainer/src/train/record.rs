@@ -25,6 +25,9 @@ pub struct MetricsRecord {
     pub mem_active_bytes: usize,
     pub mem_peak_bytes: usize,
     pub mem_cache_bytes: usize,
+    /// Auxiliary losses (included in `train_loss`), e.g. `aux.blocks.1.load_balance`.
+    #[serde(flatten, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub aux: std::collections::BTreeMap<String, f64>,
 }
 
 /// `summary.json`.

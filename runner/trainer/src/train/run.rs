@@ -31,6 +31,7 @@ struct Pending {
     step: usize,
     loss: Array,
     norm: Array,
+    aux: Vec<Array>,
     val: Option<f64>,
 }
 
@@ -229,11 +230,12 @@ impl<'a> Run<'a> {
                 dropout_seed: derive(self.t.seed, 1 << 40 | s as u64),
                 qat: self.t.qat.is_some_and(|q| s >= q.start),
             };
-            let (loss, norm) = self.steps.train_step(&mut self.state, &x, &y, &scalars)?;
+            let (loss, norm, aux) = self.steps.train_step(&mut self.state, &x, &y, &scalars)?;
             if let Some(a) = &mut self.averager {
                 a.observe(s, &self.state.params)?;
             }
             let mut to_eval: Vec<&Array> = vec![&loss, &norm];
+            to_eval.extend(&aux);
             to_eval.extend(self.state.arrays());
             if let Some(w) = self.averager.as_ref().and_then(|a| a.weights()) {
                 to_eval.extend(w);
@@ -253,6 +255,7 @@ impl<'a> Run<'a> {
                 step: s,
                 loss,
                 norm,
+                aux,
                 val,
             });
             if self.checkpoint_due(s) {
@@ -318,6 +321,7 @@ impl<'a> Run<'a> {
             mem_active_bytes: mem.active,
             mem_peak_bytes: mem.peak,
             mem_cache_bytes: mem.cache,
+            aux: self.aux_record(&p.aux)?,
         };
         self.metrics.write(&record)?;
         if !self.opts.quiet {
@@ -340,6 +344,19 @@ impl<'a> Run<'a> {
             );
         }
         Ok(())
+    }
+
+    /// The auxiliary losses of a step, by name.
+    fn aux_record(
+        &self,
+        aux: &[Array],
+    ) -> Result<std::collections::BTreeMap<String, f64>, TrainError> {
+        let names = self.program.aux_losses.iter().map(|(n, _)| n);
+        let mut out = std::collections::BTreeMap::new();
+        for (name, a) in names.zip(aux) {
+            out.insert(format!("aux.{name}"), a.item_f32()? as f64);
+        }
+        Ok(out)
     }
 
     fn phase_label(&self, s: usize) -> String {
