@@ -468,7 +468,9 @@ fn absurd_sizes_are_errors_not_overflows() {
         );
         let e = err(&src);
         assert!(
-            ["far too large", "must", "exceeds"].iter().any(|w| e.contains(w)),
+            ["far too large", "must", "exceeds"]
+                .iter()
+                .any(|w| e.contains(w)),
             "{edit}: {e}"
         );
     }

@@ -251,6 +251,8 @@ def block(cfg, blk, w, p, x, x0, kv_cache, i):
         return rwkv(w, p, x)
     if blk["type"] == "moe":
         return moe(cfg, blk, w, p, x)
+    if blk["type"] in ("perceiver", "bottleneck"):
+        return perceiver(cfg, blk, w, p, x)
     raise SystemExit(f"reference: block type {blk['type']} not implemented")
 
 
@@ -282,6 +284,39 @@ def moe(cfg, blk, w, p, x):
         load = mx.mean(mx.stop_gradient(sel), axis=(0, 1))
         AUX.append(weight * e * mx.sum(importance * load) / k)
     return x + y
+
+
+def perceiver(cfg, blk, w, p, x):
+    """Causal perceiver, one latent and one token at a time: latent j reads tokens t <= e_j,
+    token t reads latents with e_j <= t (zeros when none)."""
+    b, t, d = x.shape
+    hn = blk["heads"]
+    hd = d // hn
+    n = blk.get("num_latents", 32 if blk["type"] == "perceiver" else 4)
+    seg = -(-cfg["seq_len"] // n)
+    ends = [(j + 1) * seg - 1 for j in range(n)]
+    heads = lambda y: y.reshape(y.shape[0], y.shape[1], hn, hd)
+
+    def attend(q, k, v):  # q [B, H, hd], k/v [B, S, H, hd] -> [B, D]
+        s = mx.sum(q[:, None] * k, axis=-1) / math.sqrt(hd)  # [B, S, H]
+        return mx.sum(mx.softmax(s, axis=1)[..., None] * v, axis=1).reshape(q.shape[0], d)
+
+    z = mx.broadcast_to(w[p + "latent_init"][None], (b, n, d))
+    q, k, v = heads(z @ w[p + "wq_cross"]), heads(x @ w[p + "wk_cross"]), heads(x @ w[p + "wv_cross"])
+    read = [attend(q[:, j], k[:, : ends[j] + 1], v[:, : ends[j] + 1]) for j in range(n)]
+    z = z + mx.stack(read, axis=1) @ w[p + "wo_cross"]
+    q, k, v = heads(z @ w[p + "wq_self"]), heads(z @ w[p + "wk_self"]), heads(z @ w[p + "wv_self"])
+    q = rope(q.transpose(0, 2, 1, 3), hd, 10000.0, True).transpose(0, 2, 1, 3)
+    k = rope(k.transpose(0, 2, 1, 3), hd, 10000.0, True).transpose(0, 2, 1, 3)
+    mixed = [attend(q[:, j], k[:, : j + 1], v[:, : j + 1]) for j in range(n)]
+    z = z + mx.stack(mixed, axis=1) @ w[p + "wo_self"]
+    q, k, v = heads(x @ w[p + "wq_broad"]), heads(z @ w[p + "wk_broad"]), heads(z @ w[p + "wv_broad"])
+    outs = []
+    for i in range(t):
+        seen = sum(1 for e in ends if e <= i)
+        outs.append(attend(q[:, i], k[:, :seen], v[:, :seen]) if seen else mx.zeros((b, d)))
+    x = x + mx.stack(outs, axis=1) @ w[p + "wo_broad"]
+    return x + ACTS["silu"](x @ w[p + "ff1"]) @ w[p + "ff2"]
 
 
 def retnet(blk, w, p, x):

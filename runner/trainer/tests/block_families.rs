@@ -7,7 +7,12 @@ use common::*;
 
 const UNIGRAM_ENTROPY: f64 = 3.31;
 
-fn learns(name: &str, block: serde_json::Value, steps: usize, below: f64) -> Vec<serde_json::Value> {
+fn learns(
+    name: &str,
+    block: serde_json::Value,
+    steps: usize,
+    below: f64,
+) -> Vec<serde_json::Value> {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config_from_example("tiny.json", dir.path(), name, |v| {
         v["blocks"] = serde_json::json!([block, {"type": "swiglu"}, block, {"type": "swiglu"}]);
@@ -37,7 +42,12 @@ fn learns(name: &str, block: serde_json::Value, steps: usize, below: f64) -> Vec
 
 #[test]
 fn retnet_learns() {
-    let _ = learns("retnet", serde_json::json!({"type": "retnet", "heads": 4, "decay": 0.95}), 120, 0.6);
+    let _ = learns(
+        "retnet",
+        serde_json::json!({"type": "retnet", "heads": 4, "decay": 0.95}),
+        120,
+        0.6,
+    );
 }
 
 #[test]
@@ -47,19 +57,37 @@ fn rwkv_learns() {
 
 #[test]
 fn legacy_mamba_learns() {
-    let _ = learns("legacy_mamba", serde_json::json!({"type": "legacy_mamba"}), 120, 0.6);
+    let _ = learns(
+        "legacy_mamba",
+        serde_json::json!({"type": "legacy_mamba"}),
+        120,
+        0.6,
+    );
 }
 
 #[test]
 fn moe_learns_and_logs_its_load_balancing_loss() {
     let block = serde_json::json!({"type": "moe", "num_experts": 4, "top_k": 2});
     let m = learns("moe", block, 120, 0.6);
-    let last = m.iter().rev().find(|r| r.get("train_loss").is_some()).unwrap();
+    let last = m
+        .iter()
+        .rev()
+        .find(|r| r.get("train_loss").is_some())
+        .unwrap();
     for b in [0, 2] {
         let lb = last[format!("aux.blocks.{b}.load_balance")]
             .as_f64()
             .unwrap_or_else(|| panic!("no load balance of block {b}: {last}"));
         // 0.01 · E · Σ_e P_e F_e / k: 0.01 when balanced, at most 0.01 · E / k when collapsed
-        assert!((0.005..=0.02).contains(&lb), "block {b}: load balance {lb}: {last}");
+        assert!(
+            (0.005..=0.02).contains(&lb),
+            "block {b}: load balance {lb}: {last}"
+        );
     }
+}
+
+#[test]
+fn causal_perceiver_learns() {
+    let block = serde_json::json!({"type": "perceiver", "heads": 4, "num_latents": 8});
+    let _ = learns("perceiver", block, 120, 0.5);
 }

@@ -292,3 +292,14 @@ fn moe_with_top_k_routing_and_its_load_balancing_loss_matches_reference() {
         ]);
     });
 }
+
+#[test]
+fn causal_perceiver_and_bottleneck_match_a_token_by_token_reference() {
+    parity("tiny.json", |v| {
+        v["blocks"] = serde_json::json!([
+            {"type": "perceiver", "heads": 4, "num_latents": 5},
+            {"type": "swiglu"},
+            {"type": "bottleneck", "heads": 2}
+        ]);
+    });
+}

@@ -31,6 +31,8 @@ registry! {
     retnet,
     rwkv,
     moe,
+    perceiver,
+    bottleneck,
     custom,
 }
 
@@ -234,8 +236,6 @@ pub struct BlockType {
 /// mixlab block types that mixsweep does not implement yet (reported as such, not as typos).
 pub const NOT_YET: &[&str] = &[
     "mamba3-canonical",
-    "perceiver",
-    "bottleneck",
     "cross_attention",
     "s4d",
     "gated_deltanet",

@@ -48,6 +48,23 @@ pub enum AttentionMask {
     Window(usize),
     /// Every key (no mask).
     Full,
+    /// Latents reading tokens causally: query `j` (latent) sees key `t` (token) when `t <= e_j`,
+    /// `e_j = (j + 1)·segment − 1`, the end of its segment of the sequence.
+    SegmentPrefix { segment: usize },
+    /// Tokens reading latents causally: query `t` sees key `j` (latent) when `e_j <= t`; a query
+    /// that sees no latent (before the end of the first segment) gets zeros.
+    SegmentEnds { segment: usize },
+}
+
+impl AttentionMask {
+    /// Whether decoding can cache keys and values for this mask (segment masks need the whole
+    /// sequence each call).
+    pub fn caches(&self) -> bool {
+        !matches!(
+            self,
+            AttentionMask::SegmentPrefix { .. } | AttentionMask::SegmentEnds { .. }
+        )
+    }
 }
 
 /// `dropout(softmax(q·kᵀ·scale - slope_h·(i - j) + mask)) · v` over `q [B, H, T, d]`,
@@ -70,7 +87,9 @@ impl Rule for Attention {
     fn shapes(&self, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
         arity(inputs, 3, 4)?;
         let (q, k, v) = (inputs[0], inputs[1], inputs[2]);
-        let slopes_ok = inputs.get(3).is_none_or(|s| s.len() == 1 && q.len() == 4 && s[0] == q[1]);
+        let slopes_ok = inputs
+            .get(3)
+            .is_none_or(|s| s.len() == 1 && q.len() == 4 && s[0] == q[1]);
         let ok = slopes_ok
             && q.len() == 4
             && k.len() == 4
@@ -82,7 +101,11 @@ impl Rule for Attention {
         if !ok {
             return Err(format!(
                 "needs q [B, H, T, d], k [B, Hk, S, d], v [B, Hk, S, dv] with Hk dividing H (and slopes [H]); got {}",
-                inputs.iter().map(|s| show(s)).collect::<Vec<_>>().join(", ")
+                inputs
+                    .iter()
+                    .map(|s| show(s))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         Ok(vec![vec![q[0], q[1], q[2], v[3]]])

@@ -25,7 +25,9 @@ pub use elementwise::{Binary, BinaryKind, Clamp, Scalar, ScalarKind, Unary, Unar
 pub use embedding::{Embedding, EmbeddingBag, NgramHash, PositionEmbedding};
 pub use matmul::{MatMul, MatMulT, Outer};
 pub use norm::{Norm, NormKind};
-pub use recurrent::{CausalConv, DecayScan, GatedScan, MatrixScan, ScanTv, SelectiveScan, TokenShift};
+pub use recurrent::{
+    CausalConv, DecayScan, GatedScan, MatrixScan, ScanTv, SelectiveScan, TokenShift,
+};
 pub use reduce::{Mean, Softmax, TopK};
 pub use shape::{Arange, Concat, Full, Reshape, Slice, Split, Transpose};
 pub use training::{CrossEntropy, Dropout, LoadBalance, ZLoss};

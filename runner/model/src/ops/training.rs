@@ -87,7 +87,11 @@ impl Rule for LoadBalance {
         if inputs[0].len() < 2 || inputs[0] != inputs[1] || self.k == 0 {
             return Err(format!(
                 "needs probabilities and selection of one shape [..., E], got {}",
-                inputs.iter().map(|s| show(s)).collect::<Vec<_>>().join(", ")
+                inputs
+                    .iter()
+                    .map(|s| show(s))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         Ok(vec![vec![]])

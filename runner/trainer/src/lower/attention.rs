@@ -11,6 +11,16 @@ use mixsweep_model::ops::{Attention, AttentionMask, CausalMask};
 fn mask(mask: AttentionMask, t: usize, s: usize) -> Result<Option<Array>> {
     let window = match mask {
         AttentionMask::Full => return Ok(None),
+        AttentionMask::SegmentPrefix { segment } => {
+            let ends = segment_ends(segment, t)?.reshape(&[t as i32, 1])?;
+            let k = Array::arange(0.0, s as f64, 1.0, Dtype::I32)?.reshape(&[1, s as i32])?;
+            return Ok(Some(k.less_equal(&ends)?));
+        }
+        AttentionMask::SegmentEnds { segment } => {
+            let ends = segment_ends(segment, s)?.reshape(&[1, s as i32])?;
+            let q = Array::arange(0.0, t as f64, 1.0, Dtype::I32)?.reshape(&[t as i32, 1])?;
+            return Ok(Some(ends.less_equal(&q)?));
+        }
         AttentionMask::Causal => None,
         AttentionMask::Window(w) => Some(w),
     };
@@ -23,6 +33,12 @@ fn mask(mask: AttentionMask, t: usize, s: usize) -> Result<Option<Array>> {
         keep = keep.logical_and(&k.greater_equal(&lo)?)?;
     }
     Ok(Some(keep))
+}
+
+/// `e_j = (j + 1)·segment − 1` for `n` latents (int32 `[n]`).
+fn segment_ends(segment: usize, n: usize) -> Result<Array> {
+    let seg = segment as f64;
+    Array::arange(seg - 1.0, seg * n as f64 - 0.5, seg, Dtype::I32)
 }
 
 /// `[B, Hk, S, d]` -> `[B, Hk·G, S, d]`, each key/value head repeated for its `G` query heads.
@@ -54,6 +70,9 @@ pub fn attention(a: &Attention, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<A
     };
     if let Some(slopes) = inputs.get(3) {
         return with_slopes(a, &q, &k, &v, slopes, drop_key.as_ref());
+    }
+    if !a.mask.caches() {
+        return segmented(a, &q, &k, &v, drop_key.as_ref());
     }
     if let Some(key) = drop_key {
         // written out: dropout acts on the probabilities, which the fused kernel never shows
@@ -114,6 +133,39 @@ fn with_slopes(
         None => scores,
     };
     let p = scores.softmax(-1, true)?.astype(q.dtype()?)?;
+    let p = match drop_key {
+        Some(key) => dropout(&p, a.dropout, key)?,
+        None => p,
+    };
+    p.matmul(&v)
+}
+
+/// Attention between tokens and latents under a segment mask, written out; queries that see no key
+/// get zeros (not a uniform average over keys they must not see).
+fn segmented(
+    a: &Attention,
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    drop_key: Option<&Array>,
+) -> Result<Array> {
+    let (t, s) = (q.dim(2), k.dim(2));
+    let groups = q.dim(1) / k.dim(1);
+    let (k, v) = (repeat_heads(k, groups)?, repeat_heads(v, groups)?);
+    let scores = q
+        .astype(Dtype::F32)?
+        .matmul(&k.astype(Dtype::F32)?.transpose(&[0, 1, 3, 2])?)?
+        .mul_scalar(a.scale)?;
+    let keep = mask(a.mask, t, s)?.expect("segment masks exist");
+    let scores = where_(&keep, &scores, &Array::scalar(-1e9, Dtype::F32)?)?;
+    let sees_any = keep
+        .astype(Dtype::F32)?
+        .sum(&[-1], true)?
+        .minimum(&Array::scalar(1.0, Dtype::F32)?)?;
+    let p = scores
+        .softmax(-1, true)?
+        .mul(&sees_any)?
+        .astype(q.dtype()?)?;
     let p = match drop_key {
         Some(key) => dropout(&p, a.dropout, key)?,
         None => p,

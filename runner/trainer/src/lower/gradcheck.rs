@@ -137,10 +137,35 @@ fn attention_with_distance_slopes() {
 }
 
 #[test]
+fn attention_between_tokens_and_latents() {
+    let op = |mask| Attention {
+        scale: 0.5,
+        mask,
+        dropout: 0.0,
+        ordinal: 0,
+    };
+    // 3 latents reading 7 tokens in segments of 3, and 7 tokens reading them (rows 0 and 1 see none)
+    check(
+        op(AttentionMask::SegmentPrefix { segment: 3 }),
+        &[&[1, 2, 3, 4], &[1, 2, 7, 4], &[1, 2, 7, 4]],
+        &[ANY, ANY, ANY],
+        &[],
+    );
+    check(
+        op(AttentionMask::SegmentEnds { segment: 3 }),
+        &[&[1, 2, 7, 4], &[1, 2, 3, 4], &[1, 2, 3, 4]],
+        &[ANY, ANY, ANY],
+        &[],
+    );
+}
+
+#[test]
 fn top_k_gates_and_load_balance() {
     check(TopK { k: 2 }, &[&[2, 3, 5]], &[Some((0.1, 0.9))], &[]);
     let mask = Array::from_f32(
-        &(0..30).map(|i| if i % 5 < 2 { 1.0 } else { 0.0 }).collect::<Vec<_>>(),
+        &(0..30)
+            .map(|i| if i % 5 < 2 { 1.0 } else { 0.0 })
+            .collect::<Vec<_>>(),
         &[2, 3, 5],
     )
     .unwrap();

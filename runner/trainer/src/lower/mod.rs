@@ -176,6 +176,7 @@ pub fn supports_decode_cache(p: &mixsweep_model::Program) -> bool {
         Op::CausalMask(_) | Op::Concat(_) | Op::Slice(_) | Op::Softmax(_) | Op::Mean(_) => {
             !n.inputs.iter().any(time)
         }
+        Op::Attention(a) => a.mask.caches(),
         // a product of two per-token values over the sequence (q·kᵀ written out)
         Op::MatMul(_) => !(time(&n.inputs[0]) && time(&n.inputs[1])),
         _ => true,

@@ -18,12 +18,11 @@ pub fn top_k(t: &TopK, p: &Array) -> Result<Vec<Array>> {
     let me = fixed.expand_dims(-1)?; // [..., E, 1]: entry i
     let other = fixed.expand_dims(-2)?; // [..., 1, E]: entry j
     let idx = Array::arange(0.0, e as f64, 1.0, Dtype::F32)?;
-    let lower = idx.reshape(&[1, e as i32])?.less(&idx.reshape(&[e as i32, 1])?)?; // j < i
+    let lower = idx
+        .reshape(&[1, e as i32])?
+        .less(&idx.reshape(&[e as i32, 1])?)?; // j < i
     let beats = other.greater(&me)?.astype(Dtype::F32)?;
-    let ties = other
-        .equal(&me)?
-        .logical_and(&lower)?
-        .astype(Dtype::F32)?;
+    let ties = other.equal(&me)?.logical_and(&lower)?.astype(Dtype::F32)?;
     let rank = beats.add(&ties)?.sum(&[-1], false)?;
     let selected = rank
         .less(&Array::scalar(t.k as f32, Dtype::F32)?)?
