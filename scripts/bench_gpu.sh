@@ -65,6 +65,14 @@ PY
       --steps "${OPTIM_STEPS:-1000}" --compute-dtype bfloat16 --out "$OUT/nanogpt_${opt}_${OPTIM_STEPS:-1000}"
   done
 fi
+# Block families: each ~10M example for 300 steps in bf16 next to GQA (same session); ZOO picks
+# the configs (default: all). The table in BENCHMARKS.md comes from scripts/bench/zoo_table.py.
+if [[ $PARTS == *zoo* ]]; then
+  for cfg in ${ZOO:-gqa_shakespeare retnet_shakespeare rwkv_shakespeare legacy_mamba_shakespeare moe_shakespeare perceiver_shakespeare mamba_shakespeare}; do
+    run "$RUNNER" train --config examples/$cfg.json --train "$TRAIN" --device gpu --steps 300 \
+      --compute-dtype bfloat16 --quiet --out "$OUT/zoo_$cfg"
+  done
+fi
 # Start-up: wall time of a 1-step run (process start to exit) and the runner's own timing lines.
 if [[ $PARTS == *startup* ]]; then
   for i in 1 2; do

@@ -251,6 +251,8 @@ def block(cfg, blk, w, p, x, x0, kv_cache, i):
         return rwkv(w, p, x)
     if blk["type"] == "moe":
         return moe(cfg, blk, w, p, x)
+    if blk["type"] == "hgrn2":
+        return hgrn2(blk, w, p, x)
     if blk["type"] in ("perceiver", "bottleneck"):
         return perceiver(cfg, blk, w, p, x)
     raise SystemExit(f"reference: block type {blk['type']} not implemented")
@@ -317,6 +319,24 @@ def perceiver(cfg, blk, w, p, x):
         outs.append(attend(q[:, i], k[:, :seen], v[:, :seen]) if seen else mx.zeros((b, d)))
     x = x + mx.stack(outs, axis=1) @ w[p + "wo_broad"]
     return x + ACTS["silu"](x @ w[p + "ff1"]) @ w[p + "ff2"]
+
+
+def hgrn2(blk, w, p, x):
+    """HGRN2 with its matrix state updated token by token."""
+    b, t, d = x.shape
+    hn = blk["heads"]
+    ds = blk.get("d_state", d // hn)
+    dv = d // hn
+    h = norm(None, w, p + "norm_scale", x, "rmsnorm", 1e-5, True)
+    v = ACTS["silu"](h @ w[p + "w_v"]).reshape(b, t, hn, dv)
+    q = mx.sigmoid(h @ w[p + "w_q"]).reshape(b, t, hn, ds)
+    g = mx.sigmoid(h @ w[p + "w_f"]).reshape(b, t, hn, ds)
+    state, outs = mx.zeros((b, hn, ds, dv)), []
+    for i in range(t):
+        state = g[:, i, :, :, None] * state + (1 - g[:, i])[..., None] * v[:, i, :, None, :]
+        o = mx.sum(q[:, i, :, :, None] * state, axis=2)  # [B, H, dv]
+        outs.append(norm(None, w, p + "o_norm_scale", o, "rmsnorm", 1e-5, True).reshape(b, d))
+    return x + mx.stack(outs, axis=1) @ w[p + "wo"]
 
 
 def retnet(blk, w, p, x):

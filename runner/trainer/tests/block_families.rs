@@ -91,3 +91,9 @@ fn causal_perceiver_learns() {
     let block = serde_json::json!({"type": "perceiver", "heads": 4, "num_latents": 8});
     let _ = learns("perceiver", block, 120, 0.5);
 }
+
+#[test]
+fn hgrn2_learns() {
+    let block = serde_json::json!({"type": "hgrn2", "heads": 4, "d_state": 16});
+    let _ = learns("hgrn2", block, 120, 0.6);
+}

@@ -303,3 +303,14 @@ fn causal_perceiver_and_bottleneck_match_a_token_by_token_reference() {
         ]);
     });
 }
+
+#[test]
+fn hgrn2_matches_a_step_by_step_reference() {
+    parity("tiny.json", |v| {
+        v["blocks"] = serde_json::json!([
+            {"type": "hgrn2", "heads": 4, "d_state": 8},
+            {"type": "swiglu"},
+            {"type": "hgrn2", "heads": 2}
+        ]);
+    });
+}

@@ -33,6 +33,7 @@ registry! {
     moe,
     perceiver,
     bottleneck,
+    hgrn2,
     custom,
 }
 
@@ -239,7 +240,6 @@ pub const NOT_YET: &[&str] = &[
     "cross_attention",
     "s4d",
     "gated_deltanet",
-    "hgrn2",
     "mlstm",
     "ttt_mlp",
 ];
