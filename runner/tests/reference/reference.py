@@ -251,6 +251,8 @@ def block(cfg, blk, w, p, x, x0, kv_cache, i):
         return rwkv(w, p, x)
     if blk["type"] == "moe":
         return moe(cfg, blk, w, p, x)
+    if blk["type"] == "mlstm":
+        return mlstm(blk, w, p, x)
     if blk["type"] == "hgrn2":
         return hgrn2(blk, w, p, x)
     if blk["type"] in ("perceiver", "bottleneck"):
@@ -337,6 +339,31 @@ def hgrn2(blk, w, p, x):
         o = mx.sum(q[:, i, :, :, None] * state, axis=2)  # [B, H, dv]
         outs.append(norm(None, w, p + "o_norm_scale", o, "rmsnorm", 1e-5, True).reshape(b, d))
     return x + mx.stack(outs, axis=1) @ w[p + "wo"]
+
+
+def mlstm(blk, w, p, x):
+    """mLSTM with its stabiliser, matrix memory and normaliser updated token by token."""
+    b, t, d = x.shape
+    hn, dk, dv = blk["heads"], blk["d_k"], blk["d_v"]
+    h = norm(None, w, p + "norm_scale", x, "rmsnorm", 1e-5, True)
+    q = (h @ w[p + "wq"]).reshape(b, t, hn, dk) / math.sqrt(dk)
+    k = (h @ w[p + "wk"]).reshape(b, t, hn, dk)
+    v = (h @ w[p + "wv"]).reshape(b, t, hn, dv)
+    ig = h @ w[p + "w_i"] + w[p + "b_i"]
+    fg = h @ w[p + "w_f"] + w[p + "b_f"]
+    c, n, m_prev, outs = mx.zeros((b, hn, dk, dv)), mx.zeros((b, hn, dk)), mx.zeros((b, hn)), []
+    for i in range(t):
+        m = mx.maximum(fg[:, i] + m_prev, ig[:, i])
+        f = mx.exp(fg[:, i] + m_prev - m)[..., None]
+        a = mx.exp(ig[:, i] - m)[..., None]
+        n = f * n + a * k[:, i]
+        c = f[..., None] * c + (a * k[:, i])[..., None] * v[:, i, :, None, :]
+        m_prev = m
+        num = mx.sum(q[:, i, :, :, None] * c, axis=2)
+        den = mx.maximum(mx.abs(mx.sum(q[:, i] * n, axis=-1)), 1.0)[..., None]
+        outs.append(norm(None, w, p + "o_norm_scale", num / den, "rmsnorm", 1e-5, True).reshape(b, hn * dv))
+    o = mx.stack(outs, axis=1) * mx.sigmoid(h @ w[p + "w_out_gate"])
+    return x + o @ w[p + "wo"]
 
 
 def retnet(blk, w, p, x):

@@ -371,7 +371,8 @@ mod tests {
             small(serde_json::json!({"blocks": [
                 {"type": "retnet", "heads": 2, "decay": 0.95}, {"type": "rwkv"},
                 {"type": "legacy_mamba"}, {"type": "mamba3"},
-                {"type": "moe", "num_experts": 3, "top_k": 2}, {"type": "hgrn2", "heads": 2, "d_state": 8}]})),
+                {"type": "moe", "num_experts": 3, "top_k": 2}, {"type": "hgrn2", "heads": 2, "d_state": 8},
+                {"type": "mlstm", "heads": 2, "d_k": 8, "d_v": 4}]})),
             small(
                 serde_json::json!({"parallel_residual": true, "recurrence": [0, 1, 0, 1], "blocks": [
                 {"type": "plain", "heads": 2}, {"type": "geglu"}, {"type": "plain", "heads": 2}, {"type": "geglu"}]}),

@@ -97,3 +97,9 @@ fn hgrn2_learns() {
     let block = serde_json::json!({"type": "hgrn2", "heads": 4, "d_state": 16});
     let _ = learns("hgrn2", block, 120, 0.6);
 }
+
+#[test]
+fn mlstm_learns() {
+    let block = serde_json::json!({"type": "mlstm", "heads": 4, "d_k": 16, "d_v": 16});
+    let _ = learns("mlstm", block, 120, 0.6);
+}

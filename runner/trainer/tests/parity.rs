@@ -66,12 +66,18 @@ fn assert_close(ours: &[f64], reference: &[f64], tol: f64) {
         );
     }
     assert!(
-        ours[STEPS - 1] < ours[0] - 0.5,
+        ours.len() < STEPS || ours[STEPS - 1] < ours[0] - 0.5,
         "loss should fall over 20 steps: {ours:?}"
     );
 }
 
 fn parity(example: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    parity_within(example, 1e-4, 1e-4, edit);
+}
+
+/// [`parity`] with the first three steps within `early` (the forward pass and the first updates) and
+/// the rest within `late`.
+fn parity_within(example: &str, early: f64, late: f64, edit: impl FnOnce(&mut serde_json::Value)) {
     let dir = tempfile::tempdir().unwrap();
     let cfg_path = parity_config(dir.path(), "parity", example, edit);
     let cfg = ModelConfig::load(&cfg_path).unwrap();
@@ -104,7 +110,8 @@ fn parity(example: &str, edit: impl FnOnce(&mut serde_json::Value)) {
         .expect("python3 with the mlx package is needed (pip install mlx==0.32.2 mlx-cpu==0.32.2)");
     assert!(r.status.success(), "reference failed: {}", stderr(&r));
     let reference: Vec<f64> = serde_json::from_str(stdout(&r).trim()).unwrap();
-    assert_close(&ours, &reference, 1e-4);
+    assert_close(&ours[..3], &reference[..3], early);
+    assert_close(&ours, &reference, late);
 }
 
 #[test]
@@ -311,6 +318,20 @@ fn hgrn2_matches_a_step_by_step_reference() {
             {"type": "hgrn2", "heads": 4, "d_state": 8},
             {"type": "swiglu"},
             {"type": "hgrn2", "heads": 2}
+        ]);
+    });
+}
+
+/// The first steps agree to 1e-6; later, float32 rounding (chunked against sequential scans) grows
+/// through the exponential gates to ~5e-3 by step 20, so later steps are held to 1e-2. The gradients
+/// of the scans themselves are checked against finite differences (`lower/gradcheck.rs`).
+#[test]
+fn mlstm_matches_a_step_by_step_reference() {
+    parity_within("tiny.json", 1e-5, 1e-2, |v| {
+        v["blocks"] = serde_json::json!([
+            {"type": "mlstm", "heads": 4, "d_k": 8, "d_v": 16},
+            {"type": "swiglu"},
+            {"type": "mlstm", "heads": 2, "d_k": 16, "d_v": 8}
         ]);
     });
 }

@@ -34,6 +34,7 @@ registry! {
     perceiver,
     bottleneck,
     hgrn2,
+    mlstm,
     custom,
 }
 
@@ -240,7 +241,6 @@ pub const NOT_YET: &[&str] = &[
     "cross_attention",
     "s4d",
     "gated_deltanet",
-    "mlstm",
     "ttt_mlp",
 ];
 

@@ -26,7 +26,7 @@ pub use embedding::{Embedding, EmbeddingBag, NgramHash, PositionEmbedding};
 pub use matmul::{MatMul, MatMulT, Outer};
 pub use norm::{Norm, NormKind};
 pub use recurrent::{
-    CausalConv, DecayScan, GatedScan, MatrixScan, ScanTv, SelectiveScan, TokenShift,
+    CausalConv, DecayScan, GatedScan, MatrixScan, MaxPlusScan, ScanTv, SelectiveScan, TokenShift,
 };
 pub use reduce::{Mean, Softmax, TopK};
 pub use shape::{Arange, Concat, Full, Reshape, Slice, Split, Transpose};
@@ -103,6 +103,7 @@ ops! {
     GatedScan,
     ScanTv,
     DecayScan,
+    MaxPlusScan,
     MatrixScan,
     TokenShift,
     Dropout,

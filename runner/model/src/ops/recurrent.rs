@@ -163,6 +163,26 @@ impl Rule for DecayScan {
     }
 }
 
+/// The max-plus recurrence of mLSTM's stabiliser, `m_t = max(m_{t-1} + f_t, i_t)` from `m_{-1} = 0`;
+/// `f, i [B, T, D]` (log forget gate and input gate pre-activations).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MaxPlusScan;
+
+impl Rule for MaxPlusScan {
+    fn name(&self) -> &'static str {
+        "max_plus_scan"
+    }
+    fn shapes(&self, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
+        arity(inputs, 2, 2)?;
+        need(
+            is_btd(inputs[0]) && inputs[1] == inputs[0],
+            "log forget gate and input gate [B, T, D]",
+            inputs,
+        )?;
+        Ok(vec![inputs[0].clone()])
+    }
+}
+
 /// mixlab's `matrix_scan`: matrix states `H_t = g_t[:, None] ⊙ H_{t-1} + U_t`; `u [B, T, Da, Db]`,
 /// `g [B, T, Da]`; returns every `H_t`.
 #[derive(Debug, Clone, PartialEq, Serialize)]

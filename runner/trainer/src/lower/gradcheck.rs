@@ -230,6 +230,12 @@ fn scans_across_chunk_boundaries() {
         );
     }
     check(
+        MaxPlusScan,
+        &[&[2, 7, 3], &[2, 7, 3]],
+        &[ANY, Some((-2.0, 2.0))],
+        &[],
+    );
+    check(
         MatrixScan { chunk: 3 },
         &[&[1, 7, 2, 3], &[1, 7, 2]],
         &[ANY, gate],

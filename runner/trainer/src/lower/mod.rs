@@ -148,6 +148,7 @@ pub fn apply(op: &Op, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<Vec<Array>>
         Op::SelectiveScan(s) => one(recurrent::selective(s, inputs, ctx)?),
         Op::GatedScan(s) => one(recurrent::gated(s, inputs, ctx)?),
         Op::ScanTv(s) => one(recurrent::time_varying(s, inputs, ctx)?),
+        Op::MaxPlusScan(_) => one(recurrent::max_plus(inputs, ctx)?),
         Op::DecayScan(s) => one(recurrent::decay(s, inputs, ctx)?),
         Op::MatrixScan(s) => one(recurrent::matrix(s, inputs, ctx)?),
         Op::TokenShift(_) => one(recurrent::token_shift(&inputs[0], ctx)?),

@@ -154,6 +154,32 @@ pub fn matrix(s: &MatrixScan, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<Arr
     recur(&log_a, &u, s.chunk, ctx)?.astype(inputs[0].dtype()?)
 }
 
+/// `m_t = max(m_{t-1} + f_t, i_t)` from `m_{-1} = 0` (or the saved `m` when decoding), by a
+/// log-depth (Hillis-Steele) scan of the max-plus maps `m -> max(m + A, B)`, which compose as
+/// `(A1, B1) then (A2, B2) = (A1 + A2, max(B1 + A2, B2))`. Float32.
+pub fn max_plus(inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<Array> {
+    let (mut a, mut b) = (f32(&inputs[0])?, f32(&inputs[1])?);
+    let t = a.dim(1);
+    let mut k = 1;
+    while k < t {
+        // the map of steps t-k..t-1 (identity (0, -1e30) before the start), then steps t's own
+        let prev_a = a.slice_axis(1, 0, t - k)?.pad_axis(1, k, 0, 0.0)?;
+        let prev_b = b.slice_axis(1, 0, t - k)?.pad_axis(1, k, 0, -1e30)?;
+        b = prev_b.add(&a)?.maximum(&b)?;
+        a = prev_a.add(&a)?;
+        k *= 2;
+    }
+    let m0 = match ctx.state() {
+        Some(State::Hidden(m)) => m.clone(),
+        _ => Array::zeros(&[a.dim(0), 1, a.dim(2)], Dtype::F32)?,
+    };
+    let m = m0.add(&a)?.maximum(&b)?;
+    if ctx.decoding() {
+        ctx.save(State::Hidden(m.slice_axis(1, t - 1, t)?));
+    }
+    m.astype(inputs[0].dtype()?)
+}
+
 /// `y_t = x_{t-1}` (zeros before the first token; the previous call's last token when decoding).
 pub fn token_shift(x: &Array, ctx: &mut Ctx<'_>) -> Result<Array> {
     let t = x.dim(1);
