@@ -105,7 +105,7 @@ fn main() -> anyhow::Result<()> {
     let mut k = 0u64;
     time("train step (sync)", &mut || {
         k += 1;
-        let (l, g) = steps.train_step(
+        let (l, g, _) = steps.train_step(
             &mut state,
             &x,
             &x,

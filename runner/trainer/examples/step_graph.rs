@@ -26,7 +26,7 @@ fn main() -> anyhow::Result<()> {
     let (b, t) = (cfg.training.batch_size(cfg.seq_len), cfg.seq_len);
     let tokens: Vec<i32> = (0..b * t).map(|i| (i % cfg.vocab_size) as i32).collect();
     let x = Array::from_i32(&tokens, &[b, t])?;
-    let (loss, norm) = steps.train_step(
+    let (loss, norm, _) = steps.train_step(
         &mut state,
         &x,
         &x,
