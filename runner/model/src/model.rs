@@ -179,6 +179,7 @@ impl ModelConfig {
     ) -> Result<ValueId, ConfigError> {
         let n = self.blocks.len();
         let kv = RefCell::new(HashMap::new());
+        let streams = RefCell::new(HashMap::from([("embedding".to_string(), x)]));
         let encoder = if self.layout.unet { n / 2 } else { n };
         let skips_n = encoder.min(n - encoder);
         let mut encoded: Vec<ValueId> = vec![];
@@ -212,6 +213,7 @@ impl ModelConfig {
                 x0,
                 residual_scale_init: self.residual_scale_init[i],
                 kv: &kv,
+                streams: &streams,
             };
             let enter = |b: &mut Builder, i: usize| {
                 let root = self.layout.roots[i];
@@ -238,6 +240,10 @@ impl ModelConfig {
                 x = b
                     .add("parallel_residual", state, delta)
                     .map_err(|e| block_error(i + 1, e))?;
+                let mut s = streams.borrow_mut();
+                s.insert(format!("block:{}", i + 1), state);
+                s.insert(format!("block:{}", i + 2), x);
+                drop(s);
                 i += 2;
                 continue;
             }
@@ -245,6 +251,7 @@ impl ModelConfig {
             x = self.blocks[i]
                 .lower(b, x, &ctx_for(i))
                 .map_err(|e| block_error(i, e))?;
+            streams.borrow_mut().insert(format!("block:{}", i + 1), x);
             if self.layout.unet && i < encoder {
                 encoded.push(x);
             }

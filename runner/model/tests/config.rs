@@ -45,7 +45,7 @@ fn golden_error_messages() {
         ),
         (
             &format!(r#"{{{BASE}, "blocks": [{{"type": "s4d"}}]}}"#),
-            "blocks[0].type: block type \"s4d\" exists in mixlab but is not implemented in mixsweep yet (fix: use one of: plain, swiglu, geglu, mlp, mamba, token_blend, gated_linear_ssm, mamba3, legacy_mamba, retnet, rwkv, moe, perceiver, bottleneck, hgrn2, mlstm, custom)",
+            "blocks[0].type: block type \"s4d\" exists in mixlab but is not implemented in mixsweep yet (fix: use one of: plain, swiglu, geglu, mlp, mamba, token_blend, gated_linear_ssm, mamba3, legacy_mamba, retnet, rwkv, moe, perceiver, bottleneck, hgrn2, mlstm, cross_attention, custom)",
         ),
         (
             &format!(
@@ -474,4 +474,26 @@ fn absurd_sizes_are_errors_not_overflows() {
             "{edit}: {e}"
         );
     }
+}
+
+#[test]
+fn cross_attention_names_its_source_stream() {
+    let cfg = |src: &str| {
+        format!(
+            r#"{{{BASE}, "blocks": [{{"type": "plain", "heads": 4}}, {{"type": "cross_attention", "heads": 4, "source_stream": "{src}"}}]}}"#
+        )
+    };
+    assert!(ModelConfig::from_jsonc(&cfg("block:1")).is_ok());
+    assert!(ModelConfig::from_jsonc(&cfg("embedding")).is_ok());
+    let e = err(&cfg("low1"));
+    assert!(
+        e.contains("blocks[1].source_stream: unknown source_stream \"low1\"")
+            && e.contains("block:K"),
+        "{e}"
+    );
+    let e = err(&cfg("block:2"));
+    assert!(
+        e.contains("blocks[1]") && e.contains("\"block:2\" is not a stream before this block"),
+        "{e}"
+    );
 }

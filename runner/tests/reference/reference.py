@@ -253,6 +253,8 @@ def block(cfg, blk, w, p, x, x0, kv_cache, i):
         return moe(cfg, blk, w, p, x)
     if blk["type"] == "mlstm":
         return mlstm(blk, w, p, x)
+    if blk["type"] == "cross_attention":
+        return cross_attention(cfg, blk, w, p, x)
     if blk["type"] == "hgrn2":
         return hgrn2(blk, w, p, x)
     if blk["type"] in ("perceiver", "bottleneck"):
@@ -261,6 +263,25 @@ def block(cfg, blk, w, p, x, x0, kv_cache, i):
 
 
 AUX = []  # auxiliary losses of the current forward pass
+STREAMS = {}  # "embedding" and "block:K" streams of the current forward pass
+
+
+def cross_attention(cfg, blk, w, p, x):
+    """Position i attends to source positions j <= i, one query at a time; then the SiLU tail."""
+    b, t, d = x.shape
+    hn = blk["heads"]
+    hd = d // hn
+    src = STREAMS[blk["source_stream"]]
+    h = norm(None, w, p + "norm_scale", x, "rmsnorm", 1e-5, True)
+    q = (h @ w[p + "wq"]).reshape(b, t, hn, hd)
+    k = (src @ w[p + "wk"]).reshape(b, t, hn, hd)
+    v = (src @ w[p + "wv"]).reshape(b, t, hn, hd)
+    outs = []
+    for i in range(t):
+        s = mx.sum(q[:, i : i + 1] * k[:, : i + 1], axis=-1) / math.sqrt(hd)
+        outs.append(mx.sum(mx.softmax(s, axis=1)[..., None] * v[:, : i + 1], axis=1).reshape(b, d))
+    x = x + mx.stack(outs, axis=1) @ w[p + "wo"]
+    return x + ACTS["silu"](x @ w[p + "ff1"]) @ w[p + "ff2"]
 
 
 def moe(cfg, blk, w, p, x):
@@ -424,6 +445,8 @@ def forward(cfg, w, tokens, targets):
     blocks, n = cfg["blocks"], len(cfg["blocks"])
     x = embed(cfg, w, tokens)
     x0, kv_cache, root = x, {}, roots(cfg)
+    STREAMS.clear()
+    STREAMS["embedding"] = x
     unet = cfg.get("unet", False)
     n_enc = n // 2 if unet else n
     n_skip = min(n_enc, n - n_enc)
@@ -441,6 +464,7 @@ def forward(cfg, w, tokens, targets):
             i += 2
             continue
         x = block(cfg, blocks[i], w, p, x, x0, kv_cache, i)
+        STREAMS[f"block:{i + 1}"] = x
         if unet and i < n_enc:
             enc.append(x)
         i += 1

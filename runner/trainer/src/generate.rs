@@ -372,7 +372,9 @@ mod tests {
                 {"type": "retnet", "heads": 2, "decay": 0.95}, {"type": "rwkv"},
                 {"type": "legacy_mamba"}, {"type": "mamba3"},
                 {"type": "moe", "num_experts": 3, "top_k": 2}, {"type": "hgrn2", "heads": 2, "d_state": 8},
-                {"type": "mlstm", "heads": 2, "d_k": 8, "d_v": 4}]})),
+                {"type": "mlstm", "heads": 2, "d_k": 8, "d_v": 4},
+                {"type": "cross_attention", "heads": 2, "source_stream": "block:2"},
+                {"type": "cross_attention", "heads": 4, "source_stream": "embedding"}]})),
             small(
                 serde_json::json!({"parallel_residual": true, "recurrence": [0, 1, 0, 1], "blocks": [
                 {"type": "plain", "heads": 2}, {"type": "geglu"}, {"type": "plain", "heads": 2}, {"type": "geglu"}]}),

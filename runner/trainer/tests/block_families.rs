@@ -103,3 +103,10 @@ fn mlstm_learns() {
     let block = serde_json::json!({"type": "mlstm", "heads": 4, "d_k": 16, "d_v": 16});
     let _ = learns("mlstm", block, 120, 0.6);
 }
+
+#[test]
+fn cross_attention_learns() {
+    let block =
+        serde_json::json!({"type": "cross_attention", "heads": 4, "source_stream": "embedding"});
+    let _ = learns("cross_attention", block, 120, 0.6);
+}

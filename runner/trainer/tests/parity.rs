@@ -335,3 +335,14 @@ fn mlstm_matches_a_step_by_step_reference() {
         ]);
     });
 }
+
+#[test]
+fn causal_cross_attention_to_earlier_streams_matches_reference() {
+    parity("tiny.json", |v| {
+        v["blocks"] = serde_json::json!([
+            {"type": "plain", "heads": 4},
+            {"type": "cross_attention", "heads": 4, "source_stream": "embedding"},
+            {"type": "cross_attention", "heads": 2, "source_stream": "block:1"}
+        ]);
+    });
+}

@@ -35,6 +35,7 @@ registry! {
     bottleneck,
     hgrn2,
     mlstm,
+    cross_attention,
     custom,
 }
 
@@ -155,6 +156,9 @@ pub struct BlockCtx<'a> {
     /// The block's `residual_scale_init` (any block type; needs `block_scales`).
     pub residual_scale_init: Option<f32>,
     pub kv: &'a std::cell::RefCell<std::collections::HashMap<usize, (ValueId, ValueId)>>,
+    /// Named residual streams so far: `embedding` (after the embedding stage) and `block:K`, the
+    /// stream after the K-th block (1-indexed), for `cross_attention`'s `source_stream`.
+    pub streams: &'a std::cell::RefCell<std::collections::HashMap<String, ValueId>>,
 }
 
 impl BlockCtx<'_> {
@@ -165,6 +169,11 @@ impl BlockCtx<'_> {
     /// Keys and values `[B, Hk, T, hd]` (post-RoPE) of config block `index`, if it published them.
     pub fn shared_kv(&self, index: usize) -> Option<(ValueId, ValueId)> {
         self.kv.borrow().get(&index).copied()
+    }
+
+    /// The named stream `name`, if it exists before this block.
+    pub fn stream(&self, name: &str) -> Option<ValueId> {
+        self.streams.borrow().get(name).copied()
     }
 
     /// Makes this block's keys and values available to later `kv_source` blocks.
@@ -236,13 +245,7 @@ pub struct BlockType {
 }
 
 /// mixlab block types that mixsweep does not implement yet (reported as such, not as typos).
-pub const NOT_YET: &[&str] = &[
-    "mamba3-canonical",
-    "cross_attention",
-    "s4d",
-    "gated_deltanet",
-    "ttt_mlp",
-];
+pub const NOT_YET: &[&str] = &["mamba3-canonical", "s4d", "gated_deltanet", "ttt_mlp"];
 
 pub fn find(name: &str) -> Option<&'static BlockType> {
     REGISTRY.iter().find(|t| t.name == name)
