@@ -18,6 +18,7 @@ fn learns(
         v["blocks"] = serde_json::json!([block, {"type": "swiglu"}, block, {"type": "swiglu"}]);
         v["training"]["steps"] = steps.into();
         v["training"]["val_every"] = 0.into();
+        v["training"]["batch_tokens"] = 512.into();
     });
     let out = dir.path().join("run");
     let o = runner()
