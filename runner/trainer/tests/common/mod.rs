@@ -16,7 +16,9 @@ pub fn runner() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mixsweep-runner"))
 }
 
-/// Byte-level tiny Shakespeare shards, prepared once per test binary with the real `prepare`.
+/// Byte-level tiny Shakespeare shards prepared with the real `prepare`, once per build of the runner:
+/// in cargo's test temp folder (under `target/`, not the system's), named by the binary's build time,
+/// published by an atomic rename so that concurrent test binaries share one copy.
 pub fn shakespeare() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -26,12 +28,23 @@ pub fn shakespeare() -> &'static Path {
             "tests need {} (CI has ../shared beside the checkout)",
             text.display()
         );
-        let dir = std::env::temp_dir().join(format!("mixsweep-shakespeare-{}", std::process::id()));
+        let built = std::fs::metadata(env!("CARGO_BIN_EXE_mixsweep-runner"))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let dir = base.join(format!("shakespeare-bytes-{built}"));
+        if dir.is_dir() {
+            return dir;
+        }
+        let staging = base.join(format!("shakespeare-bytes-{built}.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
         let out = runner()
             .args(["prepare", "--byte-level", "--input"])
             .arg(&text)
             .arg("--output")
-            .arg(&dir)
+            .arg(&staging)
             .output()
             .unwrap();
         assert!(
@@ -39,6 +52,10 @@ pub fn shakespeare() -> &'static Path {
             "prepare failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if std::fs::rename(&staging, &dir).is_err() {
+            // another test binary published it first
+            let _ = std::fs::remove_dir_all(&staging);
+        }
         dir
     })
 }
