@@ -318,6 +318,8 @@ pub struct Counts {
     pub train_flops_per_token: f64,
     /// Parameters trained by each update rule (`muon`, `adamw`, ...).
     pub params_by_optimizer: std::collections::BTreeMap<&'static str, usize>,
+    /// Parameters a token uses: all but the unselected experts of `moe` blocks (`params` otherwise).
+    pub active_params: usize,
 }
 
 impl Counts {
@@ -349,7 +351,25 @@ impl Counts {
             .filter(|(i, r)| *i != **r)
             .map(|(_, r)| block_params(*r))
             .sum();
+        let idle: usize = cfg
+            .blocks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| cfg.layout.roots[*i] == *i)
+            .filter_map(|(i, blk)| {
+                let (e, k) = blk.routed_experts()?;
+                let prefix = format!("blocks.{i}.expert_");
+                let experts: usize = p
+                    .weights
+                    .iter()
+                    .filter(|w| w.name.starts_with(&prefix))
+                    .map(|w| w.numel())
+                    .sum();
+                Some(experts / e * (e - k))
+            })
+            .sum();
         Counts {
+            active_params: params - idle,
             params,
             params_expanded: params + shared,
             bytes_f32: params * 4,

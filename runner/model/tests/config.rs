@@ -497,3 +497,21 @@ fn cross_attention_names_its_source_stream() {
         "{e}"
     );
 }
+
+#[test]
+fn moe_counts_the_active_experts() {
+    let cfg = ModelConfig::from_jsonc(&format!(
+        r#"{{{BASE}, "mlp_mult": 2, "blocks": [{{"type": "moe", "num_experts": 4, "top_k": 1}}, {{"type": "plain", "heads": 4}}]}}"#
+    ))
+    .unwrap();
+    let c = cfg.counts();
+    // four swiglu experts of 3·D·F = 3·64·128 weights; one of them is active per token
+    let expert = 3 * 64 * 128;
+    assert_eq!(c.params - c.active_params, 3 * expert);
+    let dense = ModelConfig::from_jsonc(&format!(
+        r#"{{{BASE}, "blocks": [{{"type": "plain", "heads": 4}}]}}"#
+    ))
+    .unwrap()
+    .counts();
+    assert_eq!(dense.active_params, dense.params);
+}

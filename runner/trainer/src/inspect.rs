@@ -19,6 +19,12 @@ pub fn count(config: &std::path::Path, json: bool) -> Result<(), TrainError> {
     }
     let tokens = cfg.training.batch_tokens as f64;
     println!("Total parameters: {}", counts.params);
+    if counts.active_params != counts.params {
+        println!(
+            "Active parameters per token: {} (top-k of the experts)",
+            counts.active_params
+        );
+    }
     println!(
         "Total size (float32, in MiB): {:.2}",
         counts.bytes_f32 as f64 / (1 << 20) as f64

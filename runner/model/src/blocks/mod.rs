@@ -210,6 +210,10 @@ pub trait Block: std::fmt::Debug + Send + Sync {
     ) -> Option<Result<ValueId, BuildError>> {
         None
     }
+    /// `(experts, top_k)` of a mixture of experts (its `expert_*` weights are active k/E per token).
+    fn routed_experts(&self) -> Option<(usize, usize)> {
+        None
+    }
     /// `(heads, kv_heads)` of an attention block (for `kv_source` checks).
     fn attention_heads(&self) -> Option<(usize, usize)> {
         None

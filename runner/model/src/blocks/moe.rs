@@ -134,6 +134,10 @@ impl Block for Moe {
         "moe"
     }
 
+    fn routed_experts(&self) -> Option<(usize, usize)> {
+        Some((self.experts, self.top_k))
+    }
+
     fn lower(&self, b: &mut Builder, x: ValueId, ctx: &BlockCtx<'_>) -> R<ValueId> {
         let (d, e) = (ctx.dims.model_dim, self.experts);
         let h = kit::norm_with(b, "moe_norm_scale", x, NormKind::Rms, 1e-5, true)?;
