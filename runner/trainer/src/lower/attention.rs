@@ -68,26 +68,11 @@ pub fn attention(a: &Attention, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<A
     } else {
         None
     };
-    if let Some(slopes) = inputs.get(3) {
-        return with_slopes(a, &q, &k, &v, slopes, drop_key.as_ref());
-    }
-    if !a.mask.caches() {
-        return segmented(a, &q, &k, &v, drop_key.as_ref());
-    }
-    if let Some(key) = drop_key {
-        // written out: dropout acts on the probabilities, which the fused kernel never shows
-        let groups = q.dim(1) / k.dim(1);
-        let (k, v) = (repeat_heads(&k, groups)?, repeat_heads(&v, groups)?);
-        let scores = q
-            .matmul(&k.transpose(&[0, 1, 3, 2])?)?
-            .mul_scalar(a.scale)?
-            .astype(Dtype::F32)?;
-        let scores = match mask(a.mask, t, s)? {
-            Some(keep) => where_(&keep, &scores, &Array::scalar(-1e9, Dtype::F32)?)?,
-            None => scores,
-        };
-        let p = scores.softmax(-1, true)?.astype(q.dtype()?)?;
-        return dropout(&p, a.dropout, &key)?.matmul(&v);
+    // written out: distance slopes and segment masks change the scores, and dropout acts on the
+    // probabilities; the fused kernel shows neither
+    let slopes = inputs.get(3);
+    if slopes.is_some() || !a.mask.caches() || drop_key.is_some() {
+        return written_out(a, &q, &k, &v, slopes, drop_key.as_ref());
     }
     match (a.mask, t) {
         // one query sees every cached key
@@ -104,68 +89,48 @@ pub fn attention(a: &Attention, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<A
     }
 }
 
-/// Attention written out with a per-head distance penalty `slopes [H]` (positions as in [`mask`]).
-fn with_slopes(
+/// `dropout(softmax(q·kᵀ·scale − slope_h·(i − j) + mask)) · v` as matmuls (scores in the compute
+/// dtype, softmax in float32; positions as in [`mask`]). Under a segment mask a query that sees no key
+/// gets zeros, not a uniform average over keys it must not see.
+fn written_out(
     a: &Attention,
     q: &Array,
     k: &Array,
     v: &Array,
-    slopes: &Array,
+    slopes: Option<&Array>,
     drop_key: Option<&Array>,
 ) -> Result<Array> {
     let (t, s) = (q.dim(2), k.dim(2));
     let groups = q.dim(1) / k.dim(1);
     let (k, v) = (repeat_heads(k, groups)?, repeat_heads(v, groups)?);
-    let scores = q
-        .astype(Dtype::F32)?
-        .matmul(&k.astype(Dtype::F32)?.transpose(&[0, 1, 3, 2])?)?
-        .mul_scalar(a.scale)?;
-    let qpos = Array::arange((s - t) as f64, s as f64, 1.0, Dtype::F32)?.reshape(&[t as i32, 1])?;
-    let kpos = Array::arange(0.0, s as f64, 1.0, Dtype::F32)?.reshape(&[1, s as i32])?;
-    let distance = qpos.sub(&kpos)?; // [T, S]
-    let penalty = slopes
-        .astype(Dtype::F32)?
-        .reshape(&[-1, 1, 1])?
-        .mul(&distance)?; // [H, T, S]
-    let scores = scores.sub(&penalty)?;
-    let scores = match mask(a.mask, t, s)? {
-        Some(keep) => where_(&keep, &scores, &Array::scalar(-1e9, Dtype::F32)?)?,
-        None => scores,
-    };
-    let p = scores.softmax(-1, true)?.astype(q.dtype()?)?;
-    let p = match drop_key {
-        Some(key) => dropout(&p, a.dropout, key)?,
-        None => p,
-    };
-    p.matmul(&v)
-}
-
-/// Attention between tokens and latents under a segment mask, written out; queries that see no key
-/// get zeros (not a uniform average over keys they must not see).
-fn segmented(
-    a: &Attention,
-    q: &Array,
-    k: &Array,
-    v: &Array,
-    drop_key: Option<&Array>,
-) -> Result<Array> {
-    let (t, s) = (q.dim(2), k.dim(2));
-    let groups = q.dim(1) / k.dim(1);
-    let (k, v) = (repeat_heads(k, groups)?, repeat_heads(v, groups)?);
-    let scores = q
-        .astype(Dtype::F32)?
-        .matmul(&k.astype(Dtype::F32)?.transpose(&[0, 1, 3, 2])?)?
-        .mul_scalar(a.scale)?;
-    let keep = mask(a.mask, t, s)?.expect("segment masks exist");
-    let scores = where_(&keep, &scores, &Array::scalar(-1e9, Dtype::F32)?)?;
-    let sees_any = keep
-        .astype(Dtype::F32)?
-        .sum(&[-1], true)?
-        .minimum(&Array::scalar(1.0, Dtype::F32)?)?;
-    let p = scores
-        .softmax(-1, true)?
-        .mul(&sees_any)?
-        .astype(q.dtype()?)?;
+    let mut scores = q
+        .matmul(&k.transpose(&[0, 1, 3, 2])?)?
+        .mul_scalar(a.scale)?
+        .astype(Dtype::F32)?;
+    if let Some(slopes) = slopes {
+        let qpos =
+            Array::arange((s - t) as f64, s as f64, 1.0, Dtype::F32)?.reshape(&[t as i32, 1])?;
+        let kpos = Array::arange(0.0, s as f64, 1.0, Dtype::F32)?.reshape(&[1, s as i32])?;
+        let distance = qpos.sub(&kpos)?; // [T, S]
+        let penalty = slopes
+            .astype(Dtype::F32)?
+            .reshape(&[-1, 1, 1])?
+            .mul(&distance)?; // [H, T, S]
+        scores = scores.sub(&penalty)?;
+    }
+    let keep = mask(a.mask, t, s)?;
+    if let Some(keep) = &keep {
+        scores = where_(keep, &scores, &Array::scalar(-1e9, Dtype::F32)?)?;
+    }
+    let mut p = scores.softmax(-1, true)?;
+    if let (Some(keep), false) = (&keep, a.mask.caches()) {
+        let sees_any = keep
+            .astype(Dtype::F32)?
+            .sum(&[-1], true)?
+            .minimum(&Array::scalar(1.0, Dtype::F32)?)?;
+        p = p.mul(&sees_any)?;
+    }
+    let p = p.astype(q.dtype()?)?;
     let p = match drop_key {
         Some(key) => dropout(&p, a.dropout, key)?,
         None => p,
