@@ -1,7 +1,7 @@
 //! AdamW with mixlab's order: decoupled weight decay first, then the bias-corrected Adam step
 //! (mixlab §6.3). State: `adam_m`, `adam_v`.
 
-use super::{Hyper, Optimizer, StepInputs, bias_correction};
+use super::{Hyper, Optimizer, StepInputs, adam_direction};
 use mixsweep_mlx::{Array, Result};
 
 pub struct AdamW {
@@ -28,18 +28,12 @@ impl Optimizer for AdamW {
         h: Hyper,
         s: &StepInputs<'_>,
     ) -> Result<(Array, Vec<Array>)> {
-        let (b1, b2) = (self.beta1, self.beta2);
-        let m = state[0].mul_scalar(b1)?.add(&g.mul_scalar(1.0 - b1)?)?;
-        let v = state[1]
-            .mul_scalar(b2)?
-            .add(&g.square()?.mul_scalar(1.0 - b2)?)?;
+        let betas = (self.beta1, self.beta2, self.epsilon);
+        let (update, m, v) = adam_direction(state, g, betas, s.t)?;
         let mut p = p.clone();
         if h.weight_decay > 0.0 {
             p = p.sub(&p.mul(&lr.mul_scalar(h.weight_decay)?)?)?;
         }
-        let m_hat = m.div(&bias_correction(b1, s.t)?)?;
-        let v_hat = v.div(&bias_correction(b2, s.t)?)?;
-        let update = m_hat.div(&v_hat.sqrt()?.add_scalar(self.epsilon)?)?;
         Ok((p.sub(&update.mul(lr)?)?, vec![m, v]))
     }
 }

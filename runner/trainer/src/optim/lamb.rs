@@ -2,7 +2,7 @@
 //! by the trust ratio `r = ||w|| / ||u||` (capped; 1 when a norm is 0 or not finite):
 //! `w -= lr · r · u`. State: `lamb_m`, `lamb_v`.
 
-use super::{Hyper, Optimizer, StepInputs, bias_correction};
+use super::{Hyper, Optimizer, StepInputs, adam_direction};
 use mixsweep_mlx::{Array, Dtype, Result, where_};
 
 pub struct Lamb {
@@ -31,14 +31,7 @@ impl Optimizer for Lamb {
         h: Hyper,
         s: &StepInputs<'_>,
     ) -> Result<(Array, Vec<Array>)> {
-        let (b1, b2) = (self.beta1, self.beta2);
-        let m = state[0].mul_scalar(b1)?.add(&g.mul_scalar(1.0 - b1)?)?;
-        let v = state[1]
-            .mul_scalar(b2)?
-            .add(&g.square()?.mul_scalar(1.0 - b2)?)?;
-        let m_hat = m.div(&bias_correction(b1, s.t)?)?;
-        let v_hat = v.div(&bias_correction(b2, s.t)?)?;
-        let mut u = m_hat.div(&v_hat.sqrt()?.add_scalar(self.eps)?)?;
+        let (mut u, m, v) = adam_direction(state, g, (self.beta1, self.beta2, self.eps), s.t)?;
         if h.weight_decay > 0.0 {
             u = u.add(&p.mul_scalar(h.weight_decay)?)?;
         }

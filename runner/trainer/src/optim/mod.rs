@@ -76,6 +76,24 @@ pub struct Group<'a> {
 }
 
 /// `1 - beta^t` as an array (bias correction at a traced step count).
+/// Adam's moments after gradient `g` (`state = [m, v]`) and the bias-corrected direction
+/// `m̂ / (sqrt(v̂) + eps)` at step `t`: `(direction, m, v)` (AdamW and LAMB).
+pub(crate) fn adam_direction(
+    state: &[Array],
+    g: &Array,
+    (b1, b2, eps): (f32, f32, f32),
+    t: &Array,
+) -> Result<(Array, Array, Array)> {
+    let m = state[0].mul_scalar(b1)?.add(&g.mul_scalar(1.0 - b1)?)?;
+    let v = state[1]
+        .mul_scalar(b2)?
+        .add(&g.square()?.mul_scalar(1.0 - b2)?)?;
+    let m_hat = m.div(&bias_correction(b1, t)?)?;
+    let v_hat = v.div(&bias_correction(b2, t)?)?;
+    let direction = m_hat.div(&v_hat.sqrt()?.add_scalar(eps)?)?;
+    Ok((direction, m, v))
+}
+
 pub(crate) fn bias_correction(beta: f32, t: &Array) -> Result<Array> {
     // beta^t = exp(t · ln beta)
     t.mul_scalar(beta.ln())?
