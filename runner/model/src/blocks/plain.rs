@@ -119,19 +119,7 @@ pub struct Plain {
 
 fn parse(f: &mut Fields<'_>, dims: &ModelDims) -> Result<Box<dyn Block>, ConfigError> {
     f.mixlab_defaults(MIXLAB_ONLY)?;
-    let heads = f.usize("heads")?.ok_or_else(|| {
-        f.error("heads", "a plain block needs `heads`")
-            .with_hint("add e.g. \"heads\": 4 (model_dim must be divisible by it)")
-    })?;
-    if heads == 0 || !dims.model_dim.is_multiple_of(heads) {
-        return Err(f.error(
-            "heads",
-            format!(
-                "heads={heads} must be > 0 and divide model_dim={}",
-                dims.model_dim
-            ),
-        ));
-    }
+    let heads = kit::heads(f, dims.model_dim, "plain", None)?;
     let head_dim = dims.model_dim / heads;
     let kv_heads = f.usize("kv_heads")?.unwrap_or(heads);
     if kv_heads == 0 || heads % kv_heads != 0 {
