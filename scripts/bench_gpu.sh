@@ -68,7 +68,7 @@ fi
 # Block families: each ~10M example for 300 steps in bf16 next to GQA (same session); ZOO picks
 # the configs (default: all). The table in BENCHMARKS.md comes from scripts/bench/zoo_table.py.
 if [[ $PARTS == *zoo* ]]; then
-  for cfg in ${ZOO:-gqa_shakespeare retnet_shakespeare rwkv_shakespeare legacy_mamba_shakespeare moe_shakespeare perceiver_shakespeare hgrn2_shakespeare mlstm_shakespeare mamba_shakespeare}; do
+  for cfg in ${ZOO:-gqa_shakespeare retnet_shakespeare rwkv_shakespeare legacy_mamba_shakespeare moe_shakespeare perceiver_shakespeare hgrn2_shakespeare mlstm_shakespeare mamba3_canonical_shakespeare mamba_shakespeare}; do
     run "$RUNNER" train --config examples/$cfg.json --train "$TRAIN" --device gpu --steps 300 \
       --compute-dtype bfloat16 --quiet --out "$OUT/zoo_$cfg"
   done

@@ -257,6 +257,8 @@ def block(cfg, blk, w, p, x, x0, kv_cache, i):
         return cross_attention(cfg, blk, w, p, x)
     if blk["type"] == "hgrn2":
         return hgrn2(blk, w, p, x)
+    if blk["type"] == "mamba3-canonical":
+        return mamba3_canonical(blk, w, p, x)
     if blk["type"] in ("perceiver", "bottleneck"):
         return perceiver(cfg, blk, w, p, x)
     raise SystemExit(f"reference: block type {blk['type']} not implemented")
@@ -360,6 +362,58 @@ def hgrn2(blk, w, p, x):
         o = mx.sum(q[:, i, :, :, None] * state, axis=2)  # [B, H, dv]
         outs.append(norm(None, w, p + "o_norm_scale", o, "rmsnorm", 1e-5, True).reshape(b, d))
     return x + mx.stack(outs, axis=1) @ w[p + "wo"]
+
+
+def mamba3_canonical(blk, w, p, x):
+    """Mamba-3's exponential-trapezoidal recurrence with rotating B, C, token by token."""
+    b, t, d = x.shape
+    i = blk.get("inner_dim", d)
+    n = blk.get("state_size", 16)
+    g = blk.get("n_groups", 4)
+    h = norm(None, w, p + "norm_scale", x, "rmsnorm", 1e-5, True)
+    u = h @ w[p + "w_x"]
+    if blk.get("use_conv", True):
+        cw = w[p + "conv_w"]  # [K, I], oldest tap first
+        k = cw.shape[0]
+        padded = mx.concatenate([mx.zeros((b, k - 1, i)), u], axis=1)
+        u = sum(padded[:, j:j + t] * cw[j] for j in range(k))
+
+    def low_rank(name):
+        return (u @ w[p + f"w_{name}_low"]) @ w[p + f"w_{name}_high"]
+
+    delta = mx.logaddexp(low_rank("dt") + w[p + "dt_bias"], 0.0)
+    lam = mx.sigmoid(low_rank("lambda"))
+    theta = low_rank("theta").reshape(b, t, i, n // 2)
+
+    def grouped(name):
+        v = (u @ w[p + f"w_{name}"]).reshape(b, t, g, n)
+        v = norm(None, w, p + f"{name}_norm", v, "rmsnorm", 1e-5, True) + w[p + f"{name}_bias"].reshape(g, n)
+        return mx.repeat(v, i // g, axis=2)  # [B, T, I, N]
+
+    bb, cc = grouped("B"), grouped("C")
+    a = -mx.exp(w[p + "A_log"])
+
+    def rotate(v, phase):
+        re, im = v[..., 0::2], v[..., 1::2]
+        c, s_ = mx.cos(phase), mx.sin(phase)
+        return mx.stack([c * re + s_ * im, c * im - s_ * re], axis=-1).reshape(v.shape)
+
+    state = mx.zeros((b, i, n))
+    phase = mx.zeros((b, i, n // 2))
+    prev = mx.zeros((b, i, n))
+    outs = []
+    for j in range(t):
+        dj, lj = delta[:, j, :, None], lam[:, j, :, None]
+        phase = phase + dj * theta[:, j]
+        bj, cj = rotate(bb[:, j], phase), rotate(cc[:, j], phase)
+        alpha = mx.exp(dj * a)
+        cur = bj * u[:, j, :, None]
+        state = alpha * state + (1 - lj) * dj * alpha * prev + lj * dj * cur
+        prev = cur
+        outs.append(mx.sum(state * cj, axis=-1))
+    y = norm(None, w, p + "post_norm", mx.stack(outs, axis=1), "rmsnorm", 1e-5, True)
+    z = ACTS["silu"](h @ w[p + "w_gate"])
+    return x + (y * z) @ w[p + "w_out"]
 
 
 def mlstm(blk, w, p, x):
@@ -499,6 +553,8 @@ def group(name, p):
         return "embed"
     if leaf == "head":
         return "head"
+    if leaf == "A_log":  # SSM dynamics: scalar group (no decay, never Muon), as the runner
+        return "scalar"
     return "scalar" if p.ndim == 1 else "matrix"
 
 

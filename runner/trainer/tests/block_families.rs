@@ -111,3 +111,9 @@ fn cross_attention_learns() {
         serde_json::json!({"type": "cross_attention", "heads": 4, "source_stream": "embedding"});
     let _ = learns("cross_attention", block, 120, 0.6);
 }
+
+#[test]
+fn mamba3_canonical_learns() {
+    let block = serde_json::json!({"type": "mamba3-canonical"});
+    let _ = learns("mamba3_canonical", block, 120, 0.6);
+}

@@ -346,3 +346,14 @@ fn causal_cross_attention_to_earlier_streams_matches_reference() {
         ]);
     });
 }
+
+#[test]
+fn mamba3_canonical_matches_a_step_by_step_reference() {
+    parity("tiny.json", |v| {
+        v["blocks"] = serde_json::json!([
+            {"type": "mamba3-canonical", "state_size": 8, "n_groups": 2},
+            {"type": "swiglu"},
+            {"type": "mamba3-canonical", "use_conv": false, "dt_rank": 3, "inner_dim": 48}
+        ]);
+    });
+}

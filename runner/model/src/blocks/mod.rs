@@ -35,6 +35,7 @@ registry! {
     bottleneck,
     hgrn2,
     mlstm,
+    mamba3_canonical,
     cross_attention,
     custom,
 }
@@ -249,7 +250,7 @@ pub struct BlockType {
 }
 
 /// mixlab block types that mixsweep does not implement yet (reported as such, not as typos).
-pub const NOT_YET: &[&str] = &["mamba3-canonical", "s4d", "gated_deltanet", "ttt_mlp"];
+pub const NOT_YET: &[&str] = &["s4d", "gated_deltanet", "ttt_mlp"];
 
 pub fn find(name: &str) -> Option<&'static BlockType> {
     REGISTRY.iter().find(|t| t.name == name)

@@ -19,6 +19,8 @@ pub enum UnaryKind {
     Abs,
     Tanh,
     Sigmoid,
+    Sin,
+    Cos,
     /// `x · σ(x)`.
     Silu,
     /// Exact GELU (erf).
@@ -53,6 +55,8 @@ impl Rule for Unary {
             UnaryKind::Abs => "abs",
             UnaryKind::Tanh => "tanh",
             UnaryKind::Sigmoid => "sigmoid",
+            UnaryKind::Sin => "sin",
+            UnaryKind::Cos => "cos",
             UnaryKind::Silu => "silu",
             UnaryKind::Gelu => "gelu_exact",
             UnaryKind::GeluTanh => "gelu",

@@ -16,6 +16,8 @@ pub fn unary(x: &Array, kind: UnaryKind) -> Result<Array> {
         UnaryKind::Abs => x.abs(),
         UnaryKind::Tanh => x.tanh(),
         UnaryKind::Sigmoid => x.sigmoid(),
+        UnaryKind::Sin => x.sin(),
+        UnaryKind::Cos => x.cos(),
         UnaryKind::Silu => x.mul(&x.sigmoid()?),
         UnaryKind::Gelu => x
             .mul(

@@ -273,10 +273,11 @@ fn convolution_token_shift_and_embedding_bag() {
         &[ANY, None],
         &[None, Some(ids)],
     );
-    check(
-        Unary(UnaryKind::Softcap { cap: 2.0 }),
-        &[&[2, 3]],
-        &[Some((-4.0, 4.0))],
-        &[],
-    );
+    for kind in [
+        UnaryKind::Softcap { cap: 2.0 },
+        UnaryKind::Sin,
+        UnaryKind::Cos,
+    ] {
+        check(Unary(kind), &[&[2, 3]], &[Some((-4.0, 4.0))], &[]);
+    }
 }
