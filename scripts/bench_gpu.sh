@@ -66,20 +66,44 @@ PY
   done
 fi
 # Block families: each ~10M example for 300 steps in bf16 next to GQA (same session); ZOO picks
-# the configs (default: all). The table in BENCHMARKS.md comes from scripts/bench/zoo_table.py.
-if [[ $PARTS == *zoo* ]]; then
-  for cfg in ${ZOO:-gqa_shakespeare retnet_shakespeare rwkv_shakespeare legacy_mamba_shakespeare moe_shakespeare perceiver_shakespeare hgrn2_shakespeare mlstm_shakespeare mamba3_canonical_shakespeare mamba_shakespeare}; do
+# the configs (default: all). PARTS=zoowarm first compiles every config's kernels into the shared
+# kernel cache (2-step runs, WAVE of them at once: NVRTC is host-bound); PARTS=zoo then times the
+# 300-step runs one after another with warm kernels. Table: scripts/bench/zoo_table.py.
+ZOO=${ZOO:-gqa_shakespeare retnet_shakespeare rwkv_shakespeare legacy_mamba_shakespeare moe_shakespeare perceiver_shakespeare hgrn2_shakespeare mlstm_shakespeare mamba3_canonical_shakespeare mamba_shakespeare}
+export MIXSWEEP_KERNEL_CACHE=${MIXSWEEP_KERNEL_CACHE:-/tmp/mixsweep-kernels}
+if [[ $PARTS == *zoowarm* ]]; then
+  n=0
+  for cfg in $ZOO; do
+    log "warm $cfg"
+    ( start=$(date +%s)
+      MIXSWEEP_EAGER_FIRST_VAL=0 "$RUNNER" train --config examples/$cfg.json --train "$TRAIN" --device gpu \
+        --steps 2 --compute-dtype bfloat16 --quiet --out "$OUT/warm_$cfg" > "$OUT/warm_$cfg.log" 2>&1
+      echo "warm $cfg: exit $? after $(( $(date +%s) - start )) s" | tee -a "$OUT/bench.log" ) &
+    n=$((n + 1))
+    if (( n % ${WAVE:-5} == 0 )); then wait; fi
+  done
+  wait
+elif [[ $PARTS == *zoo* ]]; then
+  for cfg in $ZOO; do
     run "$RUNNER" train --config examples/$cfg.json --train "$TRAIN" --device gpu --steps 300 \
       --compute-dtype bfloat16 --quiet --out "$OUT/zoo_$cfg"
   done
 fi
-# Start-up: wall time of a 1-step run (process start to exit) and the runner's own timing lines.
+# Start-up: process start to exit of 2-step runs (warm kernel cache when run after zoowarm), with the
+# runner's phase breakdown (MIXSWEEP_TIMING=1), the first validation op by op (default) and compiled.
 if [[ $PARTS == *startup* ]]; then
-  for i in 1 2; do
-    log "startup run $i"
-    TIMEFORMAT="startup run $i: wall %R s"
-    { time MIXSWEEP_TIMING=1 "$RUNNER" train --config examples/tiny.json --train "$TRAIN" --device gpu \
-      --steps 1 --quiet --out "$OUT/startup_$i"; } 2>&1 | tee -a "$OUT/bench.log"
+  python3 -c 'import time; t = time.time(); import mlx.core as mx; a = mx.ones((1024, 1024)); mx.eval(a @ a); print(f"MLX Python: import, CUDA init and a matmul in {time.time() - t:.2f} s")' 2>&1 | tee -a "$OUT/bench.log"
+  for cfg in ${STARTUP_CONFIGS:-tiny gqa_shakespeare}; do
+    for eager in ${EAGER_MODES:-1 0 1}; do
+      TIMEFORMAT="startup $cfg eager_first_val=$eager: wall %R s"
+      { time MIXSWEEP_EAGER_FIRST_VAL=$eager MIXSWEEP_TIMING=1 "$RUNNER" train --config examples/$cfg.json \
+        --train "$TRAIN" --device gpu --steps 2 --compute-dtype bfloat16 --quiet --out "$OUT/startup_${cfg}_$eager"; } 2>&1 | tee -a "$OUT/bench.log"
+    done
+  done
+  for attn in fused unfused fused unfused; do
+    TIMEFORMAT="startup tiny attention=$attn: wall %R s"
+    { time MIXSWEEP_ATTENTION=$attn MIXSWEEP_TIMING=1 "$RUNNER" train --config examples/tiny.json \
+      --train "$TRAIN" --device gpu --steps 2 --quiet --out "$OUT/startup_attn_$attn"; } 2>&1 | tee -a "$OUT/bench.log"
   done
 fi
 for f in "$OUT"/*/summary.json; do echo "== $f"; cat "$f"; done > "$OUT/summaries.txt"

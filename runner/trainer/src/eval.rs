@@ -179,7 +179,7 @@ pub fn full_validation(
             Array::from_i32(&y, &[rows, seq_len])?,
         );
         let scored = ttt.as_ref().map_or(params, |t| &t.state.params);
-        let loss = steps.eval_loss(scored, &x, &y)?.item_f32()? as f64;
+        let loss = steps.eval_loss(scored, &x, &y, true)?.item_f32()? as f64;
         if let Some(t) = &mut ttt {
             for _ in 0..t.steps {
                 t.t0 += 1;

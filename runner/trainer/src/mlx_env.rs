@@ -9,6 +9,11 @@
 //! * CPU kernels: always a private `TMPDIR` seeded from `<cache>/mlx-<version>/cpu`, where `<cache>`
 //!   is `MIXSWEEP_KERNEL_CACHE` or `$MIXSWEEP_CACHE/mlx-kernels/local`, so that concurrent runners
 //!   never load each other's half-written libraries.
+//! * The CUDA driver's own cache of PTX compiled to machine code (`CUDA_CACHE_PATH`,
+//!   `CUDA_CACHE_MAXSIZE`): MLX hands the driver PTX, which it compiles to SASS on every module load
+//!   unless its cache has it. Unless set by the user, it lives in `<cache>/cuda-compute-cache` beside
+//!   the kernel cache (so a persistent kernel-cache volume keeps it too) with a 4 GiB limit (the
+//!   driver's default of 256 MiB holds the kernels of only a few models). The driver locks it itself.
 
 use crate::kernel_cache::{Backend, KernelCache};
 use std::path::{Path, PathBuf};
@@ -50,6 +55,12 @@ impl MlxEnv {
         });
         let root = explicit
             .unwrap_or_else(|| mixsweep_store::default_cache_dir().join("mlx-kernels/local"));
+        if std::env::var_os("CUDA_CACHE_PATH").is_none() {
+            set("CUDA_CACHE_PATH", root.join("cuda-compute-cache"));
+        }
+        if std::env::var_os("CUDA_CACHE_MAXSIZE").is_none() {
+            set("CUDA_CACHE_MAXSIZE", (4u64 << 30).to_string());
+        }
         let private_tmp = tmp.join(format!("mixsweep-mlx-{pid}"));
         // MLX writes CPU kernels to temp_directory_path()/mlx/<version>/cpu
         let kernels = private_tmp

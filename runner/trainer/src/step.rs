@@ -61,12 +61,18 @@ pub struct StepScalars {
     pub qat: bool,
 }
 
+/// A step function over a flat list of arrays.
+type EvalFn = dyn FnMut(&[Array]) -> Result<Vec<Array>>;
+
 /// The compiled train and eval functions of one model.
 pub struct Steps {
     /// How many times the train step was traced (1 unless input shapes change).
     pub traces: Arc<std::sync::atomic::AtomicUsize>,
     train: Compiled,
     eval: Compiled,
+    /// The eval function uncompiled: no compile cost, for a validation that must not delay start-up.
+    eval_eager: Box<EvalFn>,
+    eval_traced: bool,
     n: usize,
     slot_counts: Vec<usize>,
 }
@@ -146,20 +152,16 @@ impl Steps {
             },
             false,
         )?;
-        let eval_program = program;
         let eval = Compiled::new(
-            move |ins: &[Array]| {
-                let exec = Executor::new(&eval_program, dtype).with_char_map(eval_chars.clone());
-                let (params, rest) = ins.split_at(n);
-                let out = exec.forward(params, &rest[0], Some(&rest[1]), None)?;
-                Ok(vec![out.loss.expect("targets given")])
-            },
+            eval_fn(program.clone(), dtype, eval_chars.clone(), n),
             false,
         )?;
         Ok(Steps {
             traces,
             train,
             eval,
+            eval_eager: Box::new(eval_fn(program, dtype, eval_chars, n)),
+            eval_traced: false,
             n,
             slot_counts,
         })
@@ -193,17 +195,45 @@ impl Steps {
         Ok((loss, norm, out.collect()))
     }
 
-    /// Mean loss of one batch with dropout off.
+    /// Whether the compiled eval step has been traced (so using it costs no compile).
+    pub fn eval_compiled(&self) -> bool {
+        self.eval_traced
+    }
+
+    /// Mean loss of one batch with dropout off; `compiled: false` runs it op by op (no compile
+    /// on first use, slower per batch).
     pub fn eval_loss(
         &mut self,
         params: &[Array],
         tokens: &Array,
         targets: &Array,
+        compiled: bool,
     ) -> Result<Array> {
         let mut ins: Vec<Array> = params.to_vec();
         ins.push(tokens.clone());
         ins.push(targets.clone());
-        Ok(self.eval.call(&ins)?.remove(0))
+        let mut out = if compiled {
+            self.eval_traced = true;
+            self.eval.call(&ins)?
+        } else {
+            (self.eval_eager)(&ins)?
+        };
+        Ok(out.remove(0))
+    }
+}
+
+/// The eval step: `(params, tokens, targets) -> [mean loss]`, dropout off.
+fn eval_fn(
+    program: Arc<Program>,
+    dtype: ComputeDtype,
+    chars: Option<Array>,
+    n: usize,
+) -> impl FnMut(&[Array]) -> Result<Vec<Array>> + 'static {
+    move |ins: &[Array]| {
+        let exec = Executor::new(&program, dtype).with_char_map(chars.clone());
+        let (params, rest) = ins.split_at(n);
+        let out = exec.forward(params, &rest[0], Some(&rest[1]), None)?;
+        Ok(vec![out.loss.expect("targets given")])
     }
 }
 

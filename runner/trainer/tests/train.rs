@@ -40,6 +40,31 @@ fn tiny_learns_shakespeare_in_200_steps() {
     ] {
         assert!(!s[key].is_null(), "summary.json lacks {key}");
     }
+    // tok/s: the steady rate over the steps submitted after the first one finished
+    let steady = s["tok_s_steps"].as_u64().unwrap();
+    assert!((190..200).contains(&steady), "tok_s_steps {steady}");
+    let (wall, first) = (
+        s["wall_time_s"].as_f64().unwrap(),
+        s["time_to_first_step_s"].as_f64().unwrap(),
+    );
+    assert!(
+        first > 0.0 && first < wall,
+        "first step at {first} s of {wall} s"
+    );
+    let phases: Vec<&str> = s["startup"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for p in [
+        "device",
+        "first_validation",
+        "first_step_submit",
+        "first_step_wait",
+    ] {
+        assert!(phases.contains(&p), "start-up phases {phases:?} lack {p}");
+    }
     let m = metrics(&out.join("metrics.jsonl"));
     assert_eq!(m.first().unwrap()["step"], 0);
     assert!(m.iter().any(|r| r.get("val_loss").is_some()));
@@ -57,6 +82,7 @@ fn tiny_learns_shakespeare_in_200_steps() {
 
     // Continuing from the exported weights starts where the first run ended, not from scratch.
     let o2 = runner()
+        .env("MIXSWEEP_TIMING", "1")
         .args(["train", "--device", "cpu", "--steps", "1", "--config"])
         .arg(root().join("examples/tiny.json"))
         .args(["--train", &train_glob(), "--out"])
@@ -66,9 +92,27 @@ fn tiny_learns_shakespeare_in_200_steps() {
         .output()
         .unwrap();
     assert!(o2.status.success(), "{}", stderr(&o2));
-    let first = read_json(&dir.path().join("again/summary.json"))["final_train_loss"]
-        .as_f64()
-        .unwrap();
+    assert!(stderr(&o2).contains("start-up "), "{}", stderr(&o2));
+    let s2 = read_json(&dir.path().join("again/summary.json"));
+    // one step is too few for a steady rate: the figure covers the whole run, start-up included
+    assert_eq!(s2["tok_s_steps"], 0);
+    let tok_s = s2["mean_tok_s"].as_f64().unwrap();
+    // at most the tokens over the time to the first step's end (without the exec phase, which
+    // happens before the runner's clock starts)
+    let exec = s2["startup"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == "exec")
+        .map(|p| p["seconds"].as_f64().unwrap())
+        .sum::<f64>();
+    let to_first = s2["time_to_first_step_s"].as_f64().unwrap() - exec;
+    let bound = s2["tokens"].as_f64().unwrap() / to_first;
+    assert!(
+        tok_s > 0.0 && tok_s <= bound,
+        "1-step run reports {tok_s} tok/s (bound {bound})"
+    );
+    let first = s2["final_train_loss"].as_f64().unwrap();
     assert!(
         first < 3.0,
         "loss of loaded weights {first} looks like a fresh init"

@@ -71,7 +71,7 @@ pub fn attention(a: &Attention, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<A
     // written out: distance slopes and segment masks change the scores, and dropout acts on the
     // probabilities; the fused kernel shows neither
     let slopes = inputs.get(3);
-    if slopes.is_some() || !a.mask.caches() || drop_key.is_some() {
+    if slopes.is_some() || !a.mask.caches() || drop_key.is_some() || unfused() {
         return written_out(a, &q, &k, &v, slopes, drop_key.as_ref());
     }
     match (a.mask, t) {
@@ -92,6 +92,12 @@ pub fn attention(a: &Attention, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<A
 /// `dropout(softmax(q·kᵀ·scale − slope_h·(i − j) + mask)) · v` as matmuls (scores in the compute
 /// dtype, softmax in float32; positions as in [`mask`]). Under a segment mask a query that sees no key
 /// gets zeros, not a uniform average over keys it must not see.
+/// `MIXSWEEP_ATTENTION=unfused` writes every attention out (for start-up and speed comparisons).
+fn unfused() -> bool {
+    static UNFUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *UNFUSED.get_or_init(|| std::env::var("MIXSWEEP_ATTENTION").is_ok_and(|v| v == "unfused"))
+}
+
 fn written_out(
     a: &Attention,
     q: &Array,

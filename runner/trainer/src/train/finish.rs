@@ -14,16 +14,26 @@ use mixsweep_mlx::Array;
 impl Run<'_> {
     /// Final validation (live and averaged weights), exports, resume point and summary.
     pub fn finish(mut self, outcome: Result<(), TrainError>) -> Result<Summary, TrainError> {
-        // throughput of the steps alone: before the final validation compiles and runs
+        // throughput of the steps alone, before the final validation compiles and runs: the steps
+        // submitted after the first one finished (those queued before it may already be done)
         let steady = self
             .first_done
             .map(|f| f.elapsed().as_secs_f64())
             .unwrap_or(0.0);
-        let timed = self.summary.steps_completed.saturating_sub(self.start + 1);
-        self.summary.mean_tok_s = if timed > 0 && steady > 0.0 {
-            (timed as u64 * self.tokens_per_step()) as f64 / steady
+        let timed = self
+            .summary
+            .steps_completed
+            .saturating_sub(self.submitted_at_first);
+        let done = self.summary.steps_completed.saturating_sub(self.start);
+        (self.summary.mean_tok_s, self.summary.tok_s_steps) = if timed > 0 && steady > 0.0 {
+            let tok = (timed as u64 * self.tokens_per_step()) as f64;
+            (tok / steady, timed)
+        } else if done > 0 {
+            // too short for a steady figure: every step over the whole run, start-up included
+            let tok = (done as u64 * self.tokens_per_step()) as f64;
+            (tok / self.started.elapsed().as_secs_f64(), 0)
         } else {
-            0.0
+            (0.0, 0)
         };
         let ended = outcome.is_ok()
             && (self.summary.steps_completed == self.t.steps || self.summary.stop_reason.is_some());

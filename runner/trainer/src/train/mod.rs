@@ -16,6 +16,7 @@ mod record;
 mod resume;
 mod run;
 mod setup;
+pub mod startup;
 mod stopping;
 
 pub use record::{MetricsRecord, Summary};
@@ -120,10 +121,13 @@ fn configure(opts: &TrainOptions) -> Result<ModelConfig, TrainError> {
 
 pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
     let started = std::time::Instant::now();
+    let mut startup = startup::Startup::new();
     let cfg = configure(opts)?;
+    startup.mark("config");
     // Data first: bad data is an input error and should fail before any device work.
     let inputs = inputs::Inputs::load(opts, &cfg)?;
-    let mut run = run::Run::start(opts, cfg, inputs, started)?;
+    startup.mark("data_open");
+    let mut run = run::Run::start(opts, cfg, inputs, started, startup)?;
     let outcome = run.train_loop();
     run.finish(outcome)
 }

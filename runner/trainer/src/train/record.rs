@@ -44,6 +44,17 @@ pub struct Summary {
     pub params: usize,
     pub flops_per_token: f64,
     pub mean_tok_s: f64,
+    /// How many steps `mean_tok_s` was measured over, after the first step finished; 0 when the
+    /// run was too short for that and the figure is every step over the whole run (start-up
+    /// included).
+    pub tok_s_steps: usize,
+    /// Seconds from process start to the end of the first step, and its phases (`exec`, `config`,
+    /// `data_open`, `device`, `program`, `weights`, `step_setup`, `data_upload`,
+    /// `first_validation`, `first_step_submit`, `first_step_wait`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_to_first_step_s: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub startup: Vec<super::startup::Phase>,
     /// `mean_tok_s` as a fraction of `training.hardware_tflops` (with that field only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mfu: Option<f64>,

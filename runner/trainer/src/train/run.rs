@@ -10,6 +10,7 @@ use super::inputs::Inputs;
 use super::record::{Metrics, MetricsRecord, Summary, format_duration, is_log_step};
 use super::resume::Meta;
 use super::setup::{initial_state, load_resume, new_summary, print_header};
+use super::startup::Startup;
 use super::stopping::Stopper;
 use super::{TrainError, TrainOptions, io_err};
 use crate::data::{self, DeviceStream, HostBatch, TokenStream};
@@ -58,7 +59,12 @@ pub struct Run<'a> {
     pub(super) start: usize,
     pub(super) started: Instant,
     pub(super) first_done: Option<Instant>,
+    /// Steps submitted when the first step's loss was read (the pipeline's fill).
+    pub(super) submitted_at_first: usize,
+    /// Steps submitted so far (an absolute count, like `start`).
+    pub(super) submitted: usize,
     pub(super) rows: usize,
+    pub(super) startup: Startup,
 }
 
 fn to_arrays(batch: &HostBatch, rows: usize, seq_len: usize) -> Result<(Array, Array), TrainError> {
@@ -74,6 +80,7 @@ impl<'a> Run<'a> {
         cfg: ModelConfig,
         inputs: Inputs,
         started: Instant,
+        mut startup: Startup,
     ) -> Result<Run<'a>, TrainError> {
         let t = cfg.training.clone();
         let (seq_len, rows) = (cfg.seq_len, t.batch_size(cfg.seq_len));
@@ -87,9 +94,11 @@ impl<'a> Run<'a> {
             .clone()
             .unwrap_or_else(|| out_dir.join("model.safetensors"));
         let device = device::select(opts.device)?;
+        startup.mark("device");
         let program = Arc::new(cfg.lower());
         let plan = Arc::new(Plan::new(&cfg, &program));
         let counts = Counts::of(&cfg, &program);
+        startup.mark("program");
         let summary = new_summary(&cfg, &counts, &plan, device.to_string(), inputs.warnings)?;
         if !opts.quiet {
             print_header(&cfg, &counts, &plan, &summary);
@@ -97,6 +106,7 @@ impl<'a> Run<'a> {
         let resumed = load_resume(opts, &cfg, &program, &plan, &out_dir)?;
         let start = resumed.as_ref().map_or(0, |r| r.step).min(t.steps);
         let state = initial_state(opts, &cfg, &program, &plan, resumed.as_ref())?;
+        startup.mark("weights");
         let qat = t.qat.map(|q| {
             let bits = if q.bits == 6 {
                 crate::quantize::Bits::Int6
@@ -111,6 +121,7 @@ impl<'a> Run<'a> {
         };
         let steps = Steps::with_options(program.clone(), t.compute_dtype, plan.clone(), options)?;
         mixsweep_mlx::memory::reset_peak()?;
+        startup.mark("step_setup");
         let val_batches = match &inputs.val {
             Some(v) => data::validation_batches(v, t.val_batches, rows, seq_len)
                 .iter()
@@ -140,6 +151,8 @@ impl<'a> Run<'a> {
             averager,
             // The training tokens live on the device; each step uploads only its row offsets.
             device_stream: DeviceStream::upload(&inputs.train, seq_len)?,
+            submitted_at_first: 0,
+            submitted: 0,
             train_len: inputs.train.len(),
             val_stream: inputs.val,
             lookup: inputs.lookup,
@@ -157,8 +170,10 @@ impl<'a> Run<'a> {
             started,
             first_done: None,
             rows,
+            startup,
             t,
         };
+        run.startup.mark("data_upload");
         if let Some(r) = &resumed {
             run.summary.steps_completed = start;
             run.summary.tokens = start as u64 * run.tokens_per_step();
@@ -181,14 +196,27 @@ impl<'a> Run<'a> {
         (self.rows * self.cfg.seq_len) as u64
     }
 
-    /// Mean loss over the fixed validation batches (`None` without a validation set).
+    /// Mean loss over the fixed validation batches (`None` without a validation set) with the
+    /// eval step as compiled so far: see [`Run::validate_with`].
     pub(super) fn validate(&mut self, params: &[Array]) -> Result<Option<f64>, TrainError> {
+        let compiled = self.steps.eval_compiled();
+        self.validate_with(params, compiled)
+    }
+
+    /// [`Run::validate`], compiling the eval step first if `compiled` (worth it for the periodic
+    /// validations during training; the one before the first step and the final ones of a run
+    /// that never compiled it run op by op, so a short run pays no eval compile).
+    pub(super) fn validate_with(
+        &mut self,
+        params: &[Array],
+        compiled: bool,
+    ) -> Result<Option<f64>, TrainError> {
         if self.val_batches.is_empty() {
             return Ok(None);
         }
         let mut total = 0f64;
         for (x, y) in &self.val_batches {
-            total += self.steps.eval_loss(params, x, y)?.item_f32()? as f64;
+            total += self.steps.eval_loss(params, x, y, compiled)?.item_f32()? as f64;
         }
         Ok(Some(total / self.val_batches.len() as f64))
     }
@@ -206,7 +234,12 @@ impl<'a> Run<'a> {
             // Validation on the weights after `s` updates, at mixlab's cadence.
             let val = if self.t.val_every > 0 && s % self.t.val_every == 0 {
                 let params = self.state.params.clone();
-                self.validate(&params)?
+                let compiled = s != self.start || !eager_first_validation();
+                let v = self.validate_with(&params, compiled)?;
+                if s == self.start {
+                    self.startup.mark("first_validation");
+                }
+                v
             } else {
                 None
             };
@@ -244,6 +277,10 @@ impl<'a> Run<'a> {
                 mixsweep_mlx::eval(&to_eval)?;
             } else {
                 mixsweep_mlx::async_eval(&to_eval)?;
+            }
+            self.submitted = s + 1;
+            if s == self.start {
+                self.startup.mark("first_step_submit");
             }
             if let Some(p) = pending.take()
                 && let Err(e) = self.finish_step(p)
@@ -290,7 +327,15 @@ impl<'a> Run<'a> {
         if loss.is_finite() {
             self.summary.final_train_loss = Some(loss);
         }
-        let first = *self.first_done.get_or_insert_with(Instant::now);
+        if self.first_done.is_none() {
+            self.first_done = Some(Instant::now());
+            // steps submitted so far (this one and those queued behind it) count as start-up
+            self.submitted_at_first = self.submitted;
+            self.startup.finish("first_step_wait");
+            self.summary.startup = self.startup.phases().to_vec();
+            self.summary.time_to_first_step_s = Some(self.startup.total());
+        }
+        let first = self.first_done.expect("set above");
         let checked = self.divergence.observe(s, loss, grad_norm);
         self.summary.skipped_steps = self.divergence.skipped();
         checked.map_err(|message| TrainError::Diverged { message })?;
@@ -298,7 +343,7 @@ impl<'a> Run<'a> {
             return Ok(());
         }
         let steady = first.elapsed().as_secs_f64();
-        let done = s.saturating_sub(self.start);
+        let done = (s + 1).saturating_sub(self.submitted_at_first);
         let tok_s = if done > 0 && steady > 0.0 {
             (done as u64 * self.tokens_per_step()) as f64 / steady
         } else {
@@ -371,4 +416,9 @@ impl<'a> Run<'a> {
             None => String::new(),
         }
     }
+}
+
+/// The validation before the first step runs op by op (`MIXSWEEP_EAGER_FIRST_VAL=0` compiles it).
+fn eager_first_validation() -> bool {
+    std::env::var("MIXSWEEP_EAGER_FIRST_VAL").map_or(true, |v| v != "0")
 }

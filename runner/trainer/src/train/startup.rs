@@ -1,0 +1,146 @@
+//! Where a run's start-up time goes: named phases from process start to the end of the first
+//! training step, kept in `summary.json` (`startup`) and printed with `MIXSWEEP_TIMING=1`.
+//!
+//! The first phase, `exec`, is the time from the process's start (the kernel's record of it, Linux
+//! only) to [`Startup::new`]: loading the binary and `libmlx` and running `main`'s first lines.
+
+use serde::Serialize;
+use std::time::Instant;
+
+/// One phase and its duration in seconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    pub name: &'static str,
+    pub seconds: f64,
+}
+
+/// A stopwatch that splits the start-up into phases.
+#[derive(Debug)]
+pub struct Startup {
+    last: Instant,
+    phases: Vec<Phase>,
+    done: bool,
+}
+
+impl Startup {
+    pub fn new() -> Startup {
+        let mut phases = Vec::new();
+        if let Some(s) = since_process_start() {
+            phases.push(Phase {
+                name: "exec",
+                seconds: s,
+            });
+        }
+        Startup {
+            last: Instant::now(),
+            phases,
+            done: false,
+        }
+    }
+
+    /// Ends the current phase under `name` (ignored once the first step is done).
+    pub fn mark(&mut self, name: &'static str) {
+        if self.done {
+            return;
+        }
+        let now = Instant::now();
+        self.phases.push(Phase {
+            name,
+            seconds: now.duration_since(self.last).as_secs_f64(),
+        });
+        self.last = now;
+    }
+
+    /// Ends the last phase (the first step) and freezes the record.
+    pub fn finish(&mut self, name: &'static str) {
+        self.mark(name);
+        self.done = true;
+        if enabled() {
+            eprintln!("{}", self.report());
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    pub fn phases(&self) -> &[Phase] {
+        &self.phases
+    }
+
+    pub fn total(&self) -> f64 {
+        self.phases.iter().map(|p| p.seconds).sum()
+    }
+
+    /// `start-up 1.23 s: exec 0.10, config 0.01, ...` with every phase over 1 ms.
+    pub fn report(&self) -> String {
+        let parts: Vec<String> = self
+            .phases
+            .iter()
+            .filter(|p| p.seconds >= 0.001)
+            .map(|p| format!("{} {:.3}", p.name, p.seconds))
+            .collect();
+        format!("start-up {:.3} s: {}", self.total(), parts.join(", "))
+    }
+}
+
+impl Default for Startup {
+    fn default() -> Self {
+        Startup::new()
+    }
+}
+
+/// `MIXSWEEP_TIMING=1`.
+pub fn enabled() -> bool {
+    std::env::var("MIXSWEEP_TIMING").is_ok_and(|v| v == "1")
+}
+
+/// Seconds since this process started, from `/proc/self/stat` (field 22, in clock ticks since
+/// boot) and `/proc/uptime`; `None` where those do not exist.
+fn since_process_start() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // the command name (field 2) may hold spaces: count fields after its closing parenthesis
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let ticks: f64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let hz = clock_ticks_per_second()?;
+    let s = uptime - ticks / hz;
+    (0.0..3600.0).contains(&s).then_some(s)
+}
+
+fn clock_ticks_per_second() -> Option<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then_some(hz as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_add_up_and_freeze_after_the_first_step() {
+        let mut s = Startup::new();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        s.mark("config");
+        s.finish("first_step");
+        s.mark("late");
+        let names: Vec<&str> = s.phases().iter().map(|p| p.name).collect();
+        assert!(names.ends_with(&["config", "first_step"]), "{names:?}");
+        let config = s.phases().iter().find(|p| p.name == "config").unwrap();
+        assert!(config.seconds >= 0.019, "{config:?}");
+        assert!(s.report().contains("config 0.0"), "{}", s.report());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_start_is_in_the_recent_past() {
+        let s = since_process_start().expect("/proc is readable");
+        assert!((0.0..600.0).contains(&s), "{s}");
+    }
+}
