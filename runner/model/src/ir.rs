@@ -99,6 +99,11 @@ pub enum Init {
     Uniform {
         bound: f32,
     },
+    /// `U(lo, hi)`.
+    UniformRange {
+        lo: f32,
+        hi: f32,
+    },
     Constant(f32),
     /// Mamba's S4D-real init of `A_log [I, N]`: `log(n + 1)` for state index n.
     MambaALog,

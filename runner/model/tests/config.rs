@@ -44,8 +44,12 @@ fn golden_error_messages() {
             "blocks[0].type: unknown block type \"mamb\" (fix: did you mean \"mamba\"?)",
         ),
         (
-            &format!(r#"{{{BASE}, "blocks": [{{"type": "s4d"}}]}}"#),
-            "blocks[0].type: block type \"s4d\" exists in mixlab but is not implemented in mixsweep yet (fix: use one of: plain, swiglu, geglu, mlp, mamba, token_blend, gated_linear_ssm, mamba3, legacy_mamba, retnet, rwkv, moe, perceiver, bottleneck, hgrn2, mlstm, mamba3-canonical, cross_attention, custom)",
+            &format!(r#"{{{BASE}, "blocks": [{{"type": "ttt_mlp"}}]}}"#),
+            "blocks[0].type: block type \"ttt_mlp\" exists in mixlab but is not implemented in mixsweep yet (fix: use one of: plain, swiglu, geglu, mlp, mamba, token_blend, gated_linear_ssm, mamba3, legacy_mamba, retnet, rwkv, moe, perceiver, bottleneck, hgrn2, mlstm, mamba3-canonical, s4d, cross_attention, custom)",
+        ),
+        (
+            &format!(r#"{{{BASE}, "blocks": [{{"type": "s4d", "bidirectional": true}}]}}"#),
+            "blocks[0].bidirectional: a bidirectional (non-causal) s4d is not supported by mixsweep's s4d (fix: remove the field (mixsweep's s4d is the causal S4D-Lin, zero-order hold, B = 1))",
         ),
         (
             &format!(

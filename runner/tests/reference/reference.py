@@ -259,6 +259,12 @@ def block(cfg, blk, w, p, x, x0, kv_cache, i):
         return hgrn2(blk, w, p, x)
     if blk["type"] == "mamba3-canonical":
         return mamba3_canonical(blk, w, p, x)
+    if blk["type"] == "s4d":
+        h = norm(cfg, w, p + "s4d_norm", x) if place != "post" else x
+        y = s4d(cfg, blk, w, p, h)
+        if place in ("post", "sandwich"):
+            y = norm(cfg, w, p + "s4d_post_norm", y)
+        return x + scaled(cfg, w, p, "s4d_scale", y)
     if blk["type"] in ("perceiver", "bottleneck"):
         return perceiver(cfg, blk, w, p, x)
     raise SystemExit(f"reference: block type {blk['type']} not implemented")
@@ -362,6 +368,36 @@ def hgrn2(blk, w, p, x):
         o = mx.sum(q[:, i, :, :, None] * state, axis=2)  # [B, H, dv]
         outs.append(norm(None, w, p + "o_norm_scale", o, "rmsnorm", 1e-5, True).reshape(b, d))
     return x + mx.stack(outs, axis=1) @ w[p + "wo"]
+
+
+def s4d(cfg, blk, w, p, h):
+    """S4D (zero-order hold, B = 1): the complex diagonal recurrence token by token."""
+    b, t, d = h.shape
+    g = blk.get("n_ssm", d)
+    reps = d // g
+    dt = mx.exp(w[p + "s4d_log_dt"])[:, None]
+    a_re = mx.concatenate([-mx.exp(w[p + "s4d_log_A_real"])] * reps, axis=0)
+    a_im = mx.concatenate([w[p + "s4d_A_imag"]] * reps, axis=0)
+    lam_abs = mx.exp(dt * a_re)
+    lam_re, lam_im = lam_abs * mx.cos(dt * a_im), lam_abs * mx.sin(dt * a_im)
+    # C' = C (lambda - 1) / A
+    den = a_re * a_re + a_im * a_im
+    q_re = ((lam_re - 1) * a_re + lam_im * a_im) / den
+    q_im = (lam_im * a_re - (lam_re - 1) * a_im) / den
+    c_re, c_im = w[p + "s4d_C_real"], w[p + "s4d_C_imag"]
+    cp_re, cp_im = c_re * q_re - c_im * q_im, c_re * q_im + c_im * q_re
+    s_re = mx.zeros((b, d, a_re.shape[1]))
+    s_im = mx.zeros_like(s_re)
+    outs = []
+    for j in range(t):
+        u = h[:, j, :, None]
+        s_re, s_im = lam_re * s_re - lam_im * s_im + u, lam_re * s_im + lam_im * s_re
+        outs.append(2 * mx.sum(cp_re * s_re - cp_im * s_im, axis=-1))
+    y = mx.stack(outs, axis=1) + w[p + "s4d_D"] * h
+    if blk.get("output_transform", "none") != "glu":
+        return ACTS["gelu_new"](y)
+    y = ACTS["gelu"](y) @ w[p + "s4d_out_proj"] + w[p + "s4d_out_bias"]
+    return y[..., :d] * mx.sigmoid(y[..., d:])
 
 
 def mamba3_canonical(blk, w, p, x):
@@ -553,8 +589,8 @@ def group(name, p):
         return "embed"
     if leaf == "head":
         return "head"
-    if leaf == "A_log":  # SSM dynamics: scalar group (no decay, never Muon), as the runner
-        return "scalar"
+    if leaf == "A_log" or (leaf.startswith("s4d_") and leaf != "s4d_out_proj"):
+        return "scalar"  # SSM dynamics: scalar group (no decay, never Muon), as the runner
     return "scalar" if p.ndim == 1 else "matrix"
 
 

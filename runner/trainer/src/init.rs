@@ -53,6 +53,9 @@ fn init_one(w: &WeightSpec, seed: u64) -> Vec<f32> {
         Init::Uniform { bound } => (0..n)
             .map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound as f64) as f32)
             .collect(),
+        Init::UniformRange { lo, hi } => (0..n)
+            .map(|_| (lo as f64 + rng.next_f64() * (hi - lo) as f64) as f32)
+            .collect(),
         Init::Ramp { from, to, power } => {
             let len = *w.shape.last().expect("weights have a shape");
             let span = (len.max(2) - 1) as f32;

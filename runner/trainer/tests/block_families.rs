@@ -117,3 +117,9 @@ fn mamba3_canonical_learns() {
     let block = serde_json::json!({"type": "mamba3-canonical"});
     let _ = learns("mamba3_canonical", block, 120, 0.6);
 }
+
+#[test]
+fn s4d_learns() {
+    let block = serde_json::json!({"type": "s4d", "state_size": 16});
+    let _ = learns("s4d", block, 120, 0.6);
+}

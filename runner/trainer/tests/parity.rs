@@ -357,3 +357,14 @@ fn mamba3_canonical_matches_a_step_by_step_reference() {
         ]);
     });
 }
+
+#[test]
+fn s4d_matches_a_step_by_step_reference() {
+    parity("tiny.json", |v| {
+        v["blocks"] = serde_json::json!([
+            {"type": "s4d", "state_size": 8},
+            {"type": "swiglu"},
+            {"type": "s4d", "state_size": 4, "n_ssm": 8, "output_transform": "glu", "freq_scale": 2.0}
+        ]);
+    });
+}

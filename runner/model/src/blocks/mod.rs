@@ -36,6 +36,7 @@ registry! {
     hgrn2,
     mlstm,
     mamba3_canonical,
+    s4d,
     cross_attention,
     custom,
 }
@@ -250,7 +251,7 @@ pub struct BlockType {
 }
 
 /// mixlab block types that mixsweep does not implement yet (reported as such, not as typos).
-pub const NOT_YET: &[&str] = &["s4d", "gated_deltanet", "ttt_mlp"];
+pub const NOT_YET: &[&str] = &["gated_deltanet", "ttt_mlp"];
 
 pub fn find(name: &str) -> Option<&'static BlockType> {
     REGISTRY.iter().find(|t| t.name == name)
