@@ -72,13 +72,13 @@ pub struct Mamba3Canonical {
 fn parse(f: &mut Fields<'_>, dims: &ModelDims) -> Result<Box<dyn Block>, ConfigError> {
     let inner_dim = f.positive("inner_dim", dims.model_dim)?;
     let state_size = f.positive("state_size", 16)?;
-    if state_size % 2 != 0 {
+    if !state_size.is_multiple_of(2) {
         return Err(f
             .error("state_size", format!("state_size={state_size} must be even"))
             .with_hint("the state is rotated in (real, imaginary) pairs; use e.g. 16"));
     }
     let n_groups = f.positive("n_groups", 4)?;
-    if inner_dim % n_groups != 0 {
+    if !inner_dim.is_multiple_of(n_groups) {
         return Err(f
             .error(
                 "n_groups",

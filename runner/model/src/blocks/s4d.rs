@@ -72,13 +72,13 @@ fn refuse(f: &Fields<'_>, key: &str, why: &str) -> ConfigError {
 
 fn parse(f: &mut Fields<'_>, dims: &ModelDims) -> Result<Box<dyn Block>, ConfigError> {
     let state_size = f.positive("state_size", 64)?;
-    if state_size % 2 != 0 {
+    if !state_size.is_multiple_of(2) {
         return Err(f
             .error("state_size", format!("state_size={state_size} must be even"))
             .with_hint("S4D keeps conjugate pairs of poles; use e.g. 64"));
     }
     let groups = f.positive("n_ssm", dims.model_dim)?;
-    if dims.model_dim % groups != 0 {
+    if !dims.model_dim.is_multiple_of(groups) {
         return Err(f
             .error("n_ssm", format!("n_ssm={groups} does not divide model_dim={}", dims.model_dim))
             .with_hint("use a divisor of model_dim (default: model_dim, one SSM per channel)"));
