@@ -69,7 +69,7 @@ fi
 # the configs (default: all). PARTS=zoowarm first compiles every config's kernels into the shared
 # kernel cache (2-step runs, WAVE of them at once: NVRTC is host-bound); PARTS=zoo then times the
 # 300-step runs one after another with warm kernels. Table: scripts/bench/zoo_table.py.
-ZOO=${ZOO:-gqa_shakespeare retnet_shakespeare rwkv_shakespeare legacy_mamba_shakespeare moe_shakespeare perceiver_shakespeare hgrn2_shakespeare mlstm_shakespeare mamba3_canonical_shakespeare s4d_shakespeare mamba_shakespeare}
+ZOO=${ZOO:-gqa_shakespeare retnet_shakespeare rwkv_shakespeare legacy_mamba_shakespeare moe_shakespeare perceiver_shakespeare hgrn2_shakespeare mlstm_shakespeare mamba3_canonical_shakespeare s4d_shakespeare gated_deltanet_shakespeare mamba_shakespeare}
 export MIXSWEEP_KERNEL_CACHE=${MIXSWEEP_KERNEL_CACHE:-/tmp/mixsweep-kernels}
 if [[ $PARTS == *zoowarm* ]]; then
   n=0

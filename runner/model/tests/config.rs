@@ -45,7 +45,7 @@ fn golden_error_messages() {
         ),
         (
             &format!(r#"{{{BASE}, "blocks": [{{"type": "ttt_mlp"}}]}}"#),
-            "blocks[0].type: block type \"ttt_mlp\" exists in mixlab but is not implemented in mixsweep yet (fix: use one of: plain, swiglu, geglu, mlp, mamba, token_blend, gated_linear_ssm, mamba3, legacy_mamba, retnet, rwkv, moe, perceiver, bottleneck, hgrn2, mlstm, mamba3-canonical, s4d, cross_attention, custom)",
+            "blocks[0].type: block type \"ttt_mlp\" exists in mixlab but is not implemented in mixsweep yet (fix: use one of: plain, swiglu, geglu, mlp, mamba, token_blend, gated_linear_ssm, mamba3, legacy_mamba, retnet, rwkv, moe, perceiver, bottleneck, hgrn2, mlstm, mamba3-canonical, s4d, gated_deltanet, cross_attention, custom)",
         ),
         (
             &format!(r#"{{{BASE}, "blocks": [{{"type": "s4d", "bidirectional": true}}]}}"#),

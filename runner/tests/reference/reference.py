@@ -259,6 +259,8 @@ def block(cfg, blk, w, p, x, x0, kv_cache, i):
         return hgrn2(blk, w, p, x)
     if blk["type"] == "mamba3-canonical":
         return mamba3_canonical(blk, w, p, x)
+    if blk["type"] == "gated_deltanet":
+        return x + scaled(cfg, w, p, "gated_deltanet_scale", gated_deltanet(blk, w, p, x))
     if blk["type"] == "s4d":
         h = norm(cfg, w, p + "s4d_norm", x) if place != "post" else x
         y = s4d(cfg, blk, w, p, h)
@@ -368,6 +370,48 @@ def hgrn2(blk, w, p, x):
         o = mx.sum(q[:, i, :, :, None] * state, axis=2)  # [B, H, dv]
         outs.append(norm(None, w, p + "o_norm_scale", o, "rmsnorm", 1e-5, True).reshape(b, d))
     return x + mx.stack(outs, axis=1) @ w[p + "wo"]
+
+
+def gated_deltanet(blk, w, p, x):
+    """The gated delta rule with each head's [d_k, d_v] state updated token by token."""
+    b, t, d = x.shape
+    hn, dk = blk["heads"], blk["d_k"]
+    dv = blk.get("d_v", 2 * dk)
+    h = norm(None, w, p + "norm_scale", x, "rmsnorm", 1e-5, True)
+
+    def conv(u, name):  # causal depthwise, weights [4, C] oldest tap first, then SiLU
+        cw = w[p + name]
+        padded = mx.concatenate([mx.zeros((b, cw.shape[0] - 1, u.shape[-1])), u], axis=1)
+        return ACTS["silu"](sum(padded[:, j:j + t] * cw[j] for j in range(cw.shape[0])))
+
+    q = conv(h @ w[p + "wq"], "q_conv")
+    if blk.get("kv_share", True):
+        kv = h @ w[p + "w_kv"]
+        k = conv(kv.reshape(b, t, hn, dv)[..., :dk].reshape(b, t, hn * dk), "k_conv")
+        v = conv(kv, "v_conv")
+    else:
+        k = conv(h @ w[p + "wk"], "k_conv")
+        v = conv(h @ w[p + "wv"], "v_conv")
+
+    def unit(u):
+        u = u.reshape(b, t, hn, dk)
+        return u / mx.sqrt(mx.sum(u * u, axis=-1, keepdims=True) + dk * 1e-6)
+
+    q, k, v = unit(q) / math.sqrt(dk), unit(k), v.reshape(b, t, hn, dv)
+    dt = mx.logaddexp(h @ w[p + "w_a"] + w[p + "dt_bias"], 0.0)
+    alpha = mx.exp(-dt * mx.exp(w[p + "A_log"]))
+    beta = mx.sigmoid(h @ w[p + "w_beta"])
+    state, outs = mx.zeros((b, hn, dk, dv)), []
+    for i in range(t):
+        ki, vi = k[:, i], v[:, i]
+        a, be = alpha[:, i, :, None, None], beta[:, i, :, None]
+        decayed = a * state
+        err = vi - mx.sum(decayed * ki[..., None], axis=2)  # v - S^T k
+        state = decayed + ki[..., None] * (be * err)[:, :, None, :]
+        outs.append(mx.sum(state * q[:, i, :, :, None], axis=2))  # [B, H, dv]
+    o = norm(None, w, p + "o_norm_scale", mx.stack(outs, axis=1), "rmsnorm", 1e-5, True)
+    g = ACTS["silu"](h @ w[p + "w_out_gate"]).reshape(b, t, hn, dv)
+    return (o * g).reshape(b, t, hn * dv) @ w[p + "wo"]
 
 
 def s4d(cfg, blk, w, p, h):

@@ -375,6 +375,7 @@ mod tests {
                 {"type": "mlstm", "heads": 2, "d_k": 8, "d_v": 4},
                 {"type": "mamba3-canonical", "state_size": 4, "n_groups": 2},
                 {"type": "s4d", "state_size": 6, "n_ssm": 4, "output_transform": "glu"},
+                {"type": "gated_deltanet", "heads": 2, "d_k": 4},
                 {"type": "cross_attention", "heads": 2, "source_stream": "block:2"},
                 {"type": "cross_attention", "heads": 4, "source_stream": "embedding"}]})),
             small(

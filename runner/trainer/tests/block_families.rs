@@ -123,3 +123,9 @@ fn s4d_learns() {
     let block = serde_json::json!({"type": "s4d", "state_size": 16});
     let _ = learns("s4d", block, 120, 0.6);
 }
+
+#[test]
+fn gated_deltanet_learns() {
+    let block = serde_json::json!({"type": "gated_deltanet", "heads": 4, "d_k": 16});
+    let _ = learns("gated_deltanet", block, 120, 0.6);
+}

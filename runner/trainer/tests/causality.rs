@@ -31,6 +31,7 @@ fn changing_later_tokens_never_changes_earlier_logits() {
         serde_json::json!({"type": "hgrn2", "heads": 2, "d_state": 4}),
         serde_json::json!({"type": "mamba3-canonical", "state_size": 4, "n_groups": 2}),
         serde_json::json!({"type": "s4d", "state_size": 6, "n_ssm": 4}),
+        serde_json::json!({"type": "gated_deltanet", "heads": 2, "d_k": 4}),
         serde_json::json!({"type": "mlstm", "heads": 2, "d_k": 4, "d_v": 4}),
         serde_json::json!({"type": "cross_attention", "heads": 2, "source_stream": "embedding"}),
     ];

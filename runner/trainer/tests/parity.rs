@@ -368,3 +368,14 @@ fn s4d_matches_a_step_by_step_reference() {
         ]);
     });
 }
+
+#[test]
+fn gated_deltanet_matches_a_step_by_step_reference() {
+    parity("tiny.json", |v| {
+        v["blocks"] = serde_json::json!([
+            {"type": "gated_deltanet", "heads": 2, "d_k": 8},
+            {"type": "swiglu"},
+            {"type": "gated_deltanet", "heads": 4, "d_k": 4, "d_v": 6, "kv_share": false}
+        ]);
+    });
+}

@@ -37,6 +37,7 @@ registry! {
     mlstm,
     mamba3_canonical,
     s4d,
+    gated_deltanet,
     cross_attention,
     custom,
 }
@@ -251,7 +252,7 @@ pub struct BlockType {
 }
 
 /// mixlab block types that mixsweep does not implement yet (reported as such, not as typos).
-pub const NOT_YET: &[&str] = &["gated_deltanet", "ttt_mlp"];
+pub const NOT_YET: &[&str] = &["ttt_mlp"];
 
 pub fn find(name: &str) -> Option<&'static BlockType> {
     REGISTRY.iter().find(|t| t.name == name)

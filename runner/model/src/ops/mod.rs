@@ -26,7 +26,8 @@ pub use embedding::{Embedding, EmbeddingBag, NgramHash, PositionEmbedding};
 pub use matmul::{MatMul, MatMulT, Outer};
 pub use norm::{Norm, NormKind};
 pub use recurrent::{
-    CausalConv, DecayScan, GatedScan, MatrixScan, MaxPlusScan, ScanTv, SelectiveScan, TokenShift,
+    CausalConv, DecayScan, DeltaScan, GatedScan, MatrixScan, MaxPlusScan, ScanTv, SelectiveScan,
+    TokenShift,
 };
 pub use reduce::{Mean, Softmax, TopK};
 pub use shape::{Arange, Concat, Full, Reshape, Slice, Split, Transpose};
@@ -105,6 +106,7 @@ ops! {
     DecayScan,
     MaxPlusScan,
     MatrixScan,
+    DeltaScan,
     TokenShift,
     Dropout,
     CrossEntropy,

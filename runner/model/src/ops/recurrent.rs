@@ -210,6 +210,46 @@ impl Rule for MatrixScan {
     }
 }
 
+/// The gated delta rule (Gated DeltaNet): per head a `[d_k, d_v]` state
+/// `S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ`, output `o_t = S_tᵀ q_t`; inputs
+/// `q, k [B, T, H, d_k]`, `v [B, T, H, d_v]`, `beta [B, T, H]` and the log decay `log α [B, T, H]`
+/// (≤ 0); output `[B, T, H, d_v]`. Computed chunkwise (WY form, `chunk` steps per chunk).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeltaScan {
+    pub chunk: usize,
+}
+
+impl Rule for DeltaScan {
+    fn name(&self) -> &'static str {
+        "delta_scan"
+    }
+    fn shapes(&self, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
+        arity(inputs, 5, 5)?;
+        let (q, k, v, beta, g) = (inputs[0], inputs[1], inputs[2], inputs[3], inputs[4]);
+        let ok = q.len() == 4
+            && q[0] == Dim::Batch
+            && q[1] == Dim::Seq
+            && k == q
+            && v.len() == 4
+            && v[..3] == q[..3]
+            && *beta == q[..3]
+            && g == beta;
+        need(
+            ok,
+            "q, k [B, T, H, d_k], v [B, T, H, d_v], beta and log decay [B, T, H]",
+            inputs,
+        )?;
+        Ok(vec![v.clone()])
+    }
+    fn flops(&self, inputs: &[Vec<usize>], _outputs: &[Vec<usize>]) -> f64 {
+        // per token and head: the state update and read (~4·d_k·d_v) and the chunk's L×L terms
+        let (q, v) = (&inputs[0], &inputs[2]);
+        let tokens_heads = (q[0] * q[1] * q[2]) as f64;
+        let (dk, dv) = (q[3] as f64, v[3] as f64);
+        tokens_heads * (6.0 * dk * dv + 2.0 * self.chunk as f64 * (dk + dv))
+    }
+}
+
 /// The previous token's features: `y_t = x_{t-1}`, zeros at `t = 0` (RWKV's token shift).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TokenShift;

@@ -281,3 +281,15 @@ fn convolution_token_shift_and_embedding_bag() {
         check(Unary(kind), &[&[2, 3]], &[Some((-4.0, 4.0))], &[]);
     }
 }
+
+#[test]
+fn gated_delta_rule_across_chunks() {
+    // 7 steps in chunks of 3: two full chunks and a padded one
+    let (b, t, h, dk, dv) = (1, 7, 2, 3, 2);
+    check(
+        DeltaScan { chunk: 3 },
+        &[&[b, t, h, dk], &[b, t, h, dk], &[b, t, h, dv], &[b, t, h], &[b, t, h]],
+        &[ANY, Some((-0.6, 0.6)), ANY, Some((0.1, 0.9)), Some((-0.8, -0.05))],
+        &[],
+    );
+}

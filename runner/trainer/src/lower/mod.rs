@@ -10,6 +10,7 @@ use mixsweep_model::ops::Op;
 use std::collections::HashMap;
 
 mod attention;
+mod delta;
 mod elementwise;
 mod embedding;
 #[cfg(test)]
@@ -151,6 +152,7 @@ pub fn apply(op: &Op, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<Vec<Array>>
         Op::MaxPlusScan(_) => one(recurrent::max_plus(inputs, ctx)?),
         Op::DecayScan(s) => one(recurrent::decay(s, inputs, ctx)?),
         Op::MatrixScan(s) => one(recurrent::matrix(s, inputs, ctx)?),
+        Op::DeltaScan(s) => one(delta::delta_scan(s, inputs, ctx)?),
         Op::TokenShift(_) => one(recurrent::token_shift(&inputs[0], ctx)?),
         Op::Dropout(d) => one(match ctx.dropout_key(d.ordinal)? {
             Some(key) => dropout(&inputs[0], d.rate, &key)?,
