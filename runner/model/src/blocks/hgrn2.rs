@@ -10,15 +10,15 @@
 //! x = x + o · wo [D, D]
 //! ```
 //! Fields: `heads` (required, divides D), `d_state` (ds, default D / heads). Weights in mixlab's
-//! order `norm_scale, w_v, w_q, w_f, o_norm_scale, wo`; same math as mixlab. The recurrence runs as
-//! the chunked parallel `matrix_scan` (states of every step materialised: `B·T·H·ds·dv` floats per
-//! layer); generation keeps one `[H·ds, dv]` state per sequence.
+//! order `norm_scale, w_v, w_q, w_f, o_norm_scale, wo`; same math as mixlab. The recurrence and its
+//! read by `q` run as the chunkwise `gla_scan` (states only at chunk boundaries, not at every step);
+//! generation keeps one `[ds, dv]` state per head and sequence.
 
 use super::{Block, BlockCtx, BlockType, ModelDims, Role, kit};
 use crate::error::ConfigError;
 use crate::ir::{BuildError, Builder, Dim, Init, ParamGroup, ValueId};
 use crate::json::Fields;
-use crate::ops::{Mean, MatrixScan, Norm, NormKind, Outer, ScalarKind, UnaryKind};
+use crate::ops::{GlaScan, Norm, NormKind, ScalarKind, UnaryKind};
 
 pub const TYPE: BlockType = BlockType {
     name: "hgrn2",
@@ -72,17 +72,9 @@ impl Block for Hgrn2 {
         let k = b.scalar("key_neg", g, ScalarKind::Mul, -1.0)?;
         let k = b.scalar("key", k, ScalarKind::Add, 1.0)?;
         let (kh, vh) = (self.heads(b, "key_heads", k, ds)?, self.heads(b, "v_heads", v, dv)?);
-        let kv = b.op1(Outer, &[kh, vh], "key_value")?; // [B, T, H, ds, dv]
-        let flat = vec![Dim::Batch, Dim::Seq, Dim::Fixed(h * ds), Dim::Fixed(dv)];
-        let kv = b.reshape("key_value_flat", kv, flat)?;
-        let s = b.op1(MatrixScan { chunk: ctx.dims.scan_chunk }, &[kv, g], "state")?;
-        let five = vec![Dim::Batch, Dim::Seq, Dim::Fixed(h), Dim::Fixed(ds), Dim::Fixed(dv)];
-        let s = b.reshape("state_heads", s, five)?;
-        let q5 = vec![Dim::Batch, Dim::Seq, Dim::Fixed(h), Dim::Fixed(ds), Dim::Fixed(1)];
-        let q = b.reshape("q_heads", q, q5)?;
-        let read = b.mul("read", s, q)?;
-        let o = b.op1(Mean { axis: 3 }, &[read], "read_mean")?; // [B, T, H, dv]
-        let o = b.scalar("read_sum", o, ScalarKind::Mul, ds as f32)?;
+        let (qh, gh) = (self.heads(b, "q_heads", q, ds)?, self.heads(b, "forget_heads", g, ds)?);
+        let scan = GlaScan { chunk: ctx.dims.scan_chunk };
+        let o = b.op1(scan, &[qh, kh, vh, gh], "state_read")?; // [B, T, H, dv]
         let o = b.op1(Norm { kind: NormKind::Rms, eps: 1e-5 }, &[o, o_norm], "o_norm")?;
         let o = b.reshape("o_merged", o, vec![Dim::Batch, Dim::Seq, Dim::Fixed(d)])?;
         let o = b.matmul("out", o, wo)?;

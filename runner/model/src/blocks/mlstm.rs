@@ -12,8 +12,8 @@
 //! ```
 //! Fields: `heads`, `d_k`, `d_v` (all required, as in mixlab). Weights in mixlab's order
 //! `norm_scale, wq, wk, wv, w_i, b_i, w_f, b_f, o_norm_scale, w_out_gate, wo`; same math as mixlab.
-//! The stabiliser is a log-depth max-plus scan, the memories chunked parallel scans (`matrix_scan`
-//! keeps every step's `[dk, dv]` state: `B·T·H·dk·dv` floats per layer); generation keeps `m`, `C`
+//! The stabiliser is a log-depth max-plus scan, the normaliser a chunked scan and the memory with its
+//! read by `q̂` the chunkwise `gla_scan` (states only at chunk boundaries); generation keeps `m`, `C`
 //! and `n` (constant size per token).
 
 use super::{Block, BlockCtx, BlockType, ModelDims, Role, kit};
@@ -21,8 +21,8 @@ use crate::error::ConfigError;
 use crate::ir::{BuildError, Builder, Dim, Init, ParamGroup, ValueId};
 use crate::json::Fields;
 use crate::ops::{
-    Binary, BinaryKind, DecayScan, Full, MatrixScan, MaxPlusScan, Mean, Norm, NormKind, Outer,
-    ScalarKind, TokenShift, UnaryKind,
+    Binary, BinaryKind, DecayScan, Full, GlaScan, MaxPlusScan, Mean, Norm, NormKind, ScalarKind,
+    TokenShift, UnaryKind,
 };
 
 pub const TYPE: BlockType = BlockType {
@@ -121,14 +121,11 @@ impl Block for Mlstm {
         let chunk = ctx.dims.scan_chunk;
         let ik = b.mul("input_key", input, k)?; // [B, T, H·dk]
         let normaliser = b.op1(DecayScan { chunk }, &[ik, forget], "normaliser")?;
-        let (ikh, vh) = (self.split(b, "ik_heads", ik, dk, 0)?, self.split(b, "v_heads", v, dv, 0)?);
-        let kv = b.op1(Outer, &[ikh, vh], "key_value")?; // [B, T, H, dk, dv]
-        let flat = vec![Dim::Batch, Dim::Seq, Dim::Fixed(h * dk), Dim::Fixed(dv)];
-        let kv = b.reshape("key_value_flat", kv, flat)?;
-        let memory = b.op1(MatrixScan { chunk }, &[kv, forget], "memory")?;
         let q = b.scalar("q_scaled", q, ScalarKind::Mul, 1.0 / (dk as f32).sqrt())?;
+        let (ikh, vh) = (self.split(b, "ik_heads", ik, dk, 0)?, self.split(b, "v_heads", v, dv, 0)?);
+        let (qh, fh) = (self.split(b, "q_keys", q, dk, 0)?, self.split(b, "forget_keys", forget, dk, 0)?);
+        let num = b.op1(GlaScan { chunk }, &[qh, ikh, vh, fh], "numerator")?; // [B, T, H, dv]
         let q5 = self.split(b, "q_heads", q, dk, 1)?;
-        let num = self.read(b, "numerator", memory, q5, dv)?; // [B, T, H, dv]
         let den = self.read(b, "denominator", normaliser, q5, 1)?; // [B, T, H, 1]
         let den = b.unary("denominator_abs", den, UnaryKind::Abs)?;
         let den = b.scalar("denominator_clamped", den, ScalarKind::Max, 1.0)?;

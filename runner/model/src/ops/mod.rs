@@ -26,8 +26,8 @@ pub use embedding::{Embedding, EmbeddingBag, NgramHash, PositionEmbedding};
 pub use matmul::{MatMul, MatMulT, Outer};
 pub use norm::{Norm, NormKind};
 pub use recurrent::{
-    CausalConv, DecayScan, DeltaScan, GatedScan, MatrixScan, MaxPlusScan, ScanTv, SelectiveScan,
-    TokenShift,
+    CausalConv, DecayScan, DeltaScan, GatedScan, GlaScan, MatrixScan, MaxPlusScan, ScanTv,
+    SelectiveScan, TokenShift,
 };
 pub use reduce::{Mean, Softmax, TopK};
 pub use shape::{Arange, Concat, Full, Reshape, Slice, Split, Transpose};
@@ -107,6 +107,7 @@ ops! {
     MaxPlusScan,
     MatrixScan,
     DeltaScan,
+    GlaScan,
     TokenShift,
     Dropout,
     CrossEntropy,

@@ -210,6 +210,44 @@ impl Rule for MatrixScan {
     }
 }
 
+/// Gated linear attention's recurrence read by queries: per head a `[d_k, d_v]` state
+/// `S_t = diag(g_t) S_{t−1} + k_t v_tᵀ`, output `o_t = S_tᵀ q_t`; `q, k, g [B, T, H, d_k]` (decay `g`
+/// in `(0, 1]`), `v [B, T, H, d_v]`; output `[B, T, H, d_v]`. The same function as a `matrix_scan`
+/// followed by a read with `q`, computed chunkwise (states only at chunk boundaries).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GlaScan {
+    pub chunk: usize,
+}
+
+impl Rule for GlaScan {
+    fn name(&self) -> &'static str {
+        "gla_scan"
+    }
+    fn shapes(&self, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
+        arity(inputs, 4, 4)?;
+        let (q, k, v, g) = (inputs[0], inputs[1], inputs[2], inputs[3]);
+        let ok = q.len() == 4
+            && q[0] == Dim::Batch
+            && q[1] == Dim::Seq
+            && k == q
+            && g == q
+            && v.len() == 4
+            && v[..3] == q[..3];
+        need(
+            ok,
+            "q, k, decay [B, T, H, d_k] and v [B, T, H, d_v]",
+            inputs,
+        )?;
+        Ok(vec![v.clone()])
+    }
+    fn flops(&self, inputs: &[Vec<usize>], _outputs: &[Vec<usize>]) -> f64 {
+        let (q, v) = (&inputs[0], &inputs[2]);
+        let tokens_heads = (q[0] * q[1] * q[2]) as f64;
+        let (dk, dv) = (q[3] as f64, v[3] as f64);
+        tokens_heads * (4.0 * dk * dv + 2.0 * self.chunk as f64 * (dk + dv))
+    }
+}
+
 /// The gated delta rule (Gated DeltaNet): per head a `[d_k, d_v]` state
 /// `S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ`, output `o_t = S_tᵀ q_t`; inputs
 /// `q, k [B, T, H, d_k]`, `v [B, T, H, d_v]`, `beta [B, T, H]` and the log decay `log α [B, T, H]`

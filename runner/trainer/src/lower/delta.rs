@@ -20,7 +20,7 @@ use mixsweep_mlx::{Array, Dtype, Result, concatenate, where_};
 use mixsweep_model::ops::DeltaScan;
 
 /// `[B, T, H, ...]` -> `[B, H, C, L, ...]` in float32, zero-padded to `C·L` steps.
-fn chunked(x: &Array, l: usize) -> Result<Array> {
+pub(super) fn chunked(x: &Array, l: usize) -> Result<Array> {
     let x = x.astype(Dtype::F32)?;
     let s = x.shape();
     let (b, t, h) = (s[0], s[1], s[2]);
@@ -34,7 +34,7 @@ fn chunked(x: &Array, l: usize) -> Result<Array> {
 }
 
 /// `[..., L, n]` -> `[..., n, L]`.
-fn swap_last(x: &Array) -> Result<Array> {
+pub(super) fn swap_last(x: &Array) -> Result<Array> {
     let r = x.shape().len() as i32;
     let mut axes: Vec<i32> = (0..r).collect();
     axes.swap((r - 1) as usize, (r - 2) as usize);
@@ -42,7 +42,7 @@ fn swap_last(x: &Array) -> Result<Array> {
 }
 
 /// Lower-triangular masks `[L, L]`: `m ≤ j` (with the diagonal) and `m < j`.
-fn masks(l: usize) -> Result<(Array, Array)> {
+pub(super) fn masks(l: usize) -> Result<(Array, Array)> {
     let i = Array::arange(0.0, l as f64, 1.0, Dtype::F32)?;
     let (row, col) = (i.reshape(&[l as i32, 1])?, i.reshape(&[1, l as i32])?);
     Ok((col.less_equal(&row)?, col.less(&row)?))

@@ -288,8 +288,32 @@ fn gated_delta_rule_across_chunks() {
     let (b, t, h, dk, dv) = (1, 7, 2, 3, 2);
     check(
         DeltaScan { chunk: 3 },
-        &[&[b, t, h, dk], &[b, t, h, dk], &[b, t, h, dv], &[b, t, h], &[b, t, h]],
-        &[ANY, Some((-0.6, 0.6)), ANY, Some((0.1, 0.9)), Some((-0.8, -0.05))],
+        &[
+            &[b, t, h, dk],
+            &[b, t, h, dk],
+            &[b, t, h, dv],
+            &[b, t, h],
+            &[b, t, h],
+        ],
+        &[
+            ANY,
+            Some((-0.6, 0.6)),
+            ANY,
+            Some((0.1, 0.9)),
+            Some((-0.8, -0.05)),
+        ],
+        &[],
+    );
+}
+
+#[test]
+fn gated_linear_attention_across_chunks() {
+    // 7 steps in chunks of 3; decays low enough to reach the per-step floor (-64/3 is far below)
+    let (b, t, h, dk, dv) = (1, 7, 2, 3, 2);
+    check(
+        GlaScan { chunk: 3 },
+        &[&[b, t, h, dk], &[b, t, h, dk], &[b, t, h, dv], &[b, t, h, dk]],
+        &[ANY, ANY, ANY, Some((0.05, 0.95))],
         &[],
     );
 }

@@ -13,6 +13,7 @@ mod attention;
 mod delta;
 mod elementwise;
 mod embedding;
+mod gla;
 #[cfg(test)]
 mod gradcheck;
 mod matmul;
@@ -153,6 +154,7 @@ pub fn apply(op: &Op, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<Vec<Array>>
         Op::DecayScan(s) => one(recurrent::decay(s, inputs, ctx)?),
         Op::MatrixScan(s) => one(recurrent::matrix(s, inputs, ctx)?),
         Op::DeltaScan(s) => one(delta::delta_scan(s, inputs, ctx)?),
+        Op::GlaScan(s) => one(gla::gla_scan(s, inputs, ctx)?),
         Op::TokenShift(_) => one(recurrent::token_shift(&inputs[0], ctx)?),
         Op::Dropout(d) => one(match ctx.dropout_key(d.ordinal)? {
             Some(key) => dropout(&inputs[0], d.rate, &key)?,
