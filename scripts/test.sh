@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-mlx.sh
+# scipy: the results statistics are checked against scipy.stats
+python3 -c 'import scipy' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check scipy
 # Without them only their own tests fail (with a message saying what is missing); the rest still run.
 bash scripts/ensure-docker.sh || echo "warning: no Docker engine: the docker backend tests will fail" >&2
 bash scripts/get-helm.sh || echo "warning: no helm: the chart test will fail" >&2

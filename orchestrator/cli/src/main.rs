@@ -8,12 +8,14 @@
 //!
 //! Exit codes: 0 ok, 1 some trials failed, 2 the sweep or a config in it is invalid, 130 interrupted.
 
+mod compare;
 mod docker;
 mod kubernetes;
 mod lease;
 mod process;
 mod results;
 mod run;
+mod stats;
 mod storage;
 mod table;
 mod workdir;
@@ -64,9 +66,17 @@ enum Command {
         sweep: String,
         #[arg(long)]
         storage: Option<String>,
-        /// Aggregate over seeds: mean, std, n, paired difference to the best variant and its seed wins.
-        #[arg(long, value_parser = ["variant"])]
+        /// Group over seeds by `variant` or a swept path (e.g. `training.lr`): mean, std, n and a 95%
+        /// t interval per group, and for every pair of groups the seed-paired difference with its
+        /// interval and the Wilcoxon signed-rank p-value.
+        #[arg(long)]
         group_by: Option<String>,
+        /// Show only the columns whose values differ between trials.
+        #[arg(long)]
+        varying_only: bool,
+        /// With --group-by: also write the pairwise comparisons as CSV.
+        #[arg(long)]
+        pairs_csv: Option<PathBuf>,
         #[arg(long)]
         csv: Option<PathBuf>,
         #[arg(long)]
@@ -429,6 +439,8 @@ fn main() -> ExitCode {
             sweep,
             storage,
             group_by,
+            varying_only,
+            pairs_csv,
             csv,
             parquet,
             json,
@@ -437,12 +449,28 @@ fn main() -> ExitCode {
             let result = (|| -> anyhow::Result<()> {
                 let target = results::resolve(&sweep, storage)?;
                 let trials = rt.block_on(results::trials_frame(&target))?;
-                let mut table = if group_by.is_some() {
-                    results::group_by_variant(&trials, target.goal_max)?
-                } else {
-                    trials
+                let mut table = match &group_by {
+                    Some(key) => {
+                        let c = compare::compare(&trials, key, target.goal_max)?;
+                        table::print_frame(&c.groups);
+                        if c.pairs.height() > 0 {
+                            println!(
+                                "\npaired differences a − b of {} over the seeds both have (95% t interval, Wilcoxon signed-rank):",
+                                target.metric
+                            );
+                            table::print_frame(&c.pairs);
+                        }
+                        if let Some(p) = &pairs_csv {
+                            results::export(&mut c.pairs.clone(), Some(p), None, None)?;
+                        }
+                        c.groups
+                    }
+                    None if varying_only => compare::varying_only(&trials)?,
+                    None => trials,
                 };
-                table::print_frame(&table);
+                if group_by.is_none() {
+                    table::print_frame(&table);
+                }
                 results::export(
                     &mut table,
                     csv.as_deref(),

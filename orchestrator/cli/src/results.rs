@@ -82,8 +82,19 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
     let (mut best, mut fin, mut train, mut toks, mut wall, mut status, mut metric) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     let (mut reported, mut any_summary) = (false, false);
-    for line in String::from_utf8_lossy(&listing).lines() {
+    // one column per swept path, in the trials' order
+    let mut swept: std::collections::BTreeMap<String, Vec<Option<String>>> = Default::default();
+    for (row, line) in String::from_utf8_lossy(&listing).lines().enumerate() {
         let v: serde_json::Value = serde_json::from_str(line)?;
+        for (k, x) in v["overrides"].as_object().into_iter().flatten() {
+            let text = x
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| x.to_string());
+            let col = swept.entry(k.clone()).or_default();
+            col.resize(row, None);
+            col.push(Some(text));
+        }
         let id = v["id"].as_str().unwrap_or_default().to_string();
         let overrides = v["overrides"]
             .as_object()
@@ -135,7 +146,8 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
             t.metric
         );
     }
-    let df = df!(
+    let rows = ids.len();
+    let mut df = df!(
         "trial" => ids,
         "variant" => variants,
         "overrides" => overrides_col,
@@ -149,6 +161,10 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
         "status" => status,
         "metric" => metric,
     )?;
+    for (k, mut col) in swept {
+        col.resize(rows, None);
+        df.with_column(Column::new(k.as_str().into(), col))?;
+    }
     let sorted = df
         .lazy()
         .sort(
@@ -171,84 +187,6 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
     let mut sorted = sorted;
     sorted.insert_column(0, Column::new("rank".into(), rank))?;
     Ok(sorted)
-}
-
-/// Aggregates over seeds per variant: mean, std, n, and the paired difference to the best variant
-/// (per seed, averaged over the variant's other axes) with the number of seeds where it beats the best.
-pub fn group_by_variant(trials: &DataFrame, goal_max: bool) -> Result<DataFrame> {
-    let done = trials.clone().lazy().filter(col("metric").is_not_null());
-    let agg = done
-        .clone()
-        .group_by([col("variant")])
-        .agg([
-            col("metric").mean().alias("mean"),
-            col("metric").std(1).alias("std"),
-            col("metric").count().alias("n"),
-            col("params").first().alias("params"),
-            col("tok_s").mean().alias("tok_s"),
-        ])
-        .sort(
-            ["mean"],
-            SortMultipleOptions::default()
-                .with_order_descending(goal_max)
-                .with_nulls_last(true),
-        )
-        .collect()?;
-    if agg.height() == 0 {
-        bail!("no finished trials to aggregate");
-    }
-    let best = agg
-        .column("variant")?
-        .str()?
-        .get(0)
-        .unwrap_or_default()
-        .to_string();
-    let per_seed = done
-        .group_by([col("variant"), col("seed")])
-        .agg([col("metric").mean().alias("m")]);
-    let best_per_seed = per_seed
-        .clone()
-        .filter(col("variant").eq(lit(best.clone())))
-        .select([col("seed"), col("m").alias("m_best")]);
-    let better = if goal_max {
-        col("m").gt(col("m_best"))
-    } else {
-        col("m").lt(col("m_best"))
-    };
-    let paired = per_seed
-        .join(
-            best_per_seed,
-            [col("seed")],
-            [col("seed")],
-            JoinArgs::new(JoinType::Inner),
-        )
-        .group_by([col("variant")])
-        .agg([
-            (col("m") - col("m_best"))
-                .mean()
-                .alias("paired_diff_to_best"),
-            better
-                .cast(DataType::UInt32)
-                .sum()
-                .alias("seed_wins_vs_best"),
-            col("seed").count().alias("pairs"),
-        ]);
-    let out = agg
-        .lazy()
-        .join(
-            paired,
-            [col("variant")],
-            [col("variant")],
-            JoinArgs::new(JoinType::Left),
-        )
-        .sort(
-            ["mean"],
-            SortMultipleOptions::default()
-                .with_order_descending(goal_max)
-                .with_nulls_last(true),
-        )
-        .collect()?;
-    Ok(out)
 }
 
 pub fn export(

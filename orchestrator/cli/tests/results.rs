@@ -126,3 +126,149 @@ fn results_rank_group_and_export() {
     assert_eq!(numbers, vec![4, 4, 0, 0, 0, 0], "{s}");
     assert!(row.trim_end().ends_with('-'), "{s}");
 }
+
+/// A 2x2 grid over 6 seeds written straight into storage (no training): `results --group-by` on a
+/// swept path gives the intervals and Wilcoxon p-values that scipy.stats computes from the same
+/// numbers.
+#[test]
+fn group_by_a_swept_path_matches_scipy() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("runs");
+    let (mut listing, mut rows) = (String::new(), vec![]);
+    let mut x = 12345u64;
+    for (i, lr) in [0.001, 0.003].iter().enumerate() {
+        for dim in [32, 64] {
+            for seed in 1..=6u64 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let noise = (x >> 33) as f64 / (1u64 << 31) as f64; // [0, 1)
+                let loss = 2.0 + 0.05 * i as f64 + 0.01 * (dim / 32) as f64 + 0.08 * noise;
+                let id = format!("t{i}{dim}{seed}");
+                listing.push_str(&format!(
+                    "{{\"id\": \"{id}\", \"variant\": \"base\", \"seed\": {seed}, \"params\": 1000, \
+                     \"overrides\": {{\"training.lr\": {lr}, \"model_dim\": {dim}}}}}\n"
+                ));
+                let t = root.join("trials").join(&id);
+                std::fs::create_dir_all(&t).unwrap();
+                let summary = serde_json::json!({"status": "completed", "best_val_loss": loss,
+                    "final_val_loss": loss, "final_train_loss": loss, "mean_tok_s": 1000.0,
+                    "wall_time_s": 1.0});
+                std::fs::write(t.join("summary.json"), summary.to_string()).unwrap();
+                rows.push((lr.to_string(), seed, loss));
+            }
+        }
+    }
+    std::fs::create_dir_all(root.join("sweeps/grid")).unwrap();
+    std::fs::write(root.join("sweeps/grid/trials.jsonl"), listing).unwrap();
+    let (g, p) = (dir.path().join("g.csv"), dir.path().join("p.csv"));
+    let o = Command::new(bin("mixsweep"))
+        .args(["results", "grid", "--group-by", "training.lr", "--storage"])
+        .arg(&root)
+        .arg("--csv")
+        .arg(&g)
+        .arg("--pairs-csv")
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("Wilcoxon"), "{out}");
+    let read = |path: &std::path::Path| -> Vec<serde_json::Map<String, serde_json::Value>> {
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut lines = text.lines();
+        let head: Vec<String> = lines
+            .next()
+            .unwrap()
+            .split(',')
+            .map(str::to_string)
+            .collect();
+        lines
+            .map(|l| {
+                head.iter()
+                    .zip(l.split(','))
+                    .map(|(h, v)| (h.clone(), serde_json::Value::String(v.to_string())))
+                    .collect()
+            })
+            .collect()
+    };
+    let num = |r: &serde_json::Map<String, serde_json::Value>, k: &str| -> f64 {
+        r[k].as_str().unwrap().parse().unwrap()
+    };
+    let (groups, pairs) = (read(&g), read(&p));
+    assert_eq!(groups.len(), 2);
+    assert_eq!(pairs.len(), 1);
+
+    // the same statistics from scipy
+    let data = serde_json::to_string(&rows).unwrap();
+    let script = r#"
+import json, sys
+import numpy as np
+from scipy import stats
+rows = json.loads(sys.argv[1])
+by = {}
+for lr, seed, loss in rows:
+    by.setdefault(lr, {}).setdefault(seed, []).append(loss)
+out = {}
+for lr, seeds in by.items():
+    v = np.array([x for s in seeds.values() for x in s])
+    lo, hi = stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
+    out[lr] = {"mean": v.mean(), "lo": lo, "hi": hi}
+a, b = sorted(by, key=lambda k: out[k]["mean"])
+d = np.array([np.mean(by[a][s]) - np.mean(by[b][s]) for s in sorted(by[a])])
+lo, hi = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+out["pair"] = {"a": a, "mean": d.mean(), "lo": lo, "hi": hi, "p": stats.wilcoxon(d).pvalue}
+print(json.dumps(out))
+"#;
+    let py = Command::new("python3")
+        .args(["-c", script, &data])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        py.status.success(),
+        "scipy is needed for this test (scripts/test.sh installs it): {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let want: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-9, "{a} vs scipy {b}");
+    for r in &groups {
+        let w = &want[r["training.lr"].as_str().unwrap()];
+        assert_eq!(num(r, "n"), 12.0);
+        close(num(r, "mean"), w["mean"].as_f64().unwrap());
+        close(num(r, "ci95_lo"), w["lo"].as_f64().unwrap());
+        close(num(r, "ci95_hi"), w["hi"].as_f64().unwrap());
+    }
+    let (pair, w) = (&pairs[0], &want["pair"]);
+    assert_eq!(pair["a"].as_str().unwrap(), w["a"].as_str().unwrap());
+    assert_eq!(num(pair, "pairs"), 6.0);
+    close(num(pair, "diff_mean"), w["mean"].as_f64().unwrap());
+    close(num(pair, "diff_ci95_lo"), w["lo"].as_f64().unwrap());
+    close(num(pair, "diff_ci95_hi"), w["hi"].as_f64().unwrap());
+    close(num(pair, "wilcoxon_p"), w["p"].as_f64().unwrap());
+
+    // the ranked table shows the swept paths as columns; --varying-only drops the constant ones
+    let o = Command::new(bin("mixsweep"))
+        .args(["results", "grid", "--varying-only", "--storage"])
+        .arg(&root)
+        .arg("--csv")
+        .arg(dir.path().join("v.csv"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = std::fs::read_to_string(dir.path().join("v.csv")).unwrap();
+    let head = v.lines().next().unwrap();
+    for c in ["training.lr", "model_dim", "seed", "metric"] {
+        assert!(head.split(',').any(|h| h == c), "{c} missing: {head}");
+    }
+    for c in ["params", "variant", "status"] {
+        assert!(!head.split(',').any(|h| h == c), "{c} is constant: {head}");
+    }
+    // an unknown grouping key names the ones there are
+    let o = Command::new(bin("mixsweep"))
+        .args(["results", "grid", "--group-by", "training.lrr", "--storage"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("training.lr"), "{err}");
+}

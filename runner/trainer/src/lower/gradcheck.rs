@@ -312,7 +312,12 @@ fn gated_linear_attention_across_chunks() {
     let (b, t, h, dk, dv) = (1, 7, 2, 3, 2);
     check(
         GlaScan { chunk: 3 },
-        &[&[b, t, h, dk], &[b, t, h, dk], &[b, t, h, dv], &[b, t, h, dk]],
+        &[
+            &[b, t, h, dk],
+            &[b, t, h, dk],
+            &[b, t, h, dv],
+            &[b, t, h, dk],
+        ],
         &[ANY, ANY, ANY, Some((0.05, 0.95))],
         &[],
     );

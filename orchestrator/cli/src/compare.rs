@@ -1,0 +1,194 @@
+//! `mixsweep results --group-by KEY`: trials grouped by their variant or by any swept path, with
+//! a 95% interval per group and, for every pair of groups, the seed-paired difference with its
+//! interval and the Wilcoxon signed-rank test ([`crate::stats`]).
+//!
+//! A group's value for one seed is the mean over its trials with that seed (its other axes); pairs
+//! use the seeds both groups have. Only completed trials (a metric) count.
+
+use crate::stats::{Interval, Paired};
+use anyhow::{Result, bail};
+use polars::prelude::*;
+use std::collections::BTreeMap;
+
+/// The group tables: one row per group, one row per pair of groups.
+pub struct Comparison {
+    pub groups: DataFrame,
+    pub pairs: DataFrame,
+}
+
+/// `group -> seed -> metric values` of the completed trials.
+type BySeed = BTreeMap<String, BTreeMap<u64, Vec<f64>>>;
+/// `group -> (params, tok/s of its trials)`.
+type Extra = BTreeMap<String, (u64, Vec<f64>)>;
+
+fn collect(trials: &DataFrame, key: &str) -> Result<(BySeed, Extra)> {
+    let Ok(label) = trials.column(key) else {
+        let known: Vec<String> = trials
+            .get_column_names()
+            .iter()
+            .map(|c| c.to_string())
+            .filter(|c| c == "variant" || c.contains('.') || c.contains('['))
+            .collect();
+        bail!(
+            "--group-by {key:?}: no such column; group by `variant` or a swept path of this sweep ({})",
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
+        );
+    };
+    let label = label.cast(&DataType::String)?;
+    let label = label.str()?;
+    let seed = trials.column("seed")?.u64()?;
+    let metric = trials.column("metric")?.f64()?;
+    let params = trials.column("params")?.u64()?;
+    let tok = trials.column("tok_s")?.f64()?;
+    let (mut by_seed, mut extra) = (BySeed::new(), BTreeMap::new());
+    for i in 0..trials.height() {
+        let (Some(m), Some(s)) = (metric.get(i), seed.get(i)) else {
+            continue;
+        };
+        let g = label.get(i).unwrap_or("-").to_string();
+        by_seed
+            .entry(g.clone())
+            .or_default()
+            .entry(s)
+            .or_default()
+            .push(m);
+        let e = extra
+            .entry(g)
+            .or_insert((params.get(i).unwrap_or(0), vec![]));
+        e.1.extend(tok.get(i));
+    }
+    if by_seed.is_empty() {
+        bail!("no finished trials to aggregate");
+    }
+    Ok((by_seed, extra))
+}
+
+fn per_seed(seeds: &BTreeMap<u64, Vec<f64>>) -> BTreeMap<u64, f64> {
+    seeds
+        .iter()
+        .map(|(s, v)| (*s, v.iter().sum::<f64>() / v.len() as f64))
+        .collect()
+}
+
+/// `a − b` over the seeds both have.
+fn diffs(a: &BTreeMap<u64, f64>, b: &BTreeMap<u64, f64>) -> Vec<f64> {
+    a.iter()
+        .filter_map(|(s, x)| b.get(s).map(|y| x - y))
+        .collect()
+}
+
+/// Groups ranked by their mean (best first), with intervals, and every pair compared.
+pub fn compare(trials: &DataFrame, key: &str, goal_max: bool) -> Result<Comparison> {
+    let (by_seed, extra) = collect(trials, key)?;
+    let mut stats: Vec<(String, Interval, BTreeMap<u64, f64>)> = by_seed
+        .iter()
+        .filter_map(|(g, seeds)| {
+            let all: Vec<f64> = seeds.values().flatten().copied().collect();
+            Some((g.clone(), Interval::of(&all)?, per_seed(seeds)))
+        })
+        .collect();
+    stats.sort_by(|a, b| {
+        let o = a.1.mean.total_cmp(&b.1.mean);
+        if goal_max { o.reverse() } else { o }
+    });
+    let best = stats[0].2.clone();
+    let better = |d: f64| if goal_max { d > 0.0 } else { d < 0.0 };
+    let mut cols: BTreeMap<&str, Vec<Option<f64>>> = BTreeMap::new();
+    let (mut names, mut ns, mut params, mut wins, mut pairs) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for (g, iv, seeds) in &stats {
+        names.push(g.clone());
+        ns.push(iv.n as u32);
+        params.push(extra[g].0);
+        let d = diffs(seeds, &best);
+        wins.push(d.iter().filter(|x| better(**x)).count() as u32);
+        pairs.push(d.len() as u32);
+        let tok = &extra[g].1;
+        let values = [
+            ("mean", Some(iv.mean)),
+            ("std", iv.std),
+            ("ci95_lo", iv.ci95.map(|c| c.0)),
+            ("ci95_hi", iv.ci95.map(|c| c.1)),
+            (
+                "paired_diff_to_best",
+                (!d.is_empty()).then(|| d.iter().sum::<f64>() / d.len() as f64),
+            ),
+            (
+                "tok_s",
+                (!tok.is_empty()).then(|| tok.iter().sum::<f64>() / tok.len() as f64),
+            ),
+        ];
+        for (c, v) in values {
+            cols.entry(c).or_default().push(v);
+        }
+    }
+    let groups = df!(
+        key => names,
+        "n" => ns,
+        "mean" => cols["mean"].clone(),
+        "std" => cols["std"].clone(),
+        "ci95_lo" => cols["ci95_lo"].clone(),
+        "ci95_hi" => cols["ci95_hi"].clone(),
+        "paired_diff_to_best" => cols["paired_diff_to_best"].clone(),
+        "seed_wins_vs_best" => wins,
+        "pairs" => pairs,
+        "params" => params,
+        "tok_s" => cols["tok_s"].clone(),
+    )?;
+    Ok(Comparison {
+        groups,
+        pairs: pair_table(&stats)?,
+    })
+}
+
+/// Every pair of groups (in rank order): `a − b` over shared seeds.
+fn pair_table(stats: &[(String, Interval, BTreeMap<u64, f64>)]) -> Result<DataFrame> {
+    let (mut a, mut b, mut n, mut mean, mut lo, mut hi) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut p, mut exact, mut verdict) = (vec![], vec![], vec![]);
+    for (i, (ga, _, sa)) in stats.iter().enumerate() {
+        for (gb, _, sb) in &stats[i + 1..] {
+            let Some(pd) = Paired::of(&diffs(sa, sb)) else {
+                continue;
+            };
+            a.push(ga.clone());
+            b.push(gb.clone());
+            n.push(pd.diff.n as u32);
+            mean.push(pd.diff.mean);
+            lo.push(pd.diff.ci95.map(|c| c.0));
+            hi.push(pd.diff.ci95.map(|c| c.1));
+            p.push(pd.wilcoxon.map(|w| w.p));
+            exact.push(pd.wilcoxon.map(|w| w.exact));
+            verdict.push(pd.verdict());
+        }
+    }
+    Ok(df!(
+        "a" => a,
+        "b" => b,
+        "pairs" => n,
+        "diff_mean" => mean,
+        "diff_ci95_lo" => lo,
+        "diff_ci95_hi" => hi,
+        "wilcoxon_p" => p,
+        "exact" => exact,
+        "verdict" => verdict,
+    )?)
+}
+
+/// Drops the columns whose values are the same in every row (keeping the identity and metric).
+pub fn varying_only(df: &DataFrame) -> Result<DataFrame> {
+    let keep: Vec<String> = df
+        .columns()
+        .iter()
+        .filter(|c| {
+            matches!(c.name().as_str(), "rank" | "trial" | "metric")
+                || c.as_materialized_series().n_unique().unwrap_or(2) > 1
+        })
+        .map(|c| c.name().to_string())
+        .collect();
+    Ok(df.select(keep)?)
+}
