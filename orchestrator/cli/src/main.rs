@@ -9,6 +9,7 @@
 //! Exit codes: 0 ok, 1 some trials failed, 2 the sweep or a config in it is invalid, 130 interrupted.
 
 mod compare;
+mod diff;
 mod docker;
 mod kubernetes;
 mod lease;
@@ -83,6 +84,15 @@ enum Command {
         parquet: Option<PathBuf>,
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+    /// How two trials differ: config (as JSON paths), what their runs recorded, and their metrics.
+    Diff {
+        /// A trial id or a unique prefix of one.
+        a: String,
+        /// A trial id or a unique prefix of one.
+        b: String,
+        #[arg(long)]
+        storage: Option<String>,
     },
     /// Sweeps in storage and their progress.
     Status {
@@ -481,6 +491,34 @@ fn main() -> ExitCode {
             })();
             match result {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {}", report(&e));
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Diff { a, b, storage } => {
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let root = storage.unwrap_or_else(|| "./mixsweep-runs".into());
+            let result = rt.block_on(async {
+                let store = storage::Storage::open_existing(&root)
+                    .map_err(|e| anyhow::anyhow!("storage {root}: {e} (pass --storage)"))?;
+                diff::diff(&store, &a, &b).await
+            });
+            match result {
+                Ok(sections) => {
+                    for (title, rows) in sections {
+                        println!("{title}");
+                        let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
+                        if rows.is_empty() {
+                            println!("  (none)");
+                        } else {
+                            table::print(&["", "a", "b", ""], &rows);
+                        }
+                        println!();
+                    }
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
                     eprintln!("error: {}", report(&e));
                     ExitCode::from(1)

@@ -272,3 +272,47 @@ print(json.dumps(out))
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("training.lr"), "{err}");
 }
+
+/// `mixsweep diff` names the config paths that differ, the run fields, and the metric difference;
+/// a prefix shared by two trials is refused with the candidates.
+#[test]
+fn diff_two_trials_by_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("runs");
+    let put = |id: &str, cfg: serde_json::Value, summary: serde_json::Value| {
+        let t = root.join("trials").join(id);
+        std::fs::create_dir_all(&t).unwrap();
+        std::fs::write(t.join("config.json"), cfg.to_string()).unwrap();
+        std::fs::write(t.join("summary.json"), summary.to_string()).unwrap();
+    };
+    put(
+        "abc111",
+        serde_json::json!({"model_dim": 64, "blocks": [{"type": "plain", "heads": 4}], "training": {"lr": 0.001}}),
+        serde_json::json!({"status": "completed", "best_val_loss": 2.5, "device": "cpu", "mlx_version": "0.32.2"}),
+    );
+    put(
+        "abd222",
+        serde_json::json!({"model_dim": 64, "blocks": [{"type": "plain", "heads": 8}], "training": {"lr": 0.003}}),
+        serde_json::json!({"status": "completed", "best_val_loss": 2.25, "device": "gpu", "mlx_version": "0.32.2"}),
+    );
+    let o = Command::new(bin("mixsweep"))
+        .args(["diff", "abc", "abd", "--storage"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for want in ["blocks[0].heads", "training.lr", "0.003", "abc111", "abd222", "b − a = -0.250000"] {
+        assert!(out.contains(want), "{want} missing:\n{out}");
+    }
+    assert!(!out.contains("model_dim"), "unchanged paths are not listed:\n{out}");
+    let device = out.lines().find(|l| l.contains("device")).unwrap();
+    assert!(device.contains("differs"), "{out}");
+    let o = Command::new(bin("mixsweep"))
+        .args(["diff", "ab", "abd", "--storage"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("ambiguous") && err.contains("abc111"), "{err}");
+}
