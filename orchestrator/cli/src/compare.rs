@@ -179,16 +179,105 @@ fn pair_table(stats: &[(String, Interval, BTreeMap<u64, f64>)]) -> Result<DataFr
     )?)
 }
 
+/// Whether larger is better for a column (throughput) or smaller (losses, sizes, time); a leading
+/// `+` or `-` on the name says so explicitly.
+fn direction(spec: &str) -> (&str, bool) {
+    if let Some(c) = spec.strip_prefix('+') {
+        return (c, true);
+    }
+    if let Some(c) = spec.strip_prefix('-') {
+        return (c, false);
+    }
+    (spec, matches!(spec, "tok_s" | "mfu"))
+}
+
+/// Adds a `pareto` column: true for the trials no other trial beats or ties on every one of `specs`
+/// (2 or 3 columns) while beating it on one. Trials missing a value are never on the front.
+pub fn pareto(df: &DataFrame, specs: &[String]) -> Result<DataFrame> {
+    if !(2..=3).contains(&specs.len()) {
+        bail!("--pareto takes two or three columns, e.g. --pareto metric,params");
+    }
+    let mut cols: Vec<(Vec<Option<f64>>, bool)> = Vec::new();
+    for spec in specs {
+        let (name, maximize) = direction(spec.trim());
+        let c = df.column(name).map_err(|_| {
+            anyhow::anyhow!(
+                "--pareto: no column {name:?} (columns: {})",
+                df.get_column_names()
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        let c = c.cast(&DataType::Float64)?;
+        let sign = if maximize { -1.0 } else { 1.0 }; // minimise sign·x
+        let c = c.f64()?;
+        let values = (0..c.len()).map(|i| c.get(i).map(|x| sign * x)).collect();
+        cols.push((values, maximize));
+    }
+    let n = df.height();
+    let point = |i: usize| -> Option<Vec<f64>> { cols.iter().map(|(c, _)| c[i]).collect() };
+    let points: Vec<Option<Vec<f64>>> = (0..n).map(point).collect();
+    let dominated = |p: &[f64], q: &[f64]| {
+        q.iter().zip(p).all(|(a, b)| a <= b) && q.iter().zip(p).any(|(a, b)| a < b)
+    };
+    let front: Vec<bool> = points
+        .iter()
+        .map(|p| match p {
+            None => false,
+            Some(p) => !points.iter().flatten().any(|q| dominated(p, q)),
+        })
+        .collect();
+    let mut out = df.clone();
+    out.with_column(Column::new("pareto".into(), front))?;
+    Ok(out)
+}
+
 /// Drops the columns whose values are the same in every row (keeping the identity and metric).
 pub fn varying_only(df: &DataFrame) -> Result<DataFrame> {
     let keep: Vec<String> = df
         .columns()
         .iter()
         .filter(|c| {
-            matches!(c.name().as_str(), "rank" | "trial" | "metric")
+            matches!(c.name().as_str(), "rank" | "trial" | "metric" | "pareto")
                 || c.as_materialized_series().n_unique().unwrap_or(2) > 1
         })
         .map(|c| c.name().to_string())
         .collect();
     Ok(df.select(keep)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pareto_front_of_loss_and_size() {
+        let df = df!(
+            "trial" => ["a", "b", "c", "d", "e"],
+            "metric" => [Some(2.0), Some(1.5), Some(2.5), Some(1.5), None],
+            "params" => [100u64, 300, 50, 400, 10],
+            "tok_s" => [10.0, 20.0, 30.0, 5.0, 50.0],
+        )
+        .unwrap();
+        let front = |specs: &[&str]| -> Vec<bool> {
+            let specs: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
+            let out = pareto(&df, &specs).unwrap();
+            let c = out.column("pareto").unwrap().bool().unwrap().clone();
+            (0..c.len()).map(|i| c.get(i).unwrap()).collect()
+        };
+        // d ties b on the metric and is larger: dominated; e has no metric
+        assert_eq!(
+            front(&["metric", "params"]),
+            [true, true, true, false, false]
+        );
+        // tok_s is maximised: c (faster, smaller) dominates a
+        assert_eq!(
+            front(&["metric", "tok_s"]),
+            [false, true, true, false, false]
+        );
+        assert!(pareto(&df, &["metric".into()]).is_err());
+        assert!(pareto(&df, &["metric".into(), "nope".into()]).is_err());
+    }
 }

@@ -75,6 +75,10 @@ enum Command {
         /// Show only the columns whose values differ between trials.
         #[arg(long)]
         varying_only: bool,
+        /// Mark the trials on the Pareto front of two or three columns (`metric,params`,
+        /// `metric,tok_s,wall_s`); tok/s is maximised, the rest minimised (`+col` / `-col` to say).
+        #[arg(long, value_delimiter = ',')]
+        pareto: Vec<String>,
         /// With --group-by: also write the pairwise comparisons as CSV.
         #[arg(long)]
         pairs_csv: Option<PathBuf>,
@@ -450,6 +454,7 @@ fn main() -> ExitCode {
             storage,
             group_by,
             varying_only,
+            pareto,
             pairs_csv,
             csv,
             parquet,
@@ -475,8 +480,18 @@ fn main() -> ExitCode {
                         }
                         c.groups
                     }
-                    None if varying_only => compare::varying_only(&trials)?,
-                    None => trials,
+                    None => {
+                        let t = if pareto.is_empty() {
+                            trials
+                        } else {
+                            compare::pareto(&trials, &pareto)?
+                        };
+                        if varying_only {
+                            compare::varying_only(&t)?
+                        } else {
+                            t
+                        }
+                    }
                 };
                 if group_by.is_none() {
                     table::print_frame(&table);

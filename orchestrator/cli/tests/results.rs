@@ -263,6 +263,21 @@ print(json.dumps(out))
     for c in ["params", "variant", "status"] {
         assert!(!head.split(',').any(|h| h == c), "{c} is constant: {head}");
     }
+    // --pareto marks the non-dominated trials: with equal params, the best metric alone
+    let o = Command::new(bin("mixsweep"))
+        .args(["results", "grid", "--pareto", "metric,params", "--storage"])
+        .arg(&root)
+        .arg("--csv")
+        .arg(dir.path().join("f.csv"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let f = std::fs::read_to_string(dir.path().join("f.csv")).unwrap();
+    let head: Vec<&str> = f.lines().next().unwrap().split(',').collect();
+    let at = head.iter().position(|h| *h == "pareto").expect("pareto column");
+    let marks: Vec<&str> = f.lines().skip(1).map(|l| l.split(',').nth(at).unwrap()).collect();
+    assert_eq!(marks[0], "true", "the ranked first trial is on the front: {f}");
+    assert_eq!(marks.iter().filter(|m| **m == "true").count(), 1, "{f}");
     // an unknown grouping key names the ones there are
     let o = Command::new(bin("mixsweep"))
         .args(["results", "grid", "--group-by", "training.lrr", "--storage"])
@@ -302,10 +317,20 @@ fn diff_two_trials_by_prefix() {
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    for want in ["blocks[0].heads", "training.lr", "0.003", "abc111", "abd222", "b − a = -0.250000"] {
+    for want in [
+        "blocks[0].heads",
+        "training.lr",
+        "0.003",
+        "abc111",
+        "abd222",
+        "b − a = -0.250000",
+    ] {
         assert!(out.contains(want), "{want} missing:\n{out}");
     }
-    assert!(!out.contains("model_dim"), "unchanged paths are not listed:\n{out}");
+    assert!(
+        !out.contains("model_dim"),
+        "unchanged paths are not listed:\n{out}"
+    );
     let device = out.lines().find(|l| l.contains("device")).unwrap();
     assert!(device.contains("differs"), "{out}");
     let o = Command::new(bin("mixsweep"))
@@ -314,5 +339,8 @@ fn diff_two_trials_by_prefix() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("ambiguous") && err.contains("abc111"), "{err}");
+    assert!(
+        !o.status.success() && err.contains("ambiguous") && err.contains("abc111"),
+        "{err}"
+    );
 }
