@@ -274,9 +274,19 @@ print(json.dumps(out))
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let f = std::fs::read_to_string(dir.path().join("f.csv")).unwrap();
     let head: Vec<&str> = f.lines().next().unwrap().split(',').collect();
-    let at = head.iter().position(|h| *h == "pareto").expect("pareto column");
-    let marks: Vec<&str> = f.lines().skip(1).map(|l| l.split(',').nth(at).unwrap()).collect();
-    assert_eq!(marks[0], "true", "the ranked first trial is on the front: {f}");
+    let at = head
+        .iter()
+        .position(|h| *h == "pareto")
+        .expect("pareto column");
+    let marks: Vec<&str> = f
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(at).unwrap())
+        .collect();
+    assert_eq!(
+        marks[0], "true",
+        "the ranked first trial is on the front: {f}"
+    );
     assert_eq!(marks.iter().filter(|m| **m == "true").count(), 1, "{f}");
     // an unknown grouping key names the ones there are
     let o = Command::new(bin("mixsweep"))
