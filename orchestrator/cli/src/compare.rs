@@ -16,6 +16,24 @@ pub struct Comparison {
     pub pairs: DataFrame,
 }
 
+/// The ranked table's own columns; the others are swept paths.
+const BASE_COLUMNS: &[&str] = &[
+    "rank",
+    "trial",
+    "variant",
+    "overrides",
+    "seed",
+    "params",
+    "best_val_loss",
+    "final_val_loss",
+    "final_train_loss",
+    "tok_s",
+    "wall_s",
+    "status",
+    "metric",
+    "pareto",
+];
+
 /// `group -> seed -> metric values` of the completed trials.
 type BySeed = BTreeMap<String, BTreeMap<u64, Vec<f64>>>;
 /// `group -> (params, tok/s of its trials)`.
@@ -27,7 +45,7 @@ fn collect(trials: &DataFrame, key: &str) -> Result<(BySeed, Extra)> {
             .get_column_names()
             .iter()
             .map(|c| c.to_string())
-            .filter(|c| c == "variant" || c.contains('.') || c.contains('['))
+            .filter(|c| c == "variant" || !BASE_COLUMNS.contains(&c.as_str()))
             .collect();
         bail!(
             "--group-by {key:?}: no such column; group by `variant` or a swept path of this sweep ({})",
