@@ -24,6 +24,7 @@ const BASE_COLUMNS: &[&str] = &[
     "overrides",
     "seed",
     "params",
+    "state_values",
     "best_val_loss",
     "final_val_loss",
     "final_train_loss",

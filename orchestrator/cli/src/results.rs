@@ -79,6 +79,7 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
         Vec::<String>::new(),
     );
     let (mut seeds, mut params) = (Vec::<u64>::new(), Vec::<u64>::new());
+    let mut state_vals = Vec::<Option<u64>>::new();
     let (mut best, mut fin, mut train, mut toks, mut wall, mut status, mut metric) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     let (mut reported, mut any_summary) = (false, false);
@@ -115,6 +116,7 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
         overrides_col.push(overrides);
         seeds.push(v["seed"].as_u64().unwrap_or(0));
         params.push(v["params"].as_u64().unwrap_or(0));
+        state_vals.push(s["inference_state_values"].as_u64());
         best.push(s["best_val_loss"].as_f64());
         fin.push(s["final_val_loss"].as_f64());
         train.push(s["final_train_loss"].as_f64());
@@ -153,6 +155,7 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
         "overrides" => overrides_col,
         "seed" => seeds,
         "params" => params,
+        "state_values" => state_vals,
         "best_val_loss" => best,
         "final_val_loss" => fin,
         "final_train_loss" => train,

@@ -53,9 +53,19 @@ fn results_rank_group_and_export() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 5, "{text}");
     assert!(
-        lines[0].starts_with("rank,trial,variant,overrides,seed,params,best_val_loss"),
+        lines[0].starts_with("rank,trial,variant,overrides,seed,params,state_values,best_val_loss"),
         "{text}"
     );
+    // the inference state each trial's runner reported: attention's KV cache is larger than mamba's state
+    let state_col = lines[0]
+        .split(',')
+        .position(|c| c == "state_values")
+        .unwrap();
+    let state_of = |variant: &str| -> u64 {
+        let row = lines[1..].iter().find(|l| l.contains(variant)).unwrap();
+        row.split(',').nth(state_col).unwrap().parse().unwrap()
+    };
+    assert!(state_of("attention") > state_of("mamba"), "{text}");
     let metric_col = lines[0].split(',').position(|c| c == "metric").unwrap();
     let metrics: Vec<f64> = lines[1..]
         .iter()

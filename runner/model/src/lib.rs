@@ -25,7 +25,7 @@ pub mod rng;
 pub use config::{ComputeDtype, ModelConfig, TrainingConfig};
 pub use error::ConfigError;
 pub use ir::Program;
-pub use model::Counts;
+pub use model::{Counts, inference_state_values};
 
 /// Version of the runner's training semantics; part of every trial id, so that results from an older
 /// runner are not mistaken for results of this one.

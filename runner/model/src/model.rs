@@ -320,6 +320,25 @@ pub struct Counts {
     pub params_by_optimizer: std::collections::BTreeMap<&'static str, usize>,
     /// Parameters a token uses: all but the unselected experts of `moe` blocks (`params` otherwise).
     pub active_params: usize,
+    /// Values cached generation keeps per sequence after `seq_len` tokens: attention keys and values
+    /// (growing with the context), recurrent states and convolution tails (constant).
+    pub inference_state_values: usize,
+}
+
+/// Values cached generation keeps per sequence after `context` tokens (each op's `decode_state`).
+pub fn inference_state_values(p: &Program, context: usize) -> usize {
+    let t = p.seq_len;
+    p.nodes
+        .iter()
+        .map(|n| {
+            let shapes: Vec<Vec<usize>> = n
+                .inputs
+                .iter()
+                .map(|v| p.concrete_shape(*v, 1, t))
+                .collect();
+            n.op.rule().decode_state(&shapes, context)
+        })
+        .sum()
 }
 
 impl Counts {
@@ -369,6 +388,7 @@ impl Counts {
             })
             .sum();
         Counts {
+            inference_state_values: inference_state_values(p, t),
             active_params: params - idle,
             params,
             params_expanded: params + shared,

@@ -418,6 +418,17 @@ mod tests {
             }
             assert_eq!(cache.position, 20);
             assert_eq!(got.len(), 20 * v);
+            // what the cache holds is what `count` reports as the inference state
+            let held: usize = cache
+                .states
+                .values()
+                .map(|s| match s {
+                    crate::lower::State::Kv(k, v) => k.size() + v.size(),
+                    crate::lower::State::Tail(a) | crate::lower::State::Hidden(a) => a.size(),
+                })
+                .sum();
+            let predicted = mixsweep_model::inference_state_values(&program, 20);
+            assert_eq!(held, predicted, "{example}: cached state size");
             let max_diff = full
                 .iter()
                 .zip(&got)

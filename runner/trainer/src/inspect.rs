@@ -33,6 +33,12 @@ pub fn count(config: &std::path::Path, json: bool) -> Result<(), TrainError> {
     println!("Number of weights: {}", counts.weights);
     println!("Number of IR ops: {}", counts.ir_ops);
     println!(
+        "Inference state per sequence at context {}: {} values ({:.2} MiB in bfloat16)",
+        cfg.seq_len,
+        counts.inference_state_values,
+        counts.inference_state_values as f64 * 2.0 / (1 << 20) as f64
+    );
+    println!(
         "Forward FLOPs: {}",
         format_flops(counts.forward_flops_per_token * tokens)
     );

@@ -121,6 +121,15 @@ impl Rule for Attention {
         let pairs = (q[0] * h * t * keys) as f64;
         2.0 * pairs * (d + dv) as f64
     }
+    /// Keys and values of every position so far (not trimmed to a window); masks that cannot cache
+    /// (segment masks) keep nothing and recompute the prefix instead.
+    fn decode_state(&self, inputs: &[Vec<usize>], context: usize) -> usize {
+        if !self.mask.caches() {
+            return 0;
+        }
+        let (k, v) = (&inputs[1], &inputs[2]);
+        (k[1] * k[3] + v[1] * v[3]) * context
+    }
 }
 
 /// XSA: removes from each head's output its component along that position's value vector,

@@ -69,6 +69,10 @@ impl Rule for NgramHash {
         }
         Ok(vec![inputs[0].clone()])
     }
+    /// The previous `n − 1` token ids.
+    fn decode_state(&self, _inputs: &[Vec<usize>], _context: usize) -> usize {
+        self.n - 1
+    }
 }
 
 /// A bag of embeddings: `table [C, D]` rows at `ids [..., K]`, summed over `K`, id 0 contributing

@@ -44,6 +44,12 @@ pub trait Rule {
         let _ = (inputs, outputs);
         0.0
     }
+    /// Elements of the state that cached generation keeps for one sequence after `context` tokens
+    /// (concrete input shapes at `B = 1`); 0 for ops that keep none.
+    fn decode_state(&self, inputs: &[Vec<usize>], context: usize) -> usize {
+        let _ = (inputs, context);
+        0
+    }
 }
 
 macro_rules! ops {

@@ -47,6 +47,9 @@ impl Rule for CausalConv {
     fn flops(&self, inputs: &[Vec<usize>], _outputs: &[Vec<usize>]) -> f64 {
         2.0 * numel(&inputs[0]) * inputs[1][0] as f64
     }
+    fn decode_state(&self, inputs: &[Vec<usize>], _context: usize) -> usize {
+        (inputs[1][0] - 1) * inputs[1][1] // the last K − 1 inputs
+    }
 }
 
 /// Mamba's selective scan: `x, delta [B, T, I]`, `a_log [I, N]` (A = -exp(a_log)), `b, c [B, T, N]`,
@@ -85,6 +88,9 @@ impl Rule for SelectiveScan {
         // decay, input, state update and readout: ~6 multiply-adds per (token, channel, state)
         6.0 * numel(&inputs[0]) * inputs[2][1] as f64
     }
+    fn decode_state(&self, inputs: &[Vec<usize>], _context: usize) -> usize {
+        inputs[2][0] * inputs[2][1] // h [I, N]
+    }
 }
 
 /// mixlab's `scan`: a constant per-channel gate `g = σ(d)`, `h_t = g ⊙ h_{t-1} + (1 - g) ⊙ x_t`;
@@ -110,6 +116,9 @@ impl Rule for GatedScan {
     fn flops(&self, inputs: &[Vec<usize>], _outputs: &[Vec<usize>]) -> f64 {
         3.0 * numel(&inputs[0])
     }
+    fn decode_state(&self, inputs: &[Vec<usize>], _context: usize) -> usize {
+        inputs[0][2]
+    }
 }
 
 /// mixlab's `scan_tv`: a time-varying gate given directly, `h_t = g_t ⊙ h_{t-1} + (1 - g_t) ⊙ x_t`;
@@ -134,6 +143,9 @@ impl Rule for ScanTv {
     }
     fn flops(&self, inputs: &[Vec<usize>], _outputs: &[Vec<usize>]) -> f64 {
         3.0 * numel(&inputs[0])
+    }
+    fn decode_state(&self, inputs: &[Vec<usize>], _context: usize) -> usize {
+        inputs[0][2]
     }
 }
 
@@ -161,6 +173,9 @@ impl Rule for DecayScan {
     fn flops(&self, inputs: &[Vec<usize>], _outputs: &[Vec<usize>]) -> f64 {
         2.0 * numel(&inputs[0])
     }
+    fn decode_state(&self, inputs: &[Vec<usize>], _context: usize) -> usize {
+        inputs[0][2]
+    }
 }
 
 /// The max-plus recurrence of mLSTM's stabiliser, `m_t = max(m_{t-1} + f_t, i_t)` from `m_{-1} = 0`;
@@ -180,6 +195,9 @@ impl Rule for MaxPlusScan {
             inputs,
         )?;
         Ok(vec![inputs[0].clone()])
+    }
+    fn decode_state(&self, inputs: &[Vec<usize>], _context: usize) -> usize {
+        inputs[0][2]
     }
 }
 
@@ -207,6 +225,9 @@ impl Rule for MatrixScan {
     }
     fn flops(&self, inputs: &[Vec<usize>], _outputs: &[Vec<usize>]) -> f64 {
         2.0 * numel(&inputs[0])
+    }
+    fn decode_state(&self, inputs: &[Vec<usize>], _context: usize) -> usize {
+        inputs[0][2] * inputs[0][3]
     }
 }
 
@@ -245,6 +266,9 @@ impl Rule for GlaScan {
         let tokens_heads = (q[0] * q[1] * q[2]) as f64;
         let (dk, dv) = (q[3] as f64, v[3] as f64);
         tokens_heads * (4.0 * dk * dv + 2.0 * self.chunk as f64 * (dk + dv))
+    }
+    fn decode_state(&self, inputs: &[Vec<usize>], _context: usize) -> usize {
+        inputs[0][2] * inputs[0][3] * inputs[2][3] // [H, d_k, d_v]
     }
 }
 
@@ -286,6 +310,9 @@ impl Rule for DeltaScan {
         let (dk, dv) = (q[3] as f64, v[3] as f64);
         tokens_heads * (6.0 * dk * dv + 2.0 * self.chunk as f64 * (dk + dv))
     }
+    fn decode_state(&self, inputs: &[Vec<usize>], _context: usize) -> usize {
+        inputs[0][2] * inputs[0][3] * inputs[2][3] // [H, d_k, d_v]
+    }
 }
 
 /// The previous token's features: `y_t = x_{t-1}`, zeros at `t = 0` (RWKV's token shift).
@@ -300,5 +327,8 @@ impl Rule for TokenShift {
         arity(inputs, 1, 1)?;
         need(is_btd(inputs[0]), "x [B, T, D]", inputs)?;
         Ok(vec![inputs[0].clone()])
+    }
+    fn decode_state(&self, inputs: &[Vec<usize>], _context: usize) -> usize {
+        inputs[0][2]
     }
 }

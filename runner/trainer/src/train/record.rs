@@ -43,6 +43,8 @@ pub struct Summary {
     pub final_train_loss: Option<f64>,
     pub params: usize,
     pub flops_per_token: f64,
+    /// Values cached generation keeps per sequence at `seq_len` tokens (KV cache, recurrent states).
+    pub inference_state_values: usize,
     pub mean_tok_s: f64,
     /// How many steps `mean_tok_s` was measured over, after the first step finished; 0 when the
     /// run was too short for that and the figure is every step over the whole run (start-up

@@ -27,6 +27,7 @@ pub(super) fn new_summary(
         final_train_loss: None,
         params: counts.params,
         flops_per_token: counts.train_flops_per_token,
+        inference_state_values: counts.inference_state_values,
         mean_tok_s: 0.0,
         tok_s_steps: 0,
         time_to_first_step_s: None,
