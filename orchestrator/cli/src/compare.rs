@@ -272,6 +272,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn effects_of_an_additive_grid() {
+        // metric = 2 + (lr: -0.1 | +0.1) + (dim: +0.05 | -0.05) + interaction 0.02 on (0.003, 64)
+        let lr = ["0.001", "0.001", "0.003", "0.003"];
+        let dim = ["32", "64", "32", "64"];
+        let metric = [
+            2.0 - 0.1 + 0.05,
+            2.0 - 0.1 - 0.05,
+            2.0 + 0.1 + 0.05,
+            2.0 + 0.1 - 0.05 + 0.02,
+        ];
+        let df = df!(
+            "trial" => ["a", "b", "c", "d"],
+            "metric" => metric.to_vec(),
+            "training.lr" => lr.to_vec(),
+            "model_dim" => dim.to_vec(),
+        )
+        .unwrap();
+        let e = effects(&df).unwrap().expect("a full grid");
+        let terms = e.column("term").unwrap().str().unwrap().clone();
+        let values = e.column("value").unwrap().f64().unwrap().clone();
+        let get = |t: &str| -> f64 {
+            let i = (0..terms.len())
+                .find(|&i| terms.get(i) == Some(t))
+                .unwrap_or_else(|| panic!("{t}"));
+            values.get(i).unwrap()
+        };
+        let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        close(get("grand mean"), 2.005);
+        close(get("training.lr=0.003"), 0.105);
+        close(get("model_dim=32"), 0.045);
+        // the interaction is spread over the four cells: +0.005 on the diagonal, -0.005 off it
+        close(get("training.lr=0.003 × model_dim=64"), 0.005);
+        close(get("training.lr=0.001 × model_dim=64"), -0.005);
+        // not a full grid: no table
+        let partial = df.slice(0, 3);
+        assert!(effects(&partial).unwrap().is_none());
+    }
+
+    #[test]
     fn pareto_front_of_loss_and_size() {
         let df = df!(
             "trial" => ["a", "b", "c", "d", "e"],
@@ -299,4 +338,92 @@ mod tests {
         assert!(pareto(&df, &["metric".into()]).is_err());
         assert!(pareto(&df, &["metric".into(), "nope".into()]).is_err());
     }
+}
+
+/// The swept paths of a trial table (its columns beyond the base ones).
+fn factors(df: &DataFrame) -> Vec<String> {
+    df.get_column_names()
+        .iter()
+        .map(|c| c.to_string())
+        .filter(|c| !BASE_COLUMNS.contains(&c.as_str()))
+        .collect()
+}
+
+/// Main effects and two-way interactions of a full grid over the swept paths: for each factor level
+/// `effect = mean(level) − grand mean`; for each pair of levels `interaction = mean(cell) − grand −
+/// effect_a − effect_b`. `None` when the sweep has fewer than two swept paths or is not a full grid.
+pub fn effects(trials: &DataFrame) -> Result<Option<DataFrame>> {
+    let names = factors(trials);
+    if names.len() < 2 {
+        return Ok(None);
+    }
+    let metric = trials.column("metric")?.f64()?.clone();
+    let cols: Vec<StringChunked> = names
+        .iter()
+        .map(|n| Ok(trials.column(n)?.cast(&DataType::String)?.str()?.clone()))
+        .collect::<Result<_>>()?;
+    let rows: Vec<(Vec<String>, f64)> = (0..trials.height())
+        .filter_map(|i| {
+            let m = metric.get(i)?;
+            let levels: Option<Vec<String>> =
+                cols.iter().map(|c| c.get(i).map(str::to_string)).collect();
+            Some((levels?, m))
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mean = |f: &dyn Fn(&[String]) -> bool| -> Option<f64> {
+        let v: Vec<f64> = rows.iter().filter(|(l, _)| f(l)).map(|(_, m)| *m).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let grand = mean(&|_| true).expect("rows exist");
+    let levels: Vec<Vec<String>> = (0..names.len())
+        .map(|k| {
+            let mut l: Vec<String> = rows.iter().map(|(x, _)| x[k].clone()).collect();
+            l.sort();
+            l.dedup();
+            l
+        })
+        .collect();
+    let cells: usize = levels.iter().map(Vec::len).product();
+    let mut seen: Vec<&Vec<String>> = rows.iter().map(|(l, _)| l).collect();
+    seen.sort();
+    seen.dedup();
+    if seen.len() != cells {
+        return Ok(None); // not a full grid
+    }
+    let (mut term, mut value, mut n) = (vec![], vec![], vec![]);
+    let effect = |k: usize, lv: &str| mean(&|l: &[String]| l[k] == lv).map(|m| m - grand);
+    for (k, name) in names.iter().enumerate() {
+        for lv in &levels[k] {
+            term.push(format!("{name}={lv}"));
+            value.push(effect(k, lv));
+            n.push(rows.iter().filter(|(l, _)| l[k] == *lv).count() as u32);
+        }
+    }
+    for a in 0..names.len() {
+        for b in a + 1..names.len() {
+            for la in &levels[a] {
+                for lb in &levels[b] {
+                    let cell = mean(&|l: &[String]| l[a] == *la && l[b] == *lb);
+                    let (ea, eb) = (effect(a, la), effect(b, lb));
+                    term.push(format!("{}={la} × {}={lb}", names[a], names[b]));
+                    value.push(match (cell, ea, eb) {
+                        (Some(c), Some(x), Some(y)) => Some(c - grand - x - y),
+                        _ => None,
+                    });
+                    n.push(
+                        rows.iter()
+                            .filter(|(l, _)| l[a] == *la && l[b] == *lb)
+                            .count() as u32,
+                    );
+                }
+            }
+        }
+    }
+    term.insert(0, "grand mean".into());
+    value.insert(0, Some(grand));
+    n.insert(0, rows.len() as u32);
+    Ok(Some(df!("term" => term, "value" => value, "n" => n)?))
 }

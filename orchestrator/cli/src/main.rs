@@ -79,6 +79,10 @@ enum Command {
         /// `metric,tok_s,wall_s`); tok/s is maximised, the rest minimised (`+col` / `-col` to say).
         #[arg(long, value_delimiter = ',')]
         pareto: Vec<String>,
+        /// For a full grid over two or more swept paths: print the main effects and two-way
+        /// interactions of the metric.
+        #[arg(long)]
+        effects: bool,
         /// With --group-by: also write the pairwise comparisons as CSV.
         #[arg(long)]
         pairs_csv: Option<PathBuf>,
@@ -455,6 +459,7 @@ fn main() -> ExitCode {
             group_by,
             varying_only,
             pareto,
+            effects,
             pairs_csv,
             csv,
             parquet,
@@ -464,6 +469,11 @@ fn main() -> ExitCode {
             let result = (|| -> anyhow::Result<()> {
                 let target = results::resolve(&sweep, storage)?;
                 let trials = rt.block_on(results::trials_frame(&target))?;
+                let effects_table = if effects {
+                    compare::effects(&trials)?
+                } else {
+                    None
+                };
                 let mut table = match &group_by {
                     Some(key) => {
                         let c = compare::compare(&trials, key, target.goal_max)?;
@@ -495,6 +505,20 @@ fn main() -> ExitCode {
                 };
                 if group_by.is_none() {
                     table::print_frame(&table);
+                }
+                if effects {
+                    match effects_table {
+                        Some(e) => {
+                            println!(
+                                "\nmain effects and two-way interactions of {} (full grid):",
+                                target.metric
+                            );
+                            table::print_frame(&e);
+                        }
+                        None => eprintln!(
+                            "--effects: not a full grid over two or more swept paths; no effects table"
+                        ),
+                    }
                 }
                 results::export(
                     &mut table,

@@ -298,6 +298,22 @@ print(json.dumps(out))
         "the ranked first trial is on the front: {f}"
     );
     assert_eq!(marks.iter().filter(|m| **m == "true").count(), 1, "{f}");
+    // --effects: the grid's main effects and interactions
+    let o = Command::new(bin("mixsweep"))
+        .args(["results", "grid", "--effects", "--storage"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for want in [
+        "main effects",
+        "grand mean",
+        "training.lr=0.001",
+        "model_dim=64 × training.lr=0.003",
+    ] {
+        assert!(out.contains(want), "{want} missing:\n{out}");
+    }
     // an unknown grouping key names the ones there are
     let o = Command::new(bin("mixsweep"))
         .args(["results", "grid", "--group-by", "training.lrr", "--storage"])
