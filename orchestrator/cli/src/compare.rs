@@ -267,79 +267,6 @@ pub fn varying_only(df: &DataFrame) -> Result<DataFrame> {
     Ok(df.select(keep)?)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn effects_of_an_additive_grid() {
-        // metric = 2 + (lr: -0.1 | +0.1) + (dim: +0.05 | -0.05) + interaction 0.02 on (0.003, 64)
-        let lr = ["0.001", "0.001", "0.003", "0.003"];
-        let dim = ["32", "64", "32", "64"];
-        let metric = [
-            2.0 - 0.1 + 0.05,
-            2.0 - 0.1 - 0.05,
-            2.0 + 0.1 + 0.05,
-            2.0 + 0.1 - 0.05 + 0.02,
-        ];
-        let df = df!(
-            "trial" => ["a", "b", "c", "d"],
-            "metric" => metric.to_vec(),
-            "training.lr" => lr.to_vec(),
-            "model_dim" => dim.to_vec(),
-        )
-        .unwrap();
-        let e = effects(&df).unwrap().expect("a full grid");
-        let terms = e.column("term").unwrap().str().unwrap().clone();
-        let values = e.column("value").unwrap().f64().unwrap().clone();
-        let get = |t: &str| -> f64 {
-            let i = (0..terms.len())
-                .find(|&i| terms.get(i) == Some(t))
-                .unwrap_or_else(|| panic!("{t}"));
-            values.get(i).unwrap()
-        };
-        let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-12, "{a} vs {b}");
-        close(get("grand mean"), 2.005);
-        close(get("training.lr=0.003"), 0.105);
-        close(get("model_dim=32"), 0.045);
-        // the interaction is spread over the four cells: +0.005 on the diagonal, -0.005 off it
-        close(get("training.lr=0.003 × model_dim=64"), 0.005);
-        close(get("training.lr=0.001 × model_dim=64"), -0.005);
-        // not a full grid: no table
-        let partial = df.slice(0, 3);
-        assert!(effects(&partial).unwrap().is_none());
-    }
-
-    #[test]
-    fn pareto_front_of_loss_and_size() {
-        let df = df!(
-            "trial" => ["a", "b", "c", "d", "e"],
-            "metric" => [Some(2.0), Some(1.5), Some(2.5), Some(1.5), None],
-            "params" => [100u64, 300, 50, 400, 10],
-            "tok_s" => [10.0, 20.0, 30.0, 5.0, 50.0],
-        )
-        .unwrap();
-        let front = |specs: &[&str]| -> Vec<bool> {
-            let specs: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
-            let out = pareto(&df, &specs).unwrap();
-            let c = out.column("pareto").unwrap().bool().unwrap().clone();
-            (0..c.len()).map(|i| c.get(i).unwrap()).collect()
-        };
-        // d ties b on the metric and is larger: dominated; e has no metric
-        assert_eq!(
-            front(&["metric", "params"]),
-            [true, true, true, false, false]
-        );
-        // tok_s is maximised: c (faster, smaller) dominates a
-        assert_eq!(
-            front(&["metric", "tok_s"]),
-            [false, true, true, false, false]
-        );
-        assert!(pareto(&df, &["metric".into()]).is_err());
-        assert!(pareto(&df, &["metric".into(), "nope".into()]).is_err());
-    }
-}
-
 /// The swept paths of a trial table (its columns beyond the base ones).
 fn factors(df: &DataFrame) -> Vec<String> {
     df.get_column_names()
@@ -426,4 +353,77 @@ pub fn effects(trials: &DataFrame) -> Result<Option<DataFrame>> {
     value.insert(0, Some(grand));
     n.insert(0, rows.len() as u32);
     Ok(Some(df!("term" => term, "value" => value, "n" => n)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn effects_of_an_additive_grid() {
+        // metric = 2 + (lr: -0.1 | +0.1) + (dim: +0.05 | -0.05) + interaction 0.02 on (0.003, 64)
+        let lr = ["0.001", "0.001", "0.003", "0.003"];
+        let dim = ["32", "64", "32", "64"];
+        let metric = [
+            2.0 - 0.1 + 0.05,
+            2.0 - 0.1 - 0.05,
+            2.0 + 0.1 + 0.05,
+            2.0 + 0.1 - 0.05 + 0.02,
+        ];
+        let df = df!(
+            "trial" => ["a", "b", "c", "d"],
+            "metric" => metric.to_vec(),
+            "training.lr" => lr.to_vec(),
+            "model_dim" => dim.to_vec(),
+        )
+        .unwrap();
+        let e = effects(&df).unwrap().expect("a full grid");
+        let terms = e.column("term").unwrap().str().unwrap().clone();
+        let values = e.column("value").unwrap().f64().unwrap().clone();
+        let get = |t: &str| -> f64 {
+            let i = (0..terms.len())
+                .find(|&i| terms.get(i) == Some(t))
+                .unwrap_or_else(|| panic!("{t}"));
+            values.get(i).unwrap()
+        };
+        let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        close(get("grand mean"), 2.005);
+        close(get("training.lr=0.003"), 0.105);
+        close(get("model_dim=32"), 0.045);
+        // the interaction is spread over the four cells: +0.005 on the diagonal, -0.005 off it
+        close(get("training.lr=0.003 × model_dim=64"), 0.005);
+        close(get("training.lr=0.001 × model_dim=64"), -0.005);
+        // not a full grid: no table
+        let partial = df.slice(0, 3);
+        assert!(effects(&partial).unwrap().is_none());
+    }
+
+    #[test]
+    fn pareto_front_of_loss_and_size() {
+        let df = df!(
+            "trial" => ["a", "b", "c", "d", "e"],
+            "metric" => [Some(2.0), Some(1.5), Some(2.5), Some(1.5), None],
+            "params" => [100u64, 300, 50, 400, 10],
+            "tok_s" => [10.0, 20.0, 30.0, 5.0, 50.0],
+        )
+        .unwrap();
+        let front = |specs: &[&str]| -> Vec<bool> {
+            let specs: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
+            let out = pareto(&df, &specs).unwrap();
+            let c = out.column("pareto").unwrap().bool().unwrap().clone();
+            (0..c.len()).map(|i| c.get(i).unwrap()).collect()
+        };
+        // d ties b on the metric and is larger: dominated; e has no metric
+        assert_eq!(
+            front(&["metric", "params"]),
+            [true, true, true, false, false]
+        );
+        // tok_s is maximised: c (faster, smaller) dominates a
+        assert_eq!(
+            front(&["metric", "tok_s"]),
+            [false, true, true, false, false]
+        );
+        assert!(pareto(&df, &["metric".into()]).is_err());
+        assert!(pareto(&df, &["metric".into(), "nope".into()]).is_err());
+    }
 }
