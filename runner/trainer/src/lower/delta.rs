@@ -100,16 +100,8 @@ pub fn delta_scan(s: &DeltaScan, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<
     let last = gamma.slice_axis(3, l - 1, l)?; // γ_L [B, H, C, 1]
     let k_end = last.sub(&gamma)?.exp()?.expand_dims(-1)?.mul(&k)?;
     let decay_end = last.exp()?.expand_dims(-1)?; // [B, H, C, 1, 1]
-    let mut state = match ctx.state() {
-        Some(State::Hidden(h)) => h.clone(),
-        _ => Array::zeros(&[bsz, heads, dk, dv], Dtype::F32)?,
-    };
-    let pick = |x: &Array, c: usize| -> Result<Array> {
-        let sh = x.shape();
-        let mut out: Vec<i32> = vec![sh[0] as i32, sh[1] as i32];
-        out.extend(sh[3..].iter().map(|&d| d as i32));
-        x.slice_axis(2, c, c + 1)?.reshape(&out)
-    };
+    let mut state = initial_state(ctx, [bsz, heads, dk, dv])?;
+    let pick = chunk_at;
     let mut outs = Vec::with_capacity(chunks);
     for c in 0..chunks {
         let delta = pick(&u, c)?.sub(&pick(&w, c)?.matmul(&state)?)?; // [B, H, L, dv]
@@ -121,10 +113,38 @@ pub fn delta_scan(s: &DeltaScan, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<
         let carried = pick(&decay_end, c)?.mul(&state)?;
         state = carried.add(&swap_last(&pick(&k_end, c)?)?.matmul(&delta)?)?;
     }
+    finish(ctx, state, &outs, t, inputs[2].dtype()?)
+}
+
+/// The saved per-head state `[B, H, d_k, d_v]` when decoding, zeros otherwise.
+pub(super) fn initial_state(ctx: &Ctx<'_>, shape: [usize; 4]) -> Result<Array> {
+    match ctx.state() {
+        Some(State::Hidden(h)) => Ok(h.clone()),
+        _ => Array::zeros(&shape, Dtype::F32),
+    }
+}
+
+/// Chunk `c` of `x [B, H, C, ...]` as `[B, H, ...]`.
+pub(super) fn chunk_at(x: &Array, c: usize) -> Result<Array> {
+    let sh = x.shape();
+    let mut out: Vec<i32> = vec![sh[0] as i32, sh[1] as i32];
+    out.extend(sh[3..].iter().map(|&d| d as i32));
+    x.slice_axis(2, c, c + 1)?.reshape(&out)
+}
+
+/// Saves the final state (when decoding) and joins the chunks' outputs `[B, H, L, d_v]` into
+/// `[B, T, H, d_v]` of `dtype`.
+pub(super) fn finish(
+    ctx: &mut Ctx<'_>,
+    state: Array,
+    outs: &[Array],
+    t: usize,
+    dtype: Dtype,
+) -> Result<Array> {
     if ctx.decoding() {
         ctx.save(State::Hidden(state));
     }
     let refs: Vec<&Array> = outs.iter().collect();
     let o = concatenate(&refs, 2)?.slice_axis(2, 0, t)?; // [B, H, T, dv]
-    o.transpose(&[0, 2, 1, 3])?.astype(inputs[2].dtype()?)
+    o.transpose(&[0, 2, 1, 3])?.astype(dtype)
 }

@@ -12,10 +12,10 @@
 //! boundary states exist (not one `[d_k, d_v]` state per step); the state passes chunk to chunk.
 //! When decoding, it continues from the saved `S` and is saved again. Float32.
 
-use super::delta::{chunked, masks, swap_last};
+use super::Ctx;
+use super::delta::{chunk_at, chunked, finish, initial_state, masks, swap_last};
 use super::recurrent::SCAN_LOG_BUDGET;
-use super::{Ctx, State};
-use mixsweep_mlx::{Array, Dtype, Result, concatenate, where_};
+use mixsweep_mlx::{Array, Dtype, Result, where_};
 use mixsweep_model::ops::GlaScan;
 
 pub fn gla_scan(s: &GlaScan, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<Array> {
@@ -44,26 +44,13 @@ pub fn gla_scan(s: &GlaScan, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<Arra
     let end = cum.slice_axis(3, l - 1, l)?; // b_L [B, H, C, 1, dk]
     let k_end = k.mul(&end.sub(&cum)?.exp()?)?;
     let decay_end = swap_last(&end.exp()?)?; // [B, H, C, dk, 1]
-    let mut state = match ctx.state() {
-        Some(State::Hidden(h)) => h.clone(),
-        _ => Array::zeros(&[bsz, heads, dk, dv], Dtype::F32)?,
-    };
-    let pick = |x: &Array, c: usize| -> Result<Array> {
-        let sh = x.shape();
-        let mut out: Vec<i32> = vec![sh[0] as i32, sh[1] as i32];
-        out.extend(sh[3..].iter().map(|&d| d as i32));
-        x.slice_axis(2, c, c + 1)?.reshape(&out)
-    };
+    let mut state = initial_state(ctx, [bsz, heads, dk, dv])?;
+    let pick = chunk_at;
     let mut outs = Vec::with_capacity(chunks);
     for c in 0..chunks {
         outs.push(pick(&qb, c)?.matmul(&state)?.add(&pick(&intra, c)?)?);
         let carried = pick(&decay_end, c)?.mul(&state)?;
         state = carried.add(&swap_last(&pick(&k_end, c)?)?.matmul(&pick(&v, c)?)?)?;
     }
-    if ctx.decoding() {
-        ctx.save(State::Hidden(state));
-    }
-    let refs: Vec<&Array> = outs.iter().collect();
-    let o = concatenate(&refs, 2)?.slice_axis(2, 0, t)?;
-    o.transpose(&[0, 2, 1, 3])?.astype(inputs[2].dtype()?)
+    finish(ctx, state, &outs, t, inputs[2].dtype()?)
 }
