@@ -161,3 +161,17 @@ pub fn silu_tail(b: &mut Builder, ctx: &BlockCtx<'_>, x: ValueId) -> R<ValueId> 
     let y = b.matmul("ff2_out", a, ff2)?;
     b.add("ffn_residual", x, y)
 }
+
+/// The `dt_min`, `dt_max` fields of an SSM block (Mamba's defaults 0.001 and 0.1), checked
+/// `0 < dt_min <= dt_max`.
+pub fn dt_range(f: &mut crate::json::Fields<'_>) -> Result<(f32, f32), crate::error::ConfigError> {
+    let dt_min = f.f64("dt_min")?.unwrap_or(0.001);
+    let dt_max = f.f64("dt_max")?.unwrap_or(0.1);
+    if !(dt_min > 0.0 && dt_min <= dt_max) {
+        return Err(f.error(
+            "dt_min",
+            format!("need 0 < dt_min <= dt_max (got dt_min={dt_min}, dt_max={dt_max})"),
+        ));
+    }
+    Ok((dt_min as f32, dt_max as f32))
+}

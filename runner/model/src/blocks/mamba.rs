@@ -61,21 +61,14 @@ fn parse(f: &mut Fields<'_>, dims: &ModelDims) -> Result<Box<dyn Block>, ConfigE
             )
             .with_hint("use a value between 1 and 16 (default 8)"));
     }
-    let dt_min = f.f64("dt_min")?.unwrap_or(0.001);
-    let dt_max = f.f64("dt_max")?.unwrap_or(0.1);
-    if !(dt_min > 0.0 && dt_min <= dt_max) {
-        return Err(f.error(
-            "dt_min",
-            format!("need 0 < dt_min <= dt_max (got dt_min={dt_min}, dt_max={dt_max})"),
-        ));
-    }
+    let (dt_min, dt_max) = kit::dt_range(f)?;
     Ok(Box::new(Mamba {
         inner_dim,
         state_size,
         conv_kernel,
         dt_rank,
-        dt_min: dt_min as f32,
-        dt_max: dt_max as f32,
+        dt_min,
+        dt_max,
         scan_chunk,
     }))
 }

@@ -95,22 +95,15 @@ fn parse(f: &mut Fields<'_>, dims: &ModelDims) -> Result<Box<dyn Block>, ConfigE
             .error("bidirectional", "bidirectional Mamba-3 is not supported")
             .with_hint("mixsweep trains causal language models; remove the field"));
     }
-    let dt_min = f.f64("dt_min")?.unwrap_or(0.001);
-    let dt_max = f.f64("dt_max")?.unwrap_or(0.1);
-    if !(dt_min > 0.0 && dt_min <= dt_max) {
-        return Err(f.error(
-            "dt_min",
-            format!("need 0 < dt_min <= dt_max (got dt_min={dt_min}, dt_max={dt_max})"),
-        ));
-    }
+    let (dt_min, dt_max) = kit::dt_range(f)?;
     Ok(Box::new(Mamba3Canonical {
         inner_dim,
         state_size,
         n_groups,
         dt_rank,
         conv_kernel: use_conv.then_some(conv_kernel),
-        dt_min: dt_min as f32,
-        dt_max: dt_max as f32,
+        dt_min,
+        dt_max,
     }))
 }
 
