@@ -42,12 +42,7 @@ type Extra = BTreeMap<String, (u64, Vec<f64>)>;
 
 fn collect(trials: &DataFrame, key: &str) -> Result<(BySeed, Extra)> {
     let Ok(label) = trials.column(key) else {
-        let known: Vec<String> = trials
-            .get_column_names()
-            .iter()
-            .map(|c| c.to_string())
-            .filter(|c| c == "variant" || !BASE_COLUMNS.contains(&c.as_str()))
-            .collect();
+        let known = factors(trials);
         bail!(
             "--group-by {key:?}: no such column; group by `variant` or a swept path of this sweep ({})",
             if known.is_empty() {
