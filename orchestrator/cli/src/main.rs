@@ -8,10 +8,9 @@
 //!
 //! Exit codes: 0 ok, 1 some trials failed, 2 the sweep or a config in it is invalid, 130 interrupted.
 
+mod backend;
 mod compare;
 mod diff;
-mod docker;
-mod kubernetes;
 mod lease;
 mod process;
 mod results;
@@ -48,9 +47,12 @@ enum Command {
         /// Storage root to read trial states from (default: the sweep's `storage`, else ./mixsweep-runs).
         #[arg(long)]
         storage: Option<String>,
-        /// With --manifests: print the Job manifests this backend would submit (kubernetes).
-        #[arg(long, value_parser = ["kubernetes"])]
+        /// With --manifests or --scripts: the backend whose submissions to print (kubernetes, slurm).
+        #[arg(long, value_parser = ["kubernetes", "slurm"])]
         backend: Option<String>,
+        /// Print the Slurm batch script of every trial (`--backend slurm`), for review.
+        #[arg(long, requires = "backend")]
+        scripts: bool,
         /// Print the exact Kubernetes Job manifests (YAML documents), for review or `kubectl apply`.
         #[arg(long, requires = "backend")]
         manifests: bool,
@@ -128,7 +130,7 @@ enum Command {
         #[arg(long)]
         quiet: bool,
         /// Where trials run (default: the sweep's `backend`, else local).
-        #[arg(long, value_parser = ["local", "docker", "kubernetes"])]
+        #[arg(long, value_parser = ["local", "docker", "kubernetes", "slurm"])]
         backend: Option<String>,
         /// Runner image for container backends (default: the sweep's `image`, else mixsweep-runner:cpu).
         #[arg(long)]
@@ -604,15 +606,16 @@ fn main() -> ExitCode {
                 },
                 wait,
                 quiet,
-                runner: run::find_runner(),
+                runner: backend::find_runner(),
                 backend: backend.map(|b| match b.as_str() {
                     "docker" => mixsweep_sweep::spec::Backend::Docker,
                     "kubernetes" => mixsweep_sweep::spec::Backend::Kubernetes,
+                    "slurm" => mixsweep_sweep::spec::Backend::Slurm,
                     _ => mixsweep_sweep::spec::Backend::Local,
                 }),
                 image,
                 keep_failed,
-                kube: kubernetes::KubeTarget { context, namespace },
+                kube: backend::kubernetes::KubeTarget { context, namespace },
             };
             match rt.block_on(run::run(opts)) {
                 Ok((sweep, storage, outcomes, interrupted)) => {
@@ -646,6 +649,7 @@ fn main() -> ExitCode {
             storage,
             backend: _,
             manifests,
+            scripts,
             namespace,
             image,
         } => match load_showing_progress(&sweep) {
@@ -654,11 +658,25 @@ fn main() -> ExitCode {
                     .clone()
                     .or_else(|| s.spec.storage.clone())
                     .unwrap_or_else(|| "./mixsweep-runs".into());
+                if scripts {
+                    return match backend::slurm::plan_scripts(&s, &root) {
+                        Ok(text) => {
+                            print!("{text}");
+                            ExitCode::SUCCESS
+                        }
+                        Err(e) => {
+                            eprintln!("error: {}: {e:#}", sweep.display());
+                            ExitCode::from(2)
+                        }
+                    };
+                }
                 if manifests {
                     let ns = namespace
                         .or_else(|| s.spec.kubernetes.namespace.clone())
                         .unwrap_or_else(|| "default".into());
-                    return match kubernetes::manifests(&s.spec, &s.trials, image, &root, &ns) {
+                    return match backend::kubernetes::manifests(
+                        &s.spec, &s.trials, image, &root, &ns,
+                    ) {
                         Ok(jobs) => {
                             for job in jobs {
                                 match serde_saphyr::to_string(&job) {

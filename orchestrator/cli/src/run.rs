@@ -1,7 +1,8 @@
 //! `mixsweep run`: plans the sweep, derives each trial's state from storage, and runs the trials that
 //! are not done, `max_parallel` at a time, on a backend: `local` runs `mixsweep-runner train` child
 //! processes (default: one per GPU with `CUDA_VISIBLE_DEVICES` set per trial, or one on CPU);
-//! `docker` runs each trial in a container ([`crate::docker`]).
+//! `docker`, `kubernetes` and `slurm` run each trial in a container, a Job or a batch job
+//! ([`crate::backend`]).
 //!
 //! * Runtime failures (runner exit code 1, a crash, a killed container, an engine error) are retried up
 //!   to `retries` times with backoff (2 s, 4 s, ...); config and data errors (exit code 2), OOM kills and
@@ -17,6 +18,7 @@
 //!   (after its retries, `MIXSWEEP_STORAGE_TIMEOUT`), no new trial starts, finished results stay in
 //!   their work folder and the next run stores them before anything else.
 
+use crate::backend::{AttemptCtx, AttemptEnd, Backend, Ending};
 use crate::storage::{Storage, TrialState, TrialStates};
 use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -62,56 +64,9 @@ pub struct RunOptions {
     /// Keep the containers of failed trials (container backends).
     pub keep_failed: bool,
     /// `--context` / `--namespace` for the kubernetes backend.
-    pub kube: crate::kubernetes::KubeTarget,
+    pub kube: crate::backend::kubernetes::KubeTarget,
     /// Wait for another run of the sweep to finish instead of refusing to start.
     pub wait: bool,
-}
-
-/// How one attempt ended, whatever ran it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct AttemptEnd {
-    /// The runner's exit code (`None`: killed by a signal, or never started).
-    pub code: Option<i32>,
-    /// Stopped by us (Ctrl-C or time-out).
-    pub interrupted: bool,
-    pub timed_out: bool,
-    /// The container was killed for exceeding its memory limit.
-    pub oom: bool,
-    /// The node went away or the pod was preempted/evicted: run again without counting the attempt.
-    pub preempted: Option<String>,
-    /// The backend failed in a way of its own (engine error, image pull, unschedulable).
-    pub failure: Option<Failure>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
-    /// The trial state recorded in `attempt.json` (`engine_error`, `image_pull`, `unschedulable`).
-    pub state: &'static str,
-    pub message: String,
-    pub retryable: bool,
-}
-
-impl AttemptEnd {
-    pub fn engine(message: String, retryable: bool) -> AttemptEnd {
-        Self::failed("engine_error", message, retryable)
-    }
-
-    pub fn failed(state: &'static str, message: String, retryable: bool) -> AttemptEnd {
-        AttemptEnd {
-            failure: Some(Failure {
-                state,
-                message,
-                retryable,
-            }),
-            ..Default::default()
-        }
-    }
-}
-
-enum Backend {
-    Local,
-    Docker(Box<crate::docker::DockerBackend>),
-    Kubernetes(Box<crate::kubernetes::KubernetesBackend>),
 }
 
 /// How one trial ended (this invocation).
@@ -128,79 +83,6 @@ pub enum Outcome {
     NotStarted,
     /// The loss blew up (final: the same trial diverges again).
     Diverged(String),
-}
-
-fn signal(child: &tokio::process::Child, sig: i32) {
-    if let Some(pid) = child.id() {
-        crate::process::signal_group(pid, sig);
-    }
-}
-
-/// The `mixsweep-runner train` arguments of a trial run in a container (docker, kubernetes): the config
-/// from the trial's storage URL, artifacts back to it, metrics as JSON lines on stdout for the live view.
-pub fn container_train_args(
-    trial_url: &str,
-    train: String,
-    val: Option<String>,
-    profile: bool,
-    full_eval: bool,
-) -> Vec<String> {
-    let mut args = vec![
-        "train".to_string(),
-        "--config".into(),
-        format!("{trial_url}/config.json"),
-        "--train".into(),
-        train,
-    ];
-    if let Some(v) = val {
-        args.extend(["--val".into(), v]);
-    }
-    args.extend([
-        "--out".into(),
-        "/tmp/out".into(),
-        "--artifacts".into(),
-        trial_url.to_string(),
-        "--quiet".into(),
-        "--progress-json".into(),
-        // continue an interrupted attempt from the resume point it uploaded, if there is one
-        "--resume".into(),
-    ]);
-    if profile {
-        args.extend(["--cpuprofile".into(), "/tmp/out/cpu.pb".into()]);
-    }
-    if full_eval {
-        args.push("--eval".into());
-    }
-    args
-}
-
-/// Finds `mixsweep-runner`: `MIXSWEEP_RUNNER`, then next to this executable, then `PATH`.
-pub fn find_runner() -> PathBuf {
-    if let Some(p) = std::env::var_os("MIXSWEEP_RUNNER") {
-        return PathBuf::from(p);
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        let sibling = exe.with_file_name("mixsweep-runner");
-        if sibling.is_file() {
-            return sibling;
-        }
-    }
-    PathBuf::from("mixsweep-runner")
-}
-
-fn gpu_count() -> usize {
-    std::process::Command::new("nvidia-smi")
-        .arg("-L")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter(|l| l.starts_with("GPU "))
-                .count()
-        })
-        .unwrap_or(0)
 }
 
 struct Shared {
@@ -342,23 +224,6 @@ fn label(t: &Trial) -> String {
     )
 }
 
-/// Reads metrics lines appended since `offset`.
-fn new_metrics(path: &Path, offset: &mut usize) -> Vec<serde_json::Value> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return vec![];
-    };
-    if text.len() <= *offset {
-        return vec![];
-    }
-    let fresh = &text[*offset..];
-    let complete = fresh.rfind('\n').map_or(0, |i| i + 1);
-    *offset += complete;
-    fresh[..complete]
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 /// Writes the trial's work folder and stores its `config.json` (the container backends' runners read
 /// it from there); a local attempt also fetches the resume point of an interrupted attempt (and the
 /// metrics it continues). Every error here is a storage (or local disk) error.
@@ -373,7 +238,7 @@ async fn prepare_attempt(shared: &Shared, t: &Trial, work: &Path) -> Result<()> 
         .storage
         .put(&format!("trials/{}/config.json", t.id), config)
         .await?;
-    if matches!(shared.backend, Backend::Local) {
+    if shared.backend.uses_work_folder() {
         mixsweep_store::fetch_resume(
             &shared.storage,
             &format!("trials/{}", t.id),
@@ -382,141 +247,6 @@ async fn prepare_attempt(shared: &Shared, t: &Trial, work: &Path) -> Result<()> 
         .await?;
     }
     Ok(())
-}
-
-/// One attempt on the trial's backend.
-async fn attempt(
-    shared: &Shared,
-    t: &Trial,
-    work: &Path,
-    bar: &ProgressBar,
-    gpu: Option<usize>,
-) -> Result<AttemptEnd> {
-    match &shared.backend {
-        Backend::Local => attempt_local(shared, t, work, bar, gpu).await,
-        Backend::Kubernetes(k) => Ok(k
-            .attempt(
-                &shared.sweep_name,
-                t,
-                work,
-                shared.profile,
-                &shared.stop,
-                &|m| shared.on_metrics(bar, t, m),
-                &|line| shared.log(line),
-            )
-            .await),
-        Backend::Docker(d) => Ok(d
-            .attempt(
-                &shared.sweep_name,
-                t,
-                work,
-                shared.profile,
-                gpu,
-                &shared.stop,
-                shared.timeout,
-                &|m| shared.on_metrics(bar, t, m),
-                &|line| shared.log(line),
-            )
-            .await),
-    }
-}
-
-/// Jobs in flight at once on Kubernetes unless the sweep sets `max_parallel` (more would wait in the
-/// cluster's queue and could hit `schedule_timeout`).
-const KUBERNETES_PARALLEL: usize = 4;
-
-/// One local attempt: a `mixsweep-runner train` child process.
-async fn attempt_local(
-    shared: &Shared,
-    t: &Trial,
-    work: &Path,
-    bar: &ProgressBar,
-    gpu: Option<usize>,
-) -> Result<AttemptEnd> {
-    let stdout = std::fs::File::create(work.join("stdout.log"))?;
-    let stderr = std::fs::File::create(work.join("stderr.log"))?;
-    let mut cmd = tokio::process::Command::new(&shared.runner);
-    cmd.arg("train")
-        .arg("--config")
-        .arg(work.join("config.json"))
-        .arg("--train")
-        .arg(t.train());
-    if let Some(v) = &t.val() {
-        cmd.arg("--val").arg(&**v);
-    }
-    cmd.arg("--out")
-        .arg(work.join("out"))
-        .arg("--quiet")
-        .arg("--resume");
-    if shared.full_eval {
-        cmd.arg("--eval");
-    }
-    if shared.profile {
-        cmd.arg("--cpuprofile").arg(work.join("out/cpu.pb"));
-    }
-    cmd.stdout(stdout)
-        .stderr(stderr)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    if let Some(g) = gpu {
-        cmd.env("CUDA_VISIBLE_DEVICES", g.to_string());
-    }
-    // Concurrent trials share compiled CUDA kernels safely (see the runner's kernel_cache).
-    if std::env::var_os("MIXSWEEP_KERNEL_CACHE").is_none()
-        && std::env::var_os("MLX_PTX_CACHE_DIR").is_none()
-    {
-        cmd.env(
-            "MIXSWEEP_KERNEL_CACHE",
-            mixsweep_store::default_cache_dir().join("mlx-kernels/local"),
-        );
-    }
-    let mut watch = crate::process::detach_and_watch(&mut cmd)?;
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", shared.runner.display()))?;
-    watch.spawned();
-    if let Some(pid) = child.id() {
-        std::fs::write(work.join("runner.pid"), pid.to_string())?;
-    }
-    let started = Instant::now();
-    let metrics = work.join("out/metrics.jsonl");
-    let mut offset = 0usize;
-    let mut interrupted = false;
-    let mut timed_out = false;
-    let mut signalled_at: Option<Instant> = None;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            drop(watch);
-            let _ = std::fs::remove_file(work.join("runner.pid"));
-            for m in new_metrics(&metrics, &mut offset) {
-                shared.on_metrics(bar, t, &m);
-            }
-            return Ok(AttemptEnd {
-                code: status.code(),
-                interrupted,
-                timed_out,
-                ..Default::default()
-            });
-        }
-        for m in new_metrics(&metrics, &mut offset) {
-            shared.on_metrics(bar, t, &m);
-        }
-        if !interrupted && shared.stop.load(Ordering::SeqCst) {
-            interrupted = true;
-            signal(&child, libc::SIGINT);
-            signalled_at = Some(Instant::now());
-        }
-        if !interrupted && shared.timeout.is_some_and(|d| started.elapsed() > d) {
-            timed_out = true;
-            interrupted = true;
-            signal(&child, libc::SIGINT);
-            signalled_at = Some(Instant::now());
-        }
-        if signalled_at.is_some_and(|s| s.elapsed() > Duration::from_secs(30)) {
-            child.start_kill()?;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// A trial's progress from one metrics record: `variant seed=N loss=.. val=.. tok/s=..`.
@@ -532,48 +262,6 @@ fn progress_text(t: &Trial, m: &serde_json::Value) -> String {
         msg += &format!(" tok/s={}", crate::table::human(r));
     }
     msg
-}
-
-/// How an attempt ended, as recorded in `attempt.json`: `(status, error, retryable)`.
-fn classify(
-    result: &Result<AttemptEnd>,
-    summary_status: Option<&str>,
-) -> (&'static str, Option<String>, bool) {
-    match result {
-        Ok(AttemptEnd { code: Some(0), .. }) => ("completed", None, false),
-        Ok(AttemptEnd { timed_out: true, .. }) => ("timeout", Some("timed out".to_string()), false),
-        Ok(AttemptEnd {
-            interrupted: true, ..
-        }) => ("interrupted", None, false),
-        Ok(AttemptEnd { oom: true, .. }) => (
-            "oom",
-            Some("out of memory: the container was OOM-killed (raise `memory`, or lower training.batch_tokens)".to_string()),
-            false,
-        ),
-        Ok(AttemptEnd {
-            failure: Some(f), ..
-        }) => (f.state, Some(f.message.clone()), f.retryable),
-        // The same config, data and seed diverge again: final, not retried.
-        Ok(_) if summary_status == Some("diverged") => (
-            "diverged",
-            Some("the loss diverged (see summary.json)".to_string()),
-            false,
-        ),
-        Ok(AttemptEnd { code: Some(2), .. }) => (
-            "failed",
-            Some("config or data error (see stderr.log)".to_string()),
-            false,
-        ),
-        Ok(AttemptEnd { code, .. }) => (
-            "failed",
-            Some(match code {
-                Some(c) => format!("runner exited with {c} (see stderr.log)"),
-                None => "runner was killed (see stderr.log)".to_string(),
-            }),
-            true,
-        ),
-        Err(e) => ("failed", Some(format!("{e:#}")), true),
-    }
 }
 
 /// The last three lines of the attempt's stderr, joined.
@@ -678,15 +366,17 @@ async fn attempts(
     gpu: Option<usize>,
 ) -> Outcome {
     let (mut n, mut preemptions) = (0usize, 0usize);
+    let mut last_error: Option<String> = None;
     loop {
         if n > 0 {
             let wait = Duration::from_secs(2u64.pow(n as u32));
             shared.log(format!(
-                "retrying {} in {}s (attempt {}/{})",
+                "retrying {} in {}s (attempt {}/{}) after: {}",
                 label(t),
                 wait.as_secs(),
                 n + 1,
-                shared.retries + 1
+                shared.retries + 1,
+                last_error.as_deref().unwrap_or("a failure")
             ));
             tokio::time::sleep(wait).await;
         }
@@ -700,7 +390,22 @@ async fn attempts(
             shared.storage_failure(format!("{e:#}"));
             return Outcome::NotStarted;
         }
-        let result = attempt(shared, t, work, bar, gpu).await;
+        let on_metrics = |m: &serde_json::Value| shared.on_metrics(bar, t, m);
+        let log = |line: String| shared.log(line);
+        let ctx = AttemptCtx {
+            sweep: &shared.sweep_name,
+            trial: t,
+            work,
+            gpu,
+            runner: &shared.runner,
+            profile: shared.profile,
+            full_eval: shared.full_eval,
+            timeout: shared.timeout,
+            stop: &shared.stop,
+            on_metrics: &on_metrics,
+            log: &log,
+        };
+        let result = shared.backend.attempt(&ctx).await;
         if let Ok(AttemptEnd {
             preempted: Some(why),
             ..
@@ -718,27 +423,27 @@ async fn attempts(
             }
         }
         let summary = summary_status(shared, &t.id, work).await;
-        let (status, error, retryable) = classify(&result, summary.as_deref());
+        let (status, error, retryable) = crate::backend::classify(&result, summary.as_deref());
         let tail = stderr_tail(work);
         let record = serde_json::json!({
-            "trial": t.id, "status": status, "attempt": n + 1, "error": error, "stderr_tail": tail,
+            "trial": t.id, "status": status.as_str(), "attempt": n + 1, "error": error, "stderr_tail": tail,
             "exit_code": result.as_ref().ok().and_then(|r| r.code),
-            "backend": match shared.backend { Backend::Local => "local", Backend::Docker(_) => "docker", Backend::Kubernetes(_) => "kubernetes" },
+            "backend": shared.backend.name(),
         });
         // Written first: if storing fails, the next run stores this folder with this record.
         let _ = std::fs::write(
             work.join("attempt.json"),
             serde_json::to_vec_pretty(&record).expect("record serializes"),
         );
-        let local = matches!(shared.backend, Backend::Local);
+        let local = shared.backend.uses_work_folder();
         if let Err(e) = crate::workdir::upload(&shared.storage, &t.id, work, &record, local).await {
             shared.storage_failure(format!("{e:#}"));
             return Outcome::Unstored(work.to_path_buf());
         }
         let outcome = match status {
-            "completed" => Outcome::Done,
-            "interrupted" => Outcome::Interrupted,
-            "diverged" => Outcome::Diverged(error.unwrap_or_default()),
+            Ending::Completed => Outcome::Done,
+            Ending::Interrupted => Outcome::Interrupted,
+            Ending::Diverged => Outcome::Diverged(error.unwrap_or_default()),
             _ => Outcome::Failed(format!(
                 "{}{}",
                 error.unwrap_or_default(),
@@ -751,6 +456,9 @@ async fn attempts(
         };
         if !retryable || shared.stop.load(Ordering::SeqCst) || n >= shared.retries {
             return outcome;
+        }
+        if let Outcome::Failed(why) = &outcome {
+            last_error = Some(why.clone());
         }
         n += 1;
     }
@@ -824,37 +532,25 @@ async fn run_leased(
         .transpose()
         .map_err(anyhow::Error::msg)?;
     let backend_kind = opts.backend.unwrap_or(sweep.spec.backend);
-    let backend = match backend_kind {
-        mixsweep_sweep::spec::Backend::Local => Backend::Local,
-        mixsweep_sweep::spec::Backend::Docker => Backend::Docker(Box::new(
-            crate::docker::DockerBackend::connect(
-                &sweep.spec,
-                opts.image.clone(),
-                &root,
-                opts.keep_failed,
-            )
-            .await?,
-        )),
-        mixsweep_sweep::spec::Backend::Kubernetes => Backend::Kubernetes(Box::new(
-            crate::kubernetes::KubernetesBackend::connect(
-                &sweep.spec,
-                opts.image.clone(),
-                &root,
-                &opts.kube,
-                timeout,
-            )
-            .await?,
-        )),
-    };
+    let backend = Backend::connect(
+        backend_kind,
+        &sweep.spec,
+        opts.image.clone(),
+        &root,
+        opts.keep_failed,
+        &opts.kube,
+        timeout,
+    )
+    .await?;
     // GPU slots: the sweep's `gpus` ids (each `trials_per_gpu` times), else for local runs every GPU
     // nvidia-smi lists; `None` is a slot without a GPU of its own.
     let per_gpu = sweep.spec.trials_per_gpu.unwrap_or(1);
     let gpu_ids: Vec<usize> = match &sweep.spec.gpus {
         // On Kubernetes `gpus: N` is each pod's GPU count; the cluster places the pods.
-        _ if matches!(backend, Backend::Kubernetes(_)) => vec![],
+        _ if backend.cluster_places_gpus() => vec![],
         Some(g) => g.ids().unwrap_or_default(),
         None if matches!(backend, Backend::Local) => {
-            let n = gpu_count();
+            let n = crate::backend::gpu_count();
             if n > 1 { (0..n).collect() } else { vec![] }
         }
         None => vec![],
@@ -871,11 +567,16 @@ async fn run_leased(
     let mut max_parallel = opts
         .max_parallel
         .or(sweep.spec.max_parallel)
-        .unwrap_or(match backend {
-            Backend::Kubernetes(_) => KUBERNETES_PARALLEL,
-            _ => gpu_slots.max(1),
-        })
+        .unwrap_or(backend.default_parallel(gpu_slots))
         .max(1);
+    if let Some(q) = backend.admission_queue() {
+        if let Some(n) = opts.max_parallel.or(sweep.spec.max_parallel) {
+            eprintln!(
+                "note: max_parallel {n} is ignored: Kueue queue {q} admits the Jobs within its quota"
+            );
+        }
+        max_parallel = sweep.trials.len().max(1);
+    }
     if gpu_slots > 0 && max_parallel > gpu_slots {
         eprintln!(
             "note: max_parallel {max_parallel} > {gpu_slots} GPU slots ({} GPUs x trials_per_gpu {per_gpu}); running {gpu_slots} at a time",
@@ -933,10 +634,11 @@ async fn run_leased(
             queue.push(t.clone());
         }
     }
-    if let Backend::Docker(d) = &shared.backend {
-        let done: Vec<String> = outcomes.iter().map(|(t, _)| t.id.to_string()).collect();
-        d.remove_finished(&sweep.spec.name, &done).await;
-    }
+    let done: Vec<String> = outcomes.iter().map(|(t, _)| t.id.to_string()).collect();
+    shared
+        .backend
+        .remove_finished(&sweep.spec.name, &done)
+        .await;
     shared.counts.queued.store(queue.len(), Ordering::Relaxed);
     shared.total_steps.store(
         queue.iter().map(|t| t.steps as u64).sum(),
@@ -952,12 +654,7 @@ async fn run_leased(
             outcomes.len(),
             storage.root,
             max_parallel,
-            match &shared.backend {
-                Backend::Local => "local processes".to_string(),
-                Backend::Docker(d) => format!("docker ({})", d.image),
-                Backend::Kubernetes(k) =>
-                    format!("kubernetes (namespace {}, {})", k.namespace, k.image),
-            }
+            shared.backend.describe()
         );
     }
     // Trials start in sweep order, at most `max_parallel` at a time: the next one is launched here

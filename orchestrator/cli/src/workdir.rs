@@ -89,6 +89,8 @@ pub struct Recovered {
     pub uploaded: Vec<String>,
     /// Earlier runners that were still running and were stopped.
     pub stopped: Vec<String>,
+    /// Folders of Slurm jobs that are still queued or running (left for their trial to adopt).
+    pub adoptable: Vec<String>,
 }
 
 /// Stores the kept results of earlier runs of this sweep and removes their folders (see the
@@ -113,6 +115,15 @@ pub async fn recover(
         for trial in trials.flatten() {
             let dir = trial.path();
             let id = trial.file_name().to_string_lossy().into_owned();
+            // A Slurm job still queued or running writes here: the trial's next attempt adopts it.
+            if let Some(job) = std::fs::read_to_string(dir.join(crate::backend::slurm::JOB_FILE))
+                .ok()
+                .filter(|j| crate::backend::slurm::job_alive(j.trim()))
+            {
+                done.adoptable
+                    .push(format!("{id} (slurm job {})", job.trim()));
+                continue;
+            }
             if stop_leftover_runner(&dir).await {
                 done.stopped.push(id.clone());
             }

@@ -33,7 +33,17 @@ enum Scenario {
     ExitOne,
     /// Runs until deleted.
     Forever,
+    /// Kueue holds the suspended Job for [`ADMIT`] s, then admits it; it succeeds.
+    KueueQueued,
+    /// Kueue admits the first Job, then evicts it (suspends it again) after [`EVICT`] s of running;
+    /// the second succeeds.
+    KueueEvicted,
 }
+
+/// How long the fake Kueue keeps a suspended Job queued before admitting it.
+const ADMIT: f64 = 1.5;
+/// How long after admission the fake Kueue evicts the first Job of `KueueEvicted`.
+const EVICT: f64 = 1.5;
 
 struct FakeJob {
     job: serde_json::Value,
@@ -47,6 +57,8 @@ struct State {
     jobs: HashMap<String, FakeJob>,
     creates: HashMap<String, usize>,
     deletes: Vec<(String, String)>,
+    /// The most Jobs that existed at once.
+    most_jobs: usize,
     /// Watch requests served (jobs, pods).
     watches: (usize, usize),
     storage: PathBuf,
@@ -66,9 +78,24 @@ const PENDING: f64 = 0.8;
 const RUNNING: f64 = 2.5;
 
 impl Fake {
-    /// (job status, pod) for a Job at `age` seconds.
-    fn play(&self, name: &str, fj: &FakeJob) -> (serde_json::Value, serde_json::Value) {
+    /// Kueue's part for a Job submitted suspended: (suspended now, seconds since admission).
+    fn kueue(&self, fj: &FakeJob) -> (bool, f64) {
         let age = fj.created.elapsed().as_secs_f64();
+        if fj.job["spec"]["suspend"] != true {
+            return (false, age);
+        }
+        if age < ADMIT {
+            return (true, 0.0);
+        }
+        let since = age - ADMIT;
+        let evicted =
+            matches!(self.scenario, Scenario::KueueEvicted) && fj.generation == 0 && since > EVICT;
+        (evicted, since)
+    }
+
+    /// (job status, pod) for a Job at `age` seconds (since Kueue admitted it).
+    fn play(&self, name: &str, fj: &FakeJob) -> (serde_json::Value, serde_json::Value) {
+        let (_, age) = self.kueue(fj);
         let pod_name = format!("{name}-{}", fj.generation);
         // the pod carries the Job template's labels, plus the `job-name` Kubernetes adds
         let mut labels = fj.job["spec"]["template"]["metadata"]["labels"].clone();
@@ -95,6 +122,8 @@ impl Fake {
         let scenario = match self.scenario {
             Scenario::EvictedThenSuccess if fj.generation == 0 => Scenario::EvictedThenSuccess,
             Scenario::EvictedThenSuccess => Scenario::Success,
+            Scenario::KueueEvicted if fj.generation == 0 => Scenario::Forever,
+            Scenario::KueueQueued | Scenario::KueueEvicted => Scenario::Success,
             s => s,
         };
         match scenario {
@@ -164,7 +193,7 @@ impl Fake {
                 pod["status"]["message"] = "The node was low on resource: memory.".into();
                 (active, pod)
             }
-            Scenario::ImagePull => unreachable!(),
+            Scenario::ImagePull | Scenario::KueueQueued | Scenario::KueueEvicted => unreachable!(),
         }
     }
 
@@ -189,12 +218,21 @@ impl Fake {
     /// artifacts appear in storage as the runner would have uploaded them.
     fn job_now(&self, st: &State, name: &str) -> Option<serde_json::Value> {
         let fj = st.jobs.get(name)?;
-        let (status, _) = self.play(name, fj);
+        let (suspended, admitted_for) = self.kueue(fj);
+        let (mut status, _) = self.play(name, fj);
+        if suspended {
+            status = serde_json::json!({"conditions": [{"type": "Suspended", "status": "True",
+                "reason": if admitted_for > 0.0 { "Preempted" } else { "JobSuspended" },
+                "message": if admitted_for > 0.0 { "evicted to make room for a higher-priority workload" } else { "Job suspended" }}]});
+        }
         if status["succeeded"] == 1 {
             self.write_artifacts(&st.storage, &fj.job);
         }
         let mut job = fj.job.clone();
         job["status"] = status;
+        if fj.job["spec"]["suspend"] == true {
+            job["spec"]["suspend"] = suspended.into();
+        }
         Some(job)
     }
 
@@ -220,6 +258,7 @@ impl Fake {
         } else {
             names
                 .into_iter()
+                .filter(|n| !self.kueue(&st.jobs[*n]).0)
                 .map(|n| self.play(n, &st.jobs[n]).1)
                 .filter(matches)
                 .collect()
@@ -242,6 +281,7 @@ impl Fake {
                 *st.creates.entry(name.clone()).or_default() += 1;
                 let job: serde_json::Value = serde_json::from_slice(body).unwrap();
                 st.jobs.insert(name, FakeJob { job: job.clone(), created: Instant::now(), generation });
+                st.most_jobs = st.most_jobs.max(st.jobs.len());
                 (StatusCode::CREATED, json(job))
             }
             ("GET", ["apis", "batch", "v1", "namespaces", _, "jobs", name]) => match self.job_now(&st, name) {
@@ -269,6 +309,7 @@ impl Fake {
                 let items: Vec<serde_json::Value> = st
                     .jobs
                     .get(job)
+                    .filter(|fj| !self.kueue(fj).0)
                     .map(|fj| vec![self.play(job, fj).1])
                     .unwrap_or_default();
                 (StatusCode::OK, json(serde_json::json!({"apiVersion": "v1", "kind": "PodList",
@@ -781,5 +822,73 @@ fn local_storage_is_refused_with_a_fix() {
     assert!(
         out.contains("needs storage the pods can reach: s3://"),
         "{out}"
+    );
+}
+
+#[test]
+fn kueue_jobs_are_created_suspended_and_wait_in_the_queue() {
+    let (s, sweep) = setup(
+        Scenario::KueueQueued,
+        "kqueue",
+        "grid: {training.lr: [0.1, 0.2, 0.3]}\nmax_parallel: 1\nkubernetes: {queue: research, priority_class: high, schedule_timeout: 1s}\n",
+    );
+    for job in planned_jobs(&s, &sweep).unwrap() {
+        let labels = job.metadata.labels.unwrap();
+        assert_eq!(labels["kueue.x-k8s.io/queue-name"], "research");
+        assert_eq!(labels["kueue.x-k8s.io/priority-class"], "high");
+        assert_eq!(job.spec.unwrap().suspend, Some(true));
+    }
+    let o = run(&s, &sweep);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    // queued longer than schedule_timeout without failing: waiting for admission is not unschedulable
+    assert!(
+        out.contains("queued in Kueue queue research") && out.contains("admitted by Kueue"),
+        "{out}"
+    );
+    // Kueue's quota decides what runs, not max_parallel: all three Jobs were submitted at once
+    assert!(out.contains("max_parallel 1 is ignored"), "{out}");
+    assert_eq!(s.fake.state.lock().unwrap().most_jobs, 3);
+    for id in ids(&s, &sweep) {
+        assert_eq!(attempt(&s, &id)["status"], "completed");
+    }
+}
+
+#[test]
+fn a_job_evicted_by_kueue_runs_again_without_using_a_retry() {
+    let (s, sweep) = setup(
+        Scenario::KueueEvicted,
+        "kevict",
+        "retries: 0\nkubernetes: {queue: research}\n",
+    );
+    let o = run(&s, &sweep);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("evicted by Kueue (Preempted: evicted to make room")
+            && out.contains("not counted as a retry"),
+        "{out}"
+    );
+    let id = &ids(&s, &sweep)[0];
+    assert_eq!(
+        s.fake.state.lock().unwrap().creates[&format!("mixsweep-{id}")],
+        2
+    );
+    assert_eq!(attempt(&s, id)["status"], "completed");
+}
+
+#[test]
+fn a_priority_class_without_a_queue_is_refused() {
+    let (s, sweep) = setup(
+        Scenario::Success,
+        "kprio",
+        "kubernetes: {priority_class: high}\n",
+    );
+    let o = run(&s, &sweep);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("kubernetes.priority_class"),
+        "{}",
+        text(&o)
     );
 }

@@ -84,6 +84,30 @@ pub(crate) fn check_run_settings(spec: &SweepSpec) -> Result<(), (&'static str, 
     {
         return Err(("gpus", "with backend: kubernetes, `gpus` is the number of GPUs per trial (e.g. gpus: 1); the scheduler picks the devices".into()));
     }
+    if spec.kubernetes.priority_class.is_some() && spec.kubernetes.queue.is_none() {
+        return Err((
+            "kubernetes.priority_class",
+            "kubernetes.priority_class is Kueue's WorkloadPriorityClass and needs kubernetes.queue (for the pods' PriorityClass use priority_class_name)".into(),
+        ));
+    }
+    let slurm = &spec.slurm;
+    for (field, value) in [
+        ("slurm.time", &slurm.time),
+        ("slurm.signal_before", &slurm.signal_before),
+    ] {
+        if let Some(v) = value {
+            parse_duration(v).map_err(|e| (field, e))?;
+        }
+    }
+    if let Some(m) = &slurm.memory {
+        crate::spec::parse_memory(m).map_err(|e| ("slurm.memory", e))?;
+    }
+    if slurm.gpus == Some(0) || slurm.cpus == Some(0) {
+        return Err((
+            "slurm",
+            "slurm.gpus and slurm.cpus must be >= 1 when set".into(),
+        ));
+    }
     for name in &spec.env {
         if name.is_empty() || name.contains('=') {
             return Err((

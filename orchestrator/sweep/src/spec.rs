@@ -71,6 +71,7 @@ pub enum Backend {
     Local,
     Docker,
     Kubernetes,
+    Slurm,
 }
 
 /// Which GPUs a container backend hands to trials.
@@ -145,6 +146,52 @@ pub struct KubernetesSpec {
     /// kernels between trials, one subfolder per image: without it every pod compiles them again.
     #[serde(default)]
     pub kernel_cache: Option<String>,
+    /// A Kueue LocalQueue: Jobs are labelled for it and created suspended; Kueue admits them within its
+    /// quota (then `max_parallel` does not cap submissions), and a Job it evicts resumes later.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// Kueue's WorkloadPriorityClass for the Jobs (with `queue`).
+    #[serde(default)]
+    pub priority_class: Option<String>,
+}
+
+/// Settings of the `slurm` backend (`slurm:` in the sweep file): each trial is a batch job whose
+/// runner trains in the trial's work folder, which must be on a file system the compute nodes share
+/// with the orchestrator (set `MIXSWEEP_WORK_DIR`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmSpec {
+    #[serde(default)]
+    pub partition: Option<String>,
+    #[serde(default)]
+    pub account: Option<String>,
+    #[serde(default)]
+    pub qos: Option<String>,
+    /// GPUs per job (`--gpus`).
+    #[serde(default)]
+    pub gpus: Option<u32>,
+    /// CPUs per job (`--cpus-per-task`).
+    #[serde(default)]
+    pub cpus: Option<u32>,
+    /// Memory per job, e.g. `16g` (`--mem`).
+    #[serde(default)]
+    pub memory: Option<String>,
+    /// Time limit per job, e.g. `2h`, `30m` (`--time`, whole minutes). A trial that reaches it is
+    /// signalled ahead of the kill, writes its resume point and continues in a new job.
+    #[serde(default)]
+    pub time: Option<String>,
+    /// How long before the time limit the runner is told to stop (`--signal=B:USR1@...`); default `2m`.
+    #[serde(default)]
+    pub signal_before: Option<String>,
+    /// More `sbatch` flags, as written (e.g. `--constraint=h100`).
+    #[serde(default)]
+    pub sbatch_args: Vec<String>,
+    /// Shell lines run in the job before the runner (`module load ...`, `source venv/bin/activate`).
+    #[serde(default)]
+    pub setup: Option<String>,
+    /// The `mixsweep-runner` on the nodes (default: the one the orchestrator uses).
+    #[serde(default)]
+    pub runner: Option<String>,
 }
 
 /// A sweep file.
@@ -225,6 +272,9 @@ pub struct SweepSpec {
     /// Settings of the `kubernetes` backend.
     #[serde(default)]
     pub kubernetes: KubernetesSpec,
+    /// Settings of the `slurm` backend.
+    #[serde(default)]
+    pub slurm: SlurmSpec,
 }
 
 /// Parses a memory size: a number of bytes with an optional unit `k`, `m`, `g`, `t` (powers of 1024,

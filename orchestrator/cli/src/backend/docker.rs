@@ -20,7 +20,7 @@
 //! * Containers are removed after success and kept after a failure with `--keep-failed`; Ctrl-C sends
 //!   SIGINT to the sweep's containers (the runner stops after its current step and uploads what it has).
 
-use crate::run::AttemptEnd;
+use super::AttemptEnd;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
 use bollard::query_parameters::{
@@ -312,7 +312,7 @@ impl DockerBackend {
                 }
             }
         }
-        let cmd = crate::run::container_train_args(
+        let cmd = super::container_train_args(
             &trial_url,
             Self::data_arg(t.train()),
             t.val().map(Self::data_arg),

@@ -22,20 +22,17 @@
 //! The pods cannot see the orchestrator's disk: storage and data must be object-store URLs, or
 //! `file://` paths that the pods mount themselves (a shared volume).
 
-use crate::run::AttemptEnd;
+use crate::backend::{AttemptEnd, Ending};
 use futures::StreamExt;
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{
-    Affinity, Container, EnvFromSource, EnvVar, HostPathVolumeSource, LocalObjectReference, Pod,
-    PodSpec, PodTemplateSpec, ResourceRequirements, SecretEnvSource, Toleration, Volume,
-    VolumeMount,
-};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+mod manifest;
+
+pub use manifest::{JobSettings, job_manifest, job_name, label_value, manifests, pod_storage_url};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams, WatchEvent, WatchParams};
 use mixsweep_sweep::Trial;
-use mixsweep_sweep::spec::{GpuSpec, SweepSpec};
-use std::collections::BTreeMap;
+use mixsweep_sweep::spec::SweepSpec;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -50,222 +47,6 @@ pub const LABEL_TRIAL: &str = "mixsweep.io/trial";
 pub struct KubeTarget {
     pub context: Option<String>,
     pub namespace: Option<String>,
-}
-
-/// The Job name of a trial.
-pub fn job_name(trial_id: &str) -> String {
-    format!("mixsweep-{trial_id}")
-}
-
-/// A label value from any text: at most 63 characters of `[A-Za-z0-9._-]`, alphanumeric at both ends.
-pub fn label_value(s: &str) -> String {
-    let mut v: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(63)
-        .collect();
-    while v.ends_with(|c: char| !c.is_ascii_alphanumeric()) {
-        v.pop();
-    }
-    while v.starts_with(|c: char| !c.is_ascii_alphanumeric()) {
-        v.remove(0);
-    }
-    v
-}
-
-/// What a Job needs besides the trial.
-#[derive(Debug, Clone)]
-pub struct JobSettings {
-    pub image: String,
-    /// The storage root as the pods see it.
-    pub storage_url: String,
-    pub profile: bool,
-    pub timeout: Option<Duration>,
-}
-
-fn quantity(s: impl Into<String>) -> Quantity {
-    Quantity(s.into())
-}
-
-/// Where the node's kernel cache folder appears in the runner container.
-pub const KERNEL_CACHE_MOUNT: &str = "/mixsweep-kernels";
-
-/// The typed Job of one trial. Errors name the sweep field at fault.
-pub fn job_manifest(
-    spec: &SweepSpec,
-    settings: &JobSettings,
-    namespace: &str,
-    t: &Trial,
-) -> Result<Job, String> {
-    let k = &spec.kubernetes;
-    let trial_url = format!("{}/trials/{}", settings.storage_url, t.id);
-    let args = crate::run::container_train_args(
-        &trial_url,
-        t.train().to_string(),
-        t.val().map(str::to_string),
-        settings.profile,
-        spec.full_eval(),
-    );
-    let mut limits = BTreeMap::new();
-    let mut requests = BTreeMap::new();
-    match &spec.gpus {
-        Some(GpuSpec::Count(n)) if *n > 0 => {
-            limits.insert("nvidia.com/gpu".to_string(), quantity(n.to_string()));
-        }
-        Some(GpuSpec::Count(_)) | None => {}
-        Some(_) => {
-            return Err("gpus: with backend: kubernetes, give the number of GPUs per trial".into());
-        }
-    }
-    if let Some(c) = spec.cpus {
-        let q = quantity(format!("{}m", (c * 1000.0).round() as i64));
-        requests.insert("cpu".to_string(), q.clone());
-        limits.insert("cpu".to_string(), q);
-    }
-    if let Some(m) = &spec.memory {
-        let bytes = mixsweep_sweep::spec::parse_memory(m).map_err(|e| format!("memory: {e}"))?;
-        let q = quantity(bytes.to_string());
-        requests.insert("memory".to_string(), q.clone());
-        limits.insert("memory".to_string(), q);
-    }
-    let tolerations = k
-        .tolerations
-        .iter()
-        .map(|v| serde_json::from_value::<Toleration>(v.clone()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("kubernetes.tolerations: not a Kubernetes toleration: {e}"))?;
-    let affinity = k
-        .affinity
-        .as_ref()
-        .map(|v| serde_json::from_value::<Affinity>(v.clone()))
-        .transpose()
-        .map_err(|e| format!("kubernetes.affinity: not a Kubernetes affinity: {e}"))?;
-    // The node's kernel folder for this image (the runner copies it in and publishes new kernels).
-    let kernel_cache = match &k.kernel_cache {
-        Some(dir) if !dir.starts_with('/') => {
-            return Err(format!(
-                "kubernetes.kernel_cache: {dir:?} is not an absolute path on the nodes (e.g. /var/cache/mixsweep-kernels)"
-            ));
-        }
-        Some(dir) => {
-            let image: String = settings
-                .image
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '.' {
-                        c
-                    } else {
-                        '-'
-                    }
-                })
-                .collect();
-            Some(format!("{}/{image}", dir.trim_end_matches('/')))
-        }
-        None => None,
-    };
-    let mut labels = BTreeMap::new();
-    labels.insert("app.kubernetes.io/name".to_string(), "mixsweep".to_string());
-    labels.insert(LABEL_SWEEP.to_string(), label_value(&spec.name));
-    labels.insert(LABEL_TRIAL.to_string(), t.id.to_string());
-    let container = Container {
-        name: "runner".into(),
-        image: Some(settings.image.clone()),
-        args: Some(args),
-        env_from: k.credentials_secret.as_ref().map(|name| {
-            vec![EnvFromSource {
-                secret_ref: Some(SecretEnvSource {
-                    name: name.clone(),
-                    optional: Some(false),
-                }),
-                ..Default::default()
-            }]
-        }),
-        resources: Some(ResourceRequirements {
-            limits: (!limits.is_empty()).then_some(limits),
-            requests: (!requests.is_empty()).then_some(requests),
-            ..Default::default()
-        }),
-        env: kernel_cache.as_ref().map(|_| {
-            vec![EnvVar {
-                name: "MIXSWEEP_KERNEL_CACHE".into(),
-                value: Some(KERNEL_CACHE_MOUNT.into()),
-                ..Default::default()
-            }]
-        }),
-        volume_mounts: kernel_cache.as_ref().map(|_| {
-            vec![VolumeMount {
-                name: "kernels".into(),
-                mount_path: KERNEL_CACHE_MOUNT.into(),
-                ..Default::default()
-            }]
-        }),
-        ..Default::default()
-    };
-    let volumes = kernel_cache.map(|path| {
-        vec![Volume {
-            name: "kernels".into(),
-            host_path: Some(HostPathVolumeSource {
-                path,
-                type_: Some("DirectoryOrCreate".into()),
-            }),
-            ..Default::default()
-        }]
-    });
-    Ok(Job {
-        metadata: ObjectMeta {
-            name: Some(job_name(&t.id)),
-            namespace: Some(namespace.to_string()),
-            labels: Some(labels.clone()),
-            ..Default::default()
-        },
-        spec: Some(JobSpec {
-            backoff_limit: Some(k.backoff_limit.unwrap_or(0)),
-            active_deadline_seconds: settings.timeout.map(|d| d.as_secs().max(1) as i64),
-            ttl_seconds_after_finished: Some(k.ttl_seconds_after_finished.unwrap_or(3600)),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    containers: vec![container],
-                    node_selector: (!k.node_selector.is_empty()).then(|| k.node_selector.clone()),
-                    tolerations: (!tolerations.is_empty()).then_some(tolerations),
-                    affinity,
-                    priority_class_name: k.priority_class_name.clone(),
-                    image_pull_secrets: (!k.image_pull_secrets.is_empty()).then(|| {
-                        k.image_pull_secrets
-                            .iter()
-                            .map(|n| LocalObjectReference { name: n.clone() })
-                            .collect()
-                    }),
-                    service_account_name: k.service_account.clone(),
-                    volumes,
-                    ..Default::default()
-                }),
-            },
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-}
-
-/// The storage root as pods see it: object storage, or an explicit `file://` (a volume the pods mount).
-pub fn pod_storage_url(root: &str) -> Result<String, String> {
-    if mixsweep_store::is_url(root) {
-        Ok(root.to_string())
-    } else {
-        Err(format!(
-            "backend: kubernetes needs storage the pods can reach: s3://bucket/prefix or gs://bucket/prefix (or file:///path on a volume the pods mount), not the local folder {root:?}"
-        ))
-    }
 }
 
 pub struct KubernetesBackend {
@@ -418,34 +199,12 @@ async fn client(target: &KubeTarget, spec: &SweepSpec) -> Result<(kube::Client, 
     Ok((client, namespace))
 }
 
-/// The manifests `plan --manifests` prints, one per trial.
-pub fn manifests(
-    spec: &SweepSpec,
-    trials: &[Trial],
-    image: Option<String>,
-    storage_root: &str,
-    namespace: &str,
-) -> Result<Vec<Job>, String> {
-    let timeout = spec
-        .timeout
-        .as_deref()
-        .map(mixsweep_sweep::spec::parse_duration)
-        .transpose()?;
-    let settings = JobSettings {
-        image: image
-            .or_else(|| spec.image.clone())
-            .unwrap_or_else(|| "mixsweep-runner:cuda".into()),
-        storage_url: pod_storage_url(storage_root)?,
-        profile: spec.profile,
-        timeout,
-    };
-    trials
-        .iter()
-        .map(|t| job_manifest(spec, &settings, namespace, t))
-        .collect()
-}
-
 impl KubernetesBackend {
+    /// The sweep's Kueue queue (`kubernetes.queue`).
+    pub fn queue(&self) -> Option<&str> {
+        self.spec.kubernetes.queue.as_deref()
+    }
+
     pub async fn connect(
         spec: &SweepSpec,
         image: Option<String>,
@@ -555,7 +314,7 @@ impl KubernetesBackend {
         if !adopted {
             let job = match job_manifest(&self.spec, &self.settings, &self.namespace, t) {
                 Ok(j) => j,
-                Err(e) => return AttemptEnd::failed("failed", e, false),
+                Err(e) => return AttemptEnd::failed(Ending::Failed, e, false),
             };
             if let Err(e) = jobs.create(&PostParams::default(), &job).await {
                 let retry = !matches!(&e, kube::Error::Api(s) if s.code == 400 || s.code == 403 || s.code == 422);
@@ -566,6 +325,7 @@ impl KubernetesBackend {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let mut following: Option<String> = None;
         let mut pending_since: Option<Instant> = None;
+        let (mut admitted, mut said_queued) = (false, false);
         let selector = format!("job-name={name}");
         let mut end = AttemptEnd::default();
         loop {
@@ -596,12 +356,40 @@ impl KubernetesBackend {
                     continue;
                 }
             };
-            let pod = match pods.list(&ListParams::default().labels(&selector)).await {
-                Ok(list) => list
-                    .items
-                    .into_iter()
-                    .max_by_key(|p| p.metadata.creation_timestamp.clone()),
-                Err(_) => None,
+            // Kueue: a suspended Job waits for admission (queued: no pods, no schedule_timeout); one
+            // suspended again after admission was evicted and runs again from its resume point.
+            let suspended = job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false);
+            if let Some(queue) = &self.spec.kubernetes.queue {
+                if suspended && admitted {
+                    let _ = self.delete_and_wait(&jobs, &name).await;
+                    end.preempted = Some(format!("evicted by Kueue ({})", suspension(&job)));
+                    break;
+                }
+                if suspended && !said_queued {
+                    said_queued = true;
+                    log(format!(
+                        "{}: queued in Kueue queue {queue}, waiting for admission",
+                        t.id
+                    ));
+                }
+                if !suspended && !admitted {
+                    admitted = true;
+                    if said_queued {
+                        log(format!("{}: admitted by Kueue", t.id));
+                    }
+                }
+            }
+            let pod = if suspended {
+                pending_since = None;
+                None
+            } else {
+                match pods.list(&ListParams::default().labels(&selector)).await {
+                    Ok(list) => list
+                        .items
+                        .into_iter()
+                        .max_by_key(|p| p.metadata.creation_timestamp.clone()),
+                    Err(_) => None,
+                }
             };
             if let Some(p) = &pod {
                 let pod_name = p.metadata.name.clone().unwrap_or_default();
@@ -622,7 +410,7 @@ impl KubernetesBackend {
                             if since.elapsed() > self.schedule_timeout {
                                 let _ = self.delete_and_wait(&jobs, &name).await;
                                 end.failure = AttemptEnd::failed(
-                                    "unschedulable",
+                                    Ending::Unschedulable,
                                     format!(
                                         "unschedulable for {:?}: {message}",
                                         self.schedule_timeout
@@ -637,7 +425,7 @@ impl KubernetesBackend {
                     PodVerdict::ImagePull(message) => {
                         let _ = self.delete_and_wait(&jobs, &name).await;
                         end.failure = AttemptEnd::failed(
-                            "image_pull",
+                            Ending::ImagePull,
                             format!("cannot pull image {}: {message}", self.image),
                             false,
                         )
@@ -667,9 +455,12 @@ impl KubernetesBackend {
                 }
                 Some(JobEnd::Failed(reason)) => {
                     if end.code.is_none() && !end.oom {
-                        end.failure =
-                            AttemptEnd::failed("failed", format!("Job failed: {reason}"), true)
-                                .failure;
+                        end.failure = AttemptEnd::failed(
+                            Ending::Failed,
+                            format!("Job failed: {reason}"),
+                            true,
+                        )
+                        .failure;
                     }
                     break;
                 }
@@ -704,6 +495,23 @@ impl KubernetesBackend {
         }
         end
     }
+}
+
+/// Why a Job is suspended, from its `Suspended` condition.
+fn suspension(job: &Job) -> String {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().rev().find(|c| c.type_ == "Suspended"))
+        .map(|c| {
+            let reason = c.reason.clone().unwrap_or_default();
+            match &c.message {
+                Some(m) => format!("{reason}: {m}"),
+                None => reason,
+            }
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "suspended again after admission".into())
 }
 
 async fn stop_requested(stop: &AtomicBool) {
