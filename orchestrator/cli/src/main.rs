@@ -8,6 +8,8 @@
 //!
 //! Exit codes: 0 ok, 1 some trials failed, 2 the sweep or a config in it is invalid, 130 interrupted.
 
+use mixsweep_artifacts::{AttemptRecord, RunStatus, Summary};
+
 mod backend;
 mod compare;
 mod diff;
@@ -265,27 +267,24 @@ fn print_results(
 ) {
     let rt = tokio::runtime::Handle::current();
     let (metric, goal) = sweep.spec.metric();
-    let key = match metric.as_str() {
-        "val_loss" => "best_val_loss",
-        "train_loss" => "final_train_loss",
-        other => other,
-    }
-    .to_string();
     let mut rows: Vec<(Option<f64>, Vec<String>)> = outcomes
         .iter()
         .map(|(t, o)| {
-            let s = tokio::task::block_in_place(|| {
-                rt.block_on(storage.get_json(&format!("trials/{}/summary.json", t.id)))
-            })
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-            let m = s[&key].as_f64();
-            let f = |k: &str| {
-                s[k].as_f64()
-                    .map(|v| format!("{v:.4}"))
+            let read = |f: &str| {
+                tokio::task::block_in_place(|| {
+                    rt.block_on(storage.get_json(&format!("trials/{}/{f}", t.id)))
+                })
+                .ok()
+                .flatten()
+            };
+            let s: Option<Summary> =
+                read("summary.json").and_then(|v| serde_json::from_value(v).ok());
+            let m = s.as_ref().and_then(|s| s.metric(&metric));
+            let num = |v: Option<f64>, p: usize, unit: &str| {
+                v.map(|v| format!("{v:.p$}{unit}"))
                     .unwrap_or_else(|| "-".into())
             };
+            let sv = |g: fn(&Summary) -> Option<f64>| s.as_ref().and_then(g);
             let status = match o {
                 run::Outcome::Cached => "cached".to_string(),
                 run::Outcome::Done => "done".to_string(),
@@ -293,24 +292,16 @@ fn print_results(
                 run::Outcome::Diverged(_) => "diverged".to_string(),
                 run::Outcome::Unstored(_) => "not stored (kept locally)".to_string(),
                 run::Outcome::NotStarted => "not started".to_string(),
-                run::Outcome::Failed(_) => match s["status"].as_str() {
-                    Some(status) => status.to_string(),
+                run::Outcome::Failed(_) => match &s {
+                    Some(s) => s.status.to_string(),
                     // no summary: how the attempt ended (oom, engine_error, timeout, failed)
-                    None => tokio::task::block_in_place(|| {
-                        rt.block_on(storage.get_json(&format!("trials/{}/attempt.json", t.id)))
-                    })
-                    .ok()
-                    .flatten()
-                    .and_then(|a| a["status"].as_str().map(str::to_string))
-                    .unwrap_or_else(|| "failed".into()),
+                    None => read("attempt.json")
+                        .and_then(|v| serde_json::from_value::<AttemptRecord>(v).ok())
+                        .map(|a| a.status.to_string())
+                        .unwrap_or_else(|| "failed".into()),
                 },
             };
-            let no_val = s["warnings"].as_array().is_some_and(|w| {
-                w.iter().any(|x| {
-                    x.as_str()
-                        .is_some_and(|x| x.starts_with("no validation set"))
-                })
-            });
+            let no_val = s.as_ref().is_some_and(Summary::without_validation);
             let status = if no_val {
                 format!("{status}, NO VALIDATION SET")
             } else {
@@ -318,7 +309,8 @@ fn print_results(
             };
             // only completed trials are ranked (a diverged trial's best val may be its step-0 loss)
             let m = m.filter(|_| {
-                matches!(o, run::Outcome::Done | run::Outcome::Cached) && s["status"] == "completed"
+                matches!(o, run::Outcome::Done | run::Outcome::Cached)
+                    && s.as_ref().is_some_and(|s| s.status == RunStatus::Completed)
             });
             (
                 m,
@@ -332,16 +324,10 @@ fn print_results(
                     },
                     t.seed.to_string(),
                     human(t.params as f64),
-                    f("best_val_loss"),
-                    f("final_val_loss"),
-                    s["mean_tok_s"]
-                        .as_f64()
-                        .map(|v| format!("{v:.0}"))
-                        .unwrap_or_else(|| "-".into()),
-                    s["wall_time_s"]
-                        .as_f64()
-                        .map(|v| format!("{v:.1}s"))
-                        .unwrap_or_else(|| "-".into()),
+                    num(sv(|s| s.best_val_loss), 4, ""),
+                    num(sv(|s| s.final_val_loss), 4, ""),
+                    num(sv(|s| Some(s.mean_tok_s)), 0, ""),
+                    num(sv(|s| Some(s.wall_time_s)), 1, "s"),
                     status,
                 ],
             )

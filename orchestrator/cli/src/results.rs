@@ -48,14 +48,6 @@ pub fn resolve(arg: &str, storage: Option<String>) -> Result<Target> {
     })
 }
 
-fn summary_key(metric: &str) -> &str {
-    match metric {
-        "val_loss" => "best_val_loss",
-        "train_loss" => "final_train_loss",
-        other => other,
-    }
-}
-
 /// One row per trial, sorted by the metric.
 pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
     let storage = Storage::open_existing(&t.root).with_context(|| {
@@ -106,39 +98,36 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
                     .join(" ")
             })
             .unwrap_or_default();
-        let s = storage
-            .get_json(&format!("trials/{id}/summary.json"))
-            .await?
-            .unwrap_or_default();
+        let s = storage.summary(&id).await?;
         let state = storage.trial_state(&id).await?;
         ids.push(id);
         variants.push(v["variant"].as_str().unwrap_or_default().into());
         overrides_col.push(overrides);
         seeds.push(v["seed"].as_u64().unwrap_or(0));
         params.push(v["params"].as_u64().unwrap_or(0));
-        state_vals.push(s["inference_state_values"].as_u64());
-        best.push(s["best_val_loss"].as_f64());
-        fin.push(s["final_val_loss"].as_f64());
-        train.push(s["final_train_loss"].as_f64());
-        toks.push(s["mean_tok_s"].as_f64());
-        wall.push(s["wall_time_s"].as_f64());
+        state_vals.push(s.as_ref().map(|s| s.inference_state_values as u64));
+        best.push(s.as_ref().and_then(|s| s.best_val_loss));
+        fin.push(s.as_ref().and_then(|s| s.final_val_loss));
+        train.push(s.as_ref().and_then(|s| s.final_train_loss));
+        toks.push(s.as_ref().map(|s| s.mean_tok_s));
+        wall.push(s.as_ref().map(|s| s.wall_time_s));
         status.push(match state {
             TrialState::Done => "done".to_string(),
             TrialState::New => "new".to_string(),
-            _ => s["status"]
-                .as_str()
-                .map(str::to_string)
+            _ => s
+                .as_ref()
+                .map(|s| s.status.to_string())
                 .unwrap_or_else(|| state.as_str().to_string()),
         });
         // Only completed trials are ranked: a diverged or interrupted trial's best validation loss
         // may be its untrained step-0 loss.
         metric.push(if state == TrialState::Done {
-            s[summary_key(&t.metric)].as_f64()
+            s.as_ref().and_then(|s| s.metric(&t.metric))
         } else {
             None
         });
-        reported |= s.get(summary_key(&t.metric)).is_some();
-        any_summary |= !s.is_null();
+        reported |= s.as_ref().is_some_and(|s| s.reports(&t.metric));
+        any_summary |= s.is_some();
     }
     if any_summary && !reported {
         bail!(

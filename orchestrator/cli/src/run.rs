@@ -22,6 +22,7 @@ use crate::backend::{AttemptCtx, AttemptEnd, Backend, Ending};
 use crate::storage::{Storage, TrialState, TrialStates};
 use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mixsweep_artifacts::{AttemptRecord, RunStatus, Summary};
 use mixsweep_store::RESUME_FILE;
 use mixsweep_sweep::{Sweep, Trial};
 use std::path::{Path, PathBuf};
@@ -275,20 +276,20 @@ fn stderr_tail(work: &Path) -> String {
 }
 
 /// The runner's summary status after an attempt: the local copy, else the one the runner stored.
-async fn summary_status(shared: &Shared, id: &str, work: &Path) -> Option<String> {
+async fn summary_status(shared: &Shared, id: &str, work: &Path) -> Option<RunStatus> {
     let local = std::fs::read(work.join("out/summary.json"))
         .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
-    let summary = match local {
-        Some(s) => Some(s),
+        .and_then(|b| serde_json::from_slice::<Summary>(&b).ok());
+    match local {
+        Some(s) => Some(s.status),
         None => shared
             .storage
-            .get_json(&format!("trials/{id}/summary.json"))
+            .summary(id)
             .await
             .ok()
-            .flatten(),
-    };
-    summary.and_then(|s| s["status"].as_str().map(str::to_string))
+            .flatten()
+            .map(|s| s.status),
+    }
 }
 
 async fn run_trial(shared: Arc<Shared>, t: Trial) -> Outcome {
@@ -423,13 +424,18 @@ async fn attempts(
             }
         }
         let summary = summary_status(shared, &t.id, work).await;
-        let (status, error, retryable) = crate::backend::classify(&result, summary.as_deref());
+        let (status, error, retryable) = crate::backend::classify(&result, summary);
         let tail = stderr_tail(work);
-        let record = serde_json::json!({
-            "trial": t.id, "status": status.as_str(), "attempt": n + 1, "error": error, "stderr_tail": tail,
-            "exit_code": result.as_ref().ok().and_then(|r| r.code),
-            "backend": shared.backend.name(),
-        });
+        let record = AttemptRecord {
+            trial: t.id.to_string(),
+            status,
+            attempt: n + 1,
+            error: error.clone(),
+            stderr_tail: tail.clone(),
+            exit_code: result.as_ref().ok().and_then(|r| r.code),
+            backend: shared.backend.name().to_string(),
+            recovered: None,
+        };
         // Written first: if storing fails, the next run stores this folder with this record.
         let _ = std::fs::write(
             work.join("attempt.json"),

@@ -17,6 +17,7 @@
 //! Every object is written whole (the local store writes a temporary file and renames it), so a
 //! reader never sees half a file, and a trial's state can be derived from storage alone.
 
+use mixsweep_artifacts::{AttemptRecord, Ending, RunStatus, Summary};
 pub use mixsweep_store::{Store as Storage, StoreError as StorageError};
 
 /// What storage says about a trial.
@@ -43,24 +44,42 @@ impl TrialState {
     }
 }
 
-/// Trial state from the layout above.
+/// A trial's typed artifacts and the state derived from them (the layout above).
 pub trait TrialStates {
+    /// The trial's `summary.json`; `None` when missing or unreadable.
+    async fn summary(&self, id: &str) -> Result<Option<Summary>, StorageError>;
+    /// The trial's `attempt.json`; `None` when missing or unreadable.
+    async fn attempt(&self, id: &str) -> Result<Option<AttemptRecord>, StorageError>;
     /// The state of a trial, from its `summary.json` and `attempt.json`.
     async fn trial_state(&self, id: &str) -> Result<TrialState, StorageError>;
 }
 
 impl TrialStates for Storage {
+    async fn summary(&self, id: &str) -> Result<Option<Summary>, StorageError> {
+        Ok(self
+            .get_json(&format!("trials/{id}/summary.json"))
+            .await?
+            .and_then(|v| serde_json::from_value(v).ok()))
+    }
+
+    async fn attempt(&self, id: &str) -> Result<Option<AttemptRecord>, StorageError> {
+        Ok(self
+            .get_json(&format!("trials/{id}/attempt.json"))
+            .await?
+            .and_then(|v| serde_json::from_value(v).ok()))
+    }
+
     async fn trial_state(&self, id: &str) -> Result<TrialState, StorageError> {
-        if let Some(s) = self.get_json(&format!("trials/{id}/summary.json")).await? {
-            return Ok(match s["status"].as_str() {
-                Some("completed") => TrialState::Done,
-                Some("interrupted") => TrialState::Interrupted,
-                Some("diverged") => TrialState::Diverged,
-                _ => TrialState::Failed,
+        if let Some(s) = self.summary(id).await? {
+            return Ok(match s.status {
+                RunStatus::Completed => TrialState::Done,
+                RunStatus::Interrupted => TrialState::Interrupted,
+                RunStatus::Diverged => TrialState::Diverged,
+                RunStatus::Failed | RunStatus::Running => TrialState::Failed,
             });
         }
-        if let Some(a) = self.get_json(&format!("trials/{id}/attempt.json")).await? {
-            return Ok(if a["status"] == "interrupted" {
+        if let Some(a) = self.attempt(id).await? {
+            return Ok(if a.status == Ending::Interrupted {
                 TrialState::Interrupted
             } else {
                 TrialState::Failed

@@ -13,6 +13,7 @@
 //! upload failed.
 
 use crate::storage::{Storage, StorageError};
+use mixsweep_artifacts::{AttemptRecord, Ending, RunStatus, Summary};
 use mixsweep_store::RESUME_FILE;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -53,7 +54,7 @@ pub async fn upload(
     storage: &Storage,
     id: &str,
     work: &Path,
-    attempt: &serde_json::Value,
+    attempt: &AttemptRecord,
     drop_stale_resume: bool,
 ) -> Result<(), StorageError> {
     for rel in ARTIFACTS {
@@ -141,20 +142,33 @@ pub async fn recover(
 /// The attempt record of a kept folder: its `attempt.json` (an upload that failed), else one made
 /// from the runner's summary (an orchestrator that died while the runner ran); `None` when the
 /// runner left no summary (nothing worth keeping).
-fn kept_record(dir: &Path) -> Option<serde_json::Value> {
-    let read = |p: PathBuf| {
-        std::fs::read(p)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-    };
-    let summary = read(dir.join("out/summary.json"))?;
-    Some(read(dir.join("attempt.json")).unwrap_or_else(|| {
-        serde_json::json!({
-            "trial": dir.file_name().map(|n| n.to_string_lossy().into_owned()),
-            "status": summary["status"],
-            "error": summary["error"],
-            "recovered": "the orchestrator of this attempt exited before storing its results",
-        })
+fn kept_record(dir: &Path) -> Option<AttemptRecord> {
+    let summary: Summary =
+        serde_json::from_slice(&std::fs::read(dir.join("out/summary.json")).ok()?).ok()?;
+    let kept = std::fs::read(dir.join("attempt.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<AttemptRecord>(&b).ok());
+    Some(kept.unwrap_or_else(|| {
+        AttemptRecord {
+            trial: dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            status: match summary.status {
+                RunStatus::Completed => Ending::Completed,
+                RunStatus::Diverged => Ending::Diverged,
+                RunStatus::Interrupted => Ending::Interrupted,
+                RunStatus::Failed | RunStatus::Running => Ending::Failed,
+            },
+            attempt: 0,
+            error: summary.error.clone(),
+            stderr_tail: String::new(),
+            exit_code: None,
+            backend: String::new(),
+            recovered: Some(
+                "the orchestrator of this attempt exited before storing its results".into(),
+            ),
+        }
     }))
 }
 

@@ -17,45 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-/// How an attempt ended: the `status` of `attempt.json`, used by every backend, `results` and
-/// `status`. The names are stable (they are stored).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    Completed,
-    Failed,
-    Diverged,
-    Oom,
-    Timeout,
-    Interrupted,
-    /// Cancelled outside mixsweep (`scancel`, a deleted Job).
-    Cancelled,
-    EngineError,
-    ImagePull,
-    Unschedulable,
-}
-
-impl Ending {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Ending::Completed => "completed",
-            Ending::Failed => "failed",
-            Ending::Diverged => "diverged",
-            Ending::Oom => "oom",
-            Ending::Timeout => "timeout",
-            Ending::Interrupted => "interrupted",
-            Ending::Cancelled => "cancelled",
-            Ending::EngineError => "engine_error",
-            Ending::ImagePull => "image_pull",
-            Ending::Unschedulable => "unschedulable",
-        }
-    }
-}
-
-impl std::fmt::Display for Ending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use mixsweep_artifacts::Ending;
 
 /// What one attempt needs from the scheduler.
 pub struct AttemptCtx<'a> {
@@ -333,7 +295,7 @@ pub fn new_metrics(path: &Path, offset: &mut usize) -> Vec<serde_json::Value> {
 /// How an attempt ended, as recorded in `attempt.json`: `(status, error, retryable)`.
 pub fn classify(
     result: &Result<AttemptEnd>,
-    summary_status: Option<&str>,
+    summary_status: Option<mixsweep_artifacts::RunStatus>,
 ) -> (Ending, Option<String>, bool) {
     match result {
         Ok(AttemptEnd { code: Some(0), .. }) => (Ending::Completed, None, false),
@@ -352,7 +314,7 @@ pub fn classify(
             failure: Some(f), ..
         }) => (f.state, Some(f.message.clone()), f.retryable),
         // The same config, data and seed diverge again: final, not retried.
-        Ok(_) if summary_status == Some("diverged") => (
+        Ok(_) if summary_status == Some(mixsweep_artifacts::RunStatus::Diverged) => (
             Ending::Diverged,
             Some("the loss diverged (see summary.json)".to_string()),
             false,

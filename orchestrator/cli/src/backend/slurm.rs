@@ -18,6 +18,7 @@
 
 use super::{AttemptCtx, AttemptEnd, Ending, new_metrics};
 use anyhow::{Context, Result, bail};
+use mixsweep_artifacts::RunStatus;
 use mixsweep_sweep::spec::{SlurmSpec, SweepSpec, parse_duration, parse_memory};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -64,7 +65,7 @@ pub struct JobEnd {
     /// The signal the script received, from [`SIGNAL_FILE`].
     pub signal: Option<String>,
     /// The runner's `summary.json` status.
-    pub summary: Option<String>,
+    pub summary: Option<RunStatus>,
 }
 
 /// What to do once a job ended.
@@ -85,7 +86,7 @@ pub fn decide(job: &str, end: &JobEnd, stopped: bool) -> Next {
             ..Default::default()
         });
     }
-    if end.exit == Some(0) || end.summary.as_deref() == Some("completed") {
+    if end.exit == Some(0) || end.summary == Some(RunStatus::Completed) {
         return Next::Ended(AttemptEnd {
             code: Some(0),
             ..Default::default()
@@ -485,8 +486,8 @@ async fn watch(ctx: &AttemptCtx<'_>, job: &str, dir: &Path) -> Result<(JobEnd, b
     let (state, reason) = ended_state(job).await;
     let summary = std::fs::read(dir.join("out/summary.json"))
         .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|s| s["status"].as_str().map(str::to_string));
+        .and_then(|b| serde_json::from_slice::<mixsweep_artifacts::Summary>(&b).ok())
+        .map(|s| s.status);
     let end = JobEnd {
         state,
         reason,

@@ -9,6 +9,7 @@ use super::io_err;
 use super::record::{format_duration, write_json_atomic};
 use super::resume::{self, Meta, Snapshot};
 use super::run::Run;
+use mixsweep_artifacts::RunStatus;
 use mixsweep_mlx::Array;
 
 impl Run<'_> {
@@ -44,12 +45,11 @@ impl Run<'_> {
         self.summary.wall_time_s = self.started.elapsed().as_secs_f64();
         self.summary.peak_memory_bytes = mixsweep_mlx::memory::stats().map(|s| s.peak).unwrap_or(0);
         self.summary.status = match &outcome {
-            Ok(()) => "completed",
-            Err(TrainError::Diverged { .. }) => "diverged",
-            Err(TrainError::Interrupted) => "interrupted",
-            Err(_) => "failed",
-        }
-        .into();
+            Ok(()) => RunStatus::Completed,
+            Err(TrainError::Diverged { .. }) => RunStatus::Diverged,
+            Err(TrainError::Interrupted) => RunStatus::Interrupted,
+            Err(_) => RunStatus::Failed,
+        };
         if let Err(e) = &outcome {
             self.summary.error = Some(e.to_string());
         }

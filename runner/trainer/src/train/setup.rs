@@ -19,7 +19,7 @@ pub(super) fn new_summary(
 ) -> Result<Summary, TrainError> {
     Ok(Summary {
         name: cfg.name.clone(),
-        status: "running".into(),
+        status: mixsweep_artifacts::RunStatus::Running,
         steps: cfg.training.steps,
         steps_completed: 0,
         best_val_loss: None,

@@ -4,15 +4,9 @@
 //! The first phase, `exec`, is the time from the process's start (the kernel's record of it, Linux
 //! only) to [`Startup::new`]: loading the binary and `libmlx` and running `main`'s first lines.
 
-use serde::Serialize;
 use std::time::Instant;
 
-/// One phase and its duration in seconds.
-#[derive(Debug, Clone, Serialize)]
-pub struct Phase {
-    pub name: &'static str,
-    pub seconds: f64,
-}
+pub use mixsweep_artifacts::Phase;
 
 /// A stopwatch that splits the start-up into phases.
 #[derive(Debug)]
@@ -27,7 +21,7 @@ impl Startup {
         let mut phases = Vec::new();
         if let Some(s) = since_process_start() {
             phases.push(Phase {
-                name: "exec",
+                name: "exec".into(),
                 seconds: s,
             });
         }
@@ -45,7 +39,7 @@ impl Startup {
         }
         let now = Instant::now();
         self.phases.push(Phase {
-            name,
+            name: name.into(),
             seconds: now.duration_since(self.last).as_secs_f64(),
         });
         self.last = now;
@@ -130,7 +124,7 @@ mod tests {
         s.mark("config");
         s.finish("first_step");
         s.mark("late");
-        let names: Vec<&str> = s.phases().iter().map(|p| p.name).collect();
+        let names: Vec<&str> = s.phases().iter().map(|p| p.name.as_str()).collect();
         assert!(names.ends_with(&["config", "first_step"]), "{names:?}");
         let config = s.phases().iter().find(|p| p.name == "config").unwrap();
         assert!(config.seconds >= 0.019, "{config:?}");
