@@ -9,13 +9,16 @@
 //! ```
 //! Per-step log-decays are floored at `−SCAN_LOG_BUDGET / L` as in every chunked scan here, so
 //! `e^{−b}` stays finite in float32 and the result equals `matrix_scan` + read. Only the chunk
-//! boundary states exist (not one `[d_k, d_v]` state per step); the state passes chunk to chunk.
-//! When decoding, it continues from the saved `S` and is saved again. Float32.
+//! boundary states exist (not one `[d_k, d_v]` state per step). The boundary states are themselves a
+//! diagonal linear recurrence over chunks, `S_c = e^{b_L,c} ⊙ S_{c−1} + (K ⊙ e^{b_L − b})ᵀ V`, run
+//! as one log-depth scan ([`linear_recurrence`] with one chunk per step), so nothing loops over
+//! chunks: a fixed number of batched MLX calls whatever the sequence length. When decoding, the
+//! state continues from the saved `S` and is saved again. Float32.
 
-use super::Ctx;
-use super::delta::{chunk_at, chunked, finish, initial_state, masks, swap_last};
-use super::recurrent::SCAN_LOG_BUDGET;
-use mixsweep_mlx::{Array, Dtype, Result, where_};
+use super::delta::{chunked, initial_state, masks, swap_last};
+use super::recurrent::{SCAN_LOG_BUDGET, linear_recurrence};
+use super::{Ctx, State};
+use mixsweep_mlx::{Array, Dtype, Result, concatenate, where_};
 use mixsweep_model::ops::GlaScan;
 
 pub fn gla_scan(s: &GlaScan, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<Array> {
@@ -43,14 +46,24 @@ pub fn gla_scan(s: &GlaScan, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<Arra
     let intra = scores.matmul(&v)?; // [B, H, C, L, dv]
     let end = cum.slice_axis(3, l - 1, l)?; // b_L [B, H, C, 1, dk]
     let k_end = k.mul(&end.sub(&cum)?.exp()?)?;
-    let decay_end = swap_last(&end.exp()?)?; // [B, H, C, dk, 1]
-    let mut state = initial_state(ctx, [bsz, heads, dk, dv])?;
-    let pick = chunk_at;
-    let mut outs = Vec::with_capacity(chunks);
-    for c in 0..chunks {
-        outs.push(pick(&qb, c)?.matmul(&state)?.add(&pick(&intra, c)?)?);
-        let carried = pick(&decay_end, c)?.mul(&state)?;
-        state = carried.add(&swap_last(&pick(&k_end, c)?)?.matmul(&pick(&v, c)?)?)?;
+    // boundary states: S_c = e^{b_L} ⊙ S_{c−1} + U_c over the chunk axis, from the saved state
+    let by_chunk = |x: &Array| x.transpose(&[0, 2, 1, 3, 4]); // [B, H, C, ..] <-> [B, C, H, ..]
+    let u = by_chunk(&swap_last(&k_end)?.matmul(&v)?)?; // [B, C, H, dk, dv]
+    let log_end = by_chunk(&swap_last(&end)?)?.broadcast_to(&u.shape())?;
+    let h0 = initial_state(ctx, [bsz, heads, dk, dv])?;
+    let (after, last) = linear_recurrence(&log_end, &u, Some(&h0), 1)?;
+    let first = h0.expand_dims(1)?;
+    let entering = if chunks > 1 {
+        concatenate(&[&first, &after.slice_axis(1, 0, chunks - 1)?], 1)?
+    } else {
+        first
+    };
+    let out = qb.matmul(&by_chunk(&entering)?)?.add(&intra)?; // [B, H, C, L, dv]
+    if ctx.decoding() {
+        ctx.save(State::Hidden(last));
     }
-    finish(ctx, state, &outs, t, inputs[2].dtype()?)
+    let out = out.reshape(&[bsz as i32, heads as i32, (chunks * l) as i32, dv as i32])?;
+    out.slice_axis(2, 0, t)?
+        .transpose(&[0, 2, 1, 3])?
+        .astype(inputs[2].dtype()?)
 }
