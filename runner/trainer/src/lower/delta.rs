@@ -10,8 +10,10 @@
 //! S_L = Γ_L S_0 + (e^{γ_L − γ} ⊙ K)ᵀ Δ
 //! ```
 //! `T = (I + A)⁻¹` (A strictly lower, so nilpotent) is the product `(I − A)(I + A²)(I + A⁴)…`, and
-//! `U = T(β ⊙ V)`, `W = T(β ⊙ Γ ⊙ K)` give `Δ = U − W S_0`: everything but the state passing is
-//! batched over chunks; the state passes chunk to chunk (`T / L` steps of four matmuls). Padding
+//! `U = T(β ⊙ V)`, `W = T(β ⊙ Γ ⊙ K)` give `Δ = U − W S_0`, so each chunk maps its entering state
+//! affinely, `S ↦ (Γ_L I − (e^{γ_L − γ} ⊙ K)ᵀ W) S + (e^{γ_L − γ} ⊙ K)ᵀ U`; the entering states of all
+//! chunks come from one log-depth scan of these maps ([`affine_scan`]), and everything is batched
+//! over chunks (no loop over the sequence). Padding
 //! steps have `k = v = β = log α = 0` and change nothing. Float32. When decoding, the state
 //! continues from the saved `S` and is saved again.
 
@@ -50,13 +52,7 @@ pub(super) fn masks(l: usize) -> Result<(Array, Array)> {
 
 /// `(I + a)⁻¹` for strictly lower-triangular `a [..., L, L]`.
 fn unit_lower_inverse(a: &Array, l: usize) -> Result<Array> {
-    let eye = {
-        let i = Array::arange(0.0, l as f64, 1.0, Dtype::F32)?;
-        let eq = i
-            .reshape(&[l as i32, 1])?
-            .equal(&i.reshape(&[1, l as i32])?)?;
-        eq.astype(Dtype::F32)?
-    };
+    let eye = eye(l)?;
     let mut inv = eye.sub(a)?;
     let mut power = a.matmul(a)?;
     let mut reach = 2;
@@ -100,20 +96,58 @@ pub fn delta_scan(s: &DeltaScan, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<
     let last = gamma.slice_axis(3, l - 1, l)?; // γ_L [B, H, C, 1]
     let k_end = last.sub(&gamma)?.exp()?.expand_dims(-1)?.mul(&k)?;
     let decay_end = last.exp()?.expand_dims(-1)?; // [B, H, C, 1, 1]
-    let mut state = initial_state(ctx, [bsz, heads, dk, dv])?;
-    let pick = chunk_at;
-    let mut outs = Vec::with_capacity(chunks);
-    for c in 0..chunks {
-        let delta = pick(&u, c)?.sub(&pick(&w, c)?.matmul(&state)?)?; // [B, H, L, dv]
-        outs.push(
-            pick(&qg, c)?
-                .matmul(&state)?
-                .add(&pick(&qk, c)?.matmul(&delta)?)?,
-        );
-        let carried = pick(&decay_end, c)?.mul(&state)?;
-        state = carried.add(&swap_last(&pick(&k_end, c)?)?.matmul(&delta)?)?;
+    // chunk c maps its entering state S to A_c S + B_c: A_c = Γ_L I − k_endᵀ W, B_c = k_endᵀ U
+    let k_end_t = swap_last(&k_end)?;
+    let trans = decay_end.mul(&eye(dk)?)?.sub(&k_end_t.matmul(&w)?)?; // [B, H, C, dk, dk]
+    let add = k_end_t.matmul(&u)?; // [B, H, C, dk, dv]
+    let (trans, add) = affine_scan(trans, add, chunks, dk)?;
+    let h0 = initial_state(ctx, [bsz, heads, dk, dv])?.expand_dims(2)?; // [B, H, 1, dk, dv]
+    let after = trans.matmul(&h0)?.add(&add)?; // the state after each chunk
+    let entering = if chunks > 1 {
+        concatenate(&[&h0, &after.slice_axis(2, 0, chunks - 1)?], 2)?
+    } else {
+        h0
+    };
+    let delta = u.sub(&w.matmul(&entering)?)?; // [B, H, C, L, dv]
+    let out = qg.matmul(&entering)?.add(&qk.matmul(&delta)?)?;
+    if ctx.decoding() {
+        let last = after.slice_axis(2, chunks - 1, chunks)?;
+        ctx.save(State::Hidden(last.reshape(&[
+            bsz as i32,
+            heads as i32,
+            dk as i32,
+            dv as i32,
+        ])?));
     }
-    finish(ctx, state, &outs, t, inputs[2].dtype()?)
+    let out = out.reshape(&[bsz as i32, heads as i32, (chunks * l) as i32, dv as i32])?;
+    out.slice_axis(2, 0, t)?
+        .transpose(&[0, 2, 1, 3])?
+        .astype(inputs[2].dtype()?)
+}
+
+/// The identity `[n, n]`, float32.
+fn eye(n: usize) -> Result<Array> {
+    let i = Array::arange(0.0, n as f64, 1.0, Dtype::F32)?;
+    i.reshape(&[n as i32, 1])?
+        .equal(&i.reshape(&[1, n as i32])?)?
+        .astype(Dtype::F32)
+}
+
+/// Inclusive scan of the affine maps `S ↦ A_c S + B_c` along axis 2 (`a [B, H, C, n, n]`,
+/// `b [B, H, C, n, m]`): afterwards `(a_c, b_c)` maps the state entering chunk 0 to the state after
+/// chunk `c`. Log-depth (Hillis-Steele): maps compose as `(A₂, B₂) ∘ (A₁, B₁) = (A₂A₁, A₂B₁ + B₂)`.
+fn affine_scan(mut a: Array, mut b: Array, chunks: usize, n: usize) -> Result<(Array, Array)> {
+    let mut k = 1;
+    while k < chunks {
+        let sh = a.shape();
+        let id = eye(n)?.broadcast_to(&[sh[0], sh[1], k, n, n])?;
+        let prev_a = concatenate(&[&id, &a.slice_axis(2, 0, chunks - k)?], 2)?;
+        let prev_b = b.slice_axis(2, 0, chunks - k)?.pad_axis(2, k, 0, 0.0)?;
+        b = a.matmul(&prev_b)?.add(&b)?;
+        a = a.matmul(&prev_a)?;
+        k *= 2;
+    }
+    Ok((a, b))
 }
 
 /// The saved per-head state `[B, H, d_k, d_v]` when decoding, zeros otherwise.
@@ -122,29 +156,4 @@ pub(super) fn initial_state(ctx: &Ctx<'_>, shape: [usize; 4]) -> Result<Array> {
         Some(State::Hidden(h)) => Ok(h.clone()),
         _ => Array::zeros(&shape, Dtype::F32),
     }
-}
-
-/// Chunk `c` of `x [B, H, C, ...]` as `[B, H, ...]`.
-pub(super) fn chunk_at(x: &Array, c: usize) -> Result<Array> {
-    let sh = x.shape();
-    let mut out: Vec<i32> = vec![sh[0] as i32, sh[1] as i32];
-    out.extend(sh[3..].iter().map(|&d| d as i32));
-    x.slice_axis(2, c, c + 1)?.reshape(&out)
-}
-
-/// Saves the final state (when decoding) and joins the chunks' outputs `[B, H, L, d_v]` into
-/// `[B, T, H, d_v]` of `dtype`.
-pub(super) fn finish(
-    ctx: &mut Ctx<'_>,
-    state: Array,
-    outs: &[Array],
-    t: usize,
-    dtype: Dtype,
-) -> Result<Array> {
-    if ctx.decoding() {
-        ctx.save(State::Hidden(state));
-    }
-    let refs: Vec<&Array> = outs.iter().collect();
-    let o = concatenate(&refs, 2)?.slice_axis(2, 0, t)?; // [B, H, T, dv]
-    o.transpose(&[0, 2, 1, 3])?.astype(dtype)
 }
