@@ -315,6 +315,21 @@ impl Fake {
                 (StatusCode::OK, json(serde_json::json!({"apiVersion": "v1", "kind": "PodList",
                     "metadata": {"resourceVersion": "1"}, "items": items})))
             }
+            // Kueue's visibility API: the Jobs still waiting for admission, oldest first
+            ("GET", ["apis", "visibility.kueue.x-k8s.io", "v1beta1", "namespaces", _, "localqueues", _, "pendingworkloads"]) => {
+                let mut waiting: Vec<(&String, &FakeJob)> =
+                    st.jobs.iter().filter(|(_, fj)| self.kueue(fj) == (true, 0.0)).collect();
+                waiting.sort_by_key(|(_, fj)| fj.created);
+                let items: Vec<serde_json::Value> = waiting
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (name, _))| serde_json::json!({"metadata": {"name": format!("job-{name}"),
+                        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": "u"}]},
+                        "localQueueName": "research", "positionInLocalQueue": i, "positionInClusterQueue": i}))
+                    .collect();
+                (StatusCode::OK, json(serde_json::json!({"kind": "PendingWorkloadsSummary",
+                    "apiVersion": "visibility.kueue.x-k8s.io/v1beta1", "metadata": {}, "items": items})))
+            }
             ("GET", ["api", "v1", "namespaces", _, "pods", _pod, "log"]) => (
                 StatusCode::OK,
                 "{\"step\":0,\"train_loss\":5.5,\"val_loss\":5.6,\"tok_s\":0}\n{\"step\":5,\"train_loss\":4.0,\"tok_s\":9000}\n".into(),
@@ -844,6 +859,11 @@ fn kueue_jobs_are_created_suspended_and_wait_in_the_queue() {
     // queued longer than schedule_timeout without failing: waiting for admission is not unschedulable
     assert!(
         out.contains("queued in Kueue queue research") && out.contains("admitted by Kueue"),
+        "{out}"
+    );
+    // positions from Kueue's visibility API, one per waiting Job
+    assert!(
+        out.contains("(position 1 in the queue)") && out.contains("(position 3 in the queue)"),
         "{out}"
     );
     // Kueue's quota decides what runs, not max_parallel: all three Jobs were submitted at once

@@ -24,6 +24,7 @@
 
 use crate::backend::{AttemptEnd, Ending};
 use futures::StreamExt;
+mod kueue;
 mod manifest;
 
 pub use manifest::{JobSettings, job_manifest, job_name, label_value, manifests, pod_storage_url};
@@ -325,7 +326,7 @@ impl KubernetesBackend {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let mut following: Option<String> = None;
         let mut pending_since: Option<Instant> = None;
-        let (mut admitted, mut said_queued) = (false, false);
+        let mut kueue = kueue::QueueWatch::default();
         let selector = format!("job-name={name}");
         let mut end = AttemptEnd::default();
         loop {
@@ -358,27 +359,20 @@ impl KubernetesBackend {
             };
             // Kueue: a suspended Job waits for admission (queued: no pods, no schedule_timeout); one
             // suspended again after admission was evicted and runs again from its resume point.
-            let suspended = job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false);
-            if let Some(queue) = &self.spec.kubernetes.queue {
-                if suspended && admitted {
-                    let _ = self.delete_and_wait(&jobs, &name).await;
-                    end.preempted = Some(format!("evicted by Kueue ({})", suspension(&job)));
-                    break;
-                }
-                if suspended && !said_queued {
-                    said_queued = true;
-                    log(format!(
-                        "{}: queued in Kueue queue {queue}, waiting for admission",
-                        t.id
-                    ));
-                }
-                if !suspended && !admitted {
-                    admitted = true;
-                    if said_queued {
-                        log(format!("{}: admitted by Kueue", t.id));
+            let suspended = match &self.spec.kubernetes.queue {
+                Some(q) => match kueue
+                    .observe(&self.client, &self.namespace, q, &job, &t.id, log)
+                    .await
+                {
+                    kueue::Seen::Evicted(why) => {
+                        let _ = self.delete_and_wait(&jobs, &name).await;
+                        end.preempted = Some(format!("evicted by Kueue ({why})"));
+                        break;
                     }
-                }
-            }
+                    seen => seen == kueue::Seen::Queued,
+                },
+                None => false,
+            };
             let pod = if suspended {
                 pending_since = None;
                 None
@@ -495,23 +489,6 @@ impl KubernetesBackend {
         }
         end
     }
-}
-
-/// Why a Job is suspended, from its `Suspended` condition.
-fn suspension(job: &Job) -> String {
-    job.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().rev().find(|c| c.type_ == "Suspended"))
-        .map(|c| {
-            let reason = c.reason.clone().unwrap_or_default();
-            match &c.message {
-                Some(m) => format!("{reason}: {m}"),
-                None => reason,
-            }
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "suspended again after admission".into())
 }
 
 async fn stop_requested(stop: &AtomicBool) {
