@@ -12,6 +12,7 @@ use mixsweep_artifacts::{AttemptRecord, RunStatus, Summary};
 
 mod backend;
 mod compare;
+mod curves;
 mod diff;
 mod lease;
 mod process;
@@ -87,6 +88,11 @@ enum Command {
         /// interactions of the metric.
         #[arg(long)]
         effects: bool,
+        /// Compare at an equal budget instead of at each trial's end: `tokens=2e7` or `flops=1e15`
+        /// (training FLOPs); the metric (val_loss or train_loss) is read off each trial's curve in
+        /// metrics.jsonl by linear interpolation. Ranking, --group-by and --pareto use that value.
+        #[arg(long)]
+        at: Option<String>,
         /// With --group-by: also write the pairwise comparisons as CSV.
         #[arg(long)]
         pairs_csv: Option<PathBuf>,
@@ -448,6 +454,7 @@ fn main() -> ExitCode {
             varying_only,
             pareto,
             effects,
+            at,
             pairs_csv,
             csv,
             parquet,
@@ -455,7 +462,16 @@ fn main() -> ExitCode {
         } => {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             let result = (|| -> anyhow::Result<()> {
-                let target = results::resolve(&sweep, storage)?;
+                let mut target = results::resolve(&sweep, storage)?;
+                if let Some(a) = &at {
+                    let at = curves::At::parse(a)?;
+                    eprintln!(
+                        "metric: {} {} (interpolated from metrics.jsonl)",
+                        target.metric,
+                        at.describe()
+                    );
+                    target.at = Some(at);
+                }
                 let trials = rt.block_on(results::trials_frame(&target))?;
                 let effects_table = if effects {
                     compare::effects(&trials)?

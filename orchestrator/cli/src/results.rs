@@ -12,6 +12,8 @@ pub struct Target {
     pub name: String,
     pub goal_max: bool,
     pub metric: String,
+    /// Read the metric off each trial's curve at this budget instead of at its end.
+    pub at: Option<crate::curves::At>,
 }
 
 /// Resolves `<sweep name | sweep.yaml | storage URL ending in /sweeps/<name>>`.
@@ -30,6 +32,7 @@ pub fn resolve(arg: &str, storage: Option<String>) -> Result<Target> {
             name: spec.name,
             goal_max: goal == mixsweep_sweep::spec::Goal::Max,
             metric,
+            at: None,
         });
     }
     if let Some((root, name)) = arg.rsplit_once("/sweeps/") {
@@ -38,6 +41,7 @@ pub fn resolve(arg: &str, storage: Option<String>) -> Result<Target> {
             name: name.trim_end_matches('/').into(),
             goal_max: false,
             metric: "val_loss".into(),
+            at: None,
         });
     }
     Ok(Target {
@@ -45,6 +49,7 @@ pub fn resolve(arg: &str, storage: Option<String>) -> Result<Target> {
         name: arg.into(),
         goal_max: false,
         metric: "val_loss".into(),
+        at: None,
     })
 }
 
@@ -121,10 +126,12 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
         });
         // Only completed trials are ranked: a diverged or interrupted trial's best validation loss
         // may be its untrained step-0 loss.
-        metric.push(if state == TrialState::Done {
-            s.as_ref().and_then(|s| s.metric(&t.metric))
-        } else {
-            None
+        metric.push(match (&s, t.at) {
+            (Some(s), Some(at)) if state == TrialState::Done => {
+                crate::curves::metric_at(&storage, &ids[ids.len() - 1], s, &t.metric, at).await?
+            }
+            (Some(s), None) if state == TrialState::Done => s.metric(&t.metric),
+            _ => None,
         });
         reported |= s.as_ref().is_some_and(|s| s.reports(&t.metric));
         any_summary |= s.is_some();

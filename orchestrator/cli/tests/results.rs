@@ -117,6 +117,60 @@ fn results_rank_group_and_export() {
     assert!(col(&rows[1], "paired_diff_to_best").parse::<f64>().unwrap() > 0.0);
     assert_eq!(col(&rows[1], "pairs"), "2");
 
+    // --at: every trial's validation loss read off its curve at the same number of tokens,
+    // checked against an interpolation done here from the stored metrics.jsonl
+    let at_csv = d.join("at.csv");
+    let o = Command::new(bin("mixsweep"))
+        .args(["results", "agg", "--storage"])
+        .arg(&store)
+        .args(["--at", "tokens=10000", "--csv"])
+        .arg(&at_csv)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = std::fs::read_to_string(&at_csv).unwrap();
+    let head: Vec<&str> = t.lines().next().unwrap().split(',').collect();
+    let at_col = |r: &str, c: &str| {
+        r.split(',')
+            .nth(head.iter().position(|h| *h == c).unwrap())
+            .unwrap()
+            .to_string()
+    };
+    for row in t.lines().skip(1) {
+        let id = at_col(row, "trial");
+        let pts: Vec<(f64, f64)> =
+            std::fs::read_to_string(store.join(format!("trials/{id}/metrics.jsonl")))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .filter_map(|m| Some((m["tokens"].as_f64()?, m["val_loss"].as_f64()?)))
+                .collect();
+        let after = pts.iter().position(|p| p.0 >= 10000.0).unwrap();
+        let ((x0, y0), (x1, y1)) = (pts[after - 1], pts[after]);
+        let expected = y0 + (y1 - y0) * (10000.0 - x0) / (x1 - x0);
+        let got: f64 = at_col(row, "metric").parse().unwrap();
+        assert!((got - expected).abs() < 1e-9, "{id}: {got} vs {expected}");
+    }
+    // a budget no trial reached ranks nothing; a budget of the wrong kind is refused with the fix
+    let o = Command::new(bin("mixsweep"))
+        .args(["results", "agg", "--storage"])
+        .arg(&store)
+        .args(["--at", "tokens=1e12", "--csv"])
+        .arg(&at_csv)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let t = std::fs::read_to_string(&at_csv).unwrap();
+    assert!(t.lines().skip(1).all(|r| r.starts_with(',')), "{t}");
+    let o = Command::new(bin("mixsweep"))
+        .args(["results", "agg", "--storage"])
+        .arg(&store)
+        .args(["--at", "steps=5"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("tokens=N or flops=N"));
+
     // status lists the sweep with its progress
     let o = Command::new(bin("mixsweep"))
         .args(["status", "--storage"])
