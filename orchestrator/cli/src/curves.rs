@@ -68,7 +68,7 @@ pub fn points(
         .filter_map(|m| {
             let y = match metric {
                 "val_loss" => m.val_loss?,
-                _ => m.train_loss,
+                _ => m.train_loss?,
             };
             Some((m.tokens as f64 * per_token, y))
         })
@@ -135,7 +135,7 @@ mod tests {
         let rec = |tokens, val| MetricsRecord {
             tokens,
             val_loss: val,
-            train_loss: 5.0,
+            train_loss: Some(5.0),
             ..Default::default()
         };
         let records = [rec(1000, Some(3.0)), rec(1500, None), rec(2000, Some(2.0))];

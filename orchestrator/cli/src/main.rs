@@ -16,6 +16,7 @@ mod curves;
 mod diff;
 mod lease;
 mod process;
+mod report;
 mod results;
 mod run;
 mod stats;
@@ -102,6 +103,19 @@ enum Command {
         parquet: Option<PathBuf>,
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+    /// A static HTML report of a sweep (figures inlined; also every figure as SVG and PNG).
+    Report {
+        /// A sweep name, a sweep file, or a storage URL ending in /sweeps/<name>.
+        sweep: String,
+        #[arg(long)]
+        storage: Option<String>,
+        /// Output folder (default: ./mixsweep-report-<sweep>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Compare the curves' metric at an equal budget (`tokens=N` or `flops=N`), as `results --at`.
+        #[arg(long)]
+        at: Option<String>,
     },
     /// How two trials differ: config (as JSON paths), what their runs recorded, and their metrics.
     Diff {
@@ -534,6 +548,34 @@ fn main() -> ExitCode {
             })();
             match result {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {}", report(&e));
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Report {
+            sweep,
+            storage,
+            out,
+            at,
+        } => {
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let result = (|| -> anyhow::Result<report::Written> {
+                let mut target = results::resolve(&sweep, storage)?;
+                target.at = at.as_deref().map(curves::At::parse).transpose()?;
+                let out = out
+                    .unwrap_or_else(|| PathBuf::from(format!("mixsweep-report-{}", target.name)));
+                rt.block_on(report::report(&target, &out))
+            })();
+            match result {
+                Ok(w) => {
+                    println!("{}", w.html.display());
+                    for f in &w.figures {
+                        println!("{}", f.display());
+                    }
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
                     eprintln!("error: {}", report(&e));
                     ExitCode::from(1)

@@ -110,7 +110,11 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
         overrides_col.push(overrides);
         seeds.push(v["seed"].as_u64().unwrap_or(0));
         params.push(v["params"].as_u64().unwrap_or(0));
-        state_vals.push(s.as_ref().map(|s| s.inference_state_values as u64));
+        state_vals.push(
+            s.as_ref()
+                .map(|s| s.inference_state_values as u64)
+                .filter(|v| *v > 0),
+        );
         best.push(s.as_ref().and_then(|s| s.best_val_loss));
         fin.push(s.as_ref().and_then(|s| s.final_val_loss));
         train.push(s.as_ref().and_then(|s| s.final_train_loss));

@@ -112,7 +112,9 @@ pub struct Phase {
 #[serde(default)]
 pub struct MetricsRecord {
     pub step: usize,
-    pub train_loss: f64,
+    /// Absent on the final validation line (it has `step`, `tokens`, `elapsed_s` and `val_loss`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_loss: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_loss: Option<f64>,
     pub lr: f64,
@@ -275,7 +277,12 @@ mod tests {
         let line = r#"{"step": 4, "train_loss": 3.0, "lr": 0.1, "grad_norm": 1.0, "tokens": 10, "tok_s": 5.0, "elapsed_s": 1.0, "mem_active_bytes": 1, "mem_peak_bytes": 2, "mem_cache_bytes": 3, "aux.blocks.1.load_balance": 0.25}"#;
         let m: MetricsRecord = serde_json::from_str(line).unwrap();
         assert_eq!(m.aux["aux.blocks.1.load_balance"], 0.25);
-        assert_eq!(m.val_loss, None);
+        assert_eq!((m.val_loss, m.train_loss), (None, Some(3.0)));
+        // the final validation line has no training loss: none is made up
+        let last: MetricsRecord =
+            serde_json::from_str(r#"{"elapsed_s": 2.0, "step": 5, "tokens": 10, "val_loss": 2.5}"#)
+                .unwrap();
+        assert_eq!((last.train_loss, last.val_loss), (None, Some(2.5)));
     }
 
     #[test]

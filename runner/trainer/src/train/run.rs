@@ -355,7 +355,7 @@ impl<'a> Run<'a> {
         let mem = mixsweep_mlx::memory::stats().unwrap_or_default();
         let record = MetricsRecord {
             step: s,
-            train_loss: loss,
+            train_loss: Some(loss),
             val_loss: p.val,
             lr,
             grad_norm,
