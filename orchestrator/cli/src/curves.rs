@@ -59,6 +59,9 @@ pub fn points(
     at: At,
     s: &Summary,
 ) -> Result<Vec<(f64, f64)>> {
+    if !matches!(metric, "val_loss" | "train_loss") {
+        bail!("--at reads loss curves: use it with metric val_loss or train_loss (not {metric:?})");
+    }
     let per_token = match at {
         At::Tokens(_) => 1.0,
         At::Flops(_) => s.flops_per_token,
@@ -74,9 +77,6 @@ pub fn points(
         })
         .filter(|p| p.1.is_finite())
         .collect();
-    if !matches!(metric, "val_loss" | "train_loss") {
-        bail!("--at reads loss curves: use it with metric val_loss or train_loss (not {metric:?})");
-    }
     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
     Ok(pts)
 }
