@@ -93,6 +93,8 @@ fi
 # runner's phase breakdown (MIXSWEEP_TIMING=1), the first validation op by op (default) and compiled.
 if [[ $PARTS == *startup* ]]; then
   python3 -c 'import time; t = time.time(); import mlx.core as mx; a = mx.ones((1024, 1024)); mx.eval(a @ a); print(f"MLX Python: import, CUDA init and a matmul in {time.time() - t:.2f} s")' 2>&1 | tee -a "$OUT/bench.log"
+  # the reference: MLX Python's own start-up for a tiny.json-shaped model, cold then warm kernels
+  for i in 1 2; do MLX_PTX_CACHE_DIR=/tmp/mixsweep-py-ptx python3 scripts/bench/first_step.py 2>&1 | tail -1 | tee -a "$OUT/bench.log"; done
   for cfg in ${STARTUP_CONFIGS:-tiny gqa_shakespeare}; do
     for eager in ${EAGER_MODES:-1 0 1}; do
       TIMEFORMAT="startup $cfg eager_first_val=$eager: wall %R s"

@@ -10,6 +10,11 @@
 //! renamed, the `.ptx` (which MLX looks for first) after its `.txt` kernel list. Any number of runs
 //! can share one folder (a Docker bind mount, a node's hostPath), and each leaves it warmer.
 //!
+//! The folder is a tree: MLX splits a module name longer than a file name may be (fused kernels are
+//! named after their whole op chain, often over 255 bytes) into nested folders. Units are found, copied
+//! and published by their path relative to the cache root; a cache that only looked at the top level
+//! compiled every long-named kernel again in every process (~8 s of each GPU start-up, 2026-12-01).
+//!
 //! MLX's CPU backend does the same with fused elementwise kernels, compiled with the system C++
 //! compiler into `$TMPDIR/mlx/<version>/cpu/lib<kernel>.so` and loaded if that file exists: a second
 //! process could load a library the first is still writing ("file too short"). The same private-copy
@@ -34,15 +39,25 @@ pub struct KernelCache {
     private: PathBuf,
 }
 
-/// The files of each complete unit in `dir`, in publishing order (the file MLX looks for last).
+/// The files of each complete unit under `dir` (any depth), in publishing order (the file MLX
+/// looks for last), as paths relative to `dir`.
 fn complete_units(backend: Backend, dir: &Path) -> std::io::Result<Vec<Vec<PathBuf>>> {
     let mut units = vec![];
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+    for entry in walkdir::WalkDir::new(dir).follow_links(false) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let path = entry.path();
         let ext = path
             .extension()
             .and_then(|e| e.to_str())
             .unwrap_or_default();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with(".partial-") {
+            continue;
+        }
+        let relative = |p: PathBuf| p.strip_prefix(dir).map(Path::to_path_buf).ok();
         match backend {
             Backend::Cuda => {
                 if ext == "ptx" && path.with_extension("txt").is_file() {
@@ -50,13 +65,14 @@ fn complete_units(backend: Backend, dir: &Path) -> std::io::Result<Vec<Vec<PathB
                         .iter()
                         .map(|e| path.with_extension(e))
                         .filter(|p| p.is_file())
+                        .filter_map(relative)
                         .collect();
                     units.push(files);
                 }
             }
             Backend::Cpu => {
-                if matches!(ext, "so" | "dylib" | "dll") && path.is_file() {
-                    units.push(vec![path]);
+                if matches!(ext, "so" | "dylib" | "dll") {
+                    units.extend(relative(path.to_path_buf()).map(|p| vec![p]));
                 }
             }
         }
@@ -65,6 +81,9 @@ fn complete_units(backend: Backend, dir: &Path) -> std::io::Result<Vec<Vec<PathB
 }
 
 fn copy_atomically(from: &Path, to: &Path) -> std::io::Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
     // a short temporary name: kernel file names can be near the 255-byte limit already
     let tmp = to.with_file_name(format!(".partial-{}", std::process::id()));
     std::fs::copy(from, &tmp)?;
@@ -86,8 +105,11 @@ impl KernelCache {
         std::fs::create_dir_all(shared)?;
         std::fs::create_dir_all(private)?;
         for unit in complete_units(backend, shared)? {
-            for from in unit {
-                let to = private.join(from.file_name().unwrap_or_default());
+            for rel in unit {
+                let (from, to) = (shared.join(&rel), private.join(&rel));
+                if let Some(parent) = to.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
                 // published files are never rewritten in place, so a link is as good as a copy
                 if std::fs::hard_link(&from, &to).is_err() {
                     std::fs::copy(&from, &to)?;
@@ -122,19 +144,12 @@ impl KernelCache {
         let mut published = 0;
         for unit in complete_units(self.backend, &self.private)? {
             let last = unit.last().expect("a unit has files");
-            if self
-                .shared
-                .join(last.file_name().unwrap_or_default())
-                .is_file()
-            {
+            if self.shared.join(last).is_file() {
                 continue;
             }
             // in order: MLX reads a unit only once its last file exists
-            for from in &unit {
-                copy_atomically(
-                    from,
-                    &self.shared.join(from.file_name().unwrap_or_default()),
-                )?;
+            for rel in &unit {
+                copy_atomically(&self.private.join(rel), &self.shared.join(rel))?;
             }
             published += 1;
         }
@@ -203,6 +218,34 @@ mod tests {
         let cache = KernelCache::adopt(&shared, &root.path().join("run2")).unwrap();
         assert!(cache.private_dir().join("new.ptx").is_file());
         assert!(cache.private_dir().join("done.ptx").is_file());
+        assert_eq!(cache.finish().unwrap(), 0);
+    }
+
+    #[test]
+    fn long_module_names_split_into_folders_are_shared_too() {
+        // MLX's CUDA backend writes a module whose name is too long for one file name as
+        // `<first part>/<rest>.ptx`; such modules must survive from one run to the next
+        let root = tempfile::tempdir().unwrap();
+        let shared = root.path().join("shared");
+        let private = root.path().join("run1");
+        let cache = KernelCache::adopt(&shared, &private).unwrap();
+        let head = "A".repeat(240);
+        let nested = private.join(&head).join("B".repeat(100));
+        std::fs::create_dir_all(&nested).unwrap();
+        module(&nested, "tail", true, true);
+        module(&private, "short", true, true);
+        assert_eq!(cache.finish().unwrap(), 2);
+        let published = shared.join(&head).join("B".repeat(100)).join("tail.ptx");
+        assert_eq!(std::fs::read_to_string(&published).unwrap(), "ptx of tail");
+
+        let cache = KernelCache::adopt(&shared, &root.path().join("run2")).unwrap();
+        let adopted = cache
+            .private_dir()
+            .join(&head)
+            .join("B".repeat(100))
+            .join("tail.txt");
+        assert!(adopted.is_file(), "the next run starts with the nested module");
+        assert!(cache.is_warm());
         assert_eq!(cache.finish().unwrap(), 0);
     }
 
