@@ -43,7 +43,8 @@ fn mixsweep(args: &[&str], sweep: &Path, storage: &Path) -> Command {
         .arg(storage)
         .current_dir(sweep.parent().unwrap())
         .env("MIXSWEEP_RUNNER", runner())
-        .env("MIXSWEEP_WORK_DIR", storage.parent().unwrap().join("work"));
+        .env("MIXSWEEP_WORK_DIR", storage.parent().unwrap().join("work"))
+        .env("MIXSWEEP_SLURM_POLL", "1s");
     c
 }
 
@@ -116,7 +117,7 @@ fn losses(storage: &Path, id: &str) -> Vec<(u64, f64)> {
         .collect()
 }
 
-const LONG: &str = "name: long\nbackend: slurm\nbase: tiny.json\nsteps: 400\nseeds: [3]\ntrain: data/train_*.bin\nset: {training.log_every: 10}\n";
+const LONG: &str = "name: long\nbackend: slurm\nbase: tiny.json\nsteps: 200\nseeds: [3]\ntrain: data/train_*.bin\nset: {training.log_every: 10}\n";
 
 #[test]
 fn four_trial_sweep_runs_as_batch_jobs() {
@@ -167,7 +168,7 @@ fn time_limit_signal_resubmits_and_matches_an_uninterrupted_run() {
         .spawn()
         .unwrap();
     let id = trial_ids_when_listed(&store, "long");
-    let (work, job) = wait_for_step(&store, &id, 60);
+    let (work, job) = wait_for_step(&store, &id, 40);
     // what Slurm sends `signal_before` ahead of the time limit (--signal=B:USR1@...)
     let o = Command::new("scancel")
         .args(["--batch", "--signal=USR1", &job])
@@ -197,9 +198,9 @@ fn time_limit_signal_resubmits_and_matches_an_uninterrupted_run() {
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let (a, b) = (losses(&store, &id), losses(&reference, &id));
-    assert_eq!(a.last().unwrap().0, 399);
+    assert_eq!(a.last().unwrap().0, 199);
     let at = |l: &[(u64, f64)], s: u64| l.iter().rev().find(|(st, _)| *st == s).map(|p| p.1);
-    for step in [100, 200, 300, 399] {
+    for step in [50, 100, 150, 199] {
         let (x, y) = (at(&a, step).unwrap(), at(&b, step).unwrap());
         assert!(
             (x - y).abs() < 1e-5,
@@ -228,7 +229,7 @@ fn scancel_is_reported_and_the_trial_runs_again() {
     let dir = tempfile::tempdir().unwrap();
     let s = setup(
         dir.path(),
-        &LONG.replace("steps: 400", "steps: 200\nretries: 1"),
+        &LONG.replace("steps: 200", "steps: 120\nretries: 1"),
     );
     let store = dir.path().join("runs");
     let child = mixsweep(&["run"], &s, &store)
@@ -292,7 +293,7 @@ fn a_restarted_run_adopts_the_running_job() {
     assert!(log.contains(&format!("adopting slurm job {job}")), "{log}");
     let sum = summary(&store, &id);
     assert_eq!(sum["status"], "completed");
-    assert_eq!(sum["steps_completed"], 400);
+    assert_eq!(sum["steps_completed"], 200);
     // one job did all the training: no resume
     let stderr = std::fs::read_to_string(store.join(format!("trials/{id}/stderr.log"))).unwrap();
     assert!(!stderr.contains("resuming at step"), "{stderr}");

@@ -11,7 +11,9 @@
 //! * A job that reached its time limit, was preempted or lost its node is submitted again in the same
 //!   work folder and continues from the resume point (at most [`MAX_RESUBMITS`] times).
 //! * State comes from `squeue` while the job is known to it, then from `scontrol show job` (kept for
-//!   `MinJobAge`), then from the files the script wrote; no accounting database is needed.
+//!   `MinJobAge`), then from the files the script wrote; no accounting database is needed. All of a
+//!   sweep's trials share one `squeue --me` listing, refreshed at most every [`poll_interval`] (5 s,
+//!   `MIXSWEEP_SLURM_POLL` to change), so a large sweep costs slurmctld one query per interval.
 //! * Jobs are named `mixsweep-<trial id>` and carry their work folder in `--comment`: a restarted
 //!   `mixsweep run` adopts a trial's queued or running job instead of submitting a second one.
 //! * Ctrl-C: queued jobs are cancelled, running ones are asked to stop (and cancelled 60 s later).
@@ -34,7 +36,16 @@ pub const EXIT_FILE: &str = "slurm_exit";
 pub const MAX_RESUBMITS: usize = 20;
 /// How long a running job has to stop after our signal before it is cancelled.
 const STOP_GRACE: Duration = Duration::from_secs(60);
-const POLL: Duration = Duration::from_millis(500);
+/// How often a running trial reads its metrics from the shared work folder.
+const METRICS_POLL: Duration = Duration::from_millis(500);
+
+/// How old the shared `squeue` listing may get: `MIXSWEEP_SLURM_POLL` (e.g. `2s`), default 5 s.
+pub fn poll_interval() -> Duration {
+    std::env::var("MIXSWEEP_SLURM_POLL")
+        .ok()
+        .and_then(|v| parse_duration(&v).ok())
+        .unwrap_or(Duration::from_secs(5))
+}
 
 pub fn job_name(trial_id: &str) -> String {
     format!("mixsweep-{trial_id}")
@@ -44,6 +55,42 @@ pub struct SlurmBackend {
     spec: SlurmSpec,
     /// Lead time of the stop signal before the time limit.
     signal_before: Duration,
+    /// The last `squeue` listing, shared by all trials.
+    queue: tokio::sync::Mutex<Listing>,
+    poll: Duration,
+}
+
+/// This user's jobs as one `squeue` call showed them.
+#[derive(Default)]
+struct Listing {
+    taken: Option<Instant>,
+    jobs: Vec<Listed>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Listed {
+    id: String,
+    state: String,
+    name: String,
+    comment: String,
+}
+
+impl Listing {
+    fn parse(text: &str) -> Vec<Listed> {
+        text.lines()
+            .filter_map(|l| {
+                let mut f = l.splitn(4, '|');
+                let (id, state, name) = (f.next()?, f.next()?, f.next()?);
+                Some(Listed {
+                    id: id.trim().to_string(),
+                    state: state.trim().to_string(),
+                    name: name.trim().to_string(),
+                    comment: f.next().unwrap_or("").trim().to_string(),
+                })
+            })
+            .filter(|j| !j.id.is_empty())
+            .collect()
+    }
 }
 
 /// A job as `squeue` shows it.
@@ -171,31 +218,6 @@ pub fn job_alive(id: &str) -> bool {
         .is_some_and(|o| !String::from_utf8_lossy(&o.stdout).trim().is_empty())
 }
 
-/// The trial's job that Slurm still has (queued, running, requeued...), if any.
-async fn find_job(name: &str) -> Result<Option<Queued>> {
-    let text = slurm("squeue", &["-h", "--name", name, "-o", "%i|%T|%k"]).await?;
-    Ok(text.lines().find_map(|l| {
-        let mut f = l.splitn(3, '|');
-        let (id, state, comment) = (f.next()?, f.next()?, f.next()?);
-        let work = comment.strip_prefix("mixsweep:")?;
-        Some(Queued {
-            id: id.trim().to_string(),
-            state: state.trim().to_string(),
-            work: PathBuf::from(work.trim()),
-        })
-    }))
-}
-
-/// `squeue`'s state of one job; `None` once it left the queue.
-async fn queue_state(id: &str) -> Result<Option<String>> {
-    // squeue fails for a job id it no longer knows on some versions, prints nothing on others
-    match slurm("squeue", &["-h", "-j", id, "-o", "%T"]).await {
-        Ok(s) => Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty())),
-        Err(e) if e.to_string().contains("Invalid job id") => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 /// `JobState` and `Reason` of an ended job from `scontrol show job -o`.
 async fn ended_state(id: &str) -> (Option<String>, Option<String>) {
     let Ok(text) = slurm("scontrol", &["show", "job", "-o", id]).await else {
@@ -270,6 +292,39 @@ impl SlurmBackend {
         SlurmBackend::new(spec)
     }
 
+    /// This user's jobs, from a listing no older than `max_age` and taken after `since`.
+    async fn listing(&self, since: Option<Instant>, max_age: Duration) -> Result<Vec<Listed>> {
+        let mut q = self.queue.lock().await;
+        let fresh = q
+            .taken
+            .is_some_and(|t| t.elapsed() < max_age && since.is_none_or(|s| t >= s));
+        if !fresh {
+            let text = slurm("squeue", &["-h", "--me", "-o", "%i|%T|%j|%k"]).await?;
+            q.jobs = Listing::parse(&text);
+            q.taken = Some(Instant::now());
+        }
+        Ok(q.jobs.clone())
+    }
+
+    /// The trial's job that Slurm still has (queued, running, requeued...), if any.
+    async fn find_job(&self, name: &str) -> Result<Option<Queued>> {
+        let jobs = self.listing(Some(Instant::now()), Duration::ZERO).await?;
+        Ok(jobs.into_iter().find_map(|j| {
+            let work = j.comment.strip_prefix("mixsweep:")?;
+            (j.name == name).then(|| Queued {
+                id: j.id.clone(),
+                state: j.state.clone(),
+                work: PathBuf::from(work),
+            })
+        }))
+    }
+
+    /// `squeue`'s state of one job submitted at `since`; `None` once it left the queue.
+    async fn queue_state(&self, id: &str, since: Instant) -> Result<Option<String>> {
+        let jobs = self.listing(Some(since), self.poll).await?;
+        Ok(jobs.into_iter().find(|j| j.id == id).map(|j| j.state))
+    }
+
     /// The backend for the sweep's `slurm:` settings, without asking the cluster.
     pub fn new(spec: &SweepSpec) -> Result<SlurmBackend> {
         let signal_before = match &spec.slurm.signal_before {
@@ -279,6 +334,8 @@ impl SlurmBackend {
         Ok(SlurmBackend {
             spec: spec.slurm.clone(),
             signal_before,
+            queue: Default::default(),
+            poll: poll_interval(),
         })
     }
 
@@ -388,7 +445,7 @@ impl SlurmBackend {
     /// resubmissions until it ends.
     pub async fn attempt(&self, ctx: &AttemptCtx<'_>) -> Result<AttemptEnd> {
         let name = job_name(&ctx.trial.id);
-        let (mut job, mut dir) = match find_job(&name).await? {
+        let (mut job, mut dir) = match self.find_job(&name).await? {
             Some(q) => {
                 (ctx.log)(format!(
                     "{}: adopting slurm job {} ({}) from an earlier run",
@@ -400,7 +457,7 @@ impl SlurmBackend {
         };
         let mut resubmits = 0;
         loop {
-            let (end, stopped) = watch(ctx, &job, &dir).await?;
+            let (end, stopped) = self.watch(ctx, &job, &dir).await?;
             if dir != ctx.work {
                 move_results(&dir, ctx.work)?;
                 dir = ctx.work.to_path_buf();
@@ -455,47 +512,49 @@ pub fn plan_scripts(sweep: &mixsweep_sweep::Sweep, root: &str) -> Result<String>
     Ok(text)
 }
 
-/// Follows one job until Slurm no longer has it, reporting metrics and passing on Ctrl-C and the
-/// sweep's timeout. Returns what is known of its end and whether we stopped it.
-async fn watch(ctx: &AttemptCtx<'_>, job: &str, dir: &Path) -> Result<(JobEnd, bool)> {
-    let metrics = dir.join("out/metrics.jsonl");
-    let mut offset = 0usize;
-    let started = Instant::now();
-    let mut stop_sent: Option<Instant> = None;
-    loop {
-        let state = queue_state(job).await?;
-        for m in new_metrics(&metrics, &mut offset) {
-            (ctx.on_metrics)(&m);
-        }
-        let Some(state) = state else { break };
-        let stop =
-            ctx.stop.load(Ordering::SeqCst) || ctx.timeout.is_some_and(|d| started.elapsed() > d);
-        if stop && stop_sent.is_none() {
-            stop_sent = Some(Instant::now());
-            if state == "PENDING" {
-                slurm("scancel", &[job]).await?;
-            } else {
-                slurm("scancel", &["--batch", "--signal=USR2", job]).await?;
+impl SlurmBackend {
+    /// Follows one job until Slurm no longer has it, reporting metrics and passing on Ctrl-C and the
+    /// sweep's timeout. Returns what is known of its end and whether we stopped it.
+    async fn watch(&self, ctx: &AttemptCtx<'_>, job: &str, dir: &Path) -> Result<(JobEnd, bool)> {
+        let metrics = dir.join("out/metrics.jsonl");
+        let mut offset = 0usize;
+        let started = Instant::now();
+        let mut stop_sent: Option<Instant> = None;
+        loop {
+            let state = self.queue_state(job, started).await?;
+            for m in new_metrics(&metrics, &mut offset) {
+                (ctx.on_metrics)(&m);
             }
+            let Some(state) = state else { break };
+            let stop = ctx.stop.load(Ordering::SeqCst)
+                || ctx.timeout.is_some_and(|d| started.elapsed() > d);
+            if stop && stop_sent.is_none() {
+                stop_sent = Some(Instant::now());
+                if state == "PENDING" {
+                    slurm("scancel", &[job]).await?;
+                } else {
+                    slurm("scancel", &["--batch", "--signal=USR2", job]).await?;
+                }
+            }
+            if stop_sent.is_some_and(|t| t.elapsed() > STOP_GRACE) {
+                slurm("scancel", &[job]).await?;
+            }
+            tokio::time::sleep(METRICS_POLL).await;
         }
-        if stop_sent.is_some_and(|t| t.elapsed() > STOP_GRACE) {
-            slurm("scancel", &[job]).await?;
-        }
-        tokio::time::sleep(POLL).await;
+        let (state, reason) = ended_state(job).await;
+        let summary = std::fs::read(dir.join("out/summary.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<mixsweep_artifacts::Summary>(&b).ok())
+            .map(|s| s.status);
+        let end = JobEnd {
+            state,
+            reason,
+            exit: read_trimmed(&dir.join(EXIT_FILE)).and_then(|s| s.parse().ok()),
+            signal: read_trimmed(&dir.join(SIGNAL_FILE)),
+            summary,
+        };
+        Ok((end, stop_sent.is_some()))
     }
-    let (state, reason) = ended_state(job).await;
-    let summary = std::fs::read(dir.join("out/summary.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<mixsweep_artifacts::Summary>(&b).ok())
-        .map(|s| s.status);
-    let end = JobEnd {
-        state,
-        reason,
-        exit: read_trimmed(&dir.join(EXIT_FILE)).and_then(|s| s.parse().ok()),
-        signal: read_trimmed(&dir.join(SIGNAL_FILE)),
-        summary,
-    };
-    Ok((end, stop_sent.is_some()))
 }
 
 #[cfg(test)]
@@ -509,6 +568,18 @@ mod tests {
             signal: signal.map(str::to_string),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn squeue_listing_is_parsed() {
+        let jobs =
+            Listing::parse("12|RUNNING|mixsweep-ab12|mixsweep:/w/a|b\n13|PENDING|other|(null)\n\n");
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[0].comment, "mixsweep:/w/a|b");
+        assert_eq!(
+            (jobs[1].id.as_str(), jobs[1].state.as_str()),
+            ("13", "PENDING")
+        );
     }
 
     #[test]
