@@ -33,6 +33,11 @@ const BASE_COLUMNS: &[&str] = &[
     "status",
     "metric",
     "pareto",
+    "flops_per_token",
+    "train_flops",
+    "peak_mem_gb",
+    "device_s",
+    "cost_usd",
 ];
 
 /// `group -> seed -> metric values` of the completed trials.

@@ -14,6 +14,7 @@ mod backend;
 mod compare;
 mod curves;
 mod diff;
+mod isoflop;
 mod lease;
 mod process;
 mod report;
@@ -97,6 +98,9 @@ enum Command {
         /// With --group-by: also write the pairwise comparisons as CSV.
         #[arg(long)]
         pairs_csv: Option<PathBuf>,
+        /// For a `budget:` sweep: also write the iso-FLOP fits (one row per budget) as CSV.
+        #[arg(long)]
+        fits_csv: Option<PathBuf>,
         #[arg(long)]
         csv: Option<PathBuf>,
         #[arg(long)]
@@ -470,6 +474,7 @@ fn main() -> ExitCode {
             effects,
             at,
             pairs_csv,
+            fits_csv,
             csv,
             parquet,
             json,
@@ -487,6 +492,17 @@ fn main() -> ExitCode {
                     target.at = Some(at);
                 }
                 let trials = rt.block_on(results::trials_frame(&target))?;
+                let iso = isoflop::fits(&trials)?;
+                match (&iso, &fits_csv) {
+                    (Some(f), Some(p)) => {
+                        results::export(&mut isoflop::table(f)?, Some(p), None, None)?
+                    }
+                    (None, Some(_)) => anyhow::bail!(
+                        "--fits-csv: sweep {:?} has no `budget:` (iso-FLOP fits need compute budgets)",
+                        target.name
+                    ),
+                    _ => {}
+                }
                 let effects_table = if effects {
                     compare::effects(&trials)?
                 } else {
@@ -522,7 +538,14 @@ fn main() -> ExitCode {
                     }
                 };
                 if group_by.is_none() {
-                    table::print_frame(&table);
+                    table::print_frame(&table::without_empty(&table));
+                    if let Some(fits) = &iso {
+                        println!(
+                            "\niso-FLOP fits: {} against ln(params) per budget (seed means, least-squares parabola):",
+                            target.metric
+                        );
+                        table::print_frame(&isoflop::table(fits)?);
+                    }
                 }
                 if effects {
                     match effects_table {

@@ -53,6 +53,161 @@ pub fn resolve(arg: &str, storage: Option<String>) -> Result<Target> {
     })
 }
 
+/// What a trial costs and how it ran, from its summary and the sweep's settings.
+#[derive(Default)]
+struct Costs {
+    train_flops: Option<f64>,
+    peak_mem_gb: Option<f64>,
+    device_s: Option<f64>,
+    cost_usd: Option<f64>,
+}
+
+/// The sweep's stored `sweep.yaml`: prices and GPU packing, for the cost columns.
+struct SweepSettings {
+    cost: Option<mixsweep_sweep::spec::CostSpec>,
+    trials_per_gpu: usize,
+}
+
+impl SweepSettings {
+    async fn load(storage: &Storage, name: &str) -> Result<SweepSettings> {
+        let spec = storage
+            .get(&format!("sweeps/{name}/sweep.yaml"))
+            .await?
+            .and_then(|b| mixsweep_sweep::parse_spec(&String::from_utf8_lossy(&b)).ok());
+        Ok(SweepSettings {
+            cost: spec.as_ref().and_then(|s| s.cost),
+            trials_per_gpu: spec.and_then(|s| s.trials_per_gpu).unwrap_or(1).max(1),
+        })
+    }
+
+    fn costs(&self, s: &mixsweep_artifacts::Summary) -> Costs {
+        // a trial sharing its GPU with others (trials_per_gpu) is charged its share of the wall time
+        let gpu = s.device == "gpu";
+        let share = if gpu {
+            1.0 / self.trials_per_gpu as f64
+        } else {
+            1.0
+        };
+        let device_s = (s.wall_time_s > 0.0).then_some(s.wall_time_s * share);
+        let price = self.cost.and_then(|c| {
+            if gpu {
+                Some(c.gpu_hour_usd)
+            } else {
+                c.cpu_hour_usd
+            }
+        });
+        Costs {
+            train_flops: (s.tokens > 0 && s.flops_per_token > 0.0)
+                .then_some(s.tokens as f64 * s.flops_per_token),
+            peak_mem_gb: (s.peak_memory_bytes > 0).then(|| s.peak_memory_bytes as f64 / 1e9),
+            device_s,
+            cost_usd: device_s.zip(price).map(|(d, p)| d / 3600.0 * p),
+        }
+    }
+}
+
+/// The columns of the ranked table, one entry per trial.
+#[derive(Default)]
+struct Columns {
+    id: Vec<String>,
+    variant: Vec<String>,
+    overrides: Vec<String>,
+    seed: Vec<u64>,
+    params: Vec<u64>,
+    flops_per_token: Vec<Option<f64>>,
+    state_values: Vec<Option<u64>>,
+    best: Vec<Option<f64>>,
+    fin: Vec<Option<f64>>,
+    train: Vec<Option<f64>>,
+    tok_s: Vec<Option<f64>>,
+    wall: Vec<Option<f64>>,
+    costs: Vec<Costs>,
+    status: Vec<String>,
+    metric: Vec<Option<f64>>,
+    /// One column per swept path, in the trials' order.
+    swept: std::collections::BTreeMap<String, Vec<Option<String>>>,
+}
+
+impl Columns {
+    /// The listing's part of a row: id, variant, seed, params and the swept values.
+    fn listed(&mut self, v: &serde_json::Value) -> String {
+        let row = self.id.len();
+        for (k, x) in v["overrides"].as_object().into_iter().flatten() {
+            let text = x
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| x.to_string());
+            let col = self.swept.entry(k.clone()).or_default();
+            col.resize(row, None);
+            col.push(Some(text));
+        }
+        let overrides = v["overrides"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, x)| format!("{k}={x}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let id = v["id"].as_str().unwrap_or_default().to_string();
+        self.id.push(id.clone());
+        self.variant
+            .push(v["variant"].as_str().unwrap_or_default().into());
+        self.overrides.push(overrides);
+        self.seed.push(v["seed"].as_u64().unwrap_or(0));
+        self.params.push(v["params"].as_u64().unwrap_or(0));
+        self.flops_per_token
+            .push(v["flops_per_token"].as_f64().filter(|f| *f > 0.0));
+        id
+    }
+
+    /// The run's part of a row.
+    fn ran(&mut self, s: Option<&mixsweep_artifacts::Summary>, settings: &SweepSettings) {
+        self.state_values.push(
+            s.map(|s| s.inference_state_values as u64)
+                .filter(|v| *v > 0),
+        );
+        self.best.push(s.and_then(|s| s.best_val_loss));
+        self.fin.push(s.and_then(|s| s.final_val_loss));
+        self.train.push(s.and_then(|s| s.final_train_loss));
+        self.tok_s.push(s.map(|s| s.mean_tok_s));
+        self.wall.push(s.map(|s| s.wall_time_s));
+        self.costs
+            .push(s.map(|s| settings.costs(s)).unwrap_or_default());
+    }
+
+    fn frame(self) -> Result<DataFrame> {
+        let rows = self.id.len();
+        let cost = |f: fn(&Costs) -> Option<f64>| self.costs.iter().map(f).collect::<Vec<_>>();
+        let mut df = df!(
+            "trial" => &self.id,
+            "variant" => &self.variant,
+            "overrides" => &self.overrides,
+            "seed" => &self.seed,
+            "params" => &self.params,
+            "state_values" => &self.state_values,
+            "best_val_loss" => &self.best,
+            "final_val_loss" => &self.fin,
+            "final_train_loss" => &self.train,
+            "tok_s" => &self.tok_s,
+            "wall_s" => &self.wall,
+            "status" => &self.status,
+            "metric" => &self.metric,
+            "flops_per_token" => &self.flops_per_token,
+            "train_flops" => cost(|c| c.train_flops),
+            "peak_mem_gb" => cost(|c| c.peak_mem_gb),
+            "device_s" => cost(|c| c.device_s),
+            "cost_usd" => cost(|c| c.cost_usd),
+        )?;
+        for (k, mut col) in self.swept {
+            col.resize(rows, None);
+            df.with_column(Column::new(k.as_str().into(), col))?;
+        }
+        Ok(df)
+    }
+}
+
 /// One row per trial, sorted by the metric.
 pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
     let storage = Storage::open_existing(&t.root).with_context(|| {
@@ -70,57 +225,16 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
                 t.name, t.root
             )
         })?;
-    let (mut ids, mut variants, mut overrides_col) = (
-        Vec::<String>::new(),
-        Vec::<String>::new(),
-        Vec::<String>::new(),
-    );
-    let (mut seeds, mut params) = (Vec::<u64>::new(), Vec::<u64>::new());
-    let mut state_vals = Vec::<Option<u64>>::new();
-    let (mut best, mut fin, mut train, mut toks, mut wall, mut status, mut metric) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let settings = SweepSettings::load(&storage, &t.name).await?;
+    let mut cols = Columns::default();
     let (mut reported, mut any_summary) = (false, false);
-    // one column per swept path, in the trials' order
-    let mut swept: std::collections::BTreeMap<String, Vec<Option<String>>> = Default::default();
-    for (row, line) in String::from_utf8_lossy(&listing).lines().enumerate() {
+    for line in String::from_utf8_lossy(&listing).lines() {
         let v: serde_json::Value = serde_json::from_str(line)?;
-        for (k, x) in v["overrides"].as_object().into_iter().flatten() {
-            let text = x
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| x.to_string());
-            let col = swept.entry(k.clone()).or_default();
-            col.resize(row, None);
-            col.push(Some(text));
-        }
-        let id = v["id"].as_str().unwrap_or_default().to_string();
-        let overrides = v["overrides"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, x)| format!("{k}={x}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default();
+        let id = cols.listed(&v);
         let s = storage.summary(&id).await?;
         let state = storage.trial_state(&id).await?;
-        ids.push(id);
-        variants.push(v["variant"].as_str().unwrap_or_default().into());
-        overrides_col.push(overrides);
-        seeds.push(v["seed"].as_u64().unwrap_or(0));
-        params.push(v["params"].as_u64().unwrap_or(0));
-        state_vals.push(
-            s.as_ref()
-                .map(|s| s.inference_state_values as u64)
-                .filter(|v| *v > 0),
-        );
-        best.push(s.as_ref().and_then(|s| s.best_val_loss));
-        fin.push(s.as_ref().and_then(|s| s.final_val_loss));
-        train.push(s.as_ref().and_then(|s| s.final_train_loss));
-        toks.push(s.as_ref().map(|s| s.mean_tok_s));
-        wall.push(s.as_ref().map(|s| s.wall_time_s));
-        status.push(match state {
+        cols.ran(s.as_ref(), &settings);
+        cols.status.push(match state {
             TrialState::Done => "done".to_string(),
             TrialState::New => "new".to_string(),
             _ => s
@@ -130,9 +244,9 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
         });
         // Only completed trials are ranked: a diverged or interrupted trial's best validation loss
         // may be its untrained step-0 loss.
-        metric.push(match (&s, t.at) {
+        cols.metric.push(match (&s, t.at) {
             (Some(s), Some(at)) if state == TrialState::Done => {
-                crate::curves::metric_at(&storage, &ids[ids.len() - 1], s, &t.metric, at).await?
+                crate::curves::metric_at(&storage, &id, s, &t.metric, at).await?
             }
             (Some(s), None) if state == TrialState::Done => s.metric(&t.metric),
             _ => None,
@@ -148,32 +262,17 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
             t.metric
         );
     }
-    let rows = ids.len();
-    let mut df = df!(
-        "trial" => ids,
-        "variant" => variants,
-        "overrides" => overrides_col,
-        "seed" => seeds,
-        "params" => params,
-        "state_values" => state_vals,
-        "best_val_loss" => best,
-        "final_val_loss" => fin,
-        "final_train_loss" => train,
-        "tok_s" => toks,
-        "wall_s" => wall,
-        "status" => status,
-        "metric" => metric,
-    )?;
-    for (k, mut col) in swept {
-        col.resize(rows, None);
-        df.with_column(Column::new(k.as_str().into(), col))?;
-    }
-    let sorted = df
+    rank(cols.frame()?, t.goal_max)
+}
+
+/// Sorts by the metric (unranked trials last) and numbers the ranked ones.
+fn rank(df: DataFrame, goal_max: bool) -> Result<DataFrame> {
+    let mut sorted = df
         .lazy()
         .sort(
             ["metric"],
             SortMultipleOptions::default()
-                .with_order_descending(t.goal_max)
+                .with_order_descending(goal_max)
                 .with_nulls_last(true),
         )
         .collect()?;
@@ -187,7 +286,6 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
             })
         })
         .collect();
-    let mut sorted = sorted;
     sorted.insert_column(0, Column::new("rank".into(), rank))?;
     Ok(sorted)
 }

@@ -358,6 +358,14 @@ async fn run_trial(shared: Arc<Shared>, t: Trial) -> Outcome {
     outcome
 }
 
+/// Seconds since the Unix epoch.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
 /// The attempts of one trial: retries with backoff, preemptions, storage of each attempt's results.
 async fn attempts(
     shared: &Shared,
@@ -406,7 +414,9 @@ async fn attempts(
             on_metrics: &on_metrics,
             log: &log,
         };
+        let started_at = unix_now();
         let result = shared.backend.attempt(&ctx).await;
+        let ended_at = unix_now();
         if let Ok(AttemptEnd {
             preempted: Some(why),
             ..
@@ -435,6 +445,9 @@ async fn attempts(
             exit_code: result.as_ref().ok().and_then(|r| r.code),
             backend: shared.backend.name().to_string(),
             recovered: None,
+            started_at: Some(started_at),
+            ended_at: Some(ended_at),
+            slot: gpu.map(|g| format!("gpu {g}")),
         };
         // Written first: if storing fails, the next run stores this folder with this record.
         let _ = std::fs::write(

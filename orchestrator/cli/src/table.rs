@@ -112,7 +112,9 @@ pub fn float(v: f64) -> String {
 
 /// `1.23M`, `45.6k`: counts such as params and tokens per second.
 pub fn human(n: f64) -> String {
-    if n >= 1e9 {
+    if n >= 1e12 {
+        format!("{n:.2e}")
+    } else if n >= 1e9 {
         format!("{:.2}G", n / 1e9)
     } else if n >= 1e6 {
         format!("{:.2}M", n / 1e6)
@@ -125,7 +127,15 @@ pub fn human(n: f64) -> String {
 
 /// One cell of a data frame, rounded.
 fn cell(v: AnyValue<'_>, column: &str) -> String {
-    let counted = matches!(column, "params" | "tok_s");
+    let counted = matches!(
+        column,
+        "params"
+            | "tok_s"
+            | "flops_per_token"
+            | "train_flops"
+            | "optimal_params"
+            | "optimal_tokens"
+    );
     match v {
         AnyValue::Null => "-".into(),
         AnyValue::Float64(f) if counted => human(f),
@@ -156,6 +166,20 @@ pub fn frame_rows(df: &DataFrame) -> (Vec<String>, Vec<Vec<String>>) {
         })
         .collect();
     (headers, rows)
+}
+
+/// The frame without the columns that hold nothing (e.g. `cost_usd` when no price is set).
+pub fn without_empty(df: &DataFrame) -> DataFrame {
+    if df.height() == 0 {
+        return df.clone();
+    }
+    let keep: Vec<PlSmallStr> = df
+        .columns()
+        .iter()
+        .filter(|c| c.null_count() < df.height())
+        .map(|c| c.name().clone())
+        .collect();
+    df.select(keep).unwrap_or_else(|_| df.clone())
 }
 
 pub fn print_frame(df: &DataFrame) {

@@ -168,6 +168,9 @@ fn kept_record(dir: &Path) -> Option<AttemptRecord> {
             recovered: Some(
                 "the orchestrator of this attempt exited before storing its results".into(),
             ),
+            started_at: None,
+            ended_at: None,
+            slot: None,
         }
     }))
 }

@@ -3,6 +3,40 @@
 
 use crate::spec::SweepSpec;
 
+/// `budget:` and `cost:`: positive, finite numbers; a budget replaces `steps`.
+fn check_budget(spec: &SweepSpec) -> Result<(), (&'static str, String)> {
+    if let Some(b) = &spec.budget {
+        if b.flops.is_empty() {
+            return Err((
+                "budget",
+                "budget.flops needs at least one budget (e.g. flops: [1e15, 3e15])".into(),
+            ));
+        }
+        if let Some(bad) = b.flops.iter().find(|f| !(f.is_finite() && **f > 0.0)) {
+            return Err((
+                "budget",
+                format!("budget.flops: {bad} is not a positive number of FLOPs"),
+            ));
+        }
+        if spec.steps.is_some() {
+            return Err((
+                "budget",
+                "budget and steps are both set: a compute budget decides each trial's steps; remove `steps:`".into(),
+            ));
+        }
+    }
+    if let Some(c) = &spec.cost {
+        let price = |p: f64| p.is_finite() && p >= 0.0;
+        if !price(c.gpu_hour_usd) || c.cpu_hour_usd.is_some_and(|p| !price(p)) {
+            return Err((
+                "cost",
+                "cost.gpu_hour_usd (and cpu_hour_usd) must be prices >= 0 (e.g. 2.5)".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Names and metric: things that would silently misfile or misrank results.
 pub(crate) fn check_names(spec: &SweepSpec) -> Result<(), (String, String)> {
     let n = &spec.name;
@@ -53,6 +87,7 @@ pub(crate) fn check_run_settings(spec: &SweepSpec) -> Result<(), (&'static str, 
     if let Some(t) = &spec.timeout {
         parse_duration(t).map_err(|e| ("timeout", e))?;
     }
+    check_budget(spec)?;
     if let Some(m) = &spec.memory {
         parse_memory(m).map_err(|e| ("memory", e))?;
     }

@@ -81,14 +81,24 @@ fn model_key(variant: usize, overrides: &[(Arc<str>, Value)]) -> String {
     key
 }
 
+/// What validating one config found: `(params, training FLOPs per token, steps)` and the tokens of
+/// one step.
+struct Checked {
+    counts: (usize, f64, usize),
+    batch_tokens: usize,
+}
+
 impl ModelCache {
-    /// Validates `cfg`: `(params, FLOPs per token, steps)`, or the config error.
-    fn check(&self, key: &str, cfg: &Value) -> Result<(usize, f64, usize), String> {
+    /// Validates `cfg`, or the config error.
+    fn check(&self, key: &str, cfg: &Value) -> Result<Checked, String> {
         let cached = self.models.lock().unwrap().get(key).copied();
         if let Some((seq_len, params, flops)) = cached {
             let t = TrainingConfig::from_value(cfg.get("training"), seq_len)
                 .map_err(|e| e.to_string())?;
-            return Ok((params, flops, t.steps));
+            return Ok(Checked {
+                counts: (params, flops, t.steps),
+                batch_tokens: t.batch_tokens,
+            });
         }
         let m = ModelConfig::from_value(cfg).map_err(|e| e.to_string())?;
         let c = m.counts();
@@ -96,13 +106,29 @@ impl ModelCache {
             key.to_string(),
             (m.seq_len, c.params, c.train_flops_per_token),
         );
-        Ok((c.params, c.train_flops_per_token, m.training.steps))
+        Ok(Checked {
+            counts: (c.params, c.train_flops_per_token, m.training.steps),
+            batch_tokens: m.training.batch_tokens,
+        })
+    }
+}
+
+/// The steps a trial of `flops_per_token` training FLOPs per token and `batch_tokens` tokens per
+/// step may take within `budget` training FLOPs (at least one).
+pub fn budget_steps(budget: f64, flops_per_token: f64, batch_tokens: usize) -> usize {
+    let per_step = flops_per_token * batch_tokens as f64;
+    if per_step > 0.0 {
+        ((budget / per_step).round() as usize).max(1)
+    } else {
+        1
     }
 }
 
 #[derive(Clone, Copy)]
 struct Settings<'a> {
     seeds: Option<&'a [u64]>,
+    /// `budget.flops`: each seed's trial once per budget.
+    budgets: Option<&'a [f64]>,
     skip_invalid: bool,
     file: &'a Path,
     src: &'a str,
@@ -137,50 +163,91 @@ fn make_point(
         .unwrap_or(42)];
     let seeds = s.seeds.unwrap_or(&own);
     let mut made = Vec::with_capacity(seeds.len());
-    for &seed in seeds {
+    let invalid = |e: String, overrides: &Row| {
+        let what = format!(
+            "variant {:?} ({}){}: invalid config: {e}",
+            v.name,
+            v.base_file,
+            if overrides.is_empty() {
+                String::new()
+            } else {
+                format!(" with {}", fmt_overrides(overrides))
+            }
+        );
+        let at = overrides
+            .first()
+            .map(|(k, _)| k.to_string())
+            .unwrap_or_else(|| v.base_file.clone());
+        err(
+            &at,
+            what + " (or set `skip_invalid: true` to skip such points)",
+        )
+    };
+    'seeds: for &seed in seeds {
         let mut cfg = cfg.clone();
         finish_config(&mut cfg, seed);
-        let counts = match cache.check(&key, &cfg) {
-            Ok(c) => c,
-            Err(e) if s.skip_invalid => {
-                made.push(Made::Skipped(Skipped {
-                    variant: v.name.to_string(),
-                    overrides: overrides.clone(),
-                    reason: e,
-                }));
-                break;
-            }
-            Err(e) => {
-                let what = format!(
-                    "variant {:?} ({}){}: invalid config: {e}",
-                    v.name,
-                    v.base_file,
-                    if overrides.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" with {}", fmt_overrides(&overrides))
+        // one config per budget (its steps from the budget), else the config as it is
+        let configs: Vec<(Value, Option<f64>)> = match s.budgets {
+            None => vec![(cfg, None)],
+            Some(budgets) => {
+                let tokens = match cache.check(&key, &cfg) {
+                    Ok(c) => (c.counts.1, c.batch_tokens),
+                    Err(e) if s.skip_invalid => {
+                        made.push(skipped(v, &overrides, e));
+                        break 'seeds;
                     }
-                );
-                let at = overrides
-                    .first()
-                    .map(|(k, _)| k.to_string())
-                    .unwrap_or_else(|| v.base_file.clone());
-                return Err(err(
-                    &at,
-                    what + " (or set `skip_invalid: true` to skip such points)",
-                ));
+                    Err(e) => return Err(invalid(e, &overrides)),
+                };
+                budgets
+                    .iter()
+                    .map(|&b| {
+                        let mut c = cfg.clone();
+                        crate::trial::set_steps(&mut c, budget_steps(b, tokens.0, tokens.1));
+                        (c, Some(b))
+                    })
+                    .collect()
             }
         };
-        made.push(Made::Trial(Trial::new(
-            trial_id(&cfg, &v.data_id, seed),
-            seed,
-            counts,
-            v.clone(),
-            i,
-            tie_values.clone(),
-        )));
+        for (cfg, budget) in configs {
+            let checked = match cache.check(&key, &cfg) {
+                Ok(c) => c,
+                Err(e) => {
+                    let mut at = overrides.clone();
+                    if let Some(b) = budget {
+                        at.push((
+                            Arc::from(crate::trial::BUDGET_KEY),
+                            crate::points::number(b),
+                        ));
+                    }
+                    if s.skip_invalid {
+                        made.push(skipped(v, &at, e));
+                        break 'seeds;
+                    }
+                    return Err(invalid(e, &at));
+                }
+            };
+            made.push(Made::Trial(
+                Trial::new(
+                    trial_id(&cfg, &v.data_id, seed),
+                    seed,
+                    checked.counts,
+                    v.clone(),
+                    i,
+                    tie_values.clone(),
+                )
+                .with_budget(budget),
+            ));
+        }
     }
     Ok(made)
+}
+
+fn skipped(v: &Variant, overrides: &Row, reason: String) -> Made {
+    Made::Skipped(Skipped {
+        variant: v.name.to_string(),
+        overrides: overrides.clone(),
+        reason,
+    })
 }
 
 /// Expands a parsed sweep. `file` is the sweep file (relative paths inside are resolved against its folder).
@@ -215,6 +282,7 @@ pub fn expand_with_progress(
     let cache = ModelCache::default();
     let settings = Settings {
         seeds: (!spec.seeds.is_empty()).then_some(spec.seeds.as_slice()),
+        budgets: spec.budget.as_ref().map(|b| b.flops.as_slice()),
         skip_invalid: spec.skip_invalid,
         file,
         src,

@@ -18,7 +18,7 @@ mod trial;
 
 pub use expand::{Skipped, Sweep, expand, expand_with_progress};
 pub use spec::SweepSpec;
-pub use trial::{Trial, TrialId};
+pub use trial::{BUDGET_KEY, Trial, TrialId};
 
 use sha2::{Digest, Sha256};
 use std::io::Read;

@@ -194,6 +194,24 @@ pub struct SlurmSpec {
     pub runner: Option<String>,
 }
 
+/// `budget:`: training FLOPs per trial (forward and backward, the runner's count); the trials of each
+/// budget make one iso-FLOP curve that `results` fits.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSpec {
+    pub flops: Vec<f64>,
+}
+
+/// `cost:`: what a GPU-hour (and optionally a CPU-only trial's hour) costs, for the `cost_usd`
+/// column of `results`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CostSpec {
+    pub gpu_hour_usd: f64,
+    #[serde(default)]
+    pub cpu_hour_usd: Option<f64>,
+}
+
 /// A sweep file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -226,6 +244,13 @@ pub struct SweepSpec {
     /// Override `training.steps` for every trial.
     #[serde(default)]
     pub steps: Option<usize>,
+    /// A compute budget instead of `steps`: every trial runs once per budget, for the steps its
+    /// training FLOPs per token and `training.batch_tokens` allow (`budget: {flops: [1e15, 3e15]}`).
+    #[serde(default)]
+    pub budget: Option<BudgetSpec>,
+    /// Prices for the cost columns of `results` (`cost: {gpu_hour_usd: 2.5}`).
+    #[serde(default)]
+    pub cost: Option<CostSpec>,
     pub train: Option<String>,
     #[serde(default)]
     pub val: Option<String>,

@@ -126,6 +126,11 @@ impl Variant {
     }
 }
 
+/// Sets `training.steps` (a budget's steps).
+pub(crate) fn set_steps(cfg: &mut Value, steps: usize) {
+    set_path(cfg, "training.steps", Value::from(steps));
+}
+
 /// Sets the seed and normalises numbers (`4.0` is `4`): the last steps of every config.
 pub(crate) fn finish_config(cfg: &mut Value, seed: u64) {
     set_path(cfg, "training.seed", Value::from(seed));
@@ -170,7 +175,12 @@ pub struct Trial {
     point: usize,
     /// The values the sweep's ties took for this trial, in tie order.
     ties: Box<[Value]>,
+    /// The training FLOPs budget that set `steps` (`budget:` sweeps).
+    pub budget: Option<f64>,
 }
+
+/// The name under which a trial's budget shows among its overrides (and in `results`).
+pub const BUDGET_KEY: &str = "budget.flops";
 
 impl PartialEq for Trial {
     fn eq(&self, other: &Trial) -> bool {
@@ -197,7 +207,14 @@ impl Trial {
             variant,
             point,
             ties: ties.into_boxed_slice(),
+            budget: None,
         }
+    }
+
+    /// This trial with the compute budget its steps were derived from.
+    pub(crate) fn with_budget(mut self, budget: Option<f64>) -> Trial {
+        self.budget = budget;
+        self
     }
 
     /// A trial of one config on its own (outside any sweep): validated and counted; its id covers
@@ -256,6 +273,9 @@ impl Trial {
                 .zip(self.ties.iter())
                 .map(|((p, _, _), v)| (p.clone(), v.clone())),
         );
+        if let Some(b) = self.budget {
+            row.push((Arc::from(BUDGET_KEY), crate::points::number(b)));
+        }
         row
     }
 
@@ -279,6 +299,9 @@ impl Trial {
             .build(&point, Ties::Given(&self.ties))
             .expect("the overrides applied when the trial was made");
         finish_config(&mut cfg, self.seed);
+        if self.budget.is_some() {
+            set_steps(&mut cfg, self.steps);
+        }
         cfg
     }
 
@@ -287,6 +310,7 @@ impl Trial {
         serde_json::json!({
             "id": self.id, "variant": self.variant(), "seed": self.seed, "params": self.params,
             "flops_per_token": self.flops_per_token, "steps": self.steps,
+            "budget_flops": self.budget,
             "train": self.train(), "val": self.val(),
             "overrides": self.overrides_json(),
         })

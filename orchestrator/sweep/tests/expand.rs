@@ -276,3 +276,52 @@ fn count_property_over_random_shapes() {
         assert_eq!(ids.len(), s.trials.len());
     }
 }
+
+#[test]
+fn a_compute_budget_sets_each_trials_steps() {
+    let f = Fixture::new();
+    let s = load(&f.sweep(
+        "b.yaml",
+        "name: b\nbase: model.json\ngrid: {model_dim: [32, 64]}\nbudget: {flops: [1e9, 4e9]}\nseeds: [1, 2]\ntrain: data/train_*.bin\n",
+    ));
+    assert_eq!(s.trials.len(), 2 * 2 * 2);
+    for t in &s.trials {
+        let b = t.budget.expect("every trial has its budget");
+        // batch_tokens 64: steps = budget / (training FLOPs per token * 64), rounded
+        let want = (b / (t.flops_per_token * 64.0)).round() as usize;
+        assert_eq!(t.steps, want.max(1), "{}", t.overrides_text());
+        assert_eq!(t.config()["training"]["steps"], t.steps);
+        assert!(
+            t.overrides_text().contains("budget.flops="),
+            "{}",
+            t.overrides_text()
+        );
+        // the spent compute is the budget to within one step
+        let spent = t.steps as f64 * 64.0 * t.flops_per_token;
+        assert!((spent - b).abs() <= 0.5 * 64.0 * t.flops_per_token + 1.0);
+    }
+    // a smaller model takes more steps for the same budget; 4x the budget is ~4x the steps
+    let steps = |dim: i64, b: f64| {
+        s.trials
+            .iter()
+            .find(|t| t.config()["model_dim"] == dim && t.budget == Some(b))
+            .unwrap()
+            .steps
+    };
+    assert!(steps(32, 1e9) > steps(64, 1e9));
+    assert!((steps(64, 4e9) as f64 / steps(64, 1e9) as f64 - 4.0).abs() < 0.2);
+    // budget and steps together, or a bad budget, are refused with the field named
+    for (extra, msg) in [
+        ("budget: {flops: [1e9]}\nsteps: 5\n", "remove `steps:`"),
+        ("budget: {flops: [-1]}\n", "not a positive number"),
+        ("budget: {flops: []}\n", "at least one budget"),
+    ] {
+        let e = mixsweep_sweep::load(&f.sweep(
+            "bad.yaml",
+            &format!("name: bad\nbase: model.json\ntrain: data/train_*.bin\n{extra}"),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("budget") && e.contains(msg), "{e}");
+    }
+}

@@ -98,6 +98,15 @@ pub struct AttemptRecord {
     /// Set when a later run stored this attempt's results (its orchestrator had exited).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovered: Option<String>,
+    /// When the attempt was handed to its backend and when it ended (Unix seconds): the trial's bar
+    /// in the report's timeline (for queued backends the start includes the cluster's queueing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<f64>,
+    /// The device slot it ran on (`gpu 0`), where the orchestrator placed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
 }
 
 /// One start-up phase and its duration in seconds.

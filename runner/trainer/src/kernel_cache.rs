@@ -244,7 +244,10 @@ mod tests {
             .join(&head)
             .join("B".repeat(100))
             .join("tail.txt");
-        assert!(adopted.is_file(), "the next run starts with the nested module");
+        assert!(
+            adopted.is_file(),
+            "the next run starts with the nested module"
+        );
         assert!(cache.is_warm());
         assert_eq!(cache.finish().unwrap(), 0);
     }

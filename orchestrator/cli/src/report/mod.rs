@@ -6,12 +6,15 @@
 //! metric against parameters with the Pareto front. Tables: the ranked trials (every row of
 //! `results`) and, when some variant has two or more seeds, the per-variant means with 95% t
 //! intervals and paired comparisons of `results --group-by variant`.
-//! Not drawn yet: parallel coordinates over the swept parameters and the per-GPU timeline.
+//! With `budget:`, the iso-FLOP curves with their fitted parabolas ([`crate::isoflop`]); and the
+//! timeline of the trials per device slot ([`timeline`]).
+//! Not drawn yet: parallel coordinates over the swept parameters.
 
 mod plot;
+mod timeline;
 
 use crate::results::{self, Target};
-use crate::storage::{Storage, TrialStates};
+use crate::storage::Storage;
 use anyhow::{Context, Result};
 use mixsweep_artifacts::MetricsRecord;
 use plot::{Curve, Figure, Lines, Scatter};
@@ -33,7 +36,7 @@ struct Trial {
     flops_per_token: f64,
 }
 
-async fn load(storage: &Storage, id: &str, group: &str) -> Result<Trial> {
+async fn load(storage: &Storage, id: &str, group: &str, flops_per_token: f64) -> Result<Trial> {
     let text = storage
         .get(&format!("trials/{id}/metrics.jsonl"))
         .await?
@@ -54,11 +57,6 @@ async fn load(storage: &Storage, id: &str, group: &str) -> Result<Trial> {
         .filter_map(|m| Some((tok(m), m.train_loss?)))
         .filter(|p| p.1.is_finite() && p.0 > 0.0)
         .collect();
-    let flops_per_token = storage
-        .summary(id)
-        .await?
-        .map(|s| s.flops_per_token)
-        .unwrap_or(0.0);
     Ok(Trial {
         id: id.to_string(),
         group: group.to_string(),
@@ -200,7 +198,50 @@ fn figures(
                 .collect(),
         }),
     ));
+    if let Some(fits) = crate::isoflop::fits(df)? {
+        out.push((
+            "isoflop",
+            format!(
+                "Iso-FLOP curves: {} against parameters per compute budget (seed means) and the fitted parabola in ln(params)",
+                t.metric
+            ),
+            lines(
+                &format!("{} vs parameters at equal training FLOPs", t.metric),
+                "parameters",
+                &t.metric,
+                true,
+                isoflop_curves(&fits),
+            ),
+        ));
+    }
     Ok(out)
+}
+
+/// Per budget: the seed means by size, and the fitted parabola sampled across (and a little
+/// beyond) the sizes tried.
+fn isoflop_curves(fits: &[crate::isoflop::Fit]) -> Vec<Curve> {
+    let mut curves = vec![];
+    for f in fits {
+        let label = format!("{:.2e} FLOPs", f.budget);
+        curves.push(Curve {
+            group: label.clone(),
+            points: f.sizes.iter().map(|s| (s.0, s.1)).collect(),
+        });
+        if let (Some([a, b, c]), Some(first), Some(last)) =
+            (f.coef, f.sizes.first(), f.sizes.last())
+        {
+            let (lo, hi) = (first.0.ln() - 0.2, last.0.ln() + 0.2);
+            let points = (0..=40)
+                .map(|i| lo + (hi - lo) * i as f64 / 40.0)
+                .map(|x| (x.exp(), a * x * x + b * x + c))
+                .collect();
+            curves.push(Curve {
+                group: format!("{label} (fit)"),
+                points,
+            });
+        }
+    }
+    curves
 }
 
 fn escape(s: &str) -> String {
@@ -247,13 +288,23 @@ pub async fn report(t: &Target, out: &Path) -> Result<Written> {
     let df = results::trials_frame(t).await?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let (ids, variants) = (strings(&df, "trial")?, strings(&df, "variant")?);
+    let fpt = numbers(&df, "flops_per_token")?;
     let mut trials = vec![];
-    for (id, v) in ids.iter().zip(&variants) {
-        trials.push(load(&storage, id, v).await?);
+    for ((id, v), f) in ids.iter().zip(&variants).zip(&fpt) {
+        trials.push(load(&storage, id, v, f.unwrap_or(0.0)).await?);
     }
     let mut body = String::new();
     let mut files = vec![];
-    for (stem, caption, fig) in figures(t, &trials, &df)? {
+    let mut figs = figures(t, &trials, &df)?;
+    if let Some(tl) = timeline::timeline(&storage, &ids).await? {
+        figs.push((
+            "timeline",
+            "Each trial's last attempt from start to end, one row per device slot, coloured by how it ended"
+                .to_string(),
+            Figure::Timeline(tl),
+        ));
+    }
+    for (stem, caption, fig) in figs {
         let svg = plot::render(&fig, out, stem)?;
         files.extend([
             out.join(format!("{stem}.svg")),

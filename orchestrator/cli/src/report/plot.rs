@@ -32,9 +32,18 @@ pub struct Scatter {
     pub points: Vec<(f64, f64, String, bool)>,
 }
 
+/// Trials as bars over time, one row per device slot, coloured by how they ended.
+pub struct Timeline {
+    pub title: String,
+    pub lanes: Vec<String>,
+    /// `(lane, start s, end s, ending)`, times from the sweep's first start.
+    pub bars: Vec<(usize, f64, f64, String)>,
+}
+
 pub enum Figure {
     Lines(Lines),
     Scatter(Scatter),
+    Timeline(Timeline),
 }
 
 const SIZE: (u32, u32) = (900, 520);
@@ -73,6 +82,7 @@ where
     match fig {
         Figure::Lines(l) => lines(l, root),
         Figure::Scatter(s) => scatter(s, root),
+        Figure::Timeline(t) => timeline(t, root),
     }
 }
 
@@ -290,5 +300,69 @@ where
     } else {
         body!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(err)?);
     }
+    Ok(())
+}
+
+fn timeline<DB: DrawingBackend>(t: &Timeline, root: &DrawingArea<DB, Shift>) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{e}");
+    let end = t.bars.iter().map(|b| b.2).fold(1.0, f64::max) * 1.02;
+    let n = t.lanes.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(root)
+        .caption(&t.title, ("sans-serif", 22))
+        .margin(14)
+        .x_label_area_size(48)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..end, -0.5..n - 0.5)
+        .map_err(err)?;
+    let lanes = &t.lanes;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the sweep's first trial started")
+        .y_desc("device slot")
+        .y_labels(t.lanes.len().max(1))
+        .y_label_formatter(&|v| {
+            let i = v.round();
+            if (v - i).abs() < 1e-6 && i >= 0.0 {
+                lanes.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .disable_y_mesh()
+        .draw()
+        .map_err(err)?;
+    let groups = groups_of(t.bars.iter().map(|b| &b.3));
+    let color = palette(&groups);
+    for g in &groups {
+        let c = color(g);
+        chart
+            .draw_series(t.bars.iter().filter(|b| &b.3 == g).map(|b| {
+                let y = b.0 as f64;
+                Rectangle::new(
+                    [(b.1, y - 0.35), (b.2.max(b.1 + end * 0.002), y + 0.35)],
+                    c.filled(),
+                )
+            }))
+            .map_err(err)?
+            .label(g.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], c.filled()));
+    }
+    // a white edge between consecutive trials of one slot
+    chart
+        .draw_series(t.bars.iter().map(|b| {
+            let y = b.0 as f64;
+            Rectangle::new([(b.1, y - 0.35), (b.2, y + 0.35)], WHITE.stroke_width(2))
+        }))
+        .map_err(err)?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(err)?;
     Ok(())
 }
