@@ -38,6 +38,7 @@ const BASE_COLUMNS: &[&str] = &[
     "peak_mem_gb",
     "device_s",
     "cost_usd",
+    "sweep",
 ];
 
 /// `group -> seed -> metric values` of the completed trials.
@@ -268,7 +269,7 @@ pub fn varying_only(df: &DataFrame) -> Result<DataFrame> {
 }
 
 /// The swept paths of a trial table (its columns beyond the base ones).
-fn factors(df: &DataFrame) -> Vec<String> {
+pub fn factors(df: &DataFrame) -> Vec<String> {
     df.get_column_names()
         .iter()
         .map(|c| c.to_string())

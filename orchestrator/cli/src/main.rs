@@ -14,6 +14,7 @@ mod backend;
 mod compare;
 mod curves;
 mod diff;
+mod diff_sweeps;
 mod isoflop;
 mod lease;
 mod process;
@@ -70,8 +71,10 @@ enum Command {
     },
     /// Results of a sweep from storage: one row per trial ranked by the metric, or aggregated per variant.
     Results {
-        /// A sweep name, a sweep file, or a storage URL ending in /sweeps/<name>.
-        sweep: String,
+        /// A sweep name, a sweep file, or a storage URL ending in /sweeps/<name>; several sweeps are
+        /// merged into one table with a `sweep` column (a trial they share appears once).
+        #[arg(required = true, num_args = 1..)]
+        sweep: Vec<String>,
         #[arg(long)]
         storage: Option<String>,
         /// Group over seeds by `variant` or a swept path (e.g. `training.lr`): mean, std, n and a 95%
@@ -121,11 +124,12 @@ enum Command {
         #[arg(long)]
         at: Option<String>,
     },
-    /// How two trials differ: config (as JSON paths), what their runs recorded, and their metrics.
+    /// How two trials differ (config as JSON paths, what their runs recorded, metrics), or two sweeps
+    /// (sweep files as JSON paths, trials paired by point and seed, the paired metric difference).
     Diff {
-        /// A trial id or a unique prefix of one.
+        /// A trial id (or a unique prefix of one), or a sweep name.
         a: String,
-        /// A trial id or a unique prefix of one.
+        /// A trial id (or a unique prefix of one), or a sweep name.
         b: String,
         #[arg(long)]
         storage: Option<String>,
@@ -481,17 +485,21 @@ fn main() -> ExitCode {
         } => {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             let result = (|| -> anyhow::Result<()> {
-                let mut target = results::resolve(&sweep, storage)?;
+                let mut targets = sweep
+                    .iter()
+                    .map(|s| results::resolve(s, storage.clone()))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
                 if let Some(a) = &at {
                     let at = curves::At::parse(a)?;
                     eprintln!(
                         "metric: {} {} (interpolated from metrics.jsonl)",
-                        target.metric,
+                        targets[0].metric,
                         at.describe()
                     );
-                    target.at = Some(at);
+                    targets.iter_mut().for_each(|t| t.at = Some(at));
                 }
-                let trials = rt.block_on(results::trials_frame(&target))?;
+                let target = targets[0].clone();
+                let trials = rt.block_on(results::merged_frame(&targets))?;
                 let iso = isoflop::fits(&trials)?;
                 match (&iso, &fits_csv) {
                     (Some(f), Some(p)) => {
@@ -611,6 +619,13 @@ fn main() -> ExitCode {
             let result = rt.block_on(async {
                 let store = storage::Storage::open_existing(&root)
                     .map_err(|e| anyhow::anyhow!("storage {root}: {e} (pass --storage)"))?;
+                if diff_sweeps::is_sweep(&store, &a).await?
+                    && diff_sweeps::is_sweep(&store, &b).await?
+                {
+                    let ta = results::resolve(&a, Some(root.clone()))?;
+                    let tb = results::resolve(&b, Some(root.clone()))?;
+                    return diff_sweeps::diff(&store, &ta, &tb).await;
+                }
                 diff::diff(&store, &a, &b).await
             });
             match result {

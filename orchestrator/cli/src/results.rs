@@ -7,6 +7,7 @@ use polars::prelude::*;
 use std::path::Path;
 
 /// Where a sweep's results live: storage root and sweep name.
+#[derive(Clone)]
 pub struct Target {
     pub root: String,
     pub name: String,
@@ -288,6 +289,79 @@ fn rank(df: DataFrame, goal_max: bool) -> Result<DataFrame> {
         .collect();
     sorted.insert_column(0, Column::new("rank".into(), rank))?;
     Ok(sorted)
+}
+
+/// The trials of several sweeps as one ranked table with a `sweep` column: a trial that two sweeps
+/// share (the same content-hash id: same config, data and seed) appears once, under the first sweep
+/// that lists it. The sweeps must rank by the same metric.
+pub async fn merged_frame(targets: &[Target]) -> Result<DataFrame> {
+    let first = &targets[0];
+    if targets.len() == 1 {
+        return trials_frame(first).await;
+    }
+    if let Some(t) = targets
+        .iter()
+        .find(|t| t.metric != first.metric || t.goal_max != first.goal_max)
+    {
+        bail!(
+            "sweeps {:?} and {:?} rank by different metrics ({} and {}); merge sweeps of one metric",
+            first.name,
+            t.name,
+            first.metric,
+            t.metric
+        );
+    }
+    let mut frames = vec![];
+    for t in targets {
+        let mut df = trials_frame(t).await?.drop("rank")?;
+        df.insert_column(
+            1,
+            Column::new("sweep".into(), vec![t.name.clone(); df.height()]),
+        )?;
+        frames.push(df);
+    }
+    let merged = union(frames)?;
+    let mut seen = std::collections::HashSet::new();
+    let ids = merged.column("trial")?.str()?.clone();
+    let keep: BooleanChunked = (0..ids.len())
+        .map(|i| Some(seen.insert(ids.get(i).unwrap_or_default().to_string())))
+        .collect();
+    rank(merged.filter(&keep)?, first.goal_max)
+}
+
+/// Stacks frames whose columns differ (the swept paths), filling missing columns with nulls.
+fn union(frames: Vec<DataFrame>) -> Result<DataFrame> {
+    let mut names: Vec<PlSmallStr> = vec![];
+    let mut types: std::collections::HashMap<PlSmallStr, DataType> = Default::default();
+    for df in &frames {
+        for c in df.columns() {
+            if !types.contains_key(c.name()) {
+                names.push(c.name().clone());
+                types.insert(c.name().clone(), c.dtype().clone());
+            }
+        }
+    }
+    let mut out: Option<DataFrame> = None;
+    for mut df in frames {
+        for n in &names {
+            if df.column(n).is_err() {
+                df.with_column(Column::full_null(n.clone(), df.height(), &types[n]))?;
+            }
+        }
+        let mut df = df.select(names.clone())?;
+        // the same column may be typed differently where one sweep has only nulls in it
+        for n in &names {
+            if df.column(n)?.dtype() != &types[n] {
+                let c = df.column(n)?.cast(&types[n])?;
+                df.with_column(c)?;
+            }
+        }
+        out = Some(match out {
+            None => df,
+            Some(acc) => acc.vstack(&df)?,
+        });
+    }
+    out.context("no sweeps to merge")
 }
 
 pub fn export(

@@ -160,7 +160,7 @@ print(json.dumps(out))
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    for fig in ["isoflop", "timeline"] {
+    for fig in ["isoflop", "timeline", "parallel"] {
         assert!(out.join(format!("{fig}.png")).is_file(), "{fig}.png");
         assert!(
             html.contains(&format!("id=\"fig-{fig}\"")),
@@ -170,4 +170,63 @@ print(json.dumps(out))
     let svg = std::fs::read_to_string(out.join("timeline.svg")).unwrap();
     // one bar per trial (the legend adds one rectangle per ending)
     assert!(svg.matches("<rect").count() >= 6, "{svg}");
+
+    // a second sweep sharing one trial: `results A B` lists each trial once, with its sweep
+    let other = d.join("other.yaml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&sweep)
+            .unwrap()
+            .replace("name: iso", "name: other")
+            .replace("[16, 32, 64]", "[16, 48]")
+            .replace("[5e9, 1e10]", "[5e9]"),
+    )
+    .unwrap();
+    let o = mixsweep()
+        .arg("run")
+        .arg(&other)
+        .arg("--storage")
+        .arg(&store)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let m = d.join("merged.csv");
+    let o = mixsweep()
+        .args(["results", "iso", "other", "--storage"])
+        .arg(&store)
+        .arg("--csv")
+        .arg(&m)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let rows = csv_rows(&m);
+    assert_eq!(rows.len(), 7, "6 + the one trial only `other` has");
+    let from_other: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["sweep"] == "other")
+        .map(|r| r["model_dim"].as_str())
+        .collect();
+    assert_eq!(from_other, ["48"]);
+    let ranks: Vec<usize> = rows.iter().map(|r| r["rank"].parse().unwrap()).collect();
+    assert_eq!(ranks, (1..=7).collect::<Vec<_>>());
+
+    // diff of the two sweeps: their files differ at grid.model_dim and budget.flops; the one shared
+    // point pairs up with a difference of exactly 0 (the same trial)
+    let o = mixsweep()
+        .args(["diff", "iso", "other", "--storage"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("grid.model_dim") && out.contains("budget.flops"),
+        "{out}"
+    );
+    assert!(
+        out.contains("5 only in a") && out.contains("1 only in b") && out.contains("1 in both"),
+        "{out}"
+    );
+    assert!(out.contains("mean +0.000000"), "{out}");
 }

@@ -7,9 +7,10 @@
 //! `results`) and, when some variant has two or more seeds, the per-variant means with 95% t
 //! intervals and paired comparisons of `results --group-by variant`.
 //! With `budget:`, the iso-FLOP curves with their fitted parabolas ([`crate::isoflop`]); and the
-//! timeline of the trials per device slot ([`timeline`]).
-//! Not drawn yet: parallel coordinates over the swept parameters.
+//! timeline of the trials per device slot ([`timeline`]); parallel coordinates over the swept numeric
+//! paths and the metric ([`parallel`]).
 
+mod parallel;
 mod plot;
 mod timeline;
 
@@ -296,6 +297,17 @@ pub async fn report(t: &Target, out: &Path) -> Result<Written> {
     let mut body = String::new();
     let mut files = vec![];
     let mut figs = figures(t, &trials, &df)?;
+    let factors = crate::compare::factors(&df);
+    if let Some(p) = parallel::parallel(&df, &factors, &t.metric)? {
+        figs.push((
+            "parallel",
+            format!(
+                "Each ranked trial across its swept settings and {}, dark blue (best) to orange (worst)",
+                t.metric
+            ),
+            Figure::Parallel(p),
+        ));
+    }
     if let Some(tl) = timeline::timeline(&storage, &ids).await? {
         figs.push((
             "timeline",

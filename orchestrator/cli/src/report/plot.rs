@@ -44,6 +44,7 @@ pub enum Figure {
     Lines(Lines),
     Scatter(Scatter),
     Timeline(Timeline),
+    Parallel(super::parallel::Parallel),
 }
 
 const SIZE: (u32, u32) = (900, 520);
@@ -83,6 +84,7 @@ where
         Figure::Lines(l) => lines(l, root),
         Figure::Scatter(s) => scatter(s, root),
         Figure::Timeline(t) => timeline(t, root),
+        Figure::Parallel(p) => super::parallel::draw(p, root),
     }
 }
 
