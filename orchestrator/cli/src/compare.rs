@@ -273,7 +273,7 @@ pub fn factors(df: &DataFrame) -> Vec<String> {
     df.get_column_names()
         .iter()
         .map(|c| c.to_string())
-        .filter(|c| !BASE_COLUMNS.contains(&c.as_str()))
+        .filter(|c| !BASE_COLUMNS.contains(&c.as_str()) && !c.starts_with("state_mib_at_"))
         .collect()
 }
 

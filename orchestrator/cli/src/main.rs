@@ -101,6 +101,10 @@ enum Command {
         /// With --group-by: also write the pairwise comparisons as CSV.
         #[arg(long)]
         pairs_csv: Option<PathBuf>,
+        /// Add each trial's inference state per sequence after this many tokens (KV caches grow with
+        /// the context, recurrent states do not), in MiB at 2 bytes a value: `state_mib_at_<N>`.
+        #[arg(long)]
+        context: Option<usize>,
         /// For a `budget:` sweep: also write the iso-FLOP fits (one row per budget) as CSV.
         #[arg(long)]
         fits_csv: Option<PathBuf>,
@@ -478,6 +482,7 @@ fn main() -> ExitCode {
             effects,
             at,
             pairs_csv,
+            context,
             fits_csv,
             csv,
             parquet,
@@ -498,6 +503,7 @@ fn main() -> ExitCode {
                     );
                     targets.iter_mut().for_each(|t| t.at = Some(at));
                 }
+                targets.iter_mut().for_each(|t| t.context = context);
                 let target = targets[0].clone();
                 let trials = rt.block_on(results::merged_frame(&targets))?;
                 let iso = isoflop::fits(&trials)?;

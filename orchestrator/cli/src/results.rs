@@ -15,6 +15,8 @@ pub struct Target {
     pub metric: String,
     /// Read the metric off each trial's curve at this budget instead of at its end.
     pub at: Option<crate::curves::At>,
+    /// Also report each trial's inference state at this context length (`state_mib_at_<N>`).
+    pub context: Option<usize>,
 }
 
 /// Resolves `<sweep name | sweep.yaml | storage URL ending in /sweeps/<name>>`.
@@ -34,6 +36,7 @@ pub fn resolve(arg: &str, storage: Option<String>) -> Result<Target> {
             goal_max: goal == mixsweep_sweep::spec::Goal::Max,
             metric,
             at: None,
+            context: None,
         });
     }
     if let Some((root, name)) = arg.rsplit_once("/sweeps/") {
@@ -43,6 +46,7 @@ pub fn resolve(arg: &str, storage: Option<String>) -> Result<Target> {
             goal_max: false,
             metric: "val_loss".into(),
             at: None,
+            context: None,
         });
     }
     Ok(Target {
@@ -51,6 +55,7 @@ pub fn resolve(arg: &str, storage: Option<String>) -> Result<Target> {
         goal_max: false,
         metric: "val_loss".into(),
         at: None,
+        context: None,
     })
 }
 
@@ -123,6 +128,8 @@ struct Columns {
     tok_s: Vec<Option<f64>>,
     wall: Vec<Option<f64>>,
     costs: Vec<Costs>,
+    /// `(context, MiB per sequence in bf16)` when asked for.
+    state_mib: Option<(usize, Vec<Option<f64>>)>,
     status: Vec<String>,
     metric: Vec<Option<f64>>,
     /// One column per swept path, in the trials' order.
@@ -201,12 +208,31 @@ impl Columns {
             "device_s" => cost(|c| c.device_s),
             "cost_usd" => cost(|c| c.cost_usd),
         )?;
+        if let Some((n, col)) = self.state_mib {
+            df.with_column(Column::new(format!("state_mib_at_{n}").into(), col))?;
+        }
         for (k, mut col) in self.swept {
             col.resize(rows, None);
             df.with_column(Column::new(k.as_str().into(), col))?;
         }
         Ok(df)
     }
+}
+
+/// The values cached generation keeps per sequence after `context` tokens (KV caches grow with it,
+/// recurrent states do not), from the trial's stored config and the IR, in MiB at 2 bytes a value.
+async fn state_mib(storage: &Storage, id: &str, context: usize) -> Result<Option<f64>> {
+    let Some(cfg) = storage
+        .get_json(&format!("trials/{id}/config.json"))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let Ok(model) = mixsweep_model::ModelConfig::from_value(&cfg) else {
+        return Ok(None);
+    };
+    let values = mixsweep_model::inference_state_values(&model.lower(), context);
+    Ok(Some(values as f64 * 2.0 / (1u64 << 20) as f64))
 }
 
 /// One row per trial, sorted by the metric.
@@ -227,7 +253,10 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
             )
         })?;
     let settings = SweepSettings::load(&storage, &t.name).await?;
-    let mut cols = Columns::default();
+    let mut cols = Columns {
+        state_mib: t.context.map(|n| (n, vec![])),
+        ..Default::default()
+    };
     let (mut reported, mut any_summary) = (false, false);
     for line in String::from_utf8_lossy(&listing).lines() {
         let v: serde_json::Value = serde_json::from_str(line)?;
@@ -235,6 +264,9 @@ pub async fn trials_frame(t: &Target) -> Result<DataFrame> {
         let s = storage.summary(&id).await?;
         let state = storage.trial_state(&id).await?;
         cols.ran(s.as_ref(), &settings);
+        if let Some((n, col)) = &mut cols.state_mib {
+            col.push(state_mib(&storage, &id, *n).await?);
+        }
         cols.status.push(match state {
             TrialState::Done => "done".to_string(),
             TrialState::New => "new".to_string(),

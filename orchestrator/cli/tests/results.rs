@@ -66,6 +66,36 @@ fn results_rank_group_and_export() {
         row.split(',').nth(state_col).unwrap().parse().unwrap()
     };
     assert!(state_of("attention") > state_of("mamba"), "{text}");
+    // --context: the state at 1024 tokens from the IR; attention's KV cache grows 16x from its
+    // seq_len of 64, the Mamba state does not grow (MiB at 2 bytes a value)
+    let ccsv = d.join("c.csv");
+    let o = Command::new(bin("mixsweep"))
+        .args(["results", "agg", "--context", "1024", "--storage"])
+        .arg(&store)
+        .arg("--csv")
+        .arg(&ccsv)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let c = std::fs::read_to_string(&ccsv).unwrap();
+    let head: Vec<&str> = c.lines().next().unwrap().split(',').collect();
+    let at = head
+        .iter()
+        .position(|h| *h == "state_mib_at_1024")
+        .expect("state column");
+    let mib = |variant: &str| -> f64 {
+        let row = c.lines().skip(1).find(|l| l.contains(variant)).unwrap();
+        row.split(',').nth(at).unwrap().parse().unwrap()
+    };
+    let bytes = |values: u64| values as f64 * 2.0 / (1u64 << 20) as f64;
+    assert!(
+        (mib("attention") - bytes(state_of("attention") * 16)).abs() < 1e-9,
+        "{c}"
+    );
+    assert!(
+        (mib("mamba") - bytes(state_of("mamba"))).abs() < 1e-9,
+        "{c}"
+    );
     let metric_col = lines[0].split(',').position(|c| c == "metric").unwrap();
     let metrics: Vec<f64> = lines[1..]
         .iter()
