@@ -183,6 +183,10 @@ impl Columns {
         self.wall.push(s.map(|s| s.wall_time_s));
         self.costs
             .push(s.map(|s| settings.costs(s)).unwrap_or_default());
+        // listings written before FLOPs/token was listed: the runner's count
+        if let (Some(last @ None), Some(s)) = (self.flops_per_token.last_mut(), s) {
+            *last = Some(s.flops_per_token).filter(|f| *f > 0.0);
+        }
     }
 
     fn frame(self) -> Result<DataFrame> {
