@@ -81,6 +81,7 @@ const RUN_FIELDS: &[&str] = &[
     "status",
     "device",
     "mlx_version",
+    "runner_version",
     "compute_dtype",
     "optimizer",
     "config_hash",
@@ -143,6 +144,22 @@ pub async fn diff(storage: &Storage, a: &str, b: &str) -> Result<Vec<(String, Ve
         })
         .collect();
     sections.push(("config (JSON paths that differ)".into(), changes));
+    let listed = |id: String| async move {
+        storage
+            .get_json(&get(&id, "trial.json"))
+            .await
+            .map(Option::unwrap_or_default)
+    };
+    let (la, lb) = (listed(ia.clone()).await?, listed(ib.clone()).await?);
+    let data: Vec<[String; 4]> = ["data_id", "train", "val", "variant", "seed"]
+        .iter()
+        .map(|f| {
+            let (x, y) = (la.get(*f), lb.get(*f));
+            let note = if x == y { "" } else { "differs" };
+            [f.to_string(), show(x), show(y), note.into()]
+        })
+        .collect();
+    sections.push(("data and place in the sweep".into(), data));
     let run: Vec<[String; 4]> = RUN_FIELDS
         .iter()
         .map(|f| {

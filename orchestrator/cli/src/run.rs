@@ -239,6 +239,14 @@ async fn prepare_attempt(shared: &Shared, t: &Trial, work: &Path) -> Result<()> 
         .storage
         .put(&format!("trials/{}/config.json", t.id), config)
         .await?;
+    // what `diff` shows of the trial beyond its config: data identity and globs, variant, seed
+    shared
+        .storage
+        .put(
+            &format!("trials/{}/trial.json", t.id),
+            serde_json::to_vec_pretty(&t.listing())?,
+        )
+        .await?;
     if shared.backend.uses_work_folder() {
         mixsweep_store::fetch_resume(
             &shared.storage,

@@ -419,6 +419,8 @@ fn diff_two_trials_by_prefix() {
         std::fs::create_dir_all(&t).unwrap();
         std::fs::write(t.join("config.json"), cfg.to_string()).unwrap();
         std::fs::write(t.join("summary.json"), summary.to_string()).unwrap();
+        let listing = serde_json::json!({"id": id, "data_id": format!("data-of-{id}"), "train": "d/train_*.bin", "seed": 1});
+        std::fs::write(t.join("trial.json"), listing.to_string()).unwrap();
     };
     put(
         "abc111",
@@ -453,6 +455,18 @@ fn diff_two_trials_by_prefix() {
     );
     let device = out.lines().find(|l| l.contains("device")).unwrap();
     assert!(device.contains("differs"), "{out}");
+    // the data each trained on (its identity hash) and the runner's version are compared too
+    let data = out.lines().find(|l| l.contains("data_id")).unwrap();
+    assert!(
+        data.contains("data-of-abc111") && data.contains("differs"),
+        "{out}"
+    );
+    let train = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("train "))
+        .unwrap();
+    assert!(!train.contains("differs"), "{out}");
+    assert!(out.contains("runner_version"), "{out}");
     let o = Command::new(bin("mixsweep"))
         .args(["diff", "ab", "abd", "--storage"])
         .arg(&root)

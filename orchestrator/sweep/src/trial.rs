@@ -311,6 +311,7 @@ impl Trial {
             "id": self.id, "variant": self.variant(), "seed": self.seed, "params": self.params,
             "flops_per_token": self.flops_per_token, "steps": self.steps,
             "budget_flops": self.budget,
+            "data_id": self.variant.data_id,
             "train": self.train(), "val": self.val(),
             "overrides": self.overrides_json(),
         })

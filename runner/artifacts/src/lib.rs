@@ -177,6 +177,8 @@ pub struct Summary {
     pub peak_memory_bytes: usize,
     pub device: String,
     pub mlx_version: String,
+    /// `mixsweep-runner`'s version (empty in summaries of older runners).
+    pub runner_version: String,
     pub compute_dtype: String,
     /// The update rule of each parameter group, e.g. `muon (matrix), adamw (embed, head, scalar)`.
     pub optimizer: String,

@@ -37,6 +37,7 @@ pub(super) fn new_summary(
         peak_memory_bytes: 0,
         device,
         mlx_version: mixsweep_mlx::version()?,
+        runner_version: env!("CARGO_PKG_VERSION").to_string(),
         compute_dtype: cfg.training.compute_dtype.as_str().into(),
         optimizer: plan.describe().to_string(),
         config_hash: cfg.config_hash.clone(),
