@@ -11,6 +11,7 @@
 use mixsweep_artifacts::{AttemptRecord, RunStatus, Summary};
 
 mod backend;
+mod commands;
 mod compare;
 mod curves;
 mod diff;
@@ -70,64 +71,9 @@ enum Command {
         image: Option<String>,
     },
     /// Results of a sweep from storage: one row per trial ranked by the metric, or aggregated per variant.
-    Results {
-        /// A sweep name, a sweep file, or a storage URL ending in /sweeps/<name>; several sweeps are
-        /// merged into one table with a `sweep` column (a trial they share appears once).
-        #[arg(required = true, num_args = 1..)]
-        sweep: Vec<String>,
-        #[arg(long)]
-        storage: Option<String>,
-        /// Group over seeds by `variant` or a swept path (e.g. `training.lr`): mean, std, n and a 95%
-        /// t interval per group, and for every pair of groups the seed-paired difference with its
-        /// interval and the Wilcoxon signed-rank p-value.
-        #[arg(long)]
-        group_by: Option<String>,
-        /// Show only the columns whose values differ between trials.
-        #[arg(long)]
-        varying_only: bool,
-        /// Mark the trials on the Pareto front of two or three columns (`metric,params`,
-        /// `metric,tok_s,wall_s`); tok/s is maximised, the rest minimised (`+col` / `-col` to say).
-        #[arg(long, value_delimiter = ',')]
-        pareto: Vec<String>,
-        /// For a full grid over two or more swept paths: print the main effects and two-way
-        /// interactions of the metric.
-        #[arg(long)]
-        effects: bool,
-        /// Compare at an equal budget instead of at each trial's end: `tokens=2e7` or `flops=1e15`
-        /// (training FLOPs); the metric (val_loss or train_loss) is read off each trial's curve in
-        /// metrics.jsonl by linear interpolation. Ranking, --group-by and --pareto use that value.
-        #[arg(long)]
-        at: Option<String>,
-        /// With --group-by: also write the pairwise comparisons as CSV.
-        #[arg(long)]
-        pairs_csv: Option<PathBuf>,
-        /// Add each trial's inference state per sequence after this many tokens (KV caches grow with
-        /// the context, recurrent states do not), in MiB at 2 bytes a value: `state_mib_at_<N>`.
-        #[arg(long)]
-        context: Option<usize>,
-        /// For a `budget:` sweep: also write the iso-FLOP fits (one row per budget) as CSV.
-        #[arg(long)]
-        fits_csv: Option<PathBuf>,
-        #[arg(long)]
-        csv: Option<PathBuf>,
-        #[arg(long)]
-        parquet: Option<PathBuf>,
-        #[arg(long)]
-        json: Option<PathBuf>,
-    },
+    Results(commands::ResultsArgs),
     /// A static HTML report of a sweep (figures inlined; also every figure as SVG and PNG).
-    Report {
-        /// A sweep name, a sweep file, or a storage URL ending in /sweeps/<name>.
-        sweep: String,
-        #[arg(long)]
-        storage: Option<String>,
-        /// Output folder (default: ./mixsweep-report-<sweep>).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Compare the curves' metric at an equal budget (`tokens=N` or `flops=N`), as `results --at`.
-        #[arg(long)]
-        at: Option<String>,
-    },
+    Report(commands::ReportArgs),
     /// How two trials differ (config as JSON paths, what their runs recorded, metrics), or two sweeps
     /// (sweep files as JSON paths, trials paired by point and seed, the paired metric difference).
     Diff {
@@ -452,6 +398,17 @@ fn report(e: &anyhow::Error) -> String {
     out
 }
 
+/// The exit status of a command, printing its error.
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", report(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     for (k, v) in [
         ("POLARS_FMT_MAX_ROWS", "1000"),
@@ -473,202 +430,10 @@ fn main() -> ExitCode {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     match cli.command {
-        Command::Results {
-            sweep,
-            storage,
-            group_by,
-            varying_only,
-            pareto,
-            effects,
-            at,
-            pairs_csv,
-            context,
-            fits_csv,
-            csv,
-            parquet,
-            json,
-        } => {
-            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            let result = (|| -> anyhow::Result<()> {
-                let mut targets = sweep
-                    .iter()
-                    .map(|s| results::resolve(s, storage.clone()))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                if let Some(a) = &at {
-                    let at = curves::At::parse(a)?;
-                    eprintln!(
-                        "metric: {} {} (interpolated from metrics.jsonl)",
-                        targets[0].metric,
-                        at.describe()
-                    );
-                    targets.iter_mut().for_each(|t| t.at = Some(at));
-                }
-                targets.iter_mut().for_each(|t| t.context = context);
-                let target = targets[0].clone();
-                let trials = rt.block_on(results::merged_frame(&targets))?;
-                let iso = isoflop::fits(&trials)?;
-                match (&iso, &fits_csv) {
-                    (Some(f), Some(p)) => {
-                        results::export(&mut isoflop::table(f)?, Some(p), None, None)?
-                    }
-                    (None, Some(_)) => anyhow::bail!(
-                        "--fits-csv: sweep {:?} has no `budget:` (iso-FLOP fits need compute budgets)",
-                        target.name
-                    ),
-                    _ => {}
-                }
-                let effects_table = if effects {
-                    compare::effects(&trials)?
-                } else {
-                    None
-                };
-                let mut table = match &group_by {
-                    Some(key) => {
-                        let c = compare::compare(&trials, key, target.goal_max)?;
-                        table::print_frame(&c.groups);
-                        if c.pairs.height() > 0 {
-                            println!(
-                                "\npaired differences a − b of {} over the seeds both have (95% t interval, Wilcoxon signed-rank):",
-                                target.metric
-                            );
-                            table::print_frame(&c.pairs);
-                        }
-                        if let Some(p) = &pairs_csv {
-                            results::export(&mut c.pairs.clone(), Some(p), None, None)?;
-                        }
-                        c.groups
-                    }
-                    None => {
-                        let t = if pareto.is_empty() {
-                            trials
-                        } else {
-                            compare::pareto(&trials, &pareto)?
-                        };
-                        if varying_only {
-                            compare::varying_only(&t)?
-                        } else {
-                            t
-                        }
-                    }
-                };
-                if group_by.is_none() {
-                    table::print_frame(&table::without_empty(&table));
-                    if let Some(fits) = &iso {
-                        println!(
-                            "\niso-FLOP fits: {} against ln(params) per budget (seed means, least-squares parabola):",
-                            target.metric
-                        );
-                        table::print_frame(&isoflop::table(fits)?);
-                    }
-                }
-                if effects {
-                    match effects_table {
-                        Some(e) => {
-                            println!(
-                                "\nmain effects and two-way interactions of {} (full grid):",
-                                target.metric
-                            );
-                            table::print_frame(&e);
-                        }
-                        None => eprintln!(
-                            "--effects: not a full grid over two or more swept paths; no effects table"
-                        ),
-                    }
-                }
-                results::export(
-                    &mut table,
-                    csv.as_deref(),
-                    parquet.as_deref(),
-                    json.as_deref(),
-                )?;
-                Ok(())
-            })();
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {}", report(&e));
-                    ExitCode::from(1)
-                }
-            }
-        }
-        Command::Report {
-            sweep,
-            storage,
-            out,
-            at,
-        } => {
-            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            let result = (|| -> anyhow::Result<report::Written> {
-                let mut target = results::resolve(&sweep, storage)?;
-                target.at = at.as_deref().map(curves::At::parse).transpose()?;
-                let out = out
-                    .unwrap_or_else(|| PathBuf::from(format!("mixsweep-report-{}", target.name)));
-                rt.block_on(report::report(&target, &out))
-            })();
-            match result {
-                Ok(w) => {
-                    println!("{}", w.html.display());
-                    for f in &w.figures {
-                        println!("{}", f.display());
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {}", report(&e));
-                    ExitCode::from(1)
-                }
-            }
-        }
-        Command::Diff { a, b, storage } => {
-            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            let root = storage.unwrap_or_else(|| "./mixsweep-runs".into());
-            let result = rt.block_on(async {
-                let store = storage::Storage::open_existing(&root)
-                    .map_err(|e| anyhow::anyhow!("storage {root}: {e} (pass --storage)"))?;
-                if diff_sweeps::is_sweep(&store, &a).await?
-                    && diff_sweeps::is_sweep(&store, &b).await?
-                {
-                    let ta = results::resolve(&a, Some(root.clone()))?;
-                    let tb = results::resolve(&b, Some(root.clone()))?;
-                    return diff_sweeps::diff(&store, &ta, &tb).await;
-                }
-                diff::diff(&store, &a, &b).await
-            });
-            match result {
-                Ok(sections) => {
-                    for (title, rows) in sections {
-                        println!("{title}");
-                        let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
-                        if rows.is_empty() {
-                            println!("  (none)");
-                        } else {
-                            table::print(&["", "a", "b", ""], &rows);
-                        }
-                        println!();
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {}", report(&e));
-                    ExitCode::from(1)
-                }
-            }
-        }
-        Command::Status { storage } => {
-            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match rt.block_on(results::status(
-                &storage.unwrap_or_else(|| "./mixsweep-runs".into()),
-            )) {
-                Ok(df) => {
-                    table::print_frame(&df);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {}", report(&e));
-                    ExitCode::from(1)
-                }
-            }
-        }
+        Command::Results(args) => finish(commands::results(args)),
+        Command::Report(args) => finish(commands::report(args)),
+        Command::Diff { a, b, storage } => finish(commands::diff(&a, &b, storage)),
+        Command::Status { storage } => finish(commands::status(storage)),
         Command::Run {
             sweep,
             storage,
