@@ -102,7 +102,7 @@ if [[ $PARTS == *startup* ]]; then
         --train "$TRAIN" --device gpu --steps 2 --compute-dtype bfloat16 --quiet --out "$OUT/startup_${cfg}_$eager"; } 2>&1 | tee -a "$OUT/bench.log"
     done
   done
-  for attn in fused unfused fused unfused; do
+  for attn in ${ATTN_MODES-fused unfused fused unfused}; do
     TIMEFORMAT="startup tiny attention=$attn: wall %R s"
     { time MIXSWEEP_ATTENTION=$attn MIXSWEEP_TIMING=1 "$RUNNER" train --config examples/tiny.json \
       --train "$TRAIN" --device gpu --steps 2 --quiet --out "$OUT/startup_attn_$attn"; } 2>&1 | tee -a "$OUT/bench.log"

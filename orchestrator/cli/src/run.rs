@@ -576,7 +576,7 @@ async fn run_leased(
         // On Kubernetes `gpus: N` is each pod's GPU count; the cluster places the pods.
         _ if backend.cluster_places_gpus() => vec![],
         Some(g) => g.ids().unwrap_or_default(),
-        None if matches!(backend, Backend::Local) => {
+        None if matches!(backend, Backend::Local { .. }) => {
             let n = crate::backend::gpu_count();
             if n > 1 { (0..n).collect() } else { vec![] }
         }

@@ -281,6 +281,10 @@ pub struct SweepSpec {
     /// GPUs for the trials: `all`, a count, or device ids (one trial per GPU by default).
     #[serde(default)]
     pub gpus: Option<GpuSpec>,
+    /// Local runs: train each device slot's trials one after another in a warm `mixsweep-runner
+    /// worker` process (default: on for GPU slots, off on CPU).
+    #[serde(default)]
+    pub workers: Option<bool>,
     /// Trials sharing one GPU at a time (pack small trials); default 1.
     #[serde(default)]
     pub trials_per_gpu: Option<usize>,

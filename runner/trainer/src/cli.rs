@@ -53,6 +53,10 @@ impl DtypeArg {
 pub enum Command {
     /// Train a config on token shards.
     Train(TrainArgs),
+    /// Train trials one after another in this process, keeping MLX, its compiled kernels and the
+    /// device warm: one JSON job per line on stdin (`{"args": ["train", ...], "stdout": PATH,
+    /// "stderr": PATH}`), one `{"exit": CODE}` line on stdout when it ends (see `worker.rs`).
+    Worker,
     /// Generate text from saved weights, streaming it as it is produced.
     Generate(GenerateArgs),
     /// Full validation loss and bits per byte of saved weights.

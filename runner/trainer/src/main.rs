@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod inspect;
+mod worker;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -22,11 +23,15 @@ fn main() -> ExitCode {
     // Long work stops cleanly on Ctrl-C / SIGTERM / the orchestrator's exit: the handler goes in
     // before anything else happens (a signal before it would kill the process without a summary).
     let stop = Arc::new(AtomicBool::new(false));
-    if matches!(cli.command, Command::Train(_) | Command::Prepare(_)) {
+    if matches!(
+        cli.command,
+        Command::Train(_) | Command::Prepare(_) | Command::Worker
+    ) {
         mixsweep_runner::interrupt::install(stop.clone());
     }
     let result = match cli.command {
         Command::Train(a) => commands::run_train(a, stop, &mlx_env),
+        Command::Worker => worker::run(stop, &mlx_env),
         Command::Eval(a) => commands::run_eval(a),
         Command::Generate(a) => commands::run_generate(a),
         Command::Count { config, json } => {

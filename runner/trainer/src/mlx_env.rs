@@ -88,6 +88,18 @@ impl MlxEnv {
             .map(|c| c.shared_dir())
     }
 
+    /// Publishes the kernels compiled so far (a worker, between trials).
+    pub fn publish(&self) {
+        for cache in [&self.cuda, &self.cpu].into_iter().flatten() {
+            if let Err(e) = cache.publish() {
+                eprintln!(
+                    "warning: could not add the compiled kernels to {}: {e}",
+                    cache.shared_dir().display()
+                );
+            }
+        }
+    }
+
     /// Publishes newly compiled kernels and removes the private folders.
     pub fn finish(self) {
         for cache in [self.cuda, self.cpu].into_iter().flatten() {

@@ -10,6 +10,7 @@ pub mod docker;
 pub mod kubernetes;
 pub mod local;
 pub mod slurm;
+pub mod worker;
 
 use anyhow::Result;
 use mixsweep_sweep::Trial;
@@ -39,7 +40,11 @@ pub struct AttemptCtx<'a> {
 
 /// The backend of a run.
 pub enum Backend {
-    Local,
+    /// Runner processes on this machine; warm workers per device slot where wanted.
+    Local {
+        workers: worker::Pool,
+        setting: Option<bool>,
+    },
     Docker(Box<docker::DockerBackend>),
     Kubernetes(Box<kubernetes::KubernetesBackend>),
     Slurm(Box<slurm::SlurmBackend>),
@@ -64,7 +69,10 @@ impl Backend {
     ) -> Result<Backend> {
         use mixsweep_sweep::spec::Backend as Kind;
         Ok(match kind {
-            Kind::Local => Backend::Local,
+            Kind::Local => Backend::Local {
+                workers: Default::default(),
+                setting: spec.workers,
+            },
             Kind::Docker => Backend::Docker(Box::new(
                 docker::DockerBackend::connect(spec, image, root, keep_failed).await?,
             )),
@@ -78,7 +86,7 @@ impl Backend {
     /// The name stored in `attempt.json`.
     pub fn name(&self) -> &'static str {
         match self {
-            Backend::Local => "local",
+            Backend::Local { .. } => "local",
             Backend::Docker(_) => "docker",
             Backend::Kubernetes(_) => "kubernetes",
             Backend::Slurm(_) => "slurm",
@@ -88,7 +96,7 @@ impl Backend {
     /// One line for the run's banner.
     pub fn describe(&self) -> String {
         match self {
-            Backend::Local => "local processes".to_string(),
+            Backend::Local { .. } => "local processes".to_string(),
             Backend::Docker(d) => format!("docker ({})", d.image),
             Backend::Kubernetes(k) => {
                 format!("kubernetes (namespace {}, {})", k.namespace, k.image)
@@ -124,13 +132,16 @@ impl Backend {
     /// system): the orchestrator fetches the resume point into it and uploads its artifacts. The
     /// container backends' runners talk to storage themselves.
     pub fn uses_work_folder(&self) -> bool {
-        matches!(self, Backend::Local | Backend::Slurm(_))
+        matches!(self, Backend::Local { .. } | Backend::Slurm(_))
     }
 
     /// Runs one attempt of a trial (or adopts one still running from an earlier run).
     pub async fn attempt(&self, ctx: &AttemptCtx<'_>) -> Result<AttemptEnd> {
         match self {
-            Backend::Local => local::attempt(ctx).await,
+            Backend::Local { workers, setting } if worker::wanted(*setting, ctx.gpu) => {
+                workers.attempt(ctx).await
+            }
+            Backend::Local { .. } => local::attempt(ctx).await,
             Backend::Docker(d) => Ok(d
                 .attempt(
                     ctx.sweep,

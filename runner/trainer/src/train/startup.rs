@@ -2,9 +2,19 @@
 //! training step, kept in `summary.json` (`startup`) and printed with `MIXSWEEP_TIMING=1`.
 //!
 //! The first phase, `exec`, is the time from the process's start (the kernel's record of it, Linux
-//! only) to [`Startup::new`]: loading the binary and `libmlx` and running `main`'s first lines.
+//! only) to [`Startup::new`]: loading the binary and `libmlx` and running `main`'s first lines. In a
+//! warm worker it is `job` instead: from the job's arrival ([`job_started`]) to [`Startup::new`].
 
+use std::sync::Mutex;
 use std::time::Instant;
+
+/// When the worker's current job arrived (`None` outside a worker).
+static JOB_START: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Marks the arrival of a worker's job: the next [`Startup`] counts from now, not from process start.
+pub fn job_started() {
+    *JOB_START.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+}
 
 pub use mixsweep_artifacts::Phase;
 
@@ -19,7 +29,13 @@ pub struct Startup {
 impl Startup {
     pub fn new() -> Startup {
         let mut phases = Vec::new();
-        if let Some(s) = since_process_start() {
+        let job = *JOB_START.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = job {
+            phases.push(Phase {
+                name: "job".into(),
+                seconds: t.elapsed().as_secs_f64(),
+            });
+        } else if let Some(s) = since_process_start() {
             phases.push(Phase {
                 name: "exec".into(),
                 seconds: s,
@@ -116,6 +132,18 @@ fn clock_ticks_per_second() -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_workers_job_counts_from_its_arrival_not_from_process_start() {
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        job_started();
+        let s = Startup::new();
+        *JOB_START.lock().unwrap() = None;
+        let first = &s.phases()[0];
+        assert_eq!(first.name, "job");
+        assert!(first.seconds < 0.02, "{first:?}");
+        assert!(s.phases().iter().all(|p| p.name != "exec"));
+    }
 
     #[test]
     fn phases_add_up_and_freeze_after_the_first_step() {

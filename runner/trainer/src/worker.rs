@@ -1,0 +1,111 @@
+//! `mixsweep-runner worker`: a long-lived runner that trains trials one after another, so that
+//! each trial after the first skips the process start, MLX's device set-up and the loading (or
+//! compiling) of every kernel the earlier trials used (MLX keeps its JIT modules for the life of
+//! the process).
+//!
+//! Protocol (one JSON object per line): the orchestrator writes a job
+//! `{"args": ["train", "--config", ...], "stdout": PATH, "stderr": PATH}` on stdin; the worker runs
+//! it exactly as `mixsweep-runner train ...` would, with its file descriptors 1 and 2 pointing at the
+//! job's log files for the duration, then answers `{"exit": CODE}` on its own stdout (the exit code
+//! the process would have had) and frees MLX's buffer cache. A trial that is interrupted (Ctrl-C,
+//! the sweep's timeout, the orchestrator gone) ends the worker after its answer; a crash ends it
+//! without one, and the orchestrator retries the trial in a fresh worker.
+
+use crate::cli::{Cli, Command};
+use crate::commands;
+use clap::Parser;
+use mixsweep_runner::mlx_env::MlxEnv;
+use std::io::{BufRead, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(serde::Deserialize)]
+struct Job {
+    args: Vec<String>,
+    stdout: std::path::PathBuf,
+    stderr: std::path::PathBuf,
+}
+
+fn dup(fd: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: dup(2) of a descriptor this process has open; the new one is ours alone.
+    let new = unsafe { libc::dup(fd) };
+    if new < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: just created.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+fn redirect(from: &impl AsRawFd, to: i32) -> std::io::Result<()> {
+    // SAFETY: dup2(2) onto the standard descriptors; Rust's std handles are flushed first.
+    if unsafe { libc::dup2(from.as_raw_fd(), to) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs one job with stdout and stderr pointing at its log files; its exit code.
+fn run_job(job: Job, n: usize, stop: &Arc<AtomicBool>, mlx_env: &MlxEnv) -> std::io::Result<u8> {
+    // the trial's start-up (summary `startup`, `time_to_first_step_s`) counts from here
+    mixsweep_runner::train::startup::job_started();
+    let (out, err) = (
+        std::fs::File::create(&job.stdout)?,
+        std::fs::File::create(&job.stderr)?,
+    );
+    let (saved_out, saved_err) = (dup(1)?, dup(2)?);
+    redirect(&out, 1)?;
+    redirect(&err, 2)?;
+    eprintln!("mixsweep-runner worker {}: job {n}", std::process::id());
+    let argv = std::iter::once("mixsweep-runner".to_string()).chain(job.args);
+    let code = match Cli::try_parse_from(argv) {
+        Ok(Cli {
+            command: Command::Train(a),
+        }) => match commands::run_train(a, stop.clone(), mlx_env) {
+            Ok(()) => 0,
+            Err((code, message)) => {
+                eprintln!("error: {message}");
+                code as u8
+            }
+        },
+        Ok(_) => {
+            eprintln!("error: a worker runs `train` jobs only");
+            2
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            2
+        }
+    };
+    let _ = std::io::stdout().flush();
+    mlx_env.publish();
+    let _ = mixsweep_mlx::memory::clear_cache();
+    redirect(&saved_out, 1)?;
+    redirect(&saved_err, 2)?;
+    Ok(code)
+}
+
+/// The worker loop; returns when stdin ends, a job was interrupted, or a job could not be set up.
+pub fn run(stop: Arc<AtomicBool>, mlx_env: &MlxEnv) -> Result<(), (i32, String)> {
+    let stdin = std::io::stdin();
+    let mut jobs = 0;
+    for line in stdin.lock().lines() {
+        let line = line.map_err(|e| (1, format!("reading a job: {e}")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let job: Job =
+            serde_json::from_str(&line).map_err(|e| (2, format!("invalid job {line:?}: {e}")))?;
+        jobs += 1;
+        let code = run_job(job, jobs, &stop, mlx_env)
+            .map_err(|e| (1, format!("setting up a job: {e}")))?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", serde_json::json!({ "exit": code }))
+            .and_then(|_| out.flush())
+            .map_err(|e| (1, format!("answering: {e}")))?;
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    Ok(())
+}
