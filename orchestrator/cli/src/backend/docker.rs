@@ -511,6 +511,19 @@ impl DockerBackend {
             }
             break;
         }
+        // The engine may record an OOM kill a moment after the exit (the cgroup's OOM event and the
+        // task's exit arrive separately; seen under load): a SIGKILL exit waits a little for the flag.
+        if end.code == Some(137) && !end.oom && !end.interrupted {
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if let Ok(info) = self.docker.inspect_container(&name, None).await
+                    && info.state.and_then(|s| s.oom_killed) == Some(true)
+                {
+                    end.oom = true;
+                    break;
+                }
+            }
+        }
         let failed = end.code != Some(0) && !end.interrupted;
         if !(failed && self.keep_failed) {
             let _ = self.remove(&name).await;
