@@ -119,8 +119,11 @@ fn one_worker_trains_the_slots_trials_in_turn_exactly_like_separate_processes() 
     let (warm, cold) = (d.join("warm"), d.join("cold"));
     let o = mixsweep(d, true, &["run"], &s, &warm).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
+    // the banner says how the trials run
+    assert!(text(&o).contains("on local warm workers"), "{}", text(&o));
     let o = mixsweep(d, false, &["run"], &s, &cold).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("on local processes"), "{}", text(&o));
 
     // every trial ran as a job of one and the same worker, in turn
     let ids = trial_ids(&warm, "warm");

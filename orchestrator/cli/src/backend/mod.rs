@@ -96,7 +96,14 @@ impl Backend {
     /// One line for the run's banner.
     pub fn describe(&self) -> String {
         match self {
-            Backend::Local { .. } => "local processes".to_string(),
+            Backend::Local { setting, .. } => match (
+                worker::wanted(*setting, None),
+                worker::wanted(*setting, Some(0)),
+            ) {
+                (true, _) => "local warm workers".to_string(),
+                (false, true) => "local processes (warm workers on GPUs)".to_string(),
+                (false, false) => "local processes".to_string(),
+            },
             Backend::Docker(d) => format!("docker ({})", d.image),
             Backend::Kubernetes(k) => {
                 format!("kubernetes (namespace {}, {})", k.namespace, k.image)
