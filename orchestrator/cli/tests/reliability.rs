@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 mod support;
 use support::*;
@@ -25,33 +24,6 @@ fn mixsweep(dir: &Path, args: &[&str], sweep: &Path, storage: &Path) -> Command 
         .env("MIXSWEEP_RUNNER", runner())
         .env("MIXSWEEP_WORK_DIR", dir.join("work"));
     c
-}
-
-fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(secs) {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
-/// Every file named `name` under `dir`.
-fn find(dir: &Path, name: &str) -> Vec<PathBuf> {
-    let mut out = vec![];
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(find(&p, name));
-            } else if p.file_name().is_some_and(|n| n == name) {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 /// The pid in the one `runner.pid` under the work folder, once a runner has started.

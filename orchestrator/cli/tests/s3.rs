@@ -283,26 +283,6 @@ fn gs_storage_goes_through_the_gcs_client() {
     );
 }
 
-/// Waits up to `secs` for `f` to hold.
-fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let start = std::time::Instant::now();
-    while start.elapsed() < std::time::Duration::from_secs(secs) {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    false
-}
-
-/// Files named `name` anywhere under `dir`.
-fn find(dir: &Path, name: &str) -> Vec<PathBuf> {
-    walk(dir)
-        .into_iter()
-        .filter(|p| p.file_name().is_some_and(|n| n == name))
-        .collect()
-}
-
 /// S3 goes down while a trial trains: the finished trial's results stay in its work folder (its
 /// upload gives up only after MIXSWEEP_STORAGE_TIMEOUT), the queued trial is not started (nor
 /// recorded as failed), and the next run stores the kept results without training the trial again.

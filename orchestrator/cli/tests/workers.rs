@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 mod support;
 use support::*;
@@ -27,33 +26,6 @@ fn mixsweep(dir: &Path, workers: bool, args: &[&str], sweep: &Path, store: &Path
         .env("MIXSWEEP_WORKERS", if workers { "1" } else { "0" })
         .env("MIXSWEEP_WORK_DIR", dir.join(format!("work-{workers}")));
     c
-}
-
-fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(secs) {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
-/// Every file named `name` under `dir`.
-fn find(dir: &Path, name: &str) -> Vec<PathBuf> {
-    let mut out = vec![];
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(find(&p, name));
-            } else if p.file_name().is_some_and(|n| n == name) {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 /// The pid in a `runner.pid` under `work` once a trial has made `steps` metrics lines.
@@ -85,10 +57,6 @@ fn worker_job(log: &str) -> Option<(u32, u32)> {
         .trim_start_matches("mixsweep-runner worker ")
         .split_once(": job ")?;
     Some((pid.parse().ok()?, job.parse().ok()?))
-}
-
-unsafe extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
 }
 
 /// Final train loss, validation loss and step count of every trial of a sweep, in sweep order.
@@ -148,7 +116,7 @@ fn one_worker_trains_the_slots_trials_in_turn_exactly_like_separate_processes() 
     assert_eq!(finals(&warm, "warm"), finals(&cold, "warm"));
     // no worker is left behind
     assert!(
-        wait_for(30, || unsafe { kill(jobs[0].0 as i32, 0) } != 0),
+        wait_for(30, || !signal(jobs[0].0, 0)),
         "the worker outlived the sweep"
     );
 }
@@ -169,7 +137,7 @@ fn a_worker_killed_mid_trial_is_replaced_and_the_trial_retried() {
         .spawn()
         .unwrap();
     let pid = worker_with_progress(&d.join("work-true"), 3);
-    unsafe { kill(pid as i32, 9) };
+    assert!(signal(pid, libc::SIGKILL));
     let o = run.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
@@ -202,7 +170,7 @@ fn ctrl_c_stops_the_workers_trial_resumably_and_the_next_run_resumes_it() {
         .spawn()
         .unwrap();
     let pid = worker_with_progress(&d.join("work-true"), 3);
-    unsafe { kill(first.id() as i32, 2) };
+    assert!(signal(first.id(), libc::SIGINT));
     let o = first.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", text(&o));
     let id = &trial_ids(&store, "stop")[0];
@@ -216,7 +184,7 @@ fn ctrl_c_stops_the_workers_trial_resumably_and_the_next_run_resumes_it() {
             .is_file()
     );
     assert!(
-        wait_for(30, || unsafe { kill(pid as i32, 0) } != 0),
+        wait_for(30, || !signal(pid, 0)),
         "the interrupted worker kept running"
     );
 
@@ -233,6 +201,6 @@ fn ctrl_c_stops_the_workers_trial_resumably_and_the_next_run_resumes_it() {
             ))),
         "the trial did not resume where Ctrl-C stopped it"
     );
-    unsafe { kill(second.id() as i32, 2) };
+    assert!(signal(second.id(), libc::SIGINT));
     assert_eq!(second.wait().unwrap().code(), Some(130));
 }

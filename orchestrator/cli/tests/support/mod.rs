@@ -67,3 +67,37 @@ pub fn trial_ids(storage: &Path, sweep: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// Waits up to `secs` for `f` to hold; whether it did.
+pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(secs) {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
+
+/// Every file named `name` anywhere under `dir`.
+pub fn find(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut out = vec![];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(find(&p, name));
+            } else if p.file_name().is_some_and(|n| n == name) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Sends `sig` to process `pid`; whether it was delivered (signal 0: whether the process exists).
+pub fn signal(pid: u32, sig: i32) -> bool {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(pid as i32, sig) == 0 }
+}
