@@ -79,7 +79,9 @@ fn run_job(job: Job, n: usize, stop: &Arc<AtomicBool>, mlx_env: &MlxEnv) -> std:
     };
     let _ = std::io::stdout().flush();
     mlx_env.publish();
-    let _ = mixsweep_mlx::memory::clear_cache();
+    if let Err(e) = mixsweep_mlx::memory::clear_cache() {
+        eprintln!("warning: could not free MLX's buffer cache after the trial: {e}");
+    }
     redirect(&saved_out, 1)?;
     redirect(&saved_err, 2)?;
     Ok(code)

@@ -57,6 +57,17 @@ pub fn kernel_cache_env() -> Option<(&'static str, std::path::PathBuf)> {
     })
 }
 
+/// The environment of a local runner (a trial's process or a warm worker): its GPU and the shared
+/// kernel cache.
+pub fn device_env(cmd: &mut tokio::process::Command, gpu: Option<usize>) {
+    if let Some(g) = gpu {
+        cmd.env("CUDA_VISIBLE_DEVICES", g.to_string());
+    }
+    if let Some((k, v)) = kernel_cache_env() {
+        cmd.env(k, v);
+    }
+}
+
 /// One local attempt: a `mixsweep-runner train` child process.
 pub async fn attempt(ctx: &AttemptCtx<'_>) -> Result<AttemptEnd> {
     let work = ctx.work;
@@ -68,12 +79,7 @@ pub async fn attempt(ctx: &AttemptCtx<'_>) -> Result<AttemptEnd> {
         .stderr(stderr)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
-    if let Some(g) = ctx.gpu {
-        cmd.env("CUDA_VISIBLE_DEVICES", g.to_string());
-    }
-    if let Some((k, v)) = kernel_cache_env() {
-        cmd.env(k, v);
-    }
+    device_env(&mut cmd, ctx.gpu);
     let mut watch = crate::process::detach_and_watch(&mut cmd)?;
     let mut child = cmd
         .spawn()

@@ -83,12 +83,7 @@ async fn spawn(ctx: &AttemptCtx<'_>) -> Result<Worker> {
         .stdout(std::process::Stdio::piped())
         .stderr(log.try_clone()?)
         .kill_on_drop(false);
-    if let Some(g) = ctx.gpu {
-        cmd.env("CUDA_VISIBLE_DEVICES", g.to_string());
-    }
-    if let Some((k, v)) = super::local::kernel_cache_env() {
-        cmd.env(k, v);
-    }
+    super::local::device_env(&mut cmd, ctx.gpu);
     let mut watch = crate::process::detach_and_watch(&mut cmd)?;
     let mut child = cmd
         .spawn()
@@ -107,6 +102,27 @@ async fn spawn(ctx: &AttemptCtx<'_>) -> Result<Worker> {
     })
 }
 
+/// The job line for a trial: the arguments of its `train` process and its log files. The protocol is
+/// JSON, so a path that is not UTF-8 is refused (process mode takes it).
+fn job_line(ctx: &AttemptCtx<'_>) -> Result<String> {
+    let utf8 = |s: std::ffi::OsString| {
+        s.into_string().map_err(|s| {
+            anyhow::anyhow!("warm workers need UTF-8 paths, not {s:?}: set `workers: false`")
+        })
+    };
+    let args = super::local::work_folder_args(ctx)
+        .into_iter()
+        .map(utf8)
+        .collect::<Result<Vec<String>>>()?;
+    let log = |name: &str| utf8(ctx.work.join(name).into_os_string());
+    let job = serde_json::json!({
+        "args": args,
+        "stdout": log("stdout.log")?,
+        "stderr": log("stderr.log")?,
+    });
+    Ok(format!("{job}\n"))
+}
+
 impl Pool {
     fn take(&self, gpu: Option<usize>) -> Option<Worker> {
         self.idle.lock().unwrap().get_mut(&gpu)?.pop()
@@ -118,23 +134,15 @@ impl Pool {
 
     /// One attempt in a warm worker of the trial's slot (started if the slot has none).
     pub async fn attempt(&self, ctx: &AttemptCtx<'_>) -> Result<AttemptEnd> {
+        let work = ctx.work;
+        let job = job_line(ctx)?;
         let mut w = match self.take(ctx.gpu) {
             Some(w) => w,
             None => spawn(ctx).await?,
         };
-        let work = ctx.work;
         std::fs::write(work.join("runner.pid"), w.pid.to_string())?;
-        let args: Vec<String> = super::local::work_folder_args(ctx)
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let job = serde_json::json!({
-            "args": args,
-            "stdout": work.join("stdout.log"),
-            "stderr": work.join("stderr.log"),
-        });
         // a worker that died before reading its job shows up in `follow` (no answer, its exit code)
-        let _ = w.stdin.write_all(format!("{job}\n").as_bytes()).await;
+        let _ = w.stdin.write_all(job.as_bytes()).await;
         let _ = w.stdin.flush().await;
         let end = follow(ctx, &mut w).await;
         let _ = std::fs::remove_file(work.join("runner.pid"));
