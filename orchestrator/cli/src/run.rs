@@ -729,6 +729,7 @@ async fn run_leased(
         }
     }
     shared.summary.finish_and_clear();
+    shared.backend.shutdown().await;
     // Trials never launched (storage failed, or the lease was lost) did not run.
     for t in pending.drain(..) {
         outcomes.push((t, Outcome::NotStarted));

@@ -300,8 +300,21 @@ fn a_restarted_orchestrator_adopts_the_running_container() {
 
 #[test]
 fn ctrl_c_stops_the_containers_and_a_rerun_resumes() {
+    ctrl_c_case("dockint", 14, false);
+}
+
+#[test]
+fn ctrl_c_stops_a_worker_container_and_a_rerun_resumes() {
+    ctrl_c_case("dockwint", 18, true);
+}
+
+fn ctrl_c_case(name: &str, seed: u64, workers: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let s = sweep(dir.path(), "dockint", "steps: 150\nseeds: [14]\n");
+    let s = sweep(
+        dir.path(),
+        name,
+        &format!("steps: 150\nseeds: [{seed}]\nworkers: {workers}\n"),
+    );
     let storage = dir.path().join("runs");
     let mut child = run_sweep(&s, &storage)
         .stdout(Stdio::piped())
@@ -309,7 +322,7 @@ fn ctrl_c_stops_the_containers_and_a_rerun_resumes() {
         .spawn()
         .unwrap();
     wait_running(
-        "label=io.mixsweep.sweep=dockint",
+        &format!("label=io.mixsweep.sweep={name}"),
         Duration::from_secs(120),
         Some(&mut child),
     );
@@ -323,10 +336,10 @@ fn ctrl_c_stops_the_containers_and_a_rerun_resumes() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(130), "{out}");
     assert!(
-        containers("label=io.mixsweep.sweep=dockint").is_empty(),
+        containers(&format!("label=io.mixsweep.sweep={name}")).is_empty(),
         "{out}"
     );
-    let trial = &trial_ids(&storage, "dockint")[0];
+    let trial = &trial_ids(&storage, name)[0];
     // The runner stopped after its current step and uploaded what it had.
     let summary = json(&storage.join(format!("trials/{trial}/summary.json")));
     assert_eq!(summary["status"], "interrupted", "{summary}");
@@ -356,4 +369,147 @@ fn ctrl_c_stops_the_containers_and_a_rerun_resumes() {
         );
     }
     assert!(!resume_point.exists());
+    // the rerun's attempt ran in a (fresh) worker container, or in a container of its own
+    assert_eq!(worker_jobs(&storage, name), [u32::from(workers)]);
+}
+
+/// The job number of each trial in the warm worker container that ran it (from its stderr.log).
+fn worker_jobs(storage: &Path, sweep: &str) -> Vec<u32> {
+    trial_ids(storage, sweep)
+        .iter()
+        .map(|id| {
+            let log = std::fs::read_to_string(storage.join(format!("trials/{id}/stderr.log")))
+                .unwrap_or_default();
+            worker_job(&log).map_or(0, |(_, job)| job)
+        })
+        .collect()
+}
+
+/// (final train loss, best val loss) of every trial of a sweep, in sweep order.
+fn finals(storage: &Path, sweep: &str) -> Vec<(String, String)> {
+    trial_ids(storage, sweep)
+        .iter()
+        .map(|id| {
+            let s = json(&storage.join(format!("trials/{id}/summary.json")));
+            assert_eq!(s["status"], "completed", "{s}");
+            (
+                s["final_train_loss"].to_string(),
+                s["best_val_loss"].to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_warm_worker_container_trains_the_trials_in_turn_like_separate_containers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = sweep(
+        dir.path(),
+        "dockwarm",
+        "grid: {training.lr: [0.001, 0.002, 0.004]}\nsteps: 25\nseeds: [15]\nmax_parallel: 1\nworkers: true\n",
+    );
+    let (warm, cold) = (dir.path().join("warm"), dir.path().join("cold"));
+    let o = run_sweep(&s, &warm).output().unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("on docker (mixsweep-runner:test) warm workers"),
+        "{out}"
+    );
+    assert_eq!(out.matches("started worker container").count(), 1, "{out}");
+    // one container ran the three trials as jobs 1, 2, 3
+    let mut jobs = worker_jobs(&warm, "dockwarm");
+    jobs.sort();
+    assert_eq!(jobs, [1, 2, 3], "{out}");
+    for id in trial_ids(&warm, "dockwarm") {
+        let t = warm.join("trials").join(&id);
+        for f in ["config.json", "metrics.jsonl", "model.safetensors"] {
+            assert!(t.join(f).is_file(), "{id}: {f}");
+        }
+        let stdout = std::fs::read_to_string(t.join("stdout.log")).unwrap();
+        assert!(stdout.contains("\"train_loss\""), "{stdout}");
+        // the worker's answer and end mark are protocol, not the trial's output
+        assert!(!stdout.contains("\"exit\""), "{stdout}");
+        let stderr = std::fs::read_to_string(t.join("stderr.log")).unwrap();
+        assert!(!stderr.contains("mixsweep_worker_end"), "{stderr}");
+    }
+    // the idle worker is removed when the run ends
+    assert!(containers("label=io.mixsweep.sweep=dockwarm").is_empty());
+
+    // the same trials in one container each: bit-identical results
+    let o = run_sweep(&s, &cold)
+        .env("MIXSWEEP_WORKERS", "0")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(worker_jobs(&cold, "dockwarm"), [0, 0, 0]);
+    assert_eq!(finals(&warm, "dockwarm"), finals(&cold, "dockwarm"));
+}
+
+#[test]
+fn a_killed_worker_container_is_replaced_and_a_left_one_is_stopped_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = sweep(
+        dir.path(),
+        "dockwkill",
+        "steps: 150\nretries: 1\nseeds: [16]\nworkers: true\n",
+    );
+    let storage = dir.path().join("runs");
+    let mut child = run_sweep(&s, &storage)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = wait_running(
+        "label=io.mixsweep.sweep=dockwkill",
+        Duration::from_secs(120),
+        Some(&mut child),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let k = Command::new("docker").args(["kill", &id]).output().unwrap();
+    assert!(k.status.success());
+    let o = child.wait_with_output().unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("retrying"), "{out}");
+    let trial = &trial_ids(&storage, "dockwkill")[0];
+    assert_eq!(
+        json(&storage.join(format!("trials/{trial}/attempt.json")))["attempt"],
+        2
+    );
+    // the retry ran as the first job of a fresh worker
+    assert_eq!(worker_jobs(&storage, "dockwkill"), [1]);
+    assert!(containers("label=io.mixsweep.sweep=dockwkill").is_empty());
+
+    // An orchestrator that dies leaves its worker training; the next run stops it (SIGINT: the
+    // trial keeps a resume point) and resumes the trial instead of training it twice at once.
+    let s = sweep(
+        dir.path(),
+        "dockwleft",
+        "steps: 400\nseeds: [17]\nworkers: true\n",
+    );
+    let mut first = run_sweep(&s, &storage)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_running(
+        "label=io.mixsweep.sweep=dockwleft",
+        Duration::from_secs(120),
+        Some(&mut first),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let o = run_sweep(&s, &storage).output().unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("left running by an earlier run"), "{out}");
+    let trial = &trial_ids(&storage, "dockwleft")[0];
+    let summary = json(&storage.join(format!("trials/{trial}/summary.json")));
+    assert_eq!(summary["status"], "completed");
+    assert_eq!(summary["steps_completed"], 400);
+    let log = std::fs::read_to_string(storage.join(format!("trials/{trial}/stderr.log"))).unwrap();
+    assert!(log.contains("resuming at step "), "{log}");
+    assert!(containers("label=io.mixsweep.sweep=dockwleft").is_empty());
 }

@@ -48,17 +48,6 @@ fn worker_with_progress(work: &Path, steps: usize) -> u32 {
     pid.unwrap()
 }
 
-/// (worker pid, job number) from the first line a worker writes to a trial's stderr.log.
-fn worker_job(log: &str) -> Option<(u32, u32)> {
-    let line = log
-        .lines()
-        .find(|l| l.starts_with("mixsweep-runner worker "))?;
-    let (pid, job) = line
-        .trim_start_matches("mixsweep-runner worker ")
-        .split_once(": job ")?;
-    Some((pid.parse().ok()?, job.parse().ok()?))
-}
-
 /// Final train loss, validation loss and step count of every trial of a sweep, in sweep order.
 fn finals(store: &Path, sweep: &str) -> Vec<(String, String, u64)> {
     trial_ids(store, sweep)

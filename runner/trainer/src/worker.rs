@@ -4,12 +4,20 @@
 //! the process).
 //!
 //! Protocol (one JSON object per line): the orchestrator writes a job
-//! `{"args": ["train", "--config", ...], "stdout": PATH, "stderr": PATH}` on stdin; the worker runs
-//! it exactly as `mixsweep-runner train ...` would, with its file descriptors 1 and 2 pointing at the
-//! job's log files for the duration, then answers `{"exit": CODE}` on its own stdout (the exit code
-//! the process would have had) and frees MLX's buffer cache. A trial that is interrupted (Ctrl-C,
-//! the sweep's timeout, the orchestrator gone) ends the worker after its answer; a crash ends it
-//! without one, and the orchestrator retries the trial in a fresh worker.
+//! `{"args": ["train", "--config", ...], "stdout": PATH, "stderr": PATH, "id": ID}` on stdin; the
+//! worker runs it exactly as `mixsweep-runner train ...` would, then answers `{"exit": CODE, "job": ID}`
+//! on its own stdout (the exit code the process would have had) and frees MLX's buffer cache.
+//!
+//! * With `stdout` and `stderr` (the local backend), file descriptors 1 and 2 point at those log
+//!   files for the duration of the job.
+//! * Without them (a worker container, whose output the engine streams), the job writes to the
+//!   worker's own stdout and stderr; the answer is the stdout line carrying the job's `id`, and
+//!   [`END_MARK`] on stderr says that the job's stderr is complete too (the engine delivers the two
+//!   streams independently).
+//!
+//! A trial that is interrupted (Ctrl-C, the sweep's timeout, the orchestrator gone) ends the worker
+//! after its answer; a crash ends it without one, and the orchestrator retries the trial in a fresh
+//! worker.
 
 use crate::cli::{Cli, Command};
 use crate::commands;
@@ -20,11 +28,47 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// The stderr line `{END_MARK: ID}` that ends a streamed job's standard error.
+pub const END_MARK: &str = "mixsweep_worker_end";
+
 #[derive(serde::Deserialize)]
 struct Job {
     args: Vec<String>,
-    stdout: std::path::PathBuf,
-    stderr: std::path::PathBuf,
+    /// Log files for the job's stdout and stderr; both or neither (then the worker's own streams).
+    #[serde(default)]
+    stdout: Option<std::path::PathBuf>,
+    #[serde(default)]
+    stderr: Option<std::path::PathBuf>,
+    /// Echoed in the answer (and the end mark), so that a streamed answer cannot be mistaken for output.
+    #[serde(default)]
+    id: Option<String>,
+}
+
+/// Points file descriptors 1 and 2 at a job's log files until dropped.
+struct Redirect {
+    saved_out: OwnedFd,
+    saved_err: OwnedFd,
+}
+
+impl Redirect {
+    fn to(stdout: &std::path::Path, stderr: &std::path::Path) -> std::io::Result<Redirect> {
+        let (out, err) = (
+            std::fs::File::create(stdout)?,
+            std::fs::File::create(stderr)?,
+        );
+        let r = Redirect {
+            saved_out: dup(1)?,
+            saved_err: dup(2)?,
+        };
+        redirect(&out, 1)?;
+        redirect(&err, 2)?;
+        Ok(r)
+    }
+
+    fn restore(self) -> std::io::Result<()> {
+        redirect(&self.saved_out, 1)?;
+        redirect(&self.saved_err, 2)
+    }
 }
 
 fn dup(fd: i32) -> std::io::Result<OwnedFd> {
@@ -49,13 +93,15 @@ fn redirect(from: &impl AsRawFd, to: i32) -> std::io::Result<()> {
 fn run_job(job: Job, n: usize, stop: &Arc<AtomicBool>, mlx_env: &MlxEnv) -> std::io::Result<u8> {
     // the trial's start-up (summary `startup`, `time_to_first_step_s`) counts from here
     mixsweep_runner::train::startup::job_started();
-    let (out, err) = (
-        std::fs::File::create(&job.stdout)?,
-        std::fs::File::create(&job.stderr)?,
-    );
-    let (saved_out, saved_err) = (dup(1)?, dup(2)?);
-    redirect(&out, 1)?;
-    redirect(&err, 2)?;
+    let redirected = match (&job.stdout, &job.stderr) {
+        (Some(out), Some(err)) => Some(Redirect::to(out, err)?),
+        (None, None) => None,
+        _ => {
+            return Err(std::io::Error::other(
+                "a job names both `stdout` and `stderr` log files or neither",
+            ));
+        }
+    };
     eprintln!("mixsweep-runner worker {}: job {n}", std::process::id());
     let argv = std::iter::once("mixsweep-runner".to_string()).chain(job.args);
     let code = match Cli::try_parse_from(argv) {
@@ -82,8 +128,15 @@ fn run_job(job: Job, n: usize, stop: &Arc<AtomicBool>, mlx_env: &MlxEnv) -> std:
     if let Err(e) = mixsweep_mlx::memory::clear_cache() {
         eprintln!("warning: could not free MLX's buffer cache after the trial: {e}");
     }
-    redirect(&saved_out, 1)?;
-    redirect(&saved_err, 2)?;
+    match redirected {
+        Some(r) => r.restore()?,
+        None => {
+            let mark = serde_json::json!({ END_MARK: job.id.as_deref().unwrap_or("") });
+            let mut err = std::io::stderr().lock();
+            writeln!(err, "{mark}")?;
+            err.flush()?;
+        }
+    }
     Ok(code)
 }
 
@@ -99,10 +152,11 @@ pub fn run(stop: Arc<AtomicBool>, mlx_env: &MlxEnv) -> Result<(), (i32, String)>
         let job: Job =
             serde_json::from_str(&line).map_err(|e| (2, format!("invalid job {line:?}: {e}")))?;
         jobs += 1;
+        let id = job.id.clone();
         let code = run_job(job, jobs, &stop, mlx_env)
             .map_err(|e| (1, format!("setting up a job: {e}")))?;
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", serde_json::json!({ "exit": code }))
+        writeln!(out, "{}", serde_json::json!({ "exit": code, "job": id }))
             .and_then(|_| out.flush())
             .map_err(|e| (1, format!("answering: {e}")))?;
         if stop.load(Ordering::SeqCst) {

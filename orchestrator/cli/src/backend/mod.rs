@@ -104,7 +104,11 @@ impl Backend {
                 (false, true) => "local processes (warm workers on GPUs)".to_string(),
                 (false, false) => "local processes".to_string(),
             },
-            Backend::Docker(d) => format!("docker ({})", d.image),
+            Backend::Docker(d) => match (d.uses_workers(None), d.uses_workers(Some(0))) {
+                (true, _) => format!("docker ({}) warm workers", d.image),
+                (false, true) => format!("docker ({}), warm workers on GPUs", d.image),
+                (false, false) => format!("docker ({})", d.image),
+            },
             Backend::Kubernetes(k) => {
                 format!("kubernetes (namespace {}, {})", k.namespace, k.image)
             }
@@ -149,19 +153,7 @@ impl Backend {
                 workers.attempt(ctx).await
             }
             Backend::Local { .. } => local::attempt(ctx).await,
-            Backend::Docker(d) => Ok(d
-                .attempt(
-                    ctx.sweep,
-                    ctx.trial,
-                    ctx.work,
-                    ctx.profile,
-                    ctx.gpu,
-                    ctx.stop,
-                    ctx.timeout,
-                    ctx.on_metrics,
-                    ctx.log,
-                )
-                .await),
+            Backend::Docker(d) => Ok(d.attempt(ctx).await),
             Backend::Kubernetes(k) => Ok(k
                 .attempt(
                     ctx.sweep,
@@ -174,6 +166,13 @@ impl Backend {
                 )
                 .await),
             Backend::Slurm(s) => s.attempt(ctx).await,
+        }
+    }
+
+    /// Ends what the backend keeps between trials (idle warm worker containers).
+    pub async fn shutdown(&self) {
+        if let Backend::Docker(d) = self {
+            d.shutdown().await;
         }
     }
 

@@ -101,3 +101,14 @@ pub fn signal(pid: u32, sig: i32) -> bool {
     // SAFETY: kill(2) has no memory-safety preconditions.
     unsafe { libc::kill(pid as i32, sig) == 0 }
 }
+
+/// (worker pid, job number) from the first line a warm worker writes to a trial's stderr.log.
+pub fn worker_job(log: &str) -> Option<(u32, u32)> {
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("mixsweep-runner worker "))?;
+    let (pid, job) = line
+        .trim_start_matches("mixsweep-runner worker ")
+        .split_once(": job ")?;
+    Some((pid.parse().ok()?, job.parse().ok()?))
+}

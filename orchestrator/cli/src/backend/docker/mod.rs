@@ -1,5 +1,6 @@
 //! The Docker backend: each trial runs `mixsweep-runner train` in its own container through the Docker
-//! Engine API (`bollard`), on the local engine or `DOCKER_HOST`.
+//! Engine API (`bollard`), on the local engine or `DOCKER_HOST`, or (the default for GPU slots) in a
+//! warm worker container that trains its slot's trials one after another ([`workers`]).
 //!
 //! * The container is named `mixsweep-<trial id>` and labelled with the sweep and trial, so an
 //!   orchestrator that restarts finds a trial's running container and *adopts* it (follows its logs and
@@ -20,8 +21,12 @@
 //! * Containers are removed after success and kept after a failure with `--keep-failed`; Ctrl-C sends
 //!   SIGINT to the sweep's containers (the runner stops after its current step and uploads what it has).
 
-use super::AttemptEnd;
+mod stream;
+mod workers;
+
+use super::{AttemptCtx, AttemptEnd};
 use bollard::Docker;
+use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions,
@@ -30,9 +35,9 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use mixsweep_sweep::Trial;
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use stream::{Stopper, TrialLogs};
 
 /// Label keys on every container the backend starts.
 pub const LABEL_SWEEP: &str = "io.mixsweep.sweep";
@@ -61,6 +66,8 @@ pub struct DockerBackend {
     binds: Vec<String>,
     /// GPU trials: the host folder that keeps MLX's compiled kernels for this image.
     kernel_cache: Option<PathBuf>,
+    /// Warm worker containers (on by default for GPU slots).
+    workers: workers::Workers,
 }
 
 /// Where the kernel cache folder appears inside a container.
@@ -197,7 +204,7 @@ impl DockerBackend {
                 eprintln!("warning: env {n} is listed in the sweep but not set here; not passed");
             }
         }
-        Ok(DockerBackend {
+        let backend = DockerBackend {
             docker,
             image,
             gpus: spec.gpus.as_ref().map(|g| {
@@ -221,7 +228,20 @@ impl DockerBackend {
             storage_url,
             binds,
             kernel_cache,
-        })
+            workers: workers::Workers::new(spec.workers),
+        };
+        workers::remove_stale(&backend, &spec.name).await;
+        Ok(backend)
+    }
+
+    /// Whether trials on `gpu` run in warm worker containers.
+    pub fn uses_workers(&self, gpu: Option<usize>) -> bool {
+        self.workers.wanted(gpu)
+    }
+
+    /// Removes the idle worker containers at the end of a run.
+    pub async fn shutdown(&self) {
+        self.workers.shutdown(self).await;
     }
 
     /// Removes the sweep's stopped containers whose trials are done (left by an orchestrator that
@@ -289,14 +309,8 @@ impl DockerBackend {
         }
     }
 
-    fn body(
-        &self,
-        sweep: &str,
-        t: &Trial,
-        profile: bool,
-        gpu: Option<usize>,
-    ) -> ContainerCreateBody {
-        let trial_url = format!("{}/trials/{}", self.storage_url, t.id);
+    /// Binds and environment every container of the sweep gets, plus the trial's data folders.
+    fn binds_and_env(&self, t: &Trial) -> (Vec<String>, Vec<String>) {
         let mut binds = self.binds.clone();
         let mut env = self.env.clone();
         if let Some(dir) = &self.kernel_cache {
@@ -312,13 +326,31 @@ impl DockerBackend {
                 }
             }
         }
-        let cmd = super::container_train_args(
+        (binds, env)
+    }
+
+    /// The runner's `train` arguments for a trial.
+    fn train_args(&self, t: &Trial, profile: bool) -> Vec<String> {
+        let trial_url = format!("{}/trials/{}", self.storage_url, t.id);
+        super::container_train_args(
             &trial_url,
             Self::data_arg(t.train()),
             t.val().map(Self::data_arg),
             profile,
             self.full_eval,
-        );
+        )
+    }
+
+    /// A container of the sweep: image, user, limits, the GPU of `gpu`'s slot, `labels` added to
+    /// the sweep's.
+    fn container(
+        &self,
+        sweep: &str,
+        cmd: Vec<String>,
+        (binds, env): (Vec<String>, Vec<String>),
+        gpu: Option<usize>,
+        extra_labels: &[(&str, &str)],
+    ) -> ContainerCreateBody {
         let device_requests = match (self.gpus, gpu) {
             (Some(GpuMode::All), _) => Some(vec![DeviceRequest {
                 driver: Some("nvidia".into()),
@@ -336,7 +368,9 @@ impl DockerBackend {
         };
         let mut labels = HashMap::new();
         labels.insert(LABEL_SWEEP.to_string(), sweep.to_string());
-        labels.insert(LABEL_TRIAL.to_string(), t.id.to_string());
+        for (k, v) in extra_labels {
+            labels.insert(k.to_string(), v.to_string());
+        }
         ContainerCreateBody {
             image: Some(self.image.clone()),
             cmd: Some(cmd),
@@ -355,21 +389,27 @@ impl DockerBackend {
         }
     }
 
-    /// Runs (or adopts) one attempt of a trial; see [`crate::run`] for how the end is mapped to a state.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn attempt(
+    /// The container of one trial (`mixsweep-runner train` as its command).
+    fn body(
         &self,
         sweep: &str,
         t: &Trial,
-        work: &Path,
         profile: bool,
         gpu: Option<usize>,
-        stop: &std::sync::atomic::AtomicBool,
-        timeout: Option<Duration>,
-        on_metrics: &(dyn Fn(&serde_json::Value) + Sync),
-        log: &(dyn Fn(String) + Sync),
-    ) -> AttemptEnd {
-        let name = container_name(&t.id);
+    ) -> ContainerCreateBody {
+        let cmd = self.train_args(t, profile);
+        self.container(
+            sweep,
+            cmd,
+            self.binds_and_env(t),
+            gpu,
+            &[(LABEL_TRIAL, t.id.as_str())],
+        )
+    }
+
+    /// Runs (or adopts) one attempt of a trial; see [`crate::run`] for how the end is mapped to a state.
+    pub async fn attempt(&self, ctx: &AttemptCtx<'_>) -> AttemptEnd {
+        let name = container_name(&ctx.trial.id);
         let engine = |e: bollard::errors::Error| AttemptEnd::engine(e.to_string(), true);
         // Adopt a running container of this trial; replace a stopped one.
         let mut adopted = false;
@@ -378,7 +418,7 @@ impl DockerBackend {
                 let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
                 if running {
                     adopted = true;
-                    log(format!("adopting running container {name}"));
+                    (ctx.log)(format!("adopting running container {name}"));
                 } else if let Err(e) = self.remove(&name).await {
                     return engine(e);
                 }
@@ -389,48 +429,23 @@ impl DockerBackend {
             Err(e) => return engine(e),
         }
         // The log files first: a trial whose logs cannot be kept does not start.
-        let (mut stdout, mut stderr) = match (
-            std::fs::File::create(work.join("stdout.log")),
-            std::fs::File::create(work.join("stderr.log")),
-        ) {
-            (Ok(o), Ok(e)) => (Some(o), Some(e)),
-            (Err(e), _) | (_, Err(e)) => {
-                return AttemptEnd::engine(
-                    format!("creating the log files in {}: {e}", work.display()),
-                    true,
-                );
-            }
+        let logs = match TrialLogs::create(ctx.work) {
+            Ok(l) => l,
+            Err(e) => return e,
         };
+        if !adopted && self.workers.wanted(ctx.gpu) {
+            return self.workers.attempt(self, ctx, logs).await;
+        }
         if !adopted {
-            let body = self.body(sweep, t, profile, gpu);
-            if let Err(e) = self
-                .docker
-                .create_container(
-                    Some(CreateContainerOptions {
-                        name: Some(name.clone()),
-                        ..Default::default()
-                    }),
-                    body,
-                )
-                .await
-            {
-                // A missing image or a bad request will not fix itself.
-                let retry = !matches!(
-                    e,
-                    bollard::errors::Error::DockerResponseServerError {
-                        status_code: 400 | 404,
-                        ..
-                    }
-                );
-                return AttemptEnd::engine(format!("creating {name}: {e}"), retry);
+            let body = self.body(ctx.sweep, ctx.trial, ctx.profile, ctx.gpu);
+            if let Err(e) = self.create(&name, body).await {
+                return e;
             }
-            if let Err(e) = self.docker.start_container(&name, None).await {
-                let _ = self.remove(&name).await;
-                return AttemptEnd::engine(format!("starting {name}: {e}"), true);
+            if let Err(e) = self.start(&name).await {
+                return e;
             }
         }
-
-        let mut logs = self.docker.logs(
+        let stream = self.docker.logs(
             &name,
             Some(LogsOptions {
                 follow: true,
@@ -439,51 +454,70 @@ impl DockerBackend {
                 ..Default::default()
             }),
         );
-        let started = Instant::now();
-        let (mut interrupted, mut timed_out) = (false, false);
-        let mut signalled: Option<Instant> = None;
-        let mut partial = String::new();
+        let (interrupted, timed_out) = self.follow(&name, stream, logs, ctx).await;
+        let end = self.ended(&name, interrupted, timed_out).await;
+        self.dispose(&name, &end, ctx.log).await;
+        end
+    }
+
+    /// Creates a container; an engine failure as the attempt's end.
+    async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<(), AttemptEnd> {
+        let options = CreateContainerOptions {
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        if let Err(e) = self.docker.create_container(Some(options), body).await {
+            // A missing image or a bad request will not fix itself.
+            let retry = !matches!(
+                e,
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 400 | 404,
+                    ..
+                }
+            );
+            return Err(AttemptEnd::engine(format!("creating {name}: {e}"), retry));
+        }
+        Ok(())
+    }
+
+    /// Starts a created container (removed again if it cannot start).
+    async fn start(&self, name: &str) -> Result<(), AttemptEnd> {
+        if let Err(e) = self.docker.start_container(name, None).await {
+            let _ = self.remove(name).await;
+            return Err(AttemptEnd::engine(format!("starting {name}: {e}"), true));
+        }
+        Ok(())
+    }
+
+    /// Streams a trial container's output into its logs and the live view until it stops, passing
+    /// on Ctrl-C and the sweep's timeout as SIGINT (SIGKILL 30 s later); `(interrupted, timed_out)`.
+    async fn follow(
+        &self,
+        name: &str,
+        mut stream: impl futures::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin,
+        mut logs: TrialLogs,
+        ctx: &AttemptCtx<'_>,
+    ) -> (bool, bool) {
+        let mut stopper = Stopper::new(ctx);
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
-                item = logs.next() => match item {
-                    Some(Ok(bollard::container::LogOutput::StdOut { message })) => {
-                        if let Some(f) = stdout.as_mut() {
-                            let _ = f.write_all(&message);
-                        }
-                        partial.push_str(&String::from_utf8_lossy(&message));
-                        while let Some(i) = partial.find('\n') {
-                            let line: String = partial.drain(..=i).collect();
-                            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line.trim()) {
-                                on_metrics(&v);
-                            }
-                        }
-                    }
-                    Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
-                        if let Some(f) = stderr.as_mut() {
-                            let _ = f.write_all(&message);
-                        }
-                    }
+                item = stream.next() => match item {
+                    Some(Ok(LogOutput::StdOut { message })) => logs.stdout(&message, ctx.on_metrics),
+                    Some(Ok(LogOutput::StdErr { message })) => logs.stderr(&message),
                     Some(Ok(_)) => {}
                     // The log stream ends when the container stops.
                     Some(Err(_)) | None => break,
                 },
-                _ = tick.tick() => {
-                    let stop_now = stop.load(std::sync::atomic::Ordering::SeqCst);
-                    if !interrupted && (stop_now || timeout.is_some_and(|d| started.elapsed() > d)) {
-                        interrupted = true;
-                        timed_out = !stop_now;
-                        signalled = Some(Instant::now());
-                        let _ = self.docker.kill_container(&name, Some(KillContainerOptions { signal: "SIGINT".into() })).await;
-                    }
-                    if signalled.is_some_and(|s| s.elapsed() > Duration::from_secs(30)) {
-                        let _ = self.docker.kill_container(&name, Some(KillContainerOptions { signal: "SIGKILL".into() })).await;
-                        signalled = None;
-                    }
-                }
+                _ = tick.tick() => stopper.check(self, name).await,
             }
         }
-        // The container has stopped (or the engine went away): read how it ended.
+        logs.finish();
+        (stopper.interrupted, stopper.timed_out)
+    }
+
+    /// How a stopped container ended: exit code, OOM kill, engine error.
+    async fn ended(&self, name: &str, interrupted: bool, timed_out: bool) -> AttemptEnd {
         let mut end = AttemptEnd {
             interrupted,
             timed_out,
@@ -491,7 +525,7 @@ impl DockerBackend {
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            match self.docker.inspect_container(&name, None).await {
+            match self.docker.inspect_container(name, None).await {
                 Ok(info) => {
                     let state = info.state.unwrap_or_default();
                     if state.running == Some(true) && Instant::now() < deadline {
@@ -516,7 +550,7 @@ impl DockerBackend {
         if end.code == Some(137) && !end.oom && !end.interrupted {
             for _ in 0..10 {
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                if let Ok(info) = self.docker.inspect_container(&name, None).await
+                if let Ok(info) = self.docker.inspect_container(name, None).await
                     && info.state.and_then(|s| s.oom_killed) == Some(true)
                 {
                     end.oom = true;
@@ -524,13 +558,24 @@ impl DockerBackend {
                 }
             }
         }
+        end
+    }
+
+    /// Removes a stopped container, or keeps it after a failure with `--keep-failed`.
+    async fn dispose(&self, name: &str, end: &AttemptEnd, log: &(dyn Fn(String) + Sync)) {
         let failed = end.code != Some(0) && !end.interrupted;
         if !(failed && self.keep_failed) {
-            let _ = self.remove(&name).await;
+            let _ = self.remove(name).await;
         } else {
             log(format!("kept failed container {name} (--keep-failed)"));
         }
-        end
+    }
+
+    async fn signal(&self, name: &str, signal: &str) {
+        let options = KillContainerOptions {
+            signal: signal.into(),
+        };
+        let _ = self.docker.kill_container(name, Some(options)).await;
     }
 
     async fn remove(&self, name: &str) -> Result<(), bollard::errors::Error> {
@@ -591,6 +636,7 @@ mod tests {
             storage_url: "s3://bucket/runs".into(),
             binds: vec![],
             kernel_cache,
+            workers: workers::Workers::new(None),
         }
     }
 
