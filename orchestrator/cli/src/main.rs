@@ -18,6 +18,7 @@ mod diff;
 mod diff_sweeps;
 mod isoflop;
 mod lease;
+mod packing;
 mod process;
 mod report;
 mod results;
@@ -557,6 +558,9 @@ fn main() -> ExitCode {
                 } else {
                     let states = plan_states(&s, &root);
                     print_table(&s, &states);
+                    if s.spec.auto_packing() {
+                        println!("{}", packing::plan_line(&backend::find_runner(), &s.trials));
+                    }
                 }
                 ExitCode::SUCCESS
             }

@@ -80,9 +80,21 @@ impl SweepSettings {
             .get(&format!("sweeps/{name}/sweep.yaml"))
             .await?
             .and_then(|b| mixsweep_sweep::parse_spec(&String::from_utf8_lossy(&b)).ok());
+        // `auto`: the number the run chose (packing.json), 1 if it never decided
+        let auto = match storage.get(&format!("sweeps/{name}/packing.json")).await? {
+            Some(b) => serde_json::from_slice::<serde_json::Value>(&b)
+                .ok()
+                .and_then(|v| v["trials_per_gpu"].as_u64())
+                .map(|n| n as usize),
+            None => None,
+        };
+        let per_gpu = match spec.as_ref().and_then(|s| s.trials_per_gpu) {
+            Some(t) => t.fixed().or(auto),
+            None => None,
+        };
         Ok(SweepSettings {
             cost: spec.as_ref().and_then(|s| s.cost),
-            trials_per_gpu: spec.and_then(|s| s.trials_per_gpu).unwrap_or(1).max(1),
+            trials_per_gpu: per_gpu.unwrap_or(1).max(1),
         })
     }
 

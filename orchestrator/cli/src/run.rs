@@ -24,6 +24,7 @@ use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mixsweep_artifacts::{AttemptRecord, RunStatus, Summary};
 use mixsweep_store::RESUME_FILE;
+use mixsweep_sweep::spec::TrialsPerGpu;
 use mixsweep_sweep::{Sweep, Trial};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -511,6 +512,64 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
     result
 }
 
+/// `trials_per_gpu: auto`: calibrates (or reads the cached calibration of) every model shape of
+/// the sweep on its first GPU and stores the decision beside the sweep (`packing.json`).
+async fn auto_packing(
+    backend: &Backend,
+    gpu_ids: &[usize],
+    sweep: &Sweep,
+    runner: &std::path::Path,
+    storage: &Storage,
+    quiet: bool,
+) -> Result<usize> {
+    if !matches!(backend, Backend::Local { .. }) {
+        anyhow::bail!(
+            "{}: trials_per_gpu: auto calibrates with the local runner; with the {} backend set a number",
+            sweep.spec.name,
+            backend.name()
+        );
+    }
+    let Some(&first) = gpu_ids.first() else {
+        if !quiet {
+            eprintln!(
+                "note: trials_per_gpu: auto has no GPU to pack (no GPU slots); one trial at a time"
+            );
+        }
+        return Ok(1);
+    };
+    let gpus = crate::packing::query_gpus()?;
+    let Some(gpu) = gpus.iter().find(|g| g.index == first) else {
+        anyhow::bail!(
+            "GPU {first} is not among the GPUs nvidia-smi lists ({} found)",
+            gpus.len()
+        );
+    };
+    let log = |m: String| {
+        if !quiet {
+            eprintln!("{m}");
+        }
+    };
+    let d = crate::packing::plan(runner, &sweep.trials, gpu, &log)
+        .await
+        .with_context(|| format!("sweep {}: trials_per_gpu: auto", sweep.spec.name))?;
+    log(format!(
+        "trials_per_gpu auto: {} per GPU on {} ({:.0} GB): peak {:.2} GB and {:.0} tok/s per trial alone; bound by {}",
+        d.trials_per_gpu,
+        d.gpu,
+        d.gpu_memory_bytes as f64 / 1e9,
+        d.peak_bytes as f64 / 1e9,
+        d.tok_s,
+        d.reason
+    ));
+    storage
+        .put(
+            &format!("sweeps/{}/packing.json", sweep.spec.name),
+            serde_json::to_vec_pretty(&d)?,
+        )
+        .await?;
+    Ok(d.trials_per_gpu)
+}
+
 async fn run_leased(
     opts: RunOptions,
     sweep: Sweep,
@@ -570,17 +629,37 @@ async fn run_leased(
     )
     .await?;
     // GPU slots: the sweep's `gpus` ids (each `trials_per_gpu` times), else for local runs every GPU
-    // nvidia-smi lists; `None` is a slot without a GPU of its own.
-    let per_gpu = sweep.spec.trials_per_gpu.unwrap_or(1);
+    // nvidia-smi lists (a single GPU only when the sweep packs trials onto it); `None` is a slot
+    // without a GPU of its own.
     let gpu_ids: Vec<usize> = match &sweep.spec.gpus {
         // On Kubernetes `gpus: N` is each pod's GPU count; the cluster places the pods.
         _ if backend.cluster_places_gpus() => vec![],
         Some(g) => g.ids().unwrap_or_default(),
         None if matches!(backend, Backend::Local { .. }) => {
             let n = crate::backend::gpu_count();
-            if n > 1 { (0..n).collect() } else { vec![] }
+            let packs = sweep.spec.trials_per_gpu.is_some();
+            if n > 1 || (n == 1 && packs) {
+                (0..n).collect()
+            } else {
+                vec![]
+            }
         }
         None => vec![],
+    };
+    let per_gpu = match sweep.spec.trials_per_gpu {
+        None => 1,
+        Some(TrialsPerGpu::Fixed(n)) => n,
+        Some(TrialsPerGpu::Auto(_)) => {
+            auto_packing(
+                &backend,
+                &gpu_ids,
+                &sweep,
+                &opts.runner,
+                &storage,
+                opts.quiet,
+            )
+            .await?
+        }
     };
     let slots: Vec<Option<usize>> = if gpu_ids.is_empty() {
         vec![None]

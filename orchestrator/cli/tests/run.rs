@@ -343,3 +343,95 @@ fn runtime_failures_are_retried_and_timeouts_are_not() {
         "{err}"
     );
 }
+
+/// A fake `nvidia-smi` in `dir/bin` reporting one GPU of `FAKE_GPU_MIB` MiB (the CPU runner ignores
+/// the GPU it is given, so GPU slots can be scheduled on a machine without one).
+fn fake_nvidia_smi(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("nvidia-smi");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncase \"$1\" in\n  -L) echo 'GPU 0: Fake GPU (UUID: GPU-fake)' ;;\n  \
+         --query-gpu=*) echo \"0, Fake GPU, ${FAKE_GPU_MIB}\" ;;\n  *) exit 1 ;;\nesac\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+#[test]
+fn trials_per_gpu_auto_calibrates_each_shape_once_packs_by_memory_and_refuses_what_cannot_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    data(d);
+    let bin = fake_nvidia_smi(d);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    // trial ids are content hashes: each sweep gets seeds of its own
+    let body = |name: &str, seeds: &str| {
+        format!(
+            "name: {name}\nbase: tiny.json\ntrain: data/train_*.bin\nsteps: 8\ntrials_per_gpu: auto\n\
+             grid: {{training.lr: [0.003, 0.001]}}\nseeds: [{seeds}]\n"
+        )
+    };
+    let s = sweep(d, &body("auto", "1, 2"));
+    let storage = d.join("runs");
+    let run = |s: &Path, mib: &str| {
+        mixsweep(&["run"], s, &storage)
+            .env("PATH", &path)
+            .env("FAKE_GPU_MIB", mib)
+            .env("MIXSWEEP_CACHE", d.join("cache"))
+            .output()
+            .unwrap()
+    };
+    // 2048 MiB: 0.9 * 2048 / (tiny's few MB + 512 MiB of context) -> 3 per GPU
+    let o = run(&s, "2048");
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    // the four trials differ only in seed and learning rate: one shape, one calibration run
+    assert_eq!(out.matches("calibrating shape").count(), 1, "{out}");
+    assert!(out.contains("calibrating shape 1/1"), "{out}");
+    assert!(
+        out.contains("trials_per_gpu auto: 3 per GPU on Fake GPU"),
+        "{out}"
+    );
+    assert!(out.contains("3 at a time"), "{out}");
+    let packing = json(&storage.join("sweeps/auto/packing.json"));
+    assert_eq!(packing["trials_per_gpu"], 3, "{packing}");
+    let peak = packing["peak_bytes"].as_u64().unwrap();
+    assert!(peak > 100_000 && peak < 200 << 20, "{packing}");
+    for id in trial_ids(&storage, "auto") {
+        assert_eq!(summary(&storage, &id)["status"], "completed");
+    }
+
+    // Another sweep of the same shape: the cached calibration decides (plan says so too), no run.
+    let s2 = sweep(d, &body("auto2", "3"));
+    let o = mixsweep(&["plan"], &s2, &storage)
+        .env("PATH", &path)
+        .env("FAKE_GPU_MIB", "2048")
+        .env("MIXSWEEP_CACHE", d.join("cache"))
+        .output()
+        .unwrap();
+    assert!(
+        text(&o).contains("trials_per_gpu: auto -> 3 per GPU on Fake GPU (cached calibration"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&s2, "2048");
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(!out.contains("calibrating"), "{out}");
+    assert!(out.contains("3 per GPU"), "{out}");
+
+    // A GPU too small for even one trial (512 MiB < context + peak): refused before any trial runs.
+    let s3 = sweep(d, &body("auto3", "4"));
+    let o = run(&s3, "512");
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(out.contains("would not fit on Fake GPU"), "{out}");
+    assert!(out.contains("lower training.batch_tokens"), "{out}");
+    for id in trial_ids(&storage, "auto3") {
+        assert!(!storage.join(format!("trials/{id}/summary.json")).exists());
+    }
+}

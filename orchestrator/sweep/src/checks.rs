@@ -94,8 +94,11 @@ pub(crate) fn check_run_settings(spec: &SweepSpec) -> Result<(), (&'static str, 
     if spec.cpus.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
         return Err(("cpus", "cpus must be > 0 (cores, e.g. 4 or 0.5)".into()));
     }
-    if spec.trials_per_gpu == Some(0) {
-        return Err(("trials_per_gpu", "trials_per_gpu must be >= 1".into()));
+    if spec.trials_per_gpu.and_then(|t| t.fixed()) == Some(0) {
+        return Err((
+            "trials_per_gpu",
+            "trials_per_gpu must be >= 1 (or `auto`)".into(),
+        ));
     }
     if spec.max_parallel == Some(0) {
         return Err(("max_parallel", "max_parallel must be >= 1".into()));

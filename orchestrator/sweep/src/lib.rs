@@ -320,3 +320,28 @@ mod id_tests {
         assert_eq!(super::trial_id(&config, "d1", 7), &want[..16]);
     }
 }
+
+#[cfg(test)]
+mod packing_tests {
+    use crate::spec::{AutoPacking, TrialsPerGpu};
+
+    fn parse(v: &str) -> Result<Option<TrialsPerGpu>, String> {
+        crate::parse_spec(&format!("name: x\nbase: a.json\ntrials_per_gpu: {v}\n"))
+            .map(|s| s.trials_per_gpu)
+    }
+
+    #[test]
+    fn trials_per_gpu_is_a_number_or_auto() {
+        assert_eq!(parse("3").unwrap(), Some(TrialsPerGpu::Fixed(3)));
+        assert_eq!(
+            parse("auto").unwrap(),
+            Some(TrialsPerGpu::Auto(AutoPacking::Auto))
+        );
+        let e = parse("fast").unwrap_err();
+        assert!(
+            e.contains("a number (1, 2, ...) or `auto`, not \"fast\""),
+            "{e}"
+        );
+        assert!(parse("-1").is_err());
+    }
+}

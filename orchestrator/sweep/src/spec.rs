@@ -92,6 +92,64 @@ pub enum AllGpus {
     All,
 }
 
+/// `trials_per_gpu`: a number, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrialsPerGpu {
+    Fixed(usize),
+    Auto(AutoPacking),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoPacking {
+    Auto,
+}
+
+impl<'de> Deserialize<'de> for TrialsPerGpu {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = TrialsPerGpu;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number of trials (1, 2, ...) or `auto`")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<TrialsPerGpu, E> {
+                Ok(TrialsPerGpu::Fixed(n as usize))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<TrialsPerGpu, E> {
+                usize::try_from(n)
+                    .map(TrialsPerGpu::Fixed)
+                    .map_err(|_| E::custom("trials_per_gpu must be >= 1 (or `auto`)"))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<TrialsPerGpu, E> {
+                match s.trim() {
+                    "auto" => Ok(TrialsPerGpu::Auto(AutoPacking::Auto)),
+                    other => Err(E::custom(format!(
+                        "trials_per_gpu is a number (1, 2, ...) or `auto`, not {other:?}"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl TrialsPerGpu {
+    /// The fixed number; `None` for `auto`.
+    pub fn fixed(self) -> Option<usize> {
+        match self {
+            TrialsPerGpu::Fixed(n) => Some(n),
+            TrialsPerGpu::Auto(_) => None,
+        }
+    }
+}
+
+impl SweepSpec {
+    /// Whether the sweep asks for `trials_per_gpu: auto`.
+    pub fn auto_packing(&self) -> bool {
+        matches!(self.trials_per_gpu, Some(TrialsPerGpu::Auto(_)))
+    }
+}
+
 impl GpuSpec {
     /// The device ids trials are spread over; `None` for `all`.
     pub fn ids(&self) -> Option<Vec<usize>> {
@@ -285,9 +343,10 @@ pub struct SweepSpec {
     /// worker` process (default: on for GPU slots, off on CPU).
     #[serde(default)]
     pub workers: Option<bool>,
-    /// Trials sharing one GPU at a time (pack small trials); default 1.
+    /// Trials sharing one GPU at a time (pack small trials): a number (default 1), or `auto` (a
+    /// short calibration run of each distinct model shape measures peak memory and throughput).
     #[serde(default)]
-    pub trials_per_gpu: Option<usize>,
+    pub trials_per_gpu: Option<TrialsPerGpu>,
     /// CPU limit per trial container (cores, e.g. 4 or 0.5).
     #[serde(default)]
     pub cpus: Option<f64>,
