@@ -303,13 +303,74 @@ pub async fn calibrate(
     Ok(m)
 }
 
+/// What each model shape measured, by [`shape_key`].
+pub type Shapes = std::collections::HashMap<String, Measured>;
+
+/// `trials_per_gpu: auto`: calibrates (or reads the cached calibration of) every model shape of
+/// the sweep on its first GPU and stores the decision beside the sweep (`packing.json`).
+pub async fn for_run(
+    backend: &crate::backend::Backend,
+    gpu_ids: &[usize],
+    sweep: &mixsweep_sweep::Sweep,
+    runner: &std::path::Path,
+    storage: &crate::storage::Storage,
+    quiet: bool,
+) -> Result<(usize, Option<Shapes>)> {
+    if !matches!(backend, crate::backend::Backend::Local { .. }) {
+        anyhow::bail!(
+            "{}: trials_per_gpu: auto calibrates with the local runner; with the {} backend set a number",
+            sweep.spec.name,
+            backend.name()
+        );
+    }
+    let Some(&first) = gpu_ids.first() else {
+        if !quiet {
+            eprintln!(
+                "note: trials_per_gpu: auto has no GPU to pack (no GPU slots); one trial at a time"
+            );
+        }
+        return Ok((1, None));
+    };
+    let gpus = query_gpus()?;
+    let Some(gpu) = gpus.iter().find(|g| g.index == first) else {
+        anyhow::bail!(
+            "GPU {first} is not among the GPUs nvidia-smi lists ({} found)",
+            gpus.len()
+        );
+    };
+    let log = |m: String| {
+        if !quiet {
+            eprintln!("{m}");
+        }
+    };
+    let (d, shapes) = plan(runner, &sweep.trials, gpu, &log)
+        .await
+        .with_context(|| format!("sweep {}: trials_per_gpu: auto", sweep.spec.name))?;
+    log(format!(
+        "trials_per_gpu auto: {} per GPU on {} ({:.0} GB): peak {:.2} GB and {:.0} tok/s per trial alone; bound by {}",
+        d.trials_per_gpu,
+        d.gpu,
+        d.gpu_memory_bytes as f64 / 1e9,
+        d.peak_bytes as f64 / 1e9,
+        d.tok_s,
+        d.reason
+    ));
+    storage
+        .put(
+            &format!("sweeps/{}/packing.json", sweep.spec.name),
+            serde_json::to_vec_pretty(&d)?,
+        )
+        .await?;
+    Ok((d.trials_per_gpu, Some(shapes)))
+}
+
 /// Calibrates every distinct shape among `trials` on `gpu` (one run each, cached) and decides.
 pub async fn plan(
     runner: &Path,
     trials: &[Trial],
     gpu: &Gpu,
     log: &dyn Fn(String),
-) -> Result<Decision> {
+) -> Result<(Decision, Shapes)> {
     let version = runner_version(runner);
     let mut shapes: Vec<(String, &Trial)> = vec![];
     for t in trials {
@@ -335,7 +396,35 @@ pub async fn plan(
         let who = format!("trial {} ({})", t.id.as_str(), t.variant());
         measured.push((who, m));
     }
-    decide(gpu, &measured)
+    let decision = decide(gpu, &measured)?;
+    let shapes = shapes
+        .iter()
+        .zip(measured)
+        .map(|((k, _), (_, m))| (k.clone(), m))
+        .collect();
+    Ok((decision, shapes))
+}
+
+/// Orders trials longest first (stable), so that trials sharing GPUs do not leave the longest ones
+/// to run last with the GPU half idle: by calibrated time (`steps x batch_tokens / tok/s` of the
+/// trial's shape) where `shapes` has it, else by training FLOPs.
+pub fn longest_first(trials: &mut [Trial], shapes: Option<&Shapes>) {
+    let cost = |t: &Trial| {
+        let config = t.config();
+        let batch = config["training"]["batch_tokens"].as_f64().unwrap_or(1.0);
+        let tokens = t.steps as f64 * batch;
+        let measured = shapes.and_then(|s| s.get(&shape_key(&config)));
+        match measured {
+            Some(m) if m.tok_s > 0.0 => (1, tokens / m.tok_s),
+            _ => (0, tokens * t.flops_per_token),
+        }
+    };
+    let mut keyed: Vec<((i32, f64), Trial)> = trials.iter().map(|t| (cost(t), t.clone())).collect();
+    // calibrated trials first (their estimate is in seconds), each group longest first
+    keyed.sort_by(|a, b| b.0.0.cmp(&a.0.0).then(b.0.1.total_cmp(&a.0.1)));
+    for (slot, (_, t)) in trials.iter_mut().zip(keyed) {
+        *slot = t;
+    }
 }
 
 /// `plan`'s line for `trials_per_gpu: auto`: the decision if every shape is calibrated on this
@@ -427,6 +516,34 @@ mod tests {
         assert!(e.contains("1 trial(s) would not fit on Fake"), "{e}");
         assert!(e.contains("peak 8.05 GB"), "{e}");
         assert!(e.contains("lower training.batch_tokens"), "{e}");
+    }
+
+    fn trial(dim: usize, steps: usize) -> Trial {
+        let config = serde_json::json!({"model_dim": dim, "vocab_size": 32, "seq_len": 8,
+            "blocks": [{"type": "swiglu"}],
+            "training": {"batch_tokens": 16, "seed": 1, "steps": steps}});
+        Trial::from_config(config, "base", "data/train_*.bin", None, "test").unwrap()
+    }
+
+    #[test]
+    fn longest_trials_start_first_by_calibrated_time_else_by_flops() {
+        let (a, b, c) = (trial(16, 10), trial(16, 100), trial(32, 20));
+        let mut order = vec![a.clone(), b.clone(), c.clone()];
+        longest_first(&mut order, None);
+        // FLOPs: b (16 wide, 100 steps) > c (32 wide, 20 steps) > a
+        let ids = |v: &[Trial]| v.iter().map(|t| t.id.to_string()).collect::<Vec<_>>();
+        assert_eq!(ids(&order), ids(&[b.clone(), c.clone(), a.clone()]));
+        // calibrated: the 32-wide shape is 100x slower per token, so c is the longest
+        let mut shapes = Shapes::new();
+        let m = |tok_s| Measured {
+            peak_bytes: 1,
+            tok_s,
+            flops_per_token: 1.0,
+        };
+        shapes.insert(shape_key(&a.config()), m(1000.0));
+        shapes.insert(shape_key(&c.config()), m(10.0));
+        longest_first(&mut order, Some(&shapes));
+        assert_eq!(ids(&order), ids(&[c, b, a]));
     }
 
     #[test]

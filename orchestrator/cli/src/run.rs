@@ -512,64 +512,6 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
     result
 }
 
-/// `trials_per_gpu: auto`: calibrates (or reads the cached calibration of) every model shape of
-/// the sweep on its first GPU and stores the decision beside the sweep (`packing.json`).
-async fn auto_packing(
-    backend: &Backend,
-    gpu_ids: &[usize],
-    sweep: &Sweep,
-    runner: &std::path::Path,
-    storage: &Storage,
-    quiet: bool,
-) -> Result<usize> {
-    if !matches!(backend, Backend::Local { .. }) {
-        anyhow::bail!(
-            "{}: trials_per_gpu: auto calibrates with the local runner; with the {} backend set a number",
-            sweep.spec.name,
-            backend.name()
-        );
-    }
-    let Some(&first) = gpu_ids.first() else {
-        if !quiet {
-            eprintln!(
-                "note: trials_per_gpu: auto has no GPU to pack (no GPU slots); one trial at a time"
-            );
-        }
-        return Ok(1);
-    };
-    let gpus = crate::packing::query_gpus()?;
-    let Some(gpu) = gpus.iter().find(|g| g.index == first) else {
-        anyhow::bail!(
-            "GPU {first} is not among the GPUs nvidia-smi lists ({} found)",
-            gpus.len()
-        );
-    };
-    let log = |m: String| {
-        if !quiet {
-            eprintln!("{m}");
-        }
-    };
-    let d = crate::packing::plan(runner, &sweep.trials, gpu, &log)
-        .await
-        .with_context(|| format!("sweep {}: trials_per_gpu: auto", sweep.spec.name))?;
-    log(format!(
-        "trials_per_gpu auto: {} per GPU on {} ({:.0} GB): peak {:.2} GB and {:.0} tok/s per trial alone; bound by {}",
-        d.trials_per_gpu,
-        d.gpu,
-        d.gpu_memory_bytes as f64 / 1e9,
-        d.peak_bytes as f64 / 1e9,
-        d.tok_s,
-        d.reason
-    ));
-    storage
-        .put(
-            &format!("sweeps/{}/packing.json", sweep.spec.name),
-            serde_json::to_vec_pretty(&d)?,
-        )
-        .await?;
-    Ok(d.trials_per_gpu)
-}
-
 async fn run_leased(
     opts: RunOptions,
     sweep: Sweep,
@@ -629,36 +571,23 @@ async fn run_leased(
     )
     .await?;
     // GPU slots: the sweep's `gpus` ids (each `trials_per_gpu` times), else for local runs every GPU
-    // nvidia-smi lists (a single GPU only when the sweep packs trials onto it); `None` is a slot
-    // without a GPU of its own.
+    // nvidia-smi lists; `None` is a slot without a GPU of its own (CPU).
     let gpu_ids: Vec<usize> = match &sweep.spec.gpus {
         // On Kubernetes `gpus: N` is each pod's GPU count; the cluster places the pods.
         _ if backend.cluster_places_gpus() => vec![],
         Some(g) => g.ids().unwrap_or_default(),
         None if matches!(backend, Backend::Local { .. }) => {
-            let n = crate::backend::gpu_count();
-            let packs = sweep.spec.trials_per_gpu.is_some();
-            if n > 1 || (n == 1 && packs) {
-                (0..n).collect()
-            } else {
-                vec![]
-            }
+            (0..crate::backend::gpu_count()).collect()
         }
         None => vec![],
     };
-    let per_gpu = match sweep.spec.trials_per_gpu {
-        None => 1,
-        Some(TrialsPerGpu::Fixed(n)) => n,
+    let (per_gpu, shapes) = match sweep.spec.trials_per_gpu {
+        None => (1, None),
+        Some(TrialsPerGpu::Fixed(n)) => (n, None),
         Some(TrialsPerGpu::Auto(_)) => {
-            auto_packing(
-                &backend,
-                &gpu_ids,
-                &sweep,
-                &opts.runner,
-                &storage,
-                opts.quiet,
-            )
-            .await?
+            let quiet = opts.quiet;
+            crate::packing::for_run(&backend, &gpu_ids, &sweep, &opts.runner, &storage, quiet)
+                .await?
         }
     };
     let slots: Vec<Option<usize>> = if gpu_ids.is_empty() {
@@ -764,7 +693,11 @@ async fn run_leased(
         );
     }
     // Trials start in sweep order, at most `max_parallel` at a time: the next one is launched here
-    // when a running one ends (so the order never depends on how the runtime schedules tasks).
+    // when a running one ends (so the order never depends on how the runtime schedules tasks). Trials
+    // that run side by side start longest first (a long trial left for last runs alone).
+    if max_parallel > 1 {
+        crate::packing::longest_first(&mut queue, shapes.as_ref());
+    }
     let mut pending: std::collections::VecDeque<Trial> = queue.into();
     let mut tasks = tokio::task::JoinSet::new();
     let launch = |tasks: &mut tokio::task::JoinSet<(Trial, Outcome)>,
