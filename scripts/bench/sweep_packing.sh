@@ -42,7 +42,7 @@ for m in $MODES; do
     work1) sweep "$m" 1 true ;;
     work2) sweep "$m" 2 true ;;
     work4) sweep "$m" 4 true ;;
-    auto) sweep "$m" auto true ;;
+    auto*) sweep "$m" auto true ;;   # auto2, ...: again, with the calibration cached
     *) echo "unknown mode $m"; continue ;;
   esac
   t0=$(date +%s.%N)
