@@ -26,7 +26,7 @@ pub use embedding::{Embedding, EmbeddingBag, NgramHash, PositionEmbedding};
 pub use matmul::{MatMul, MatMulT, Outer};
 pub use norm::{Norm, NormKind};
 pub use recurrent::{
-    CausalConv, DecayScan, DeltaScan, GatedScan, GlaScan, MatrixScan, MaxPlusScan, ScanTv,
+    CausalConv, DecayScan, DeltaScan, GatedScan, GlaScan, LtiConv, MatrixScan, MaxPlusScan, ScanTv,
     SelectiveScan, TokenShift,
 };
 pub use reduce::{Mean, Softmax, TopK};
@@ -114,6 +114,7 @@ ops! {
     MatrixScan,
     DeltaScan,
     GlaScan,
+    LtiConv,
     TokenShift,
     Dropout,
     CrossEntropy,

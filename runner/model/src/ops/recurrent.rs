@@ -332,3 +332,41 @@ impl Rule for TokenShift {
         inputs[0][2]
     }
 }
+
+/// A bank of diagonal linear time-invariant complex SSMs read out to reals (S4D):
+/// `s_t = λ ⊙ s_{t-1} + h_t` per channel `d` and pole `n` (`λ = decay·e^{iθ}`), and
+/// `y_t = 2·Re(Σ_n C_n s_{t,n})`; `h [B, T, D]`, `decay, theta, c_re, c_im [D, P]`. Time-invariant, so
+/// the runner trains it as a causal convolution with the kernel `K[d, k] = 2·Re(Σ_n C_n λ_n^k)`
+/// computed once per call, and decodes it from the complex state `[B, D, P]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LtiConv;
+
+impl Rule for LtiConv {
+    fn name(&self) -> &'static str {
+        "lti_conv"
+    }
+    fn shapes(&self, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
+        arity(inputs, 5, 5)?;
+        let h = inputs[0];
+        let p = inputs[1];
+        let ok = is_btd(h)
+            && p.len() == 2
+            && p[0] == h[2]
+            && p[1].fixed().is_some()
+            && inputs[2..].iter().all(|s| *s == p);
+        need(
+            ok,
+            "h [B, T, D] and decay, theta, c_re, c_im [D, P]",
+            inputs,
+        )?;
+        Ok(vec![h.clone()])
+    }
+    /// The recurrence's multiply-adds, `6·D·P` per token (the function's cost, as scans are
+    /// counted), not those of the Toeplitz matmul the runner trains it with.
+    fn flops(&self, inputs: &[Vec<usize>], _outputs: &[Vec<usize>]) -> f64 {
+        6.0 * numel(&inputs[0]) * inputs[1][1] as f64
+    }
+    fn decode_state(&self, inputs: &[Vec<usize>], _context: usize) -> usize {
+        2 * inputs[1][0] * inputs[1][1] // the complex state, real and imaginary parts
+    }
+}

@@ -229,6 +229,13 @@ fn scans_across_chunk_boundaries() {
             &[],
         );
     }
+    // S4D's LTI bank, trained as a Toeplitz convolution (decay within (0, 1), any phase)
+    check(
+        LtiConv,
+        &[&[2, 7, 3], &[3, 2], &[3, 2], &[3, 2], &[3, 2]],
+        &[ANY, Some((0.3, 0.95)), Some((-2.0, 2.0)), ANY, ANY],
+        &[],
+    );
     check(
         MaxPlusScan,
         &[&[2, 7, 3], &[2, 7, 3]],

@@ -16,6 +16,7 @@ mod embedding;
 mod gla;
 #[cfg(test)]
 mod gradcheck;
+mod lti;
 mod matmul;
 mod norm;
 pub mod recurrent;
@@ -155,6 +156,7 @@ pub fn apply(op: &Op, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<Vec<Array>>
         Op::MatrixScan(s) => one(recurrent::matrix(s, inputs, ctx)?),
         Op::DeltaScan(s) => one(delta::delta_scan(s, inputs, ctx)?),
         Op::GlaScan(s) => one(gla::gla_scan(s, inputs, ctx)?),
+        Op::LtiConv(_) => one(lti::lti_conv(inputs, ctx)?),
         Op::TokenShift(_) => one(recurrent::token_shift(&inputs[0], ctx)?),
         Op::Dropout(d) => one(match ctx.dropout_key(d.ordinal)? {
             Some(key) => dropout(&inputs[0], d.rate, &key)?,
