@@ -23,6 +23,7 @@ mod process;
 mod report;
 mod results;
 mod run;
+mod slots;
 mod stats;
 mod storage;
 mod table;

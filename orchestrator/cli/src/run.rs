@@ -24,7 +24,6 @@ use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mixsweep_artifacts::{AttemptRecord, RunStatus, Summary};
 use mixsweep_store::RESUME_FILE;
-use mixsweep_sweep::spec::TrialsPerGpu;
 use mixsweep_sweep::{Sweep, Trial};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -512,6 +511,26 @@ pub async fn run(opts: RunOptions) -> Result<(Sweep, Storage, Vec<(Trial, Outcom
     result
 }
 
+/// Stores the sweep file and the trial listing beside the sweep's results.
+async fn store_sweep(storage: &Storage, sweep: &Sweep, file: &Path) -> Result<()> {
+    let src = tokio::fs::read(file).await?;
+    storage
+        .put(&format!("sweeps/{}/sweep.yaml", sweep.spec.name), src)
+        .await?;
+    let listing: String = sweep
+        .trials
+        .iter()
+        .map(|t| t.listing().to_string() + "\n")
+        .collect();
+    storage
+        .put(
+            &format!("sweeps/{}/trials.jsonl", sweep.spec.name),
+            listing.into_bytes(),
+        )
+        .await?;
+    Ok(())
+}
+
 async fn run_leased(
     opts: RunOptions,
     sweep: Sweep,
@@ -536,21 +555,7 @@ async fn run_leased(
             recovered.uploaded.join(", ")
         );
     }
-    let src = tokio::fs::read(&opts.sweep).await?;
-    storage
-        .put(&format!("sweeps/{}/sweep.yaml", sweep.spec.name), src)
-        .await?;
-    let listing: String = sweep
-        .trials
-        .iter()
-        .map(|t| t.listing().to_string() + "\n")
-        .collect();
-    storage
-        .put(
-            &format!("sweeps/{}/trials.jsonl", sweep.spec.name),
-            listing.into_bytes(),
-        )
-        .await?;
+    store_sweep(&storage, &sweep, &opts.sweep).await?;
 
     let timeout = sweep
         .spec
@@ -570,55 +575,19 @@ async fn run_leased(
         timeout,
     )
     .await?;
-    // GPU slots: the sweep's `gpus` ids (each `trials_per_gpu` times), else for local runs every GPU
-    // nvidia-smi lists; `None` is a slot without a GPU of its own (CPU).
-    let gpu_ids: Vec<usize> = match &sweep.spec.gpus {
-        // On Kubernetes `gpus: N` is each pod's GPU count; the cluster places the pods.
-        _ if backend.cluster_places_gpus() => vec![],
-        Some(g) => g.ids().unwrap_or_default(),
-        None if matches!(backend, Backend::Local { .. }) => {
-            (0..crate::backend::gpu_count()).collect()
-        }
-        None => vec![],
-    };
-    let (per_gpu, shapes) = match sweep.spec.trials_per_gpu {
-        None => (1, None),
-        Some(TrialsPerGpu::Fixed(n)) => (n, None),
-        Some(TrialsPerGpu::Auto(_)) => {
-            let quiet = opts.quiet;
-            crate::packing::for_run(&backend, &gpu_ids, &sweep, &opts.runner, &storage, quiet)
-                .await?
-        }
-    };
-    let slots: Vec<Option<usize>> = if gpu_ids.is_empty() {
-        vec![None]
-    } else {
-        gpu_ids
-            .iter()
-            .flat_map(|&g| std::iter::repeat_n(Some(g), per_gpu))
-            .collect()
-    };
-    let gpu_slots = if gpu_ids.is_empty() { 0 } else { slots.len() };
-    let mut max_parallel = opts
-        .max_parallel
-        .or(sweep.spec.max_parallel)
-        .unwrap_or(backend.default_parallel(gpu_slots))
-        .max(1);
-    if let Some(q) = backend.admission_queue() {
-        if let Some(n) = opts.max_parallel.or(sweep.spec.max_parallel) {
-            eprintln!(
-                "note: max_parallel {n} is ignored: Kueue queue {q} admits the Jobs within its quota"
-            );
-        }
-        max_parallel = sweep.trials.len().max(1);
-    }
-    if gpu_slots > 0 && max_parallel > gpu_slots {
-        eprintln!(
-            "note: max_parallel {max_parallel} > {gpu_slots} GPU slots ({} GPUs x trials_per_gpu {per_gpu}); running {gpu_slots} at a time",
-            gpu_ids.len()
-        );
-        max_parallel = gpu_slots;
-    }
+    let crate::slots::Placement {
+        slots,
+        max_parallel,
+        shapes,
+    } = crate::slots::place(
+        &backend,
+        &sweep,
+        &storage,
+        &opts.runner,
+        opts.max_parallel,
+        opts.quiet,
+    )
+    .await?;
     let live = !opts.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let progress = MultiProgress::with_draw_target(if live {
         ProgressDrawTarget::stderr()

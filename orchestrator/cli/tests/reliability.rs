@@ -51,12 +51,7 @@ fn live_steps(dir: &Path) -> usize {
 }
 
 fn alive(pid: u32) -> bool {
-    // SAFETY: signal 0 checks existence only.
-    unsafe { kill(pid as i32, 0) == 0 }
-}
-
-unsafe extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
+    signal(pid, 0)
 }
 
 #[test]
@@ -75,7 +70,7 @@ fn a_second_run_of_a_running_sweep_is_refused_naming_the_first() {
     running_runner(dir.path());
     assert!(wait_for(120, || live_steps(dir.path()) >= 2), "no progress");
     let second = mixsweep(dir.path(), &["run"], &s, &store).output().unwrap();
-    unsafe { kill(first.id() as i32, 2) };
+    assert!(signal(first.id(), 2));
     first.wait().unwrap();
     let err = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(1), "{err}");
@@ -234,7 +229,7 @@ fn a_killed_orchestrator_leaves_no_runner_and_the_next_run_continues() {
         .unwrap();
     let pid = running_runner(dir.path());
     assert!(wait_for(120, || live_steps(dir.path()) >= 2), "no progress");
-    unsafe { kill(first.id() as i32, 9) };
+    assert!(signal(first.id(), 9));
     first.wait().unwrap();
     assert!(
         wait_for(60, || !alive(pid)
@@ -264,7 +259,7 @@ fn a_killed_orchestrator_leaves_no_runner_and_the_next_run_continues() {
         "the trial did not resume from the killed run's step"
     );
     assert!(log.is_file(), "the killed run's logs were not stored");
-    unsafe { kill(second.id() as i32, 2) };
+    assert!(signal(second.id(), 2));
     let mut err = String::new();
     std::io::Read::read_to_string(second.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert_eq!(second.wait().unwrap().code(), Some(130), "{err}");

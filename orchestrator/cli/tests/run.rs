@@ -151,7 +151,7 @@ fn interrupted_sweep_resumes_without_rerunning_finished_trials() {
         }
     }
     std::thread::sleep(std::time::Duration::from_secs(4));
-    unsafe { kill(child.id() as i32, 2) };
+    assert!(signal(child.id(), 2));
     for _ in lines {}
     assert_eq!(child.wait().unwrap().code(), Some(130));
     let ids = trial_ids(&store, "resume");
@@ -193,7 +193,7 @@ fn interrupted_sweep_resumes_without_rerunning_finished_trials() {
     {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    unsafe { kill(o.id() as i32, 2) };
+    assert!(signal(o.id(), 2));
     let out = o.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -237,12 +237,8 @@ fn interrupted_sweep_resumes_without_rerunning_finished_trials() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert!(!point.exists(), "--rerun all kept the resume point");
-    unsafe { kill(o.id() as i32, 2) };
+    assert!(signal(o.id(), 2));
     let _ = o.wait_with_output();
-}
-
-unsafe extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
 }
 
 #[test]
