@@ -292,7 +292,9 @@ impl DockerBackend {
             Ok(l) => l,
             Err(e) => return e,
         };
-        if !adopted && self.workers.wanted(ctx.gpu) {
+        // a trial with GPUs (its slot's, or all of them with `gpus: all`) runs in a worker by default
+        let on_gpu = ctx.gpu.or((self.gpus == Some(GpuMode::All)).then_some(0));
+        if !adopted && self.workers.wanted(on_gpu) {
             return self.workers.attempt(self, ctx, logs).await;
         }
         if !adopted {
