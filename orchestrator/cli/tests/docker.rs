@@ -173,22 +173,16 @@ fn three_trials_run_in_containers_and_rank() {
     assert!(containers("label=io.mixsweep.sweep=dock3").is_empty());
 }
 
-#[test]
-fn a_killed_container_is_retried_and_an_oom_kill_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = sweep(
-        dir.path(),
-        "dockkill",
-        "steps: 120\nretries: 1\nseeds: [11]\n",
-    );
-    let storage = dir.path().join("runs");
-    let mut child = run_sweep(&s, &storage)
+/// Runs the one-trial sweep `name`, `docker kill`s its container 2 s into training, and checks that
+/// the trial was retried (second attempt) and completed.
+fn kill_mid_trial_and_expect_a_retry(s: &Path, storage: &Path, name: &str) {
+    let mut child = run_sweep(s, storage)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let id = wait_running(
-        "label=io.mixsweep.sweep=dockkill",
+        &format!("label=io.mixsweep.sweep={name}"),
         Duration::from_secs(120),
         Some(&mut child),
     );
@@ -199,13 +193,25 @@ fn a_killed_container_is_retried_and_an_oom_kill_is_reported() {
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(out.contains("retrying"), "{out}");
-    let trial = &trial_ids(&storage, "dockkill")[0];
+    let trial = &trial_ids(storage, name)[0];
     let attempt = json(&storage.join(format!("trials/{trial}/attempt.json")));
     assert_eq!(attempt["attempt"], 2, "{attempt}");
     assert_eq!(
         json(&storage.join(format!("trials/{trial}/summary.json")))["status"],
         "completed"
     );
+}
+
+#[test]
+fn a_killed_container_is_retried_and_an_oom_kill_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = sweep(
+        dir.path(),
+        "dockkill",
+        "steps: 120\nretries: 1\nseeds: [11]\n",
+    );
+    let storage = dir.path().join("runs");
+    kill_mid_trial_and_expect_a_retry(&s, &storage, "dockkill");
 
     // A memory limit far below what the runner needs: OOM-killed, reported as such, not retried;
     // with --keep-failed its container stays for inspection.
@@ -455,28 +461,7 @@ fn a_killed_worker_container_is_replaced_and_a_left_one_is_stopped_by_the_next_r
         "steps: 150\nretries: 1\nseeds: [16]\nworkers: true\n",
     );
     let storage = dir.path().join("runs");
-    let mut child = run_sweep(&s, &storage)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let id = wait_running(
-        "label=io.mixsweep.sweep=dockwkill",
-        Duration::from_secs(120),
-        Some(&mut child),
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    let k = Command::new("docker").args(["kill", &id]).output().unwrap();
-    assert!(k.status.success());
-    let o = child.wait_with_output().unwrap();
-    let out = text(&o);
-    assert!(o.status.success(), "{out}");
-    assert!(out.contains("retrying"), "{out}");
-    let trial = &trial_ids(&storage, "dockwkill")[0];
-    assert_eq!(
-        json(&storage.join(format!("trials/{trial}/attempt.json")))["attempt"],
-        2
-    );
+    kill_mid_trial_and_expect_a_retry(&s, &storage, "dockwkill");
     // the retry ran as the first job of a fresh worker
     assert_eq!(worker_jobs(&storage, "dockwkill"), [1]);
     assert!(containers("label=io.mixsweep.sweep=dockwkill").is_empty());
