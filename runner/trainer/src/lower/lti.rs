@@ -8,7 +8,8 @@
 //! ```
 //! The convolution runs as one batched matmul with the Toeplitz matrix of `K` (`[D, T, T]`, built
 //! with a gather), so training costs `2·D·T²` multiply-adds per sequence and materialises nothing of
-//! size `B·T·D·P`; the state terms run only when decoding. Float32 throughout.
+//! size `B·T·D·P`; sequences over 1024 tokens use 256-token Toeplitz blocks (memory `T·D·256`). The
+//! state terms run only when decoding. Float32 throughout.
 
 use super::{Ctx, State};
 use mixsweep_mlx::{Array, Dtype, Result};
@@ -29,25 +30,79 @@ fn weighted(c: (&Array, &Array), pw: (Array, Array)) -> Result<(Array, Array)> {
     ))
 }
 
+/// Sequences up to this long use one `[D, T, T]` Toeplitz matrix; longer ones use blocks of
+/// [`BLOCK`] tokens (memory `T·D·BLOCK` instead of `D·T²`).
+const WHOLE_MAX: usize = 1024;
+const BLOCK: usize = 256;
+
 /// `Σ_{k ≤ t} K[d, k] h[b, t − k, d]` for `K [D, T]`, `h [B, T, D]`.
 fn causal_conv(kernel: &Array, h: &Array) -> Result<Array> {
+    if h.dim(1) > WHOLE_MAX {
+        return causal_conv_blocked(kernel, h, BLOCK);
+    }
     let t = h.dim(1);
     let pos = Array::arange(0.0, t as f64, 1.0, Dtype::F32)?;
     let lag = pos.expand_dims(1)?.sub(&pos.expand_dims(0)?)?; // [T, T]: t − s
+    let toeplitz = lagged(kernel, &lag, t)?; // [D, T, T]
+    let columns = h.transpose(&[2, 1, 0])?; // [D, T, B]
+    toeplitz.matmul(&columns)?.transpose(&[2, 1, 0])
+}
+
+/// `K[d, lag]` where `0 <= lag`, else 0, for a float array of lags (any shape `S`): `[D, S...]`.
+fn lagged(kernel: &Array, lag: &Array, kernel_len: usize) -> Result<Array> {
+    let shape = lag.shape();
+    let n: usize = shape.iter().product();
     let index = lag
         .maximum_scalar(0.0)?
+        .minimum(&Array::scalar((kernel_len - 1) as f32, Dtype::F32)?)?
         .astype(Dtype::I32)?
-        .reshape(&[(t * t) as i32])?;
+        .reshape(&[n as i32])?;
     let causal = lag
         .greater_equal(&Array::scalar(0.0, Dtype::F32)?)?
         .astype(Dtype::F32)?;
-    let d = kernel.dim(0) as i32;
-    let toeplitz = kernel
-        .take(&index, 1)?
-        .reshape(&[d, t as i32, t as i32])?
-        .mul(&causal)?;
-    let columns = h.transpose(&[2, 1, 0])?; // [D, T, B]
-    toeplitz.matmul(&columns)?.transpose(&[2, 1, 0])
+    let mut out: Vec<i32> = vec![kernel.dim(0) as i32];
+    out.extend(shape.iter().map(|&d| d as i32));
+    kernel.take(&index, 1)?.reshape(&out)?.mul(&causal)
+}
+
+/// [`causal_conv`] in blocks of `l` tokens: output block `i` is `Σ_{m ≤ i} M_m h_{i−m}` with the
+/// Toeplitz blocks `M_m[r, c] = K[m·l + r − c]` (zero for negative lags).
+fn causal_conv_blocked(kernel: &Array, h: &Array, l: usize) -> Result<Array> {
+    let (bsz, t, d) = (h.dim(0), h.dim(1), h.dim(2));
+    let nb = t.div_ceil(l);
+    let tp = nb * l;
+    let h = if tp > t {
+        h.pad_axis(1, 0, tp - t, 0.0)?
+    } else {
+        h.clone()
+    };
+    let kernel = if tp > t {
+        kernel.pad_axis(1, 0, tp - t, 0.0)?
+    } else {
+        kernel.clone()
+    };
+    let m = Array::arange(0.0, nb as f64, 1.0, Dtype::F32)?.reshape(&[nb as i32, 1, 1])?;
+    let r = Array::arange(0.0, l as f64, 1.0, Dtype::F32)?;
+    let within = r.expand_dims(1)?.sub(&r.expand_dims(0)?)?; // [L, L]: r − c
+    let lag = m.mul_scalar(l as f32)?.add(&within)?; // [nb, L, L]
+    let blocks = lagged(&kernel, &lag, tp)?; // [D, nb, L, L]
+    let (d_, nb_, l_, b_) = (d as i32, nb as i32, l as i32, bsz as i32);
+    // h as [D, nb, L, B]
+    let columns = h.reshape(&[b_, nb_, l_, d_])?.transpose(&[3, 1, 2, 0])?;
+    let mut y: Option<Array> = None;
+    for shift in 0..nb {
+        let block = blocks.slice_axis(1, shift, shift + 1)?; // [D, 1, L, L]
+        let part = block.matmul(&columns.slice_axis(1, 0, nb - shift)?)?; // [D, nb − shift, L, B]
+        let part = part.pad_axis(1, shift, 0, 0.0)?;
+        y = Some(match y {
+            Some(acc) => acc.add(&part)?,
+            None => part,
+        });
+    }
+    let y = y
+        .expect("at least one block")
+        .reshape(&[d_, tp as i32, b_])?;
+    y.transpose(&[2, 1, 0])?.slice_axis(1, 0, t)
 }
 
 /// Runs the op; inputs `h [B, T, D]`, `decay, theta, c_re, c_im [D, P]`.
@@ -168,6 +223,45 @@ mod tests {
             seq: ins[0].dim(1),
         };
         lti_conv(ins, &mut ctx).unwrap().to_vec_f32().unwrap()
+    }
+
+    #[test]
+    fn the_blocked_convolution_equals_the_whole_one() {
+        let (b, t, d) = (2, 11, 3);
+        let h = Array::from_f32(&vals(b * t * d, 7, -1.0, 1.0), &[b, t, d]).unwrap();
+        let k = Array::from_f32(&vals(d * t, 8, -1.0, 1.0), &[d, t]).unwrap();
+        let whole = causal_conv(&k, &h).unwrap().to_vec_f32().unwrap();
+        for block in [1, 4, 5, 11, 16] {
+            let blocked = causal_conv_blocked(&k, &h, block)
+                .unwrap()
+                .to_vec_f32()
+                .unwrap();
+            assert_eq!(blocked.len(), whole.len());
+            for (x, y) in blocked.iter().zip(&whole) {
+                assert!((x - y).abs() < 1e-5, "block {block}: {x} vs {y}");
+            }
+        }
+        // and so are their gradients (for the kernel and the input)
+        let proj = Array::from_f32(&vals(b * t * d, 9, -1.0, 1.0), &[b, t, d]).unwrap();
+        let grads = |blocked: bool| {
+            let f = |ins: &[Array]| {
+                let y = if blocked {
+                    causal_conv_blocked(&ins[0], &ins[1], 4)?
+                } else {
+                    causal_conv(&ins[0], &ins[1])?
+                };
+                Ok(vec![y.mul(&proj)?.sum_all()?])
+            };
+            let (_, g) = mixsweep_mlx::value_and_grad(f, &[k.clone(), h.clone()], &[0, 1]).unwrap();
+            g.iter()
+                .map(|a| a.to_vec_f32().unwrap())
+                .collect::<Vec<_>>()
+        };
+        for (gb, gw) in grads(true).iter().zip(grads(false).iter()) {
+            for (x, y) in gb.iter().zip(gw) {
+                assert!((x - y).abs() < 1e-4, "gradient: {x} vs {y}");
+            }
+        }
     }
 
     #[test]
