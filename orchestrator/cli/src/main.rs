@@ -166,8 +166,24 @@ fn print_table(s: &Sweep, states: &[&str]) {
         .collect();
     table::print(&headers, &rows);
     let (metric, goal) = s.spec.metric();
+    // how trials will run: warm workers (local and docker) by `workers:` / MIXSWEEP_WORKERS
+    use mixsweep_sweep::spec::Backend as Kind;
+    let each = match s.spec.backend {
+        Kind::Local => "process",
+        Kind::Docker => "container",
+        _ => "",
+    };
+    let workers = match (
+        backend::worker::wanted(s.spec.workers, None),
+        backend::worker::wanted(s.spec.workers, Some(0)),
+    ) {
+        _ if each.is_empty() => String::new(),
+        (true, _) => " (warm workers)".to_string(),
+        (false, true) => format!(" (warm workers on GPUs, a {each} per trial on CPU)"),
+        (false, false) => format!(" (a {each} per trial)"),
+    };
     println!(
-        "\nsweep {:?}: {} trials ({} variants), metric {metric} ({goal:?}), backend {:?}",
+        "\nsweep {:?}: {} trials ({} variants), metric {metric} ({goal:?}), backend {:?}{workers}",
         s.spec.name,
         s.trials.len(),
         s.trials

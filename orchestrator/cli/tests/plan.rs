@@ -25,7 +25,9 @@ fn fixture() -> tempfile::TempDir {
 fn plan(dir: &std::path::Path, yaml: &str, json: bool) -> std::process::Output {
     std::fs::write(dir.join("sweep.yaml"), yaml).unwrap();
     let mut c = Command::new(env!("CARGO_BIN_EXE_mixsweep"));
-    c.arg("plan").arg(dir.join("sweep.yaml"));
+    c.arg("plan")
+        .arg(dir.join("sweep.yaml"))
+        .env_remove("MIXSWEEP_WORKERS");
     if json {
         c.arg("--json");
     }
@@ -40,6 +42,14 @@ fn plan_prints_every_trial() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("8 trials (2 variants)"), "{out}");
+    // how the trials will run
+    assert!(
+        out.contains("backend Local (warm workers on GPUs, a process per trial on CPU)"),
+        "{out}"
+    );
+    let o = plan(f.path(), &format!("{yaml}workers: true\n"), false);
+    let warm = String::from_utf8_lossy(&o.stdout);
+    assert!(warm.contains("backend Local (warm workers)"), "{warm}");
     assert_eq!(
         out.lines()
             .filter(|l| l.contains("training.lr=0.003"))
