@@ -219,41 +219,22 @@ pub fn cached(key: &str, runner_version: &str, gpu: &Gpu) -> Option<Measured> {
     serde_json::from_str(&text).ok()
 }
 
-/// A folder removed when dropped.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new() -> Result<TempDir> {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("mixsweep-calibration-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(TempDir(dir))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Runs `trial` for a few steps on `gpu` and reads its summary; keeps the result in the cache.
-pub async fn calibrate(
+/// Runs `trial` (of shape `key`) for a few steps on `gpu` and reads its summary; keeps the result
+/// in the cache.
+async fn calibrate(
     runner: &Path,
     trial: &Trial,
+    key: &str,
     gpu: &Gpu,
     runner_version: &str,
 ) -> Result<Measured> {
-    let key = shape_key(&trial.config());
-    if let Some(m) = cached(&key, runner_version, gpu) {
-        return Ok(m);
-    }
-    let dir = TempDir::new()?;
-    let config = dir.0.join("config.json");
+    let dir = tempfile::Builder::new()
+        .prefix("mixsweep-calibration-")
+        .tempdir()
+        .context("creating a folder for the calibration run")?;
+    let config = dir.path().join("config.json");
     std::fs::write(&config, serde_json::to_vec_pretty(&trial.config())?)?;
-    let out = dir.0.join("out");
+    let out = dir.path().join("out");
     let mut cmd = tokio::process::Command::new(runner);
     cmd.arg("train")
         .arg("--config")
@@ -292,7 +273,7 @@ pub async fn calibrate(
         tok_s: summary.mean_tok_s,
         flops_per_token: summary.flops_per_token,
     };
-    let file = cache_file(&key, runner_version, gpu);
+    let file = cache_file(key, runner_version, gpu);
     if let Some(parent) = file.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
@@ -364,6 +345,18 @@ pub async fn for_run(
     Ok((d.trials_per_gpu, Some(shapes)))
 }
 
+/// The distinct shapes among `trials` (key, first trial of that shape), in sweep order.
+fn distinct_shapes(trials: &[Trial]) -> Vec<(String, &Trial)> {
+    let mut seen = std::collections::HashSet::new();
+    trials
+        .iter()
+        .filter_map(|t| {
+            let key = shape_key(&t.config());
+            seen.insert(key.clone()).then_some((key, t))
+        })
+        .collect()
+}
+
 /// Calibrates every distinct shape among `trials` on `gpu` (one run each, cached) and decides.
 pub async fn plan(
     runner: &Path,
@@ -372,27 +365,23 @@ pub async fn plan(
     log: &dyn Fn(String),
 ) -> Result<(Decision, Shapes)> {
     let version = runner_version(runner);
-    let mut shapes: Vec<(String, &Trial)> = vec![];
-    for t in trials {
-        let key = shape_key(&t.config());
-        if !shapes.iter().any(|(k, _)| *k == key) {
-            shapes.push((key, t));
-        }
-    }
+    let shapes = distinct_shapes(trials);
     let mut measured = vec![];
     for (i, (key, t)) in shapes.iter().enumerate() {
-        let hit = cached(key, &version, gpu).is_some();
-        if !hit {
-            log(format!(
-                "trials_per_gpu auto: calibrating shape {}/{} (trial {}, {}) on GPU {}",
-                i + 1,
-                shapes.len(),
-                t.id.as_str(),
-                t.variant(),
-                gpu.index
-            ));
-        }
-        let m = calibrate(runner, t, gpu, &version).await?;
+        let m = match cached(key, &version, gpu) {
+            Some(m) => m,
+            None => {
+                log(format!(
+                    "trials_per_gpu auto: calibrating shape {}/{} (trial {}, {}) on GPU {}",
+                    i + 1,
+                    shapes.len(),
+                    t.id.as_str(),
+                    t.variant(),
+                    gpu.index
+                ));
+                calibrate(runner, t, key, gpu, &version).await?
+            }
+        };
         let who = format!("trial {} ({})", t.id.as_str(), t.variant());
         measured.push((who, m));
     }
@@ -430,13 +419,7 @@ pub fn longest_first(trials: &mut [Trial], shapes: Option<&Shapes>) {
 /// `plan`'s line for `trials_per_gpu: auto`: the decision if every shape is calibrated on this
 /// machine's first GPU, else what the run will calibrate.
 pub fn plan_line(runner: &Path, trials: &[Trial]) -> String {
-    let mut keys: Vec<(String, &Trial)> = vec![];
-    for t in trials {
-        let key = shape_key(&t.config());
-        if !keys.iter().any(|(k, _)| *k == key) {
-            keys.push((key, t));
-        }
-    }
+    let keys = distinct_shapes(trials);
     let gpu = match query_gpus() {
         Ok(g) if !g.is_empty() => g[0].clone(),
         _ => {
