@@ -2,9 +2,12 @@
 //! orchestrator (which reads them): `summary.json` ([`Summary`]), `metrics.jsonl` lines
 //! ([`MetricsRecord`]) and `attempt.json` ([`AttemptRecord`]), with the closed sets of states they
 //! name: how a run ended ([`RunStatus`]) and how an attempt ended ([`Ending`], the one failure taxonomy
-//! of every backend, `results` and `status`). The stored names are stable.
+//! of every backend, `results` and `status`). The stored names are stable. [`worker`] holds the
+//! warm-worker protocol the two sides speak.
 
 use serde::{Deserialize, Serialize};
+
+pub mod worker;
 
 /// How a runner's run ended (`summary.json`'s `status`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

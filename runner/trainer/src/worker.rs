@@ -3,7 +3,7 @@
 //! compiling) of every kernel the earlier trials used (MLX keeps its JIT modules for the life of
 //! the process).
 //!
-//! Protocol (one JSON object per line): the orchestrator writes a job
+//! Protocol (`mixsweep_artifacts::worker`, one JSON object per line): the orchestrator writes a job
 //! `{"args": ["train", "--config", ...], "stdout": PATH, "stderr": PATH, "id": ID}` on stdin; the
 //! worker runs it exactly as `mixsweep-runner train ...` would, then answers `{"exit": CODE, "job": ID}`
 //! on its own stdout (the exit code the process would have had) and frees MLX's buffer cache.
@@ -11,8 +11,8 @@
 //! * With `stdout` and `stderr` (the local backend), file descriptors 1 and 2 point at those log
 //!   files for the duration of the job.
 //! * Without them (a worker container, whose output the engine streams), the job writes to the
-//!   worker's own stdout and stderr; the answer is the stdout line carrying the job's `id`, and
-//!   [`END_MARK`] on stderr says that the job's stderr is complete too (the engine delivers the two
+//!   worker's own stdout and stderr; the answer is the stdout line carrying the job's `id`, and the
+//!   end mark on stderr says that the job's stderr is complete too (the engine delivers the two
 //!   streams independently).
 //!
 //! A trial that is interrupted (Ctrl-C, the sweep's timeout, the orchestrator gone) ends the worker
@@ -22,29 +22,14 @@
 use crate::cli::{Cli, Command};
 use crate::commands;
 use clap::Parser;
+use mixsweep_artifacts::worker::{self, Job};
 use mixsweep_runner::mlx_env::MlxEnv;
 use std::io::{BufRead, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The stderr line `{END_MARK: ID}` that ends a streamed job's standard error.
-pub const END_MARK: &str = "mixsweep_worker_end";
-
-#[derive(serde::Deserialize)]
-struct Job {
-    args: Vec<String>,
-    /// Log files for the job's stdout and stderr; both or neither (then the worker's own streams).
-    #[serde(default)]
-    stdout: Option<std::path::PathBuf>,
-    #[serde(default)]
-    stderr: Option<std::path::PathBuf>,
-    /// Echoed in the answer (and the end mark), so that a streamed answer cannot be mistaken for output.
-    #[serde(default)]
-    id: Option<String>,
-}
-
-/// Points file descriptors 1 and 2 at a job's log files until dropped.
+/// Points file descriptors 1 and 2 at a job's log files until restored.
 struct Redirect {
     saved_out: OwnedFd,
     saved_err: OwnedFd,
@@ -131,7 +116,7 @@ fn run_job(job: Job, n: usize, stop: &Arc<AtomicBool>, mlx_env: &MlxEnv) -> std:
     match redirected {
         Some(r) => r.restore()?,
         None => {
-            let mark = serde_json::json!({ END_MARK: job.id.as_deref().unwrap_or("") });
+            let mark = worker::end_mark(job.id.as_deref().unwrap_or(""));
             let mut err = std::io::stderr().lock();
             writeln!(err, "{mark}")?;
             err.flush()?;
@@ -156,7 +141,12 @@ pub fn run(stop: Arc<AtomicBool>, mlx_env: &MlxEnv) -> Result<(), (i32, String)>
         let code = run_job(job, jobs, &stop, mlx_env)
             .map_err(|e| (1, format!("setting up a job: {e}")))?;
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", serde_json::json!({ "exit": code, "job": id }))
+        let answer = worker::Answer {
+            exit: i32::from(code),
+            job: id,
+        };
+        let answer = serde_json::to_string(&answer).expect("an answer serializes");
+        writeln!(out, "{answer}")
             .and_then(|_| out.flush())
             .map_err(|e| (1, format!("answering: {e}")))?;
         if stop.load(Ordering::SeqCst) {

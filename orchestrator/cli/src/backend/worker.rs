@@ -11,6 +11,7 @@
 
 use super::{AttemptCtx, AttemptEnd, new_metrics};
 use anyhow::{Context, Result};
+use mixsweep_artifacts::worker::Answer;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -114,13 +115,14 @@ fn job_line(ctx: &AttemptCtx<'_>) -> Result<String> {
         .into_iter()
         .map(utf8)
         .collect::<Result<Vec<String>>>()?;
-    let log = |name: &str| utf8(ctx.work.join(name).into_os_string());
-    let job = serde_json::json!({
-        "args": args,
-        "stdout": log("stdout.log")?,
-        "stderr": log("stderr.log")?,
-    });
-    Ok(format!("{job}\n"))
+    let log = |name: &str| utf8(ctx.work.join(name).into_os_string()).map(Into::into);
+    let job = mixsweep_artifacts::worker::Job {
+        args,
+        stdout: Some(log("stdout.log")?),
+        stderr: Some(log("stderr.log")?),
+        id: None,
+    };
+    Ok(format!("{}\n", serde_json::to_string(&job)?))
 }
 
 impl Pool {
@@ -203,10 +205,7 @@ async fn follow(ctx: &AttemptCtx<'_>, w: &mut Worker) -> Result<(AttemptEnd, boo
         };
         return Ok(match line {
             Ok(Some(l)) => {
-                let code = serde_json::from_str::<serde_json::Value>(&l)
-                    .ok()
-                    .and_then(|v| v["exit"].as_i64())
-                    .map(|c| c as i32);
+                let code = Answer::parse(l.as_bytes(), None).map(|a| a.exit);
                 (end(code), code.is_some())
             }
             // the worker died mid-trial: its exit status is the attempt's

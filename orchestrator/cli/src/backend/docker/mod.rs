@@ -27,18 +27,16 @@ mod workers;
 
 use super::{AttemptCtx, AttemptEnd};
 use bollard::Docker;
-use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions,
     RemoveContainerOptions,
 };
-use futures::StreamExt;
 use mixsweep_sweep::Trial;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use stream::{Stopper, TrialLogs};
+use stream::{Stopper, TrialLogs, pump};
 
 /// Label keys on every container the backend starts.
 pub const LABEL_SWEEP: &str = "io.mixsweep.sweep";
@@ -306,7 +304,7 @@ impl DockerBackend {
                 return e;
             }
         }
-        let stream = self.docker.logs(
+        let mut output = self.docker.logs(
             &name,
             Some(LogsOptions {
                 follow: true,
@@ -315,8 +313,22 @@ impl DockerBackend {
                 ..Default::default()
             }),
         );
-        let (interrupted, timed_out) = self.follow(&name, stream, logs, ctx).await;
-        let end = self.ended(&name, interrupted, timed_out).await;
+        let (mut logs, mut stopper) = (logs, Stopper::new(ctx));
+        // until the container stops
+        pump(
+            self,
+            &name,
+            &mut output,
+            &mut logs,
+            &mut stopper,
+            ctx,
+            |_| false,
+        )
+        .await;
+        logs.finish();
+        let end = self
+            .ended(&name, stopper.interrupted, stopper.timed_out)
+            .await;
         self.dispose(&name, &end, ctx.log).await;
         end
     }
@@ -348,33 +360,6 @@ impl DockerBackend {
             return Err(AttemptEnd::engine(format!("starting {name}: {e}"), true));
         }
         Ok(())
-    }
-
-    /// Streams a trial container's output into its logs and the live view until it stops, passing
-    /// on Ctrl-C and the sweep's timeout as SIGINT (SIGKILL 30 s later); `(interrupted, timed_out)`.
-    async fn follow(
-        &self,
-        name: &str,
-        mut stream: impl futures::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin,
-        mut logs: TrialLogs,
-        ctx: &AttemptCtx<'_>,
-    ) -> (bool, bool) {
-        let mut stopper = Stopper::new(ctx);
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        loop {
-            tokio::select! {
-                item = stream.next() => match item {
-                    Some(Ok(LogOutput::StdOut { message })) => logs.stdout(&message, ctx.on_metrics),
-                    Some(Ok(LogOutput::StdErr { message })) => logs.stderr(&message),
-                    Some(Ok(_)) => {}
-                    // The log stream ends when the container stops.
-                    Some(Err(_)) | None => break,
-                },
-                _ = tick.tick() => stopper.check(self, name).await,
-            }
-        }
-        logs.finish();
-        (stopper.interrupted, stopper.timed_out)
     }
 
     /// How a stopped container ended: exit code, OOM kill, engine error.

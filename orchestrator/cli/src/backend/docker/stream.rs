@@ -5,15 +5,14 @@
 use super::DockerBackend;
 use crate::backend::AttemptCtx;
 use crate::backend::AttemptEnd;
+use bollard::container::LogOutput;
+use futures::{Stream, StreamExt};
+use mixsweep_artifacts::worker;
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// The stderr key a worker writes when a streamed job's standard error is complete (the runner's
-/// `worker::END_MARK`).
-const END_MARK: &str = "mixsweep_worker_end";
 
 /// A trial's log files, written line by line as the engine delivers output.
 pub struct TrialLogs {
@@ -69,16 +68,14 @@ impl TrialLogs {
     /// Standard output: metrics records go to the live view; a worker's answer is kept, not logged.
     pub fn stdout(&mut self, bytes: &[u8], on_metrics: &(dyn Fn(&serde_json::Value) + Sync)) {
         for line in Self::lines(&mut self.out_partial, bytes) {
-            let value = serde_json::from_slice::<serde_json::Value>(&line).ok();
-            if let (Some(v), Some(job)) = (&value, &self.job)
-                && v["job"].as_str() == Some(job)
-                && let Some(code) = v["exit"].as_i64()
+            if let Some(job) = &self.job
+                && let Some(a) = worker::Answer::parse(&line, Some(job))
             {
-                self.answer = Some(code as i32);
+                self.answer = Some(a.exit);
                 continue;
             }
             let _ = self.stdout.write_all(&line);
-            if let Some(v) = value {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) {
                 on_metrics(&v);
             }
         }
@@ -88,8 +85,7 @@ impl TrialLogs {
     pub fn stderr(&mut self, bytes: &[u8]) {
         for line in Self::lines(&mut self.err_partial, bytes) {
             if let Some(job) = &self.job
-                && serde_json::from_slice::<serde_json::Value>(&line)
-                    .is_ok_and(|v| v[END_MARK].as_str() == Some(job))
+                && worker::is_end_mark(&line, job)
             {
                 self.stderr_done = true;
                 continue;
@@ -106,6 +102,33 @@ impl TrialLogs {
         let _ = self
             .stderr
             .write_all(&std::mem::take(&mut self.err_partial));
+    }
+}
+
+/// Passes a container's output to the trial's logs and the live view until `complete(logs)` holds
+/// (checked on every output item and tick) or the output ends, while `stopper` watches for Ctrl-C and
+/// the timeout.
+pub async fn pump(
+    backend: &DockerBackend,
+    name: &str,
+    output: &mut (impl Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin),
+    logs: &mut TrialLogs,
+    stopper: &mut Stopper<'_>,
+    ctx: &AttemptCtx<'_>,
+    mut complete: impl FnMut(&TrialLogs) -> bool,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    while !complete(logs) {
+        tokio::select! {
+            item = output.next() => match item {
+                Some(Ok(LogOutput::StdOut { message })) => logs.stdout(&message, ctx.on_metrics),
+                Some(Ok(LogOutput::StdErr { message })) => logs.stderr(&message),
+                Some(Ok(_)) => {}
+                // the output ends when the container stops
+                Some(Err(_)) | None => return,
+            },
+            _ = tick.tick() => stopper.check(backend, name).await,
+        }
     }
 }
 

@@ -15,12 +15,12 @@
 //!   finishes its trial and exits; the next run of the sweep stops (SIGINT: the trial keeps a resume
 //!   point) and removes any that are left.
 
-use super::stream::{Stopper, TrialLogs};
+use super::stream::{Stopper, TrialLogs, pump};
 use super::{DockerBackend, LABEL_SWEEP};
 use crate::backend::{AttemptCtx, AttemptEnd};
 use bollard::container::LogOutput;
 use bollard::query_parameters::{AttachContainerOptions, ListContainersOptions};
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -46,14 +46,6 @@ pub struct Workers {
     setting: Option<bool>,
     idle: Mutex<Vec<WorkerContainer>>,
     started: AtomicUsize,
-}
-
-/// How a job in a worker ended.
-enum JobEnd {
-    /// The worker answered with the job's exit code.
-    Answered(i32),
-    /// The worker's output ended without an answer: it died.
-    Died,
 }
 
 impl Workers {
@@ -158,17 +150,39 @@ impl Workers {
             .map_or(0, |d| d.as_nanos());
         let id = format!("{}-{nonce}", ctx.trial.id);
         logs.expect_job(&id);
-        let job =
-            serde_json::json!({ "args": backend.train_args(ctx.trial, ctx.profile), "id": id });
+        let job = mixsweep_artifacts::worker::Job {
+            args: backend.train_args(ctx.trial, ctx.profile),
+            stdout: None,
+            stderr: None,
+            id: Some(id),
+        };
+        let job = serde_json::to_string(&job).expect("a job serializes") + "\n";
         // a worker that died before reading its job shows up below (its output ends)
-        let _ = w.input.write_all(format!("{job}\n").as_bytes()).await;
+        let _ = w.input.write_all(job.as_bytes()).await;
         let _ = w.input.flush().await;
         let mut stopper = Stopper::new(ctx);
-        let job_end = follow(backend, &mut w, &mut logs, &mut stopper, ctx).await;
+        // until the answer and the job's last stderr line (or 5 s after the answer), or the worker's end
+        let mut answered_at: Option<Instant> = None;
+        let complete = |logs: &TrialLogs| {
+            logs.answer.is_some()
+                && (logs.stderr_done
+                    || answered_at.get_or_insert_with(Instant::now).elapsed()
+                        > Duration::from_secs(5))
+        };
+        pump(
+            backend,
+            &w.name,
+            &mut w.output,
+            &mut logs,
+            &mut stopper,
+            ctx,
+            complete,
+        )
+        .await;
         logs.finish();
         let (interrupted, timed_out) = (stopper.interrupted, stopper.timed_out);
-        match job_end {
-            JobEnd::Answered(code) => {
+        match logs.answer {
+            Some(code) => {
                 let end = AttemptEnd {
                     code: Some(code),
                     interrupted,
@@ -187,7 +201,8 @@ impl Workers {
                 }
                 end
             }
-            JobEnd::Died => {
+            // no answer: the worker died
+            None => {
                 let end = backend.ended(&w.name, interrupted, timed_out).await;
                 backend.dispose(&w.name, &end, ctx.log).await;
                 end
@@ -202,41 +217,6 @@ impl Workers {
             if let Err(e) = backend.remove(&w.name).await {
                 eprintln!("warning: could not remove worker container {}: {e}", w.name);
             }
-        }
-    }
-}
-
-/// Passes the job's output to its logs until the worker answers (and its stderr is complete, or
-/// 5 s have passed) or its output ends.
-async fn follow(
-    backend: &DockerBackend,
-    w: &mut WorkerContainer,
-    logs: &mut TrialLogs,
-    stopper: &mut Stopper<'_>,
-    ctx: &AttemptCtx<'_>,
-) -> JobEnd {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut answered_at: Option<Instant> = None;
-    loop {
-        if let Some(code) = logs.answer {
-            let at = *answered_at.get_or_insert_with(Instant::now);
-            if logs.stderr_done || at.elapsed() > Duration::from_secs(5) {
-                return JobEnd::Answered(code);
-            }
-        }
-        tokio::select! {
-            item = w.output.next() => match item {
-                Some(Ok(LogOutput::StdOut { message })) => logs.stdout(&message, ctx.on_metrics),
-                Some(Ok(LogOutput::StdErr { message })) => logs.stderr(&message),
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => {
-                    return match logs.answer {
-                        Some(code) => JobEnd::Answered(code),
-                        None => JobEnd::Died,
-                    };
-                }
-            },
-            _ = tick.tick() => stopper.check(backend, &w.name).await,
         }
     }
 }
