@@ -277,9 +277,16 @@ async fn calibrate(
     if let Some(parent) = file.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
-    let tmp = file.with_extension("tmp");
-    if std::fs::write(&tmp, serde_json::to_vec(&m)?).is_ok() {
-        let _ = std::fs::rename(&tmp, &file);
+    // written under a temporary name and renamed: concurrent runs never read half a file
+    let tmp = file.with_extension(format!("{}.tmp", std::process::id()));
+    let kept =
+        std::fs::write(&tmp, serde_json::to_vec(&m)?).and_then(|()| std::fs::rename(&tmp, &file));
+    if let Err(e) = kept {
+        // only costs a calibration run next time
+        eprintln!(
+            "warning: could not keep the calibration in {}: {e}",
+            file.display()
+        );
     }
     Ok(m)
 }
