@@ -88,6 +88,13 @@ elif [[ $PARTS == *zoo* ]]; then
     run "$RUNNER" train --config examples/$cfg.json --train "$TRAIN" --device gpu --steps 300 \
       --compute-dtype bfloat16 --quiet --out "$OUT/zoo_$cfg"
   done
+  # ZOO_CHUNKED: configs timed again with their fused recurrence kernels off (MIXSWEEP_SCAN=chunked),
+  # for a same-session before/after of a kernel (their chunked kernels compile in the timed run's
+  # step 0 unless zoowarm ran them too, which the steady rate excludes).
+  for cfg in ${ZOO_CHUNKED:-}; do
+    MIXSWEEP_SCAN=chunked run "$RUNNER" train --config examples/$cfg.json --train "$TRAIN" --device gpu \
+      --steps 300 --compute-dtype bfloat16 --quiet --out "$OUT/zoo_${cfg}_chunked"
+  done
 fi
 # Start-up: process start to exit of 2-step runs (warm kernel cache when run after zoowarm), with the
 # runner's phase breakdown (MIXSWEEP_TIMING=1), the first validation op by op (default) and compiled.

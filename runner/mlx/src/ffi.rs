@@ -272,4 +272,20 @@ unsafe extern "C" {
         chunk: c_int,
         out: *mut *mut msx_array,
     ) -> c_int;
+    pub fn msx_fused_delta_scan(
+        q: *const msx_array,
+        k: *const msx_array,
+        v: *const msx_array,
+        beta: *const msx_array,
+        log_a: *const msx_array,
+        out: *mut *mut msx_array,
+    ) -> c_int;
+    pub fn msx_fused_gla_scan(
+        q: *const msx_array,
+        k: *const msx_array,
+        v: *const msx_array,
+        g: *const msx_array,
+        chunk: c_int,
+        out: *mut *mut msx_array,
+    ) -> c_int;
 }

@@ -1,5 +1,5 @@
 //! Custom GPU kernels that MLX lacks, written for its CUDA backend (`src/selective_scan.cpp`,
-//! compiled at run time by MLX's JIT). Each is a differentiable MLX function (its backward pass
+//! `src/matrix_scans.cpp`, compiled at run time by MLX's JIT). Each is a differentiable MLX function (its backward pass
 //! is a second kernel, attached with `custom_vjp`), so it traces into `compile` like any op.
 //! Callers keep a portable fallback and ask [`fused_scan_available`] first.
 
@@ -31,6 +31,57 @@ pub fn fused_selective_scan(
             b.as_ptr(),
             c.as_ptr(),
             chunk.min(i32::MAX as usize) as i32,
+            out,
+        )
+    })
+}
+
+/// Whether [`fused_gla_scan`] and [`fused_delta_scan`] take this key size: it divides 32, or is a multiple of 32 up to 128.
+pub fn fused_gla_fits(d_k: usize) -> bool {
+    match d_k {
+        0 => false,
+        1..=32 => 32_usize.is_multiple_of(d_k),
+        _ => d_k.is_multiple_of(32) && d_k <= 128,
+    }
+}
+
+/// Gated linear attention's recurrence in one kernel: per batch and head
+/// `S_t = diag(max(g_t, e^{-64/chunk})) S_{t-1} + k_t v_tᵀ`, `o_t = S_tᵀ q_t`, from `S_0 = 0`, for
+/// `q, k, g [batch, seq, heads, d_k]` and `v [batch, seq, heads, d_v]`; returns `o [batch, seq,
+/// heads, d_v]` in float32. `d_k` must pass [`fused_gla_fits`]; `chunk` only sets the decay floor,
+/// matching the chunkwise form with that chunk.
+pub fn fused_gla_scan(q: &Array, k: &Array, v: &Array, g: &Array, chunk: usize) -> Result<Array> {
+    Array::build(|out| unsafe {
+        ffi::msx_fused_gla_scan(
+            q.as_ptr(),
+            k.as_ptr(),
+            v.as_ptr(),
+            g.as_ptr(),
+            chunk.min(i32::MAX as usize) as i32,
+            out,
+        )
+    })
+}
+
+/// The gated delta rule in one kernel: per batch and head
+/// `S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ` with `α_t = e^{log_a_t}`, `o_t = S_tᵀ q_t`, from
+/// `S_0 = 0`, for `q, k [batch, seq, heads, d_k]`, `v [batch, seq, heads, d_v]`, `beta, log_a
+/// [batch, seq, heads]`; returns `o [batch, seq, heads, d_v]` in float32. `d_k` must pass
+/// [`fused_gla_fits`].
+pub fn fused_delta_scan(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    beta: &Array,
+    log_a: &Array,
+) -> Result<Array> {
+    Array::build(|out| unsafe {
+        ffi::msx_fused_delta_scan(
+            q.as_ptr(),
+            k.as_ptr(),
+            v.as_ptr(),
+            beta.as_ptr(),
+            log_a.as_ptr(),
             out,
         )
     })

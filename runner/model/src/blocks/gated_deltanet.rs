@@ -12,8 +12,8 @@
 //! x   = x + y                                        (gated_deltanet_scale with block scales)
 //! ```
 //! Fields as mixlab: `heads`, `d_k` (required), `d_v` (2·d_k), `kv_share` (true; needs d_v ≥ d_k),
-//! `scan_chunk_size` (accepted, ignored: it tunes mixlab's kernel; ours runs the chunkwise WY form of
-//! the `delta_scan` op in chunks of 16). Same math as mixlab. Differences: `A_log` starts as a ramp
+//! `scan_chunk_size` (accepted, ignored: it tunes mixlab's kernel; ours runs the `delta_scan` op as a
+//! fused CUDA kernel when training on an NVIDIA GPU, else in its chunkwise WY form in chunks of 16). Same math as mixlab. Differences: `A_log` starts as a ramp
 //! `log 1 … log 16` over heads (mixlab draws `log U(0, 16)`); the projections use the model's init;
 //! the conv weights are stored `[4, C]` oldest tap first (ours) and `bidirectional` is refused.
 //! Generation keeps each head's `[d_k, d_v]` state and the convolutions' last three inputs.

@@ -11,8 +11,9 @@
 //! ```
 //! Fields: `heads` (required, divides D), `d_state` (ds, default D / heads). Weights in mixlab's
 //! order `norm_scale, w_v, w_q, w_f, o_norm_scale, wo`; same math as mixlab. The recurrence and its
-//! read by `q` run as the chunkwise `gla_scan` (states only at chunk boundaries, not at every step);
-//! generation keeps one `[ds, dv]` state per head and sequence.
+//! read by `q` run as the `gla_scan` op: a fused CUDA kernel when training on an NVIDIA GPU (state in
+//! registers), else chunkwise (states only at chunk boundaries, not at every step); generation keeps
+//! one `[ds, dv]` state per head and sequence.
 
 use super::{Block, BlockCtx, BlockType, ModelDims, Role, kit};
 use crate::error::ConfigError;

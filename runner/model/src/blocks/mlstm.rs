@@ -13,8 +13,8 @@
 //! Fields: `heads`, `d_k`, `d_v` (all required, as in mixlab). Weights in mixlab's order
 //! `norm_scale, wq, wk, wv, w_i, b_i, w_f, b_f, o_norm_scale, w_out_gate, wo`; same math as mixlab.
 //! The stabiliser is a log-depth max-plus scan, the normaliser a chunked scan and the memory with its
-//! read by `q̂` the chunkwise `gla_scan` (states only at chunk boundaries); generation keeps `m`, `C`
-//! and `n` (constant size per token).
+//! read by `q̂` the `gla_scan` op (a fused CUDA kernel when training on an NVIDIA GPU, else chunkwise:
+//! states only at chunk boundaries); generation keeps `m`, `C` and `n` (constant size per token).
 
 use super::{Block, BlockCtx, BlockType, ModelDims, Role, kit};
 use crate::error::ConfigError;

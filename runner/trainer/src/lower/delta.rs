@@ -16,8 +16,14 @@
 //! over chunks (no loop over the sequence). Padding
 //! steps have `k = v = β = log α = 0` and change nothing. Float32. When decoding, the state
 //! continues from the saved `S` and is saved again.
+//!
+//! Training on CUDA runs the rule as one fused kernel instead (`mixsweep_mlx::kernels::
+//! fused_delta_scan`: the state in registers, checkpoints every 16 steps, a reverse adjoint kernel);
+//! the chunkwise form stays for decoding and other backends.
 
+use super::recurrent::fused_kernels_enabled;
 use super::{Ctx, State};
+use mixsweep_mlx::kernels::{fused_delta_scan, fused_gla_fits};
 use mixsweep_mlx::{Array, Dtype, Result, concatenate, where_};
 use mixsweep_model::ops::DeltaScan;
 
@@ -66,11 +72,30 @@ fn unit_lower_inverse(a: &Array, l: usize) -> Result<Array> {
     Ok(inv)
 }
 
+/// The `delta_scan` op: the fused kernel when training on CUDA, else the chunkwise form from the
+/// saved state (saving the last state again when decoding).
 pub fn delta_scan(s: &DeltaScan, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<Array> {
+    let [q, k, v, beta, log_a] = inputs else {
+        unreachable!("the shape rule checked five inputs")
+    };
+    let (bsz, t, heads, dk) = (q.dim(0), q.dim(1), q.dim(2), q.dim(3));
+    if !ctx.decoding() && fused_gla_fits(dk) && fused_kernels_enabled() {
+        return fused_delta_scan(q, k, v, beta, log_a)?.astype(v.dtype()?);
+    }
+    let h0 = initial_state(ctx, [bsz, heads, dk, v.dim(3)])?;
+    let (out, last) = delta_chunkwise(inputs, s.chunk.clamp(1, t.max(1)), &h0)?;
+    if ctx.decoding() {
+        ctx.save(State::Hidden(last));
+    }
+    Ok(out)
+}
+
+/// The chunkwise (WY) form with chunks of `l` steps from the state `h0 [B, H, d_k, d_v]`: the
+/// output in `v`'s dtype and the last state (float32).
+pub fn delta_chunkwise(inputs: &[Array], l: usize, h0: &Array) -> Result<(Array, Array)> {
     let shape = inputs[0].shape();
     let (bsz, t, heads, dk) = (shape[0], shape[1], shape[2], shape[3]);
     let dv = inputs[2].dim(3);
-    let l = s.chunk.clamp(1, t.max(1));
     let (q, k, v) = (
         chunked(&inputs[0], l)?,
         chunked(&inputs[1], l)?,
@@ -101,7 +126,7 @@ pub fn delta_scan(s: &DeltaScan, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<
     let trans = decay_end.mul(&eye(dk)?)?.sub(&k_end_t.matmul(&w)?)?; // [B, H, C, dk, dk]
     let add = k_end_t.matmul(&u)?; // [B, H, C, dk, dv]
     let (trans, add) = affine_scan(trans, add, chunks, dk)?;
-    let h0 = initial_state(ctx, [bsz, heads, dk, dv])?.expand_dims(2)?; // [B, H, 1, dk, dv]
+    let h0 = h0.expand_dims(2)?; // [B, H, 1, dk, dv]
     let after = trans.matmul(&h0)?.add(&add)?; // the state after each chunk
     let entering = if chunks > 1 {
         concatenate(&[&h0, &after.slice_axis(2, 0, chunks - 1)?], 2)?
@@ -110,19 +135,16 @@ pub fn delta_scan(s: &DeltaScan, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<
     };
     let delta = u.sub(&w.matmul(&entering)?)?; // [B, H, C, L, dv]
     let out = qg.matmul(&entering)?.add(&qk.matmul(&delta)?)?;
-    if ctx.decoding() {
-        let last = after.slice_axis(2, chunks - 1, chunks)?;
-        ctx.save(State::Hidden(last.reshape(&[
-            bsz as i32,
-            heads as i32,
-            dk as i32,
-            dv as i32,
-        ])?));
-    }
-    let out = out.reshape(&[bsz as i32, heads as i32, (chunks * l) as i32, dv as i32])?;
-    out.slice_axis(2, 0, t)?
+    let (b4, h4, k4, v4) = (bsz as i32, heads as i32, dk as i32, dv as i32);
+    let last = after
+        .slice_axis(2, chunks - 1, chunks)?
+        .reshape(&[b4, h4, k4, v4])?;
+    let out = out.reshape(&[b4, h4, (chunks * l) as i32, v4])?;
+    let out = out
+        .slice_axis(2, 0, t)?
         .transpose(&[0, 2, 1, 3])?
-        .astype(inputs[2].dtype()?)
+        .astype(inputs[2].dtype()?)?;
+    Ok((out, last))
 }
 
 /// The identity `[n, n]`, float32.
@@ -155,5 +177,86 @@ pub(super) fn initial_state(ctx: &Ctx<'_>, shape: [usize; 4]) -> Result<Array> {
     match ctx.state() {
         Some(State::Hidden(h)) => Ok(h.clone()),
         _ => Array::zeros(&shape, Dtype::F32),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+        let mut r = mixsweep_model::rng::SplitMix64::new(seed);
+        (0..n)
+            .map(|_| lo + (hi - lo) * r.next_f64() as f32)
+            .collect()
+    }
+
+    /// On CUDA: the fused kernel's output and its five gradients equal the chunkwise form's (MLX
+    /// autodiff) for d_k 32, 8 and 64, partial checkpoint chunks and column blocks, with
+    /// L2-normalised keys as the block feeds them. Run on a GPU machine with `--ignored`.
+    #[test]
+    #[ignore = "needs MLX's CUDA backend: run with --ignored on an NVIDIA machine"]
+    fn fused_delta_matches_the_chunkwise_form_and_its_gradients() {
+        assert!(
+            mixsweep_mlx::kernels::fused_scan_available(),
+            "the fused kernels need MLX's CUDA backend (libmlx of mlx-cuda-13)"
+        );
+        for (b, t, h, dk, dv) in [
+            (2, 37, 2, 32, 10),
+            (1, 20, 3, 8, 16),
+            (1, 18, 1, 64, 3),
+            (4, 256, 6, 32, 64),
+        ] {
+            let n = b * t * h;
+            let arr = |v: Vec<f32>, s: &[usize]| Array::from_f32(&v, s).unwrap();
+            let unit = |x: Array| {
+                let norm = x.square()?.sum(&[-1], true)?.sqrt()?;
+                x.div(&norm)
+            };
+            let inputs = vec![
+                arr(host(n * dk, 31, -1.0, 1.0), &[b, t, h, dk]),
+                unit(arr(host(n * dk, 32, -1.0, 1.0), &[b, t, h, dk])).unwrap(),
+                arr(host(n * dv, 33, -1.0, 1.0), &[b, t, h, dv]),
+                arr(host(n, 34, 0.0, 1.0), &[b, t, h]),
+                arr(host(n, 35, -2.0, 0.0), &[b, t, h]),
+            ];
+            let proj = arr(host(n * dv, 36, -1.0, 1.0), &[b, t, h, dv]);
+            let run = |fused: bool| {
+                let proj = proj.clone();
+                mixsweep_mlx::value_and_grad(
+                    move |x| {
+                        let o = if fused {
+                            fused_delta_scan(&x[0], &x[1], &x[2], &x[3], &x[4])?
+                        } else {
+                            let h0 = Array::zeros(&[b, h, dk, dv], Dtype::F32)?;
+                            delta_chunkwise(x, 16.min(t), &h0)?.0
+                        };
+                        Ok(vec![o.mul(&proj)?.sum_all()?, o])
+                    },
+                    &inputs,
+                    &[0, 1, 2, 3, 4],
+                )
+                .unwrap()
+            };
+            let (want_values, want_grads) = run(false);
+            let (got_values, got_grads) = run(true);
+            let close = |name: &str, got: &Array, want: &Array| {
+                let (g, w) = (got.to_vec_f32().unwrap(), want.to_vec_f32().unwrap());
+                assert_eq!(g.len(), w.len(), "{name}: size");
+                let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+                let err = g
+                    .iter()
+                    .zip(&w)
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(
+                    err <= 2e-3 * scale,
+                    "{name} (b={b} t={t} h={h} dk={dk} dv={dv}): max error {err} vs scale {scale}"
+                );
+            };
+            close("o", &got_values[1], &want_values[1]);
+            for (k, name) in ["dq", "dk", "dv", "dbeta", "dlog_a"].iter().enumerate() {
+                close(name, &got_grads[k], &want_grads[k]);
+            }
+        }
     }
 }

@@ -228,15 +228,18 @@ pub fn conv(inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<Array> {
     conv_valid(&full, w, bias, t)
 }
 
-/// Whether the selective scan runs as one fused CUDA kernel (forward and backward) instead of the
-/// chunked form: on the CUDA backend when the state size divides 32. `MIXSWEEP_SCAN=chunked` forces
-/// the chunked form (for benchmarks).
+/// Whether recurrences with a fused CUDA kernel (forward and backward) run it instead of their
+/// chunked form: on the CUDA backend, unless `MIXSWEEP_SCAN=chunked` forces the chunked forms (for
+/// benchmarks and comparisons).
+pub fn fused_kernels_enabled() -> bool {
+    std::env::var("MIXSWEEP_SCAN").as_deref() != Ok("chunked")
+        && mixsweep_mlx::kernels::fused_scan_available()
+}
+
+/// Whether the selective scan runs as one fused CUDA kernel: [`fused_kernels_enabled`] and the state
+/// size divides 32.
 pub fn use_fused_scan(state: usize) -> bool {
-    let fits = state > 0 && state <= 32 && 32 % state == 0;
-    match std::env::var("MIXSWEEP_SCAN").as_deref() {
-        Ok("chunked") => false,
-        _ => fits && mixsweep_mlx::kernels::fused_scan_available(),
-    }
+    state > 0 && state <= 32 && 32 % state == 0 && fused_kernels_enabled()
 }
 
 /// Mamba's selective scan `y_t = C_t h_t + D x_t` with `h_t = exp(max(dt_t A, floor)) h_{t-1} + dt_t x_t B_t`
