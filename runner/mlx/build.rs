@@ -70,6 +70,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/shim.cpp");
     println!("cargo:rerun-if-changed=src/selective_scan.cpp");
     println!("cargo:rerun-if-changed=src/matrix_scans.cpp");
+    println!("cargo:rerun-if-changed=src/linear_scan.cpp");
     println!("cargo:rerun-if-changed=src/op_codes.def");
     write_op_enums();
     let root = match std::env::var_os("MLX_DIR") {
@@ -109,6 +110,7 @@ fn main() {
         .file("src/shim.cpp")
         .file("src/selective_scan.cpp")
         .file("src/matrix_scans.cpp")
+        .file("src/linear_scan.cpp")
         .flag_if_supported("-Wno-unused-parameter")
         .flag_if_supported("-Wno-deprecated-declarations")
         .opt_level(2)

@@ -272,6 +272,12 @@ unsafe extern "C" {
         chunk: c_int,
         out: *mut *mut msx_array,
     ) -> c_int;
+    pub fn msx_fused_linear_scan(
+        log_a: *const msx_array,
+        u: *const msx_array,
+        chunk: c_int,
+        out: *mut *mut msx_array,
+    ) -> c_int;
     pub fn msx_fused_delta_scan(
         q: *const msx_array,
         k: *const msx_array,

@@ -1,5 +1,5 @@
 //! Custom GPU kernels that MLX lacks, written for its CUDA backend (`src/selective_scan.cpp`,
-//! `src/matrix_scans.cpp`, compiled at run time by MLX's JIT). Each is a differentiable MLX function (its backward pass
+//! `src/matrix_scans.cpp`, `src/linear_scan.cpp`, compiled at run time by MLX's JIT). Each is a differentiable MLX function (its backward pass
 //! is a second kernel, attached with `custom_vjp`), so it traces into `compile` like any op.
 //! Callers keep a portable fallback and ask [`fused_scan_available`] first.
 
@@ -82,6 +82,20 @@ pub fn fused_delta_scan(
             v.as_ptr(),
             beta.as_ptr(),
             log_a.as_ptr(),
+            out,
+        )
+    })
+}
+
+/// The diagonal linear recurrence in one kernel: `h_t = e^{max(log_a_t, −64/chunk)} h_{t−1} + u_t` from
+/// `h_{−1} = 0`, for `log_a, u [batch, seq, channels]` (one shape); returns every `h [batch, seq,
+/// channels]` in float32. `chunk` only sets the decay floor, matching the chunked form with that chunk.
+pub fn fused_linear_scan(log_a: &Array, u: &Array, chunk: usize) -> Result<Array> {
+    Array::build(|out| unsafe {
+        ffi::msx_fused_linear_scan(
+            log_a.as_ptr(),
+            u.as_ptr(),
+            chunk.min(i32::MAX as usize) as i32,
             out,
         )
     })

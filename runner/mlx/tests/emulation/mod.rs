@@ -48,6 +48,7 @@ using std::min;
 #define __shared__ static
 struct Dim3 { int x, y, z; };
 thread_local Dim3 threadIdx, blockIdx;
+const Dim3 blockDim = {THREADS_PER_BLOCK, 1, 1};
 std::barrier<>* block_barrier;
 float shuffle_buffer[THREADS_PER_BLOCK];
 void __syncthreads() { block_barrier->arrive_and_wait(); }

@@ -7,7 +7,8 @@
 //! `-SCAN_LOG_BUDGET / L`, so `e^{-S}` stays finite in float32 (a state keeps at least
 //! `e^{-64/L}` of itself per step, e.g. 3.4e-4 with `L = 8`). The same function runs for a whole
 //! sequence and, from the saved state, for each decoding call, so cached generation equals the
-//! full forward. Mamba's selective scan also has a fused CUDA kernel (training, no initial state).
+//! full forward. In training on CUDA the same recurrences run as fused kernels instead (no initial
+//! state): Mamba's selective scan, and every diagonal recurrence through [`fused_recurrence`].
 
 use super::{Ctx, State};
 use mixsweep_mlx::{Array, Dtype, Result, where_};
@@ -106,6 +107,18 @@ pub fn linear_recurrence(
     Ok((h, last))
 }
 
+/// [`linear_recurrence`] from zeros as one fused CUDA kernel: `log_a` broadcast to `u [B, T, S...]`,
+/// both flattened to `[B, T, S]`; returns every state `[B, T, S...]` (float32).
+pub fn fused_recurrence(log_a: &Array, u: &Array, chunk: usize) -> Result<Array> {
+    let shape = u.shape();
+    let flat = [shape[0] as i32, shape[1] as i32, -1];
+    let log_a = f32(log_a)?.broadcast_to(&shape)?.reshape(&flat)?;
+    let l = chunk.clamp(1, shape[1].max(1)); // as linear_recurrence: the floor follows the chunk used
+    let h = mixsweep_mlx::kernels::fused_linear_scan(&log_a, &f32(u)?.reshape(&flat)?, l)?;
+    let full: Vec<i32> = shape.iter().map(|&d| d as i32).collect();
+    h.reshape(&full)
+}
+
 /// The saved state of this node, when decoding.
 fn saved(ctx: &Ctx<'_>) -> Option<Array> {
     match ctx.state() {
@@ -114,8 +127,12 @@ fn saved(ctx: &Ctx<'_>) -> Option<Array> {
     }
 }
 
-/// Runs [`linear_recurrence`] from the saved state and saves the new one (when decoding).
+/// Runs [`linear_recurrence`] from the saved state and saves the new one (when decoding); in
+/// training on CUDA, the fused kernel (the same function, decay floor included).
 fn recur(log_a: &Array, u: &Array, chunk: usize, ctx: &mut Ctx<'_>) -> Result<Array> {
+    if !ctx.decoding() && fused_kernels_enabled() {
+        return fused_recurrence(log_a, u, chunk);
+    }
     let h0 = saved(ctx);
     let (h, last) = linear_recurrence(log_a, u, h0.as_ref(), chunk)?;
     if ctx.decoding() {
@@ -432,6 +449,68 @@ mod tests {
         let b = arr(&[0.25], &[1]);
         let y = causal_conv1d(&x, &w, &b).unwrap().to_vec_f32().unwrap();
         assert_eq!(y, vec![1.25, 2.75, 4.25]);
+    }
+
+    /// On CUDA: [`fused_recurrence`]'s states and both gradients equal [`linear_recurrence`]'s (MLX
+    /// autodiff), with log-decays below the floor, a partial thread block, and a decay broadcast
+    /// over a trailing state axis. `dlog_a` is held to 1e-2 of its scale (the chunked form's float32
+    /// loss through `e^{S}·e^{−S}`; the kernel matches the step-by-step recurrence to 1e-5 in
+    /// `runner/mlx/tests/linear_scan_kernel_emulated.rs`). Run on a GPU machine with `--ignored`.
+    #[test]
+    #[ignore = "needs MLX's CUDA backend: run with --ignored on an NVIDIA machine"]
+    fn fused_recurrence_matches_the_chunked_form_and_its_gradients() {
+        assert!(
+            mixsweep_mlx::kernels::fused_scan_available(),
+            "the fused kernels need MLX's CUDA backend (libmlx of mlx-cuda-13)"
+        );
+        for (shape, decay_shape, chunk) in [
+            (vec![3, 29, 100], vec![3, 29, 100], 16),
+            (vec![2, 40, 6, 4], vec![2, 40, 6, 1], 8),
+            (vec![64, 256, 384], vec![64, 256, 384], 8),
+        ] {
+            let n: usize = shape.iter().product();
+            let nd: usize = decay_shape.iter().product();
+            let inputs = vec![
+                Array::from_f32(&host(nd, 51, -6.0, 0.0), &decay_shape).unwrap(),
+                Array::from_f32(&host(n, 52, -1.0, 1.0), &shape).unwrap(),
+            ];
+            let proj = Array::from_f32(&host(n, 53, -1.0, 1.0), &shape).unwrap();
+            let run = |fused: bool| {
+                let proj = proj.clone();
+                mixsweep_mlx::value_and_grad(
+                    move |x| {
+                        let h = if fused {
+                            fused_recurrence(&x[0], &x[1], chunk)?
+                        } else {
+                            let la = x[0].broadcast_to(&x[1].shape())?;
+                            linear_recurrence(&la, &x[1], None, chunk)?.0
+                        };
+                        Ok(vec![h.mul(&proj)?.sum_all()?, h])
+                    },
+                    &inputs,
+                    &[0, 1],
+                )
+                .unwrap()
+            };
+            let (want_values, want_grads) = run(false);
+            let (got_values, got_grads) = run(true);
+            let close = |name: &str, got: &Array, want: &Array, rel: f32| {
+                let (g, w) = (got.to_vec_f32().unwrap(), want.to_vec_f32().unwrap());
+                assert_eq!(g.len(), w.len(), "{name}: size");
+                let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+                let err = g
+                    .iter()
+                    .zip(&w)
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(
+                    err <= rel * scale,
+                    "{name} ({shape:?}): max error {err} vs scale {scale}"
+                );
+            };
+            close("h", &got_values[1], &want_values[1], 2e-3);
+            close("dlog_a", &got_grads[0], &want_grads[0], 1e-2);
+            close("du", &got_grads[1], &want_grads[1], 2e-3);
+        }
     }
 
     /// On CUDA: the fused kernel's output and all five gradients equal the chunked scan's (MLX
