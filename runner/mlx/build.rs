@@ -71,6 +71,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/selective_scan.cpp");
     println!("cargo:rerun-if-changed=src/matrix_scans.cpp");
     println!("cargo:rerun-if-changed=src/linear_scan.cpp");
+    println!("cargo:rerun-if-changed=src/kernel_util.h");
     println!("cargo:rerun-if-changed=src/op_codes.def");
     write_op_enums();
     let root = match std::env::var_os("MLX_DIR") {

@@ -22,9 +22,12 @@
 #include "mlx/ops.h"
 #include "mlx/transforms.h"
 
+#include "kernel_util.h"
+
 namespace mx = mlx::core;
 
-extern "C" void msx_set_error(const char* msg);
+using mixsweep_kernels::as_f32;
+using mixsweep_kernels::guarded;
 
 namespace {
 
@@ -91,12 +94,6 @@ Dims dims_of(const std::vector<mx::array>& in, int chunk) {
   return Dims{u.shape(0), u.shape(1), u.shape(2), chunk};
 }
 
-std::vector<mx::array> as_f32(const std::vector<mx::array>& in) {
-  std::vector<mx::array> out;
-  for (const auto& a : in) out.push_back(mx::astype(a, mx::float32));
-  return out;
-}
-
 std::vector<mx::array> forward(const std::vector<mx::array>& primals, int chunk) {
   static auto kernel = mx::fast::cuda_kernel("mixsweep_linear_forward", {"log_a", "u"}, {"out"},
                                              kForward, kHeader);
@@ -127,7 +124,7 @@ extern "C" {
 // h = scan(log_a, u) as above (float32), differentiable in both inputs.
 int msx_fused_linear_scan(const mx::array* log_a, const mx::array* u, int chunk,
                           mx::array** out) {
-  try {
+  return guarded([&] {
     if (chunk < 1) throw std::invalid_argument("fused linear scan: chunk must be >= 1");
     auto fun = mx::custom_vjp(
         [chunk](const std::vector<mx::array>& primals) { return forward(primals, chunk); },
@@ -136,14 +133,7 @@ int msx_fused_linear_scan(const mx::array* log_a, const mx::array* u, int chunk,
           return backward(primals, cotangents, outputs, chunk);
         });
     *out = new mx::array(fun({*log_a, *u})[0]);
-    return 0;
-  } catch (const std::exception& e) {
-    msx_set_error(e.what());
-    return 1;
-  } catch (...) {
-    msx_set_error("unknown C++ exception");
-    return 1;
-  }
+  });
 }
 
 }  // extern "C"

@@ -39,9 +39,12 @@
 #include "mlx/ops.h"
 #include "mlx/transforms.h"
 
+#include "kernel_util.h"
+
 namespace mx = mlx::core;
 
-extern "C" void msx_set_error(const char* msg);
+using mixsweep_kernels::as_f32;
+using mixsweep_kernels::guarded;
 
 namespace {
 
@@ -336,12 +339,6 @@ Dims dims_of(const char* what, const std::vector<mx::array>& in, int chunk) {
   return Dims{q.shape(0), q.shape(1), q.shape(2), dk, v.shape(3), chunk};
 }
 
-std::vector<mx::array> as_f32(const std::vector<mx::array>& in) {
-  std::vector<mx::array> out;
-  for (const auto& a : in) out.push_back(mx::astype(a, mx::float32));
-  return out;
-}
-
 // The forward kernels' outputs: o and the checkpoints.
 std::vector<mx::array> run_forward(const mx::fast::CustomKernelFunction& kernel,
                                    const std::vector<mx::array>& in, const Dims& d) {
@@ -419,21 +416,6 @@ std::vector<mx::array> delta_backward(const std::vector<mx::array>& primals,
   const auto dlog_a = mx::multiply(mx::sum(g[3], 3), mx::exp(in[4]));
   return {cast(mx::sum(g[1], 3), 0), cast(mx::sum(g[2], 3), 1), cast(g[0], 2),
           cast(mx::sum(g[4], 3), 3), cast(dlog_a, 4)};
-}
-
-// Runs `body`, reporting any exception through msx_set_error: 0 on success, 1 on failure.
-template <class F>
-int guarded(F body) {
-  try {
-    body();
-    return 0;
-  } catch (const std::exception& e) {
-    msx_set_error(e.what());
-    return 1;
-  } catch (...) {
-    msx_set_error("unknown C++ exception");
-    return 1;
-  }
 }
 
 }  // namespace

@@ -28,9 +28,12 @@
 #include "mlx/ops.h"
 #include "mlx/transforms.h"
 
+#include "kernel_util.h"
+
 namespace mx = mlx::core;
 
-extern "C" void msx_set_error(const char* msg);
+using mixsweep_kernels::as_f32;
+using mixsweep_kernels::guarded;
 
 namespace {
 
@@ -178,12 +181,6 @@ Dims dims_of(const std::vector<mx::array>& in, int chunk) {
   return Dims{x.shape(0), x.shape(1), x.shape(2), state, chunk};
 }
 
-std::vector<mx::array> as_f32(const std::vector<mx::array>& in) {
-  std::vector<mx::array> out;
-  for (const auto& a : in) out.push_back(mx::astype(a, mx::float32));
-  return out;
-}
-
 std::vector<mx::array> forward(const std::vector<mx::array>& primals, int chunk) {
   static auto kernel = mx::fast::cuda_kernel("mixsweep_scan_forward",
                                              {"x", "delta", "a", "bm", "cm"},
@@ -234,7 +231,7 @@ int msx_fused_scan_available() {
 // y = scan(x, delta, A, B, C) as above (float32), differentiable in all five inputs.
 int msx_fused_selective_scan(const mx::array* x, const mx::array* delta, const mx::array* a,
                              const mx::array* b, const mx::array* c, int chunk, mx::array** out) {
-  try {
+  return guarded([&] {
     if (chunk < 1) throw std::invalid_argument("fused selective scan: chunk must be >= 1");
     auto fun = mx::custom_vjp(
         [chunk](const std::vector<mx::array>& primals) { return forward(primals, chunk); },
@@ -242,16 +239,8 @@ int msx_fused_selective_scan(const mx::array* x, const mx::array* delta, const m
                 const std::vector<mx::array>& outputs) {
           return backward(primals, cotangents, outputs, chunk);
         });
-    auto outputs = fun({*x, *delta, *a, *b, *c});
-    *out = new mx::array(outputs[0]);
-    return 0;
-  } catch (const std::exception& e) {
-    msx_set_error(e.what());
-    return 1;
-  } catch (...) {
-    msx_set_error("unknown C++ exception");
-    return 1;
-  }
+    *out = new mx::array(fun({*x, *delta, *a, *b, *c})[0]);
+  });
 }
 
 }  // extern "C"

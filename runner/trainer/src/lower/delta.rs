@@ -183,13 +183,7 @@ pub(super) fn initial_state(ctx: &Ctx<'_>, shape: [usize; 4]) -> Result<Array> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn host(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-        let mut r = mixsweep_model::rng::SplitMix64::new(seed);
-        (0..n)
-            .map(|_| lo + (hi - lo) * r.next_f64() as f32)
-            .collect()
-    }
+    use crate::lower::fused_check::{assert_fused_matches, host};
 
     /// On CUDA: the fused kernel's output and its five gradients equal the chunkwise form's (MLX
     /// autodiff) for d_k 32, 8 and 64, partial checkpoint chunks and column blocks, with
@@ -213,50 +207,24 @@ mod tests {
                 let norm = x.square()?.sum(&[-1], true)?.sqrt()?;
                 x.div(&norm)
             };
-            let inputs = vec![
+            let inputs = [
                 arr(host(n * dk, 31, -1.0, 1.0), &[b, t, h, dk]),
                 unit(arr(host(n * dk, 32, -1.0, 1.0), &[b, t, h, dk])).unwrap(),
                 arr(host(n * dv, 33, -1.0, 1.0), &[b, t, h, dv]),
                 arr(host(n, 34, 0.0, 1.0), &[b, t, h]),
                 arr(host(n, 35, -2.0, 0.0), &[b, t, h]),
             ];
-            let proj = arr(host(n * dv, 36, -1.0, 1.0), &[b, t, h, dv]);
-            let run = |fused: bool| {
-                let proj = proj.clone();
-                mixsweep_mlx::value_and_grad(
-                    move |x| {
-                        let o = if fused {
-                            fused_delta_scan(&x[0], &x[1], &x[2], &x[3], &x[4])?
-                        } else {
-                            let h0 = Array::zeros(&[b, h, dk, dv], Dtype::F32)?;
-                            delta_chunkwise(x, 16.min(t), &h0)?.0
-                        };
-                        Ok(vec![o.mul(&proj)?.sum_all()?, o])
-                    },
-                    &inputs,
-                    &[0, 1, 2, 3, 4],
-                )
-                .unwrap()
-            };
-            let (want_values, want_grads) = run(false);
-            let (got_values, got_grads) = run(true);
-            let close = |name: &str, got: &Array, want: &Array| {
-                let (g, w) = (got.to_vec_f32().unwrap(), want.to_vec_f32().unwrap());
-                assert_eq!(g.len(), w.len(), "{name}: size");
-                let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-                let err = g
-                    .iter()
-                    .zip(&w)
-                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-                assert!(
-                    err <= 2e-3 * scale,
-                    "{name} (b={b} t={t} h={h} dk={dk} dv={dv}): max error {err} vs scale {scale}"
-                );
-            };
-            close("o", &got_values[1], &want_values[1]);
-            for (k, name) in ["dq", "dk", "dv", "dbeta", "dlog_a"].iter().enumerate() {
-                close(name, &got_grads[k], &want_grads[k]);
-            }
+            assert_fused_matches(
+                &inputs,
+                |x| fused_delta_scan(&x[0], &x[1], &x[2], &x[3], &x[4]),
+                |x| {
+                    let h0 = Array::zeros(&[b, h, dk, dv], Dtype::F32)?;
+                    Ok(delta_chunkwise(x, 16.min(t), &h0)?.0)
+                },
+                &["dq", "dk", "dv", "dbeta", "dlog_a"],
+                &[2e-3; 5],
+                &format!("b={b} t={t} h={h} dk={dk} dv={dv}"),
+            );
         }
     }
 }

@@ -94,13 +94,7 @@ pub fn gla_chunkwise(inputs: &[Array], l: usize, h0: &Array) -> Result<(Array, A
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn host(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-        let mut r = mixsweep_model::rng::SplitMix64::new(seed);
-        (0..n)
-            .map(|_| lo + (hi - lo) * r.next_f64() as f32)
-            .collect()
-    }
+    use crate::lower::fused_check::{assert_fused_matches, host};
 
     /// On CUDA: the fused kernel's output and its four gradients equal the chunkwise form's (MLX
     /// autodiff) for d_k 32, 8 and 64, partial checkpoint chunks and column blocks, and decays
@@ -123,51 +117,24 @@ mod tests {
         ] {
             let arr = |v: Vec<f32>, last: usize| Array::from_f32(&v, &[b, t, h, last]).unwrap();
             let n = b * t * h;
-            let inputs = vec![
+            let inputs = [
                 arr(host(n * dk, 21, -1.0, 1.0), dk),
                 arr(host(n * dk, 22, -1.0, 1.0), dk),
                 arr(host(n * dv, 23, -1.0, 1.0), dv),
                 arr(host(n * dk, 24, 0.01, 1.0), dk),
             ];
-            let proj = arr(host(n * dv, 25, -1.0, 1.0), dv);
             let l = chunk.min(t);
-            let run = |fused: bool| {
-                let proj = proj.clone();
-                mixsweep_mlx::value_and_grad(
-                    move |x| {
-                        let o = if fused {
-                            fused_gla_scan(&x[0], &x[1], &x[2], &x[3], l)?
-                        } else {
-                            let h0 = Array::zeros(&[b, h, dk, dv], Dtype::F32)?;
-                            gla_chunkwise(x, l, &h0)?.0
-                        };
-                        Ok(vec![o.mul(&proj)?.sum_all()?, o])
-                    },
-                    &inputs,
-                    &[0, 1, 2, 3],
-                )
-                .unwrap()
-            };
-            let (want_values, want_grads) = run(false);
-            let (got_values, got_grads) = run(true);
-            let close = |name: &str, got: &Array, want: &Array, rel: f32| {
-                let (g, w) = (got.to_vec_f32().unwrap(), want.to_vec_f32().unwrap());
-                assert_eq!(g.len(), w.len(), "{name}: size");
-                let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-                let err = g
-                    .iter()
-                    .zip(&w)
-                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-                assert!(
-                    err <= rel * scale,
-                    "{name} (b={b} t={t} h={h} dk={dk} dv={dv}): max error {err} vs scale {scale}"
-                );
-            };
-            close("o", &got_values[1], &want_values[1], 2e-3);
-            for (k, name) in ["dq", "dk", "dv", "dg"].iter().enumerate() {
-                let rel = if *name == "dg" { 1e-2 } else { 2e-3 };
-                close(name, &got_grads[k], &want_grads[k], rel);
-            }
+            assert_fused_matches(
+                &inputs,
+                |x| fused_gla_scan(&x[0], &x[1], &x[2], &x[3], l),
+                |x| {
+                    let h0 = Array::zeros(&[b, h, dk, dv], Dtype::F32)?;
+                    Ok(gla_chunkwise(x, l, &h0)?.0)
+                },
+                &["dq", "dk", "dv", "dg"],
+                &[2e-3, 2e-3, 2e-3, 1e-2],
+                &format!("b={b} t={t} h={h} dk={dk} dv={dv}"),
+            );
         }
     }
 }

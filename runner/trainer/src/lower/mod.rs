@@ -13,6 +13,8 @@ mod attention;
 mod delta;
 mod elementwise;
 mod embedding;
+#[cfg(test)]
+mod fused_check;
 mod gla;
 #[cfg(test)]
 mod gradcheck;

@@ -342,13 +342,7 @@ pub fn selective(s: &SelectiveScan, inputs: &[Array], ctx: &mut Ctx<'_>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn host(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-        let mut r = mixsweep_model::rng::SplitMix64::new(seed);
-        (0..n)
-            .map(|_| lo + (hi - lo) * r.next_f64() as f32)
-            .collect()
-    }
+    use crate::lower::fused_check::{assert_fused_matches, host};
 
     fn arr(v: &[f32], s: &[usize]) -> Array {
         Array::from_f32(v, s).unwrap()
@@ -470,46 +464,21 @@ mod tests {
         ] {
             let n: usize = shape.iter().product();
             let nd: usize = decay_shape.iter().product();
-            let inputs = vec![
-                Array::from_f32(&host(nd, 51, -6.0, 0.0), &decay_shape).unwrap(),
-                Array::from_f32(&host(n, 52, -1.0, 1.0), &shape).unwrap(),
+            let inputs = [
+                arr(&host(nd, 51, -6.0, 0.0), &decay_shape),
+                arr(&host(n, 52, -1.0, 1.0), &shape),
             ];
-            let proj = Array::from_f32(&host(n, 53, -1.0, 1.0), &shape).unwrap();
-            let run = |fused: bool| {
-                let proj = proj.clone();
-                mixsweep_mlx::value_and_grad(
-                    move |x| {
-                        let h = if fused {
-                            fused_recurrence(&x[0], &x[1], chunk)?
-                        } else {
-                            let la = x[0].broadcast_to(&x[1].shape())?;
-                            linear_recurrence(&la, &x[1], None, chunk)?.0
-                        };
-                        Ok(vec![h.mul(&proj)?.sum_all()?, h])
-                    },
-                    &inputs,
-                    &[0, 1],
-                )
-                .unwrap()
-            };
-            let (want_values, want_grads) = run(false);
-            let (got_values, got_grads) = run(true);
-            let close = |name: &str, got: &Array, want: &Array, rel: f32| {
-                let (g, w) = (got.to_vec_f32().unwrap(), want.to_vec_f32().unwrap());
-                assert_eq!(g.len(), w.len(), "{name}: size");
-                let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-                let err = g
-                    .iter()
-                    .zip(&w)
-                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-                assert!(
-                    err <= rel * scale,
-                    "{name} ({shape:?}): max error {err} vs scale {scale}"
-                );
-            };
-            close("h", &got_values[1], &want_values[1], 2e-3);
-            close("dlog_a", &got_grads[0], &want_grads[0], 1e-2);
-            close("du", &got_grads[1], &want_grads[1], 2e-3);
+            assert_fused_matches(
+                &inputs,
+                |x| fused_recurrence(&x[0], &x[1], chunk),
+                |x| {
+                    let la = x[0].broadcast_to(&x[1].shape())?;
+                    Ok(linear_recurrence(&la, &x[1], None, chunk)?.0)
+                },
+                &["dlog_a", "du"],
+                &[1e-2, 2e-3],
+                &format!("{shape:?}"),
+            );
         }
     }
 
@@ -524,58 +493,28 @@ mod tests {
             "the fused scan needs MLX's CUDA backend (libmlx of mlx-cuda-13)"
         );
         for (b, t, i, n, chunk) in [(3, 37, 40, 16, 8), (2, 16, 24, 8, 16), (1, 5, 3, 32, 4)] {
-            let arr = |v: Vec<f32>, s: &[usize]| Array::from_f32(&v, s).unwrap();
-            let inputs = vec![
-                arr(host(b * t * i, 11, -1.0, 1.0), &[b, t, i]),
-                arr(host(b * t * i, 12, 0.01, 3.0), &[b, t, i]),
-                arr(host(i * n, 13, -1.0, 2.5), &[i, n]),
-                arr(host(b * t * n, 14, -1.0, 1.0), &[b, t, n]),
-                arr(host(b * t * n, 15, -1.0, 1.0), &[b, t, n]),
-                arr(host(i, 16, -1.0, 1.0), &[i]),
+            let inputs = [
+                arr(&host(b * t * i, 11, -1.0, 1.0), &[b, t, i]),
+                arr(&host(b * t * i, 12, 0.01, 3.0), &[b, t, i]),
+                arr(&host(i * n, 13, -1.0, 2.5), &[i, n]),
+                arr(&host(b * t * n, 14, -1.0, 1.0), &[b, t, n]),
+                arr(&host(b * t * n, 15, -1.0, 1.0), &[b, t, n]),
+                arr(&host(i, 16, -1.0, 1.0), &[i]),
             ];
-            let proj = arr(host(b * t * i, 17, -1.0, 1.0), &[b, t, i]);
-            let run = |fused: bool| {
-                let proj = proj.clone();
-                mixsweep_mlx::value_and_grad(
-                    move |v| {
-                        let y = if fused {
-                            let a = v[2].exp()?.neg()?;
-                            mixsweep_mlx::kernels::fused_selective_scan(
-                                &v[0], &v[1], &a, &v[3], &v[4], chunk,
-                            )?
-                            .add(&v[0].mul(&v[5])?)?
-                        } else {
-                            selective_scan_chunked(&v[0], &v[1], &v[2], &v[3], &v[4], &v[5], chunk)?
-                        };
-                        Ok(vec![y.mul(&proj)?.sum_all()?, y])
-                    },
-                    &inputs,
-                    &[0, 1, 2, 3, 4, 5],
-                )
-                .unwrap()
-            };
-            let (want_values, want_grads) = run(false);
-            let (got_values, got_grads) = run(true);
-            let close = |name: &str, got: &Array, want: &Array| {
-                let (g, w) = (got.to_vec_f32().unwrap(), want.to_vec_f32().unwrap());
-                assert_eq!(g.len(), w.len(), "{name}: size");
-                let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-                let err = g
-                    .iter()
-                    .zip(&w)
-                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-                assert!(
-                    err <= 2e-3 * scale,
-                    "{name} (b={b} t={t} i={i} n={n}): max error {err} vs scale {scale}"
-                );
-            };
-            close("y", &got_values[1], &want_values[1]);
-            for (k, name) in ["dx", "ddelta", "da_log", "db", "dc", "dd"]
-                .iter()
-                .enumerate()
-            {
-                close(name, &got_grads[k], &want_grads[k]);
-            }
+            assert_fused_matches(
+                &inputs,
+                |v| {
+                    let a = v[2].exp()?.neg()?;
+                    let y = mixsweep_mlx::kernels::fused_selective_scan(
+                        &v[0], &v[1], &a, &v[3], &v[4], chunk,
+                    )?;
+                    y.add(&v[0].mul(&v[5])?)
+                },
+                |v| selective_scan_chunked(&v[0], &v[1], &v[2], &v[3], &v[4], &v[5], chunk),
+                &["dx", "ddelta", "da_log", "db", "dc", "dd"],
+                &[2e-3; 6],
+                &format!("b={b} t={t} i={i} n={n}"),
+            );
         }
     }
 }
