@@ -1,6 +1,7 @@
 //! Custom GPU kernels that MLX lacks, written for its CUDA backend (`src/selective_scan.cpp`,
-//! `src/matrix_scans.cpp`, `src/linear_scan.cpp`, compiled at run time by MLX's JIT). Each is a differentiable MLX function (its backward pass
-//! is a second kernel, attached with `custom_vjp`), so it traces into `compile` like any op.
+//! `src/matrix_scans.cpp`, `src/linear_scan.cpp`, compiled at run time by MLX's JIT). Each is a
+//! differentiable MLX function (its backward pass is a second kernel, attached with `custom_vjp`),
+//! so it traces into `compile` like any op.
 //! Callers keep a portable fallback and ask [`fused_scan_available`] first.
 
 use crate::{Array, Result, ffi};
@@ -36,8 +37,9 @@ pub fn fused_selective_scan(
     })
 }
 
-/// Whether [`fused_gla_scan`] and [`fused_delta_scan`] take this key size: it divides 32, or is a multiple of 32 up to 128.
-pub fn fused_gla_fits(d_k: usize) -> bool {
+/// Whether [`fused_gla_scan`] and [`fused_delta_scan`] take this key size: it divides 32, or is a
+/// multiple of 32 up to 128.
+pub fn fused_matrix_scan_fits(d_k: usize) -> bool {
     match d_k {
         0 => false,
         1..=32 => 32_usize.is_multiple_of(d_k),
@@ -48,7 +50,7 @@ pub fn fused_gla_fits(d_k: usize) -> bool {
 /// Gated linear attention's recurrence in one kernel: per batch and head
 /// `S_t = diag(max(g_t, e^{-64/chunk})) S_{t-1} + k_t v_tᵀ`, `o_t = S_tᵀ q_t`, from `S_0 = 0`, for
 /// `q, k, g [batch, seq, heads, d_k]` and `v [batch, seq, heads, d_v]`; returns `o [batch, seq,
-/// heads, d_v]` in float32. `d_k` must pass [`fused_gla_fits`]; `chunk` only sets the decay floor,
+/// heads, d_v]` in float32. `d_k` must pass [`fused_matrix_scan_fits`]; `chunk` only sets the decay floor,
 /// matching the chunkwise form with that chunk.
 pub fn fused_gla_scan(q: &Array, k: &Array, v: &Array, g: &Array, chunk: usize) -> Result<Array> {
     Array::build(|out| unsafe {
@@ -67,7 +69,7 @@ pub fn fused_gla_scan(q: &Array, k: &Array, v: &Array, g: &Array, chunk: usize) 
 /// `S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ` with `α_t = e^{log_a_t}`, `o_t = S_tᵀ q_t`, from
 /// `S_0 = 0`, for `q, k [batch, seq, heads, d_k]`, `v [batch, seq, heads, d_v]`, `beta, log_a
 /// [batch, seq, heads]`; returns `o [batch, seq, heads, d_v]` in float32. `d_k` must pass
-/// [`fused_gla_fits`].
+/// [`fused_matrix_scan_fits`].
 pub fn fused_delta_scan(
     q: &Array,
     k: &Array,

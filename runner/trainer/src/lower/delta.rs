@@ -23,7 +23,7 @@
 
 use super::recurrent::fused_kernels_enabled;
 use super::{Ctx, State};
-use mixsweep_mlx::kernels::{fused_delta_scan, fused_gla_fits};
+use mixsweep_mlx::kernels::{fused_delta_scan, fused_matrix_scan_fits};
 use mixsweep_mlx::{Array, Dtype, Result, concatenate, where_};
 use mixsweep_model::ops::DeltaScan;
 
@@ -79,7 +79,7 @@ pub fn delta_scan(s: &DeltaScan, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<
         unreachable!("the shape rule checked five inputs")
     };
     let (bsz, t, heads, dk) = (q.dim(0), q.dim(1), q.dim(2), q.dim(3));
-    if !ctx.decoding() && fused_gla_fits(dk) && fused_kernels_enabled() {
+    if !ctx.decoding() && fused_matrix_scan_fits(dk) && fused_kernels_enabled() {
         return fused_delta_scan(q, k, v, beta, log_a)?.astype(v.dtype()?);
     }
     let h0 = initial_state(ctx, [bsz, heads, dk, v.dim(3)])?;
@@ -183,7 +183,7 @@ pub(super) fn initial_state(ctx: &Ctx<'_>, shape: [usize; 4]) -> Result<Array> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lower::fused_check::{assert_fused_matches, host};
+    use crate::lower::test_support::{assert_fused_matches, host};
 
     /// On CUDA: the fused kernel's output and its five gradients equal the chunkwise form's (MLX
     /// autodiff) for d_k 32, 8 and 64, partial checkpoint chunks and column blocks, with

@@ -22,7 +22,7 @@
 use super::delta::{chunked, initial_state, masks, swap_last};
 use super::recurrent::{SCAN_LOG_BUDGET, fused_kernels_enabled, linear_recurrence};
 use super::{Ctx, State};
-use mixsweep_mlx::kernels::{fused_gla_fits, fused_gla_scan};
+use mixsweep_mlx::kernels::{fused_gla_scan, fused_matrix_scan_fits};
 use mixsweep_mlx::{Array, Dtype, Result, concatenate, where_};
 use mixsweep_model::ops::GlaScan;
 
@@ -34,7 +34,7 @@ pub fn gla_scan(s: &GlaScan, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<Arra
     };
     let (bsz, t, heads, dk) = (q.dim(0), q.dim(1), q.dim(2), q.dim(3));
     let l = s.chunk.clamp(1, t.max(1));
-    if !ctx.decoding() && fused_gla_fits(dk) && fused_kernels_enabled() {
+    if !ctx.decoding() && fused_matrix_scan_fits(dk) && fused_kernels_enabled() {
         return fused_gla_scan(q, k, v, g, l)?.astype(v.dtype()?);
     }
     let h0 = initial_state(ctx, [bsz, heads, dk, v.dim(3)])?;
@@ -94,7 +94,7 @@ pub fn gla_chunkwise(inputs: &[Array], l: usize, h0: &Array) -> Result<(Array, A
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lower::fused_check::{assert_fused_matches, host};
+    use crate::lower::test_support::{assert_fused_matches, host};
 
     /// On CUDA: the fused kernel's output and its four gradients equal the chunkwise form's (MLX
     /// autodiff) for d_k 32, 8 and 64, partial checkpoint chunks and column blocks, and decays

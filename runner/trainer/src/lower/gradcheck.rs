@@ -2,22 +2,11 @@
 //! masks, XSA, norms, RoPE, bags) against central finite differences, in float32 at shapes that
 //! cross chunk boundaries.
 
+use super::test_support::host as values;
 use super::{Ctx, apply};
 use mixsweep_mlx::{Array, Dtype, value_and_grad};
 use mixsweep_model::ops::*;
 use std::collections::HashMap;
-
-fn values(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
-        })
-        .collect()
-}
 
 /// Runs `op` on float inputs (ints are passed through `fixed`) in training-free mode.
 fn run(op: &Op, ins: &[Array]) -> mixsweep_mlx::Result<Array> {

@@ -13,8 +13,6 @@ mod attention;
 mod delta;
 mod elementwise;
 mod embedding;
-#[cfg(test)]
-mod fused_check;
 mod gla;
 #[cfg(test)]
 mod gradcheck;
@@ -24,6 +22,8 @@ mod norm;
 pub mod recurrent;
 mod reduce;
 mod shape;
+#[cfg(test)]
+mod test_support;
 mod training;
 
 pub use elementwise::unary;

@@ -342,7 +342,7 @@ pub fn selective(s: &SelectiveScan, inputs: &[Array], ctx: &mut Ctx<'_>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lower::fused_check::{assert_fused_matches, host};
+    use crate::lower::test_support::{assert_fused_matches, host};
 
     fn arr(v: &[f32], s: &[usize]) -> Array {
         Array::from_f32(v, s).unwrap()

@@ -1,6 +1,7 @@
-//! Test support for the fused CUDA kernels: deterministic inputs, and a check that a fused function's
-//! outputs and gradients equal its portable form's (MLX autodiff of both, through a fixed random
-//! projection of the output). Used by the `--ignored` GPU tests beside each kernel's lowering.
+//! Test support for the lowerings: deterministic inputs ([`host`], also the finite-difference checks'),
+//! and a check that a fused CUDA kernel's outputs and gradients equal its portable form's (MLX
+//! autodiff of both, through a fixed random projection of the output), used by the `--ignored` GPU
+//! tests beside each kernel's lowering.
 
 use mixsweep_mlx::{Array, Result};
 
