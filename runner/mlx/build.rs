@@ -71,6 +71,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/selective_scan.cpp");
     println!("cargo:rerun-if-changed=src/matrix_scans.cpp");
     println!("cargo:rerun-if-changed=src/linear_scan.cpp");
+    println!("cargo:rerun-if-changed=src/mamba3_scan.cpp");
     println!("cargo:rerun-if-changed=src/kernel_util.h");
     println!("cargo:rerun-if-changed=src/op_codes.def");
     write_op_enums();
@@ -112,6 +113,7 @@ fn main() {
         .file("src/selective_scan.cpp")
         .file("src/matrix_scans.cpp")
         .file("src/linear_scan.cpp")
+        .file("src/mamba3_scan.cpp")
         .flag_if_supported("-Wno-unused-parameter")
         .flag_if_supported("-Wno-deprecated-declarations")
         .opt_level(2)

@@ -286,6 +286,17 @@ unsafe extern "C" {
         log_a: *const msx_array,
         out: *mut *mut msx_array,
     ) -> c_int;
+    pub fn msx_fused_mamba3_scan(
+        u: *const msx_array,
+        delta: *const msx_array,
+        lambda: *const msx_array,
+        theta: *const msx_array,
+        b: *const msx_array,
+        c: *const msx_array,
+        a: *const msx_array,
+        chunk: c_int,
+        out: *mut *mut msx_array,
+    ) -> c_int;
     pub fn msx_fused_gla_scan(
         q: *const msx_array,
         k: *const msx_array,

@@ -1,5 +1,5 @@
 //! Custom GPU kernels that MLX lacks, written for its CUDA backend (`src/selective_scan.cpp`,
-//! `src/matrix_scans.cpp`, `src/linear_scan.cpp`, compiled at run time by MLX's JIT). Each is a
+//! `src/matrix_scans.cpp`, `src/linear_scan.cpp`, `src/mamba3_scan.cpp`, compiled at run time by MLX's JIT). Each is a
 //! differentiable MLX function (its backward pass is a second kernel, attached with `custom_vjp`),
 //! so it traces into `compile` like any op.
 //! Callers keep a portable fallback and ask [`fused_scan_available`] first.
@@ -97,6 +97,45 @@ pub fn fused_linear_scan(log_a: &Array, u: &Array, chunk: usize) -> Result<Array
         ffi::msx_fused_linear_scan(
             log_a.as_ptr(),
             u.as_ptr(),
+            chunk.min(i32::MAX as usize) as i32,
+            out,
+        )
+    })
+}
+
+/// Whether [`fused_mamba3_scan`] takes this state size: even, with a number of pairs dividing 32.
+pub fn fused_mamba3_fits(state: usize) -> bool {
+    state.is_multiple_of(2) && (1..=32).contains(&(state / 2)) && 32_usize.is_multiple_of(state / 2)
+}
+
+/// Mamba-3's exponential-trapezoidal scan with a rotating state in one kernel (the `mamba3_scan`
+/// op of `mamba3-canonical`): per channel and state pair the phase `φ_t = φ_{t−1} + Δ_t θ_t`, the
+/// group's `B_t, C_t` rotated by it, `v_t = B̃_t u_t`,
+/// `s_t = e^{max(Δ_t A, −64/chunk)} s_{t−1} + (1 − λ_t) Δ_t e^{Δ_t A} v_{t−1} + λ_t Δ_t v_t` and
+/// `y_t = Σ_n s_t C̃_t`, from zeros. Inputs `u, delta, lambda [batch, seq, inner]`, `theta [batch,
+/// seq, inner, state/2]`, `b, c [batch, seq, groups, state]` (groups dividing inner), `a [inner,
+/// state]` (A, already negative); returns `y [batch, seq, inner]` in float32. The state size must
+/// pass [`fused_mamba3_fits`]; `chunk` only sets the decay floor, matching the chunked form.
+#[allow(clippy::too_many_arguments)]
+pub fn fused_mamba3_scan(
+    u: &Array,
+    delta: &Array,
+    lambda: &Array,
+    theta: &Array,
+    b: &Array,
+    c: &Array,
+    a: &Array,
+    chunk: usize,
+) -> Result<Array> {
+    Array::build(|out| unsafe {
+        ffi::msx_fused_mamba3_scan(
+            u.as_ptr(),
+            delta.as_ptr(),
+            lambda.as_ptr(),
+            theta.as_ptr(),
+            b.as_ptr(),
+            c.as_ptr(),
+            a.as_ptr(),
             chunk.min(i32::MAX as usize) as i32,
             out,
         )

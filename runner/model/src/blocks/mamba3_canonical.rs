@@ -23,21 +23,22 @@
 //! Muon: it holds per-channel dynamics, not a linear map). Weights by mixlab's names; `conv_w` is stored `[K, I]` (ours, oldest tap
 //! first) rather than mixlab's `[I, K]`.
 //!
+//! The recurrence (phase, rotations, input terms, state and read-out) is one `mamba3_scan` op: on
+//! CUDA in training a fused kernel (state, phase and rotations in registers, nothing of size
+//! `B·T·I·N` in memory), elsewhere and when generating a chunked form that materialises the rotated
+//! `B̃, C̃` and the states (`B·T·I·N` floats each).
+//!
 //! Differences from mixlab: `scan_chunk_size` is accepted and ignored (it tunes mixlab's kernel, not
-//! the math; ours runs the recurrence as chunked `decay_scan`s: the phase, and the state over `I·N`
-//! channels, materialising `B·T·I·N` floats per layer). The per-step log-decay `Δ·A` is floored at
-//! `−64 / chunk` (see the runner's scan docs), i.e. `α ≥ 3.4e-4` per step with the default chunk of
-//! 8; mixlab has no floor. `bidirectional` (mixlab's non-causal option) is refused.
+//! the math). The per-step log-decay `Δ·A` of the state update is floored at `−64 / chunk` (see the
+//! runner's scan docs), i.e. `α ≥ 3.4e-4` per step with the default chunk of 8; mixlab has no floor
+//! (`β` uses the unfloored `α`). `bidirectional` (mixlab's non-causal option) is refused.
 //! Generation keeps the phase, the state and the previous `B̃u` per sequence (constant size).
 
 use super::{Block, BlockCtx, BlockType, ModelDims, Role, kit};
 use crate::error::ConfigError;
 use crate::ir::{BuildError, Builder, Dim, Init, ParamGroup, ValueId};
 use crate::json::Fields;
-use crate::ops::{
-    Binary, BinaryKind, CausalConv, Clamp, Concat, DecayScan, Full, Mean, Norm, NormKind,
-    ScalarKind, Split, TokenShift, UnaryKind,
-};
+use crate::ops::{CausalConv, Full, Mamba3Scan, Norm, NormKind, UnaryKind};
 
 pub const TYPE: BlockType = BlockType {
     name: "mamba3-canonical",
@@ -109,10 +110,6 @@ fn parse(f: &mut Fields<'_>, dims: &ModelDims) -> Result<Box<dyn Block>, ConfigE
 
 type R<T> = Result<T, BuildError>;
 
-fn btd(n: usize) -> Vec<Dim> {
-    vec![Dim::Batch, Dim::Seq, Dim::Fixed(n)]
-}
-
 fn bt(rest: &[usize]) -> Vec<Dim> {
     let mut s = vec![Dim::Batch, Dim::Seq];
     s.extend(rest.iter().map(|&n| Dim::Fixed(n)));
@@ -129,7 +126,7 @@ impl Mamba3Canonical {
         b.matmul(&format!("{name}_high"), mid, high)
     }
 
-    /// `RMSNorm_N(u · w_X) + X_bias` as `[B, T, G, 1, N/2, 2]` (pairs, broadcast over the group's channels).
+    /// `RMSNorm_N(u · w_X) + X_bias` as `[B, T, G, N]` (per group, shared by its I/G channels).
     fn projected(&self, b: &mut Builder, ctx: &BlockCtx<'_>, u: ValueId, x: &str) -> R<ValueId> {
         let (g, n) = (self.n_groups, self.state_size);
         let w = kit::matrix(b, ctx, &format!("w_{x}"), self.inner_dim, g * n, Role::In)?;
@@ -139,23 +136,7 @@ impl Mamba3Canonical {
         let p = b.reshape(&format!("{x}_groups"), p, bt(&[g, n]))?;
         let p = b.op1(Norm { kind: NormKind::Rms, eps: 1e-5 }, &[p, scale], &format!("{x}_normed"))?;
         let bias = b.reshape(&format!("{x}_bias_groups"), bias, vec![Dim::Fixed(g), Dim::Fixed(n)])?;
-        let p = b.add(&format!("{x}_biased"), p, bias)?;
-        b.reshape(&format!("{x}_pairs"), p, bt(&[g, 1, n / 2, 2]))
-    }
-
-    /// Rotates the pairs of `p [B, T, G, 1, P, 2]` by `cos, sin [B, T, G, I/G, P, 1]`:
-    /// `(a, b) -> (a cos + b sin, b cos − a sin)`, as `[B, T, I, N]`.
-    fn rotate(&self, b: &mut Builder, p: ValueId, cos: ValueId, sin: ValueId, x: &str) -> R<ValueId> {
-        let parts = b.op(Split { sizes: vec![1, 1] }, &[p], &format!("{x}_parts"))?;
-        let (re, im) = (parts[0], parts[1]);
-        let re_cos = b.mul(&format!("{x}_re_cos"), re, cos)?;
-        let im_sin = b.mul(&format!("{x}_im_sin"), im, sin)?;
-        let im_cos = b.mul(&format!("{x}_im_cos"), im, cos)?;
-        let re_sin = b.mul(&format!("{x}_re_sin"), re, sin)?;
-        let first = b.add(&format!("{x}_rot_re"), re_cos, im_sin)?;
-        let second = b.op1(Binary(BinaryKind::Sub), &[im_cos, re_sin], &format!("{x}_rot_im"))?;
-        let rotated = b.op1(Concat { axis: -1 }, &[first, second], &format!("{x}_rotated"))?;
-        b.reshape(&format!("{x}_rot"), rotated, bt(&[self.inner_dim, self.state_size]))
+        b.add(&format!("{x}_biased"), p, bias)
     }
 }
 
@@ -165,8 +146,8 @@ impl Block for Mamba3Canonical {
     }
 
     fn lower(&self, b: &mut Builder, x: ValueId, ctx: &BlockCtx<'_>) -> R<ValueId> {
-        let (d, i, n, g) = (ctx.dims.model_dim, self.inner_dim, self.state_size, self.n_groups);
-        let (p, per_group, chunk) = (n / 2, i / g, ctx.dims.scan_chunk);
+        let (d, i, n) = (ctx.dims.model_dim, self.inner_dim, self.state_size);
+        let p = n / 2;
         let h = kit::norm_with(b, "norm_scale", x, NormKind::Rms, 1e-5, true)?;
         let w_x = kit::matrix(b, ctx, "w_x", d, i, Role::In)?;
         let mut u = b.matmul("x_branch", h, w_x)?;
@@ -191,47 +172,9 @@ impl Block for Mamba3Canonical {
         let w_gate = kit::matrix(b, ctx, "w_gate", d, i, Role::In)?;
         let w_out = kit::matrix(b, ctx, "w_out", i, d, Role::Out)?;
 
-        // phase φ_t = Σ Δθ: a decay-1 scan over the I·P angles
-        let delta4 = b.reshape("delta_col", delta, bt(&[i, 1]))?;
         let theta = b.reshape("theta_pairs", theta, bt(&[i, p]))?;
-        let step = b.mul("angle_step", delta4, theta)?;
-        let step = b.reshape("angle_step_flat", step, btd(i * p))?;
-        let ones = b.op1(Full { shape: vec![Dim::Fixed(i * p)], value: 1.0 }, &[], "no_decay")?;
-        let phase = b.op1(DecayScan { chunk }, &[step, ones], "phase")?;
-        let phase = b.reshape("phase_groups", phase, bt(&[g, per_group, p, 1]))?;
-        let cos = b.unary("phase_cos", phase, UnaryKind::Cos)?;
-        let sin = b.unary("phase_sin", phase, UnaryKind::Sin)?;
-        let b_rot = self.rotate(b, bp, cos, sin, "B")?; // [B, T, I, N]
-        let c_rot = self.rotate(b, cp, cos, sin, "C")?;
-
-        // exponential-trapezoidal inputs: γ_t B̃_t u_t + β_t B̃_{t-1} u_{t-1}
-        let u4 = b.reshape("x_col", u, bt(&[i, 1]))?;
-        let bu = b.mul("bu", b_rot, u4)?;
-        let bu_flat = b.reshape("bu_flat", bu, btd(i * n))?;
-        let bu_prev = b.op1(TokenShift, &[bu_flat], "bu_prev_flat")?;
-        let bu_prev = b.reshape("bu_prev", bu_prev, bt(&[i, n]))?;
-        let a = b.unary("a_pos", a_log, UnaryKind::Exp)?;
-        let a = b.scalar("a", a, ScalarKind::Mul, -1.0)?;
-        let log_alpha = b.mul("log_alpha", delta4, a)?; // [B, T, I, N]
-        // α underflows below e^-87; the scan floors log α far above that anyway
-        let log_alpha = b.op1(Clamp { min: -60.0, max: 0.0 }, &[log_alpha], "log_alpha_floor")?;
-        let alpha = b.unary("alpha", log_alpha, UnaryKind::Exp)?;
-        let lam4 = b.reshape("lambda_col", lam, bt(&[i, 1]))?;
-        let gamma = b.mul("gamma", lam4, delta4)?;
-        let one_minus = b.scalar("lambda_neg", lam4, ScalarKind::Mul, -1.0)?;
-        let one_minus = b.scalar("one_minus_lambda", one_minus, ScalarKind::Add, 1.0)?;
-        let beta = b.mul("beta_dt", one_minus, delta4)?;
-        let beta = b.mul("beta", beta, alpha)?;
-        let cur = b.mul("current", gamma, bu)?;
-        let prev = b.mul("previous", beta, bu_prev)?;
-        let inputs = b.add("inputs", cur, prev)?;
-        let inputs = b.reshape("inputs_flat", inputs, btd(i * n))?;
-        let alpha = b.reshape("alpha_flat", alpha, btd(i * n))?;
-        let s = b.op1(DecayScan { chunk }, &[inputs, alpha], "state")?;
-        let s = b.reshape("state_cols", s, bt(&[i, n]))?;
-        let read = b.mul("read", s, c_rot)?;
-        let y = b.op1(Mean { axis: 3 }, &[read], "read_mean")?; // [B, T, I]
-        let y = b.scalar("read_sum", y, ScalarKind::Mul, n as f32)?;
+        let scan = Mamba3Scan { chunk: ctx.dims.scan_chunk };
+        let y = b.op1(scan, &[u, delta, lam, theta, bp, cp, a_log], "scan")?; // [B, T, I]
         let y = b.op1(Norm { kind: NormKind::Rms, eps: 1e-5 }, &[y, post], "y_norm")?;
         let z = b.matmul("gate_in", h, w_gate)?;
         let z = b.unary("gate", z, UnaryKind::Silu)?;

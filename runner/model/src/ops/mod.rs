@@ -26,8 +26,8 @@ pub use embedding::{Embedding, EmbeddingBag, NgramHash, PositionEmbedding};
 pub use matmul::{MatMul, MatMulT, Outer};
 pub use norm::{Norm, NormKind};
 pub use recurrent::{
-    CausalConv, DecayScan, DeltaScan, GatedScan, GlaScan, LtiConv, MatrixScan, MaxPlusScan, ScanTv,
-    SelectiveScan, TokenShift,
+    CausalConv, DecayScan, DeltaScan, GatedScan, GlaScan, LtiConv, Mamba3Scan, MatrixScan,
+    MaxPlusScan, ScanTv, SelectiveScan, TokenShift,
 };
 pub use reduce::{Mean, Softmax, TopK};
 pub use shape::{Arange, Concat, Full, Reshape, Slice, Split, Transpose};
@@ -114,6 +114,7 @@ ops! {
     MatrixScan,
     DeltaScan,
     GlaScan,
+    Mamba3Scan,
     LtiConv,
     TokenShift,
     Dropout,

@@ -315,6 +315,62 @@ impl Rule for DeltaScan {
     }
 }
 
+/// Mamba-3's exponential-trapezoidal scan with a rotating state (`mamba3-canonical`): per channel
+/// `i` and state pair `p`, the phase `φ_t = φ_{t−1} + Δ_t θ_t`, the group's `B_t, C_t` rotated by it
+/// (`(a, b) -> (a cos φ + b sin φ, b cos φ − a sin φ)`), `v_t = B̃_t u_t`, and per state component
+/// `s_t = e^{Δ_t A} s_{t−1} + (1 − λ_t) Δ_t e^{Δ_t A} v_{t−1} + λ_t Δ_t v_t`, `y_t = Σ_n s_t C̃_t`.
+/// Inputs `u, delta, lambda [B, T, I]`, `theta [B, T, I, N/2]`, `b, c [B, T, G, N]` (group `g` serves
+/// channels `g·I/G ..`), `a_log [I, N]` (`A = −exp(a_log)`); output `y [B, T, I]`. The decay
+/// `e^{Δ A}` is floored per step at `e^{−64/chunk}` in the state update (as every chunked scan).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Mamba3Scan {
+    pub chunk: usize,
+}
+
+impl Rule for Mamba3Scan {
+    fn name(&self) -> &'static str {
+        "mamba3_scan"
+    }
+    fn shapes(&self, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
+        arity(inputs, 7, 7)?;
+        let (u, theta, b, a) = (inputs[0], inputs[3], inputs[4], inputs[6]);
+        let fixed = |s: &Shape, k: usize| s.get(k).and_then(|d| d.fixed());
+        let ok = is_btd(u)
+            && inputs[1] == u
+            && inputs[2] == u
+            && theta.len() == 4
+            && theta[..3] == u[..]
+            && b.len() == 4
+            && b[..2] == u[..2]
+            && inputs[5] == b
+            && a.len() == 2
+            && a[0] == u[2]
+            && a[1] == b[3]
+            && match (fixed(u, 2), fixed(b, 2), fixed(b, 3), fixed(theta, 3)) {
+                (Some(i), Some(g), Some(n), Some(p)) => {
+                    g > 0 && i % g == 0 && n % 2 == 0 && p * 2 == n
+                }
+                _ => false,
+            };
+        need(
+            ok,
+            "u, delta, lambda [B, T, I], theta [B, T, I, N/2], b, c [B, T, G, N] (G divides I, \
+             N even) and a_log [I, N]",
+            inputs,
+        )?;
+        Ok(vec![u.clone()])
+    }
+    fn flops(&self, inputs: &[Vec<usize>], _outputs: &[Vec<usize>]) -> f64 {
+        // per (token, channel, state component): rotations of B and C, the input terms, the state
+        // update and the read-out, ~10 multiply-adds
+        10.0 * numel(&inputs[0]) * inputs[6][1] as f64
+    }
+    fn decode_state(&self, inputs: &[Vec<usize>], _context: usize) -> usize {
+        let (i, n) = (inputs[6][0], inputs[6][1]);
+        i * (n / 2 + 2 * n) // the phase [I, N/2], the state and the last input v [I, N]
+    }
+}
+
 /// The previous token's features: `y_t = x_{t-1}`, zeros at `t = 0` (RWKV's token shift).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TokenShift;

@@ -318,3 +318,31 @@ fn gated_linear_attention_across_chunks() {
         &[],
     );
 }
+
+#[test]
+fn mamba3_trapezoid_scan_across_chunks() {
+    // 7 steps in chunks of 3, two groups of two channels, two state pairs
+    let (b, t, i, g, n) = (1, 7, 4, 2, 4);
+    check(
+        Mamba3Scan { chunk: 3 },
+        &[
+            &[b, t, i],
+            &[b, t, i],
+            &[b, t, i],
+            &[b, t, i, n / 2],
+            &[b, t, g, n],
+            &[b, t, g, n],
+            &[i, n],
+        ],
+        &[
+            ANY,
+            Some((0.1, 0.8)),
+            Some((0.1, 0.9)),
+            Some((-1.5, 1.5)),
+            ANY,
+            ANY,
+            Some((-1.0, 1.0)),
+        ],
+        &[],
+    );
+}

@@ -17,6 +17,7 @@ mod gla;
 #[cfg(test)]
 mod gradcheck;
 mod lti;
+mod mamba3;
 mod matmul;
 mod norm;
 pub mod recurrent;
@@ -158,6 +159,7 @@ pub fn apply(op: &Op, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<Vec<Array>>
         Op::MatrixScan(s) => one(recurrent::matrix(s, inputs, ctx)?),
         Op::DeltaScan(s) => one(delta::delta_scan(s, inputs, ctx)?),
         Op::GlaScan(s) => one(gla::gla_scan(s, inputs, ctx)?),
+        Op::Mamba3Scan(s) => one(mamba3::mamba3_scan(s, inputs, ctx)?),
         Op::LtiConv(_) => one(lti::lti_conv(inputs, ctx)?),
         Op::TokenShift(_) => one(recurrent::token_shift(&inputs[0], ctx)?),
         Op::Dropout(d) => one(match ctx.dropout_key(d.ordinal)? {
