@@ -96,6 +96,18 @@ elif [[ $PARTS == *zoo* ]]; then
       --steps 300 --compute-dtype bfloat16 --quiet --out "$OUT/zoo_${cfg}_chunked"
   done
 fi
+# Custom-kernel start-up: 2-step runs of STARTUP_CONFIGS (run PARTS=zoowarm for them first, so MLX's own
+# kernels are cached) with our kernels from the per-machine binary cache (default) and with MLX's
+# per-process JIT (MIXSWEEP_KERNEL_JIT=mlx, the before figure), alternating.
+if [[ $PARTS == *kerneljit* ]]; then
+  for cfg in ${STARTUP_CONFIGS:-mamba_shakespeare}; do
+    for jit in ours mlx ours mlx; do
+      TIMEFORMAT="kerneljit $cfg jit=$jit: wall %R s"
+      { time MIXSWEEP_KERNEL_JIT=$jit MIXSWEEP_TIMING=1 "$RUNNER" train --config examples/$cfg.json \
+        --train "$TRAIN" --device gpu --steps 2 --compute-dtype bfloat16 --quiet --out "$OUT/kerneljit_${cfg}_$jit"; } 2>&1 | tee -a "$OUT/bench.log"
+    done
+  done
+fi
 # Start-up: process start to exit of 2-step runs (warm kernel cache when run after zoowarm), with the
 # runner's phase breakdown (MIXSWEEP_TIMING=1), the first validation op by op (default) and compiled.
 if [[ $PARTS == *startup* ]]; then

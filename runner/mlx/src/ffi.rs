@@ -263,6 +263,7 @@ unsafe extern "C" {
     pub fn msx_set_compile_enabled(enabled: c_int) -> c_int;
     pub fn msx_export_dot(outputs: *const msx_vec, path: *const c_char) -> c_int;
     pub fn msx_fused_scan_available() -> c_int;
+    pub fn msx_kernels_precompiled() -> c_int;
     pub fn msx_fused_selective_scan(
         x: *const msx_array,
         delta: *const msx_array,

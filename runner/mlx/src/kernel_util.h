@@ -1,15 +1,48 @@
 // Host-side helpers shared by the custom-kernel files (selective_scan.cpp, matrix_scans.cpp,
-// linear_scan.cpp): float32 inputs for the kernels, and the C entry points' error reporting.
+// linear_scan.cpp, mamba3_scan.cpp): the kernel launcher (custom_kernel.cpp), float32 inputs for
+// the kernels, and the C entry points' error reporting.
 #pragma once
 
 #include <exception>
+#include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
+#include "mlx/fast.h"
 #include "mlx/ops.h"
 
 extern "C" void msx_set_error(const char* msg);
 
 namespace mixsweep_kernels {
+
+using TemplateArgs = std::vector<std::pair<std::string, mlx::core::fast::TemplateArg>>;
+
+// A custom CUDA kernel with float32 inputs and outputs (row-contiguous), its integer template
+// constants injected as `constexpr int` at the top of `source`: compiled once per machine and kept
+// in the kernel cache (custom_kernel.cpp), or by MLX's per-process JIT as a fallback.
+class Kernel {
+ public:
+  Kernel(std::string name, std::vector<std::string> inputs, std::vector<std::string> outputs,
+         const char* source, const char* header);
+
+  // Launches `threads`-thread blocks over `grid` threads in all.
+  std::vector<mlx::core::array> operator()(const std::vector<mlx::core::array>& inputs,
+                                           const std::vector<mlx::core::Shape>& output_shapes,
+                                           std::tuple<int, int, int> grid, int threads,
+                                           const TemplateArgs& args) const;
+
+ private:
+  // The whole CUDA program for entry point `entry` with these constants.
+  std::string program(const std::string& entry, const TemplateArgs& args) const;
+
+  std::string name_;
+  std::vector<std::string> inputs_;
+  std::vector<std::string> outputs_;
+  std::string source_;
+  std::string header_;
+  mlx::core::fast::CustomKernelFunction jit_;
+};
 
 // Every input cast to float32 (the kernels read and write float32).
 inline std::vector<mlx::core::array> as_f32(const std::vector<mlx::core::array>& in) {

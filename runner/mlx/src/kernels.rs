@@ -6,6 +6,14 @@
 
 use crate::{Array, Result, ffi};
 
+/// Whether the custom kernels launch from binaries compiled once per machine and kept in the kernel
+/// cache (`MLX_PTX_CACHE_DIR`, see `src/custom_kernel.cpp`) rather than by MLX's JIT in every process:
+/// NVRTC and the CUDA driver are loaded, no compile has failed, and `MIXSWEEP_KERNEL_JIT` is not
+/// `mlx`. False on CPU and Metal builds.
+pub fn kernels_precompiled() -> bool {
+    unsafe { ffi::msx_kernels_precompiled() == 1 }
+}
+
 /// Whether [`fused_selective_scan`] can run: MLX's CUDA backend is present and the default
 /// device is the GPU. False on CPU and on Metal (no Metal version yet).
 pub fn fused_scan_available() -> bool {

@@ -28,6 +28,7 @@ namespace mx = mlx::core;
 
 using mixsweep_kernels::as_f32;
 using mixsweep_kernels::guarded;
+using mixsweep_kernels::Kernel;
 
 namespace {
 
@@ -95,25 +96,22 @@ Dims dims_of(const std::vector<mx::array>& in, int chunk) {
 }
 
 std::vector<mx::array> forward(const std::vector<mx::array>& primals, int chunk) {
-  static auto kernel = mx::fast::cuda_kernel("mixsweep_linear_forward", {"log_a", "u"}, {"out"},
+  static const Kernel kernel("mixsweep_linear_forward", {"log_a", "u"}, {"out"},
                                              kForward, kHeader);
   const auto in = as_f32(primals);
   const Dims d = dims_of(in, chunk);
-  return kernel(in, {{d.batch, d.seq, d.channels}}, {mx::float32}, d.grid(), {kThreads, 1, 1},
-                d.template_args(), std::nullopt, false, {});
+  return kernel(in, {{d.batch, d.seq, d.channels}}, d.grid(), kThreads, d.template_args());
 }
 
 std::vector<mx::array> backward(const std::vector<mx::array>& primals,
                                 const std::vector<mx::array>& cotangents,
                                 const std::vector<mx::array>& outputs, int chunk) {
-  static auto kernel = mx::fast::cuda_kernel("mixsweep_linear_backward", {"log_a", "h", "dh"},
+  static const Kernel kernel("mixsweep_linear_backward", {"log_a", "h", "dh"},
                                              {"dlog_a", "du"}, kBackward, kHeader);
   const auto in = as_f32(primals);
   const Dims d = dims_of(in, chunk);
   const mx::Shape shape = {d.batch, d.seq, d.channels};
-  auto g = kernel({in[0], outputs[0], mx::astype(cotangents[0], mx::float32)}, {shape, shape},
-                  {mx::float32, mx::float32}, d.grid(), {kThreads, 1, 1}, d.template_args(),
-                  std::nullopt, false, {});
+  auto g = kernel({in[0], outputs[0], mx::astype(cotangents[0], mx::float32)}, {shape, shape}, d.grid(), kThreads, d.template_args());
   return {mx::astype(g[0], primals[0].dtype()), mx::astype(g[1], primals[1].dtype())};
 }
 

@@ -41,6 +41,7 @@ namespace mx = mlx::core;
 
 using mixsweep_kernels::as_f32;
 using mixsweep_kernels::guarded;
+using mixsweep_kernels::Kernel;
 
 namespace {
 
@@ -278,20 +279,18 @@ Dims dims_of(const std::vector<mx::array>& in, int chunk) {
 }
 
 std::vector<mx::array> forward(const std::vector<mx::array>& primals, int chunk) {
-  static auto kernel = mx::fast::cuda_kernel(
+  static const Kernel kernel(
       "mixsweep_mamba3_forward", {"u", "delta", "lambda", "theta", "bm", "cm", "a"},
       {"y", "checkpoints"}, kForward, kHeader);
   const auto in = as_f32(primals);
   const Dims d = dims_of(in, chunk);
-  return kernel(in, {{d.batch, d.seq, d.inner}, {d.batch, d.chunks(), d.inner, d.pairs, 3}},
-                {mx::float32, mx::float32}, d.grid(), {kThreads, 1, 1}, d.template_args(),
-                std::nullopt, false, {});
+  return kernel(in, {{d.batch, d.seq, d.inner}, {d.batch, d.chunks(), d.inner, d.pairs, 3}}, d.grid(), kThreads, d.template_args());
 }
 
 std::vector<mx::array> backward(const std::vector<mx::array>& primals,
                                 const std::vector<mx::array>& cotangents,
                                 const std::vector<mx::array>& outputs, int chunk) {
-  static auto kernel = mx::fast::cuda_kernel(
+  static const Kernel kernel(
       "mixsweep_mamba3_backward",
       {"u", "delta", "lambda", "theta", "bm", "cm", "a", "checkpoints", "dy"},
       {"du", "ddelta", "dlambda", "dtheta", "da_part", "db_part", "dc_part"}, kBackward, kHeader);
@@ -303,9 +302,7 @@ std::vector<mx::array> backward(const std::vector<mx::array>& primals,
   const mx::Shape part = {d.batch, d.seq, d.groups, d.cblocks(), d.state()};
   auto g = kernel(in,
                   {bti, bti, bti, {d.batch, d.seq, d.inner, d.pairs}, {d.batch, d.inner, d.state()},
-                   part, part},
-                  std::vector<mx::Dtype>(7, mx::float32), d.grid(), {kThreads, 1, 1},
-                  d.template_args(), std::nullopt, false, {});
+                   part, part}, d.grid(), kThreads, d.template_args());
   auto cast = [&](const mx::array& v, int k) { return mx::astype(v, primals[k].dtype()); };
   return {cast(g[0], 0),
           cast(g[1], 1),

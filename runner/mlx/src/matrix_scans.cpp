@@ -45,6 +45,7 @@ namespace mx = mlx::core;
 
 using mixsweep_kernels::as_f32;
 using mixsweep_kernels::guarded;
+using mixsweep_kernels::Kernel;
 
 namespace {
 
@@ -340,16 +341,14 @@ Dims dims_of(const char* what, const std::vector<mx::array>& in, int chunk) {
 }
 
 // The forward kernels' outputs: o and the checkpoints.
-std::vector<mx::array> run_forward(const mx::fast::CustomKernelFunction& kernel,
+std::vector<mx::array> run_forward(const Kernel& kernel,
                                    const std::vector<mx::array>& in, const Dims& d) {
   return kernel(in,
-                {{d.batch, d.seq, d.heads, d.dv}, {d.batch * d.heads, d.chunks(), d.dv, d.dk}},
-                {mx::float32, mx::float32}, d.grid(), {d.threads(), 1, 1}, d.template_args(),
-                std::nullopt, false, {});
+                {{d.batch, d.seq, d.heads, d.dv}, {d.batch * d.heads, d.chunks(), d.dv, d.dk}}, d.grid(), d.threads(), d.template_args());
 }
 
 std::vector<mx::array> gla_forward(const std::vector<mx::array>& primals, int chunk) {
-  static auto kernel = mx::fast::cuda_kernel("mixsweep_gla_forward", {"q", "k", "v", "g"},
+  static const Kernel kernel("mixsweep_gla_forward", {"q", "k", "v", "g"},
                                              {"o", "checkpoints"}, kGlaForward, kHeader);
   const auto in = as_f32(primals);
   const Dims d = dims_of("fused gla scan", in, chunk);
@@ -362,7 +361,7 @@ std::vector<mx::array> gla_forward(const std::vector<mx::array>& primals, int ch
 std::vector<mx::array> gla_backward(const std::vector<mx::array>& primals,
                                     const std::vector<mx::array>& cotangents,
                                     const std::vector<mx::array>& outputs, int chunk) {
-  static auto kernel = mx::fast::cuda_kernel(
+  static const Kernel kernel(
       "mixsweep_gla_backward", {"q", "k", "v", "g", "checkpoints", "dout"},
       {"dv", "dq_part", "dk_part", "dg_part"}, kGlaBackward, kHeader);
   auto in = as_f32(primals);
@@ -370,9 +369,7 @@ std::vector<mx::array> gla_backward(const std::vector<mx::array>& primals,
   in.push_back(outputs[1]);
   in.push_back(mx::astype(cotangents[0], mx::float32));
   const mx::Shape part = {d.batch, d.seq, d.heads, d.groups(), d.dk};
-  auto g = kernel(in, {{d.batch, d.seq, d.heads, d.dv}, part, part, part},
-                  {mx::float32, mx::float32, mx::float32, mx::float32}, d.grid(),
-                  {d.threads(), 1, 1}, d.template_args(), std::nullopt, false, {});
+  auto g = kernel(in, {{d.batch, d.seq, d.heads, d.dv}, part, part, part}, d.grid(), d.threads(), d.template_args());
   auto cast = [&](const mx::array& v, int k) { return mx::astype(v, primals[k].dtype()); };
   return {cast(mx::sum(g[1], 3), 0), cast(mx::sum(g[2], 3), 1), cast(g[0], 2),
           cast(mx::sum(g[3], 3), 3)};
@@ -387,8 +384,7 @@ void check_gates(const std::vector<mx::array>& in) {
 }
 
 std::vector<mx::array> delta_forward(const std::vector<mx::array>& primals) {
-  static auto kernel =
-      mx::fast::cuda_kernel("mixsweep_delta_forward", {"q", "k", "v", "beta", "log_a"},
+  static const Kernel kernel("mixsweep_delta_forward", {"q", "k", "v", "beta", "log_a"},
                             {"o", "checkpoints"}, kDeltaForward, kHeader);
   const auto in = as_f32(primals);
   const Dims d = dims_of("fused delta scan", in, 1);
@@ -399,7 +395,7 @@ std::vector<mx::array> delta_forward(const std::vector<mx::array>& primals) {
 std::vector<mx::array> delta_backward(const std::vector<mx::array>& primals,
                                       const std::vector<mx::array>& cotangents,
                                       const std::vector<mx::array>& outputs) {
-  static auto kernel = mx::fast::cuda_kernel(
+  static const Kernel kernel(
       "mixsweep_delta_backward", {"q", "k", "v", "beta", "log_a", "checkpoints", "dout"},
       {"dv", "dq_part", "dk_part", "da_part", "db_part"}, kDeltaBackward, kHeader);
   auto in = as_f32(primals);
@@ -408,9 +404,7 @@ std::vector<mx::array> delta_backward(const std::vector<mx::array>& primals,
   in.push_back(mx::astype(cotangents[0], mx::float32));
   const mx::Shape part = {d.batch, d.seq, d.heads, d.groups(), d.dk};
   const mx::Shape gate_part = {d.batch, d.seq, d.heads, d.groups()};
-  auto g = kernel(in, {{d.batch, d.seq, d.heads, d.dv}, part, part, gate_part, gate_part},
-                  {mx::float32, mx::float32, mx::float32, mx::float32, mx::float32}, d.grid(),
-                  {d.threads(), 1, 1}, d.template_args(), std::nullopt, false, {});
+  auto g = kernel(in, {{d.batch, d.seq, d.heads, d.dv}, part, part, gate_part, gate_part}, d.grid(), d.threads(), d.template_args());
   auto cast = [&](const mx::array& v, int k) { return mx::astype(v, primals[k].dtype()); };
   // d log_a = a * d a
   const auto dlog_a = mx::multiply(mx::sum(g[3], 3), mx::exp(in[4]));

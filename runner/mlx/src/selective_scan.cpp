@@ -34,6 +34,7 @@ namespace mx = mlx::core;
 
 using mixsweep_kernels::as_f32;
 using mixsweep_kernels::guarded;
+using mixsweep_kernels::Kernel;
 
 namespace {
 
@@ -182,20 +183,18 @@ Dims dims_of(const std::vector<mx::array>& in, int chunk) {
 }
 
 std::vector<mx::array> forward(const std::vector<mx::array>& primals, int chunk) {
-  static auto kernel = mx::fast::cuda_kernel("mixsweep_scan_forward",
+  static const Kernel kernel("mixsweep_scan_forward",
                                              {"x", "delta", "a", "bm", "cm"},
                                              {"y", "checkpoints"}, kForward, kHeader);
   const auto in = as_f32(primals);
   const Dims d = dims_of(in, chunk);
-  return kernel(in, {{d.batch, d.seq, d.inner}, {d.batch, d.chunks(), d.inner, d.state}},
-                {mx::float32, mx::float32}, d.grid(), {kThreads, 1, 1}, d.template_args(),
-                std::nullopt, false, {});
+  return kernel(in, {{d.batch, d.seq, d.inner}, {d.batch, d.chunks(), d.inner, d.state}}, d.grid(), kThreads, d.template_args());
 }
 
 std::vector<mx::array> backward(const std::vector<mx::array>& primals,
                                 const std::vector<mx::array>& cotangents,
                                 const std::vector<mx::array>& outputs, int chunk) {
-  static auto kernel = mx::fast::cuda_kernel(
+  static const Kernel kernel(
       "mixsweep_scan_backward", {"x", "delta", "a", "bm", "cm", "checkpoints", "dy"},
       {"dx", "ddelta", "da_part", "db_part", "dc_part"}, kBackward, kHeader);
   auto in = as_f32(primals);
@@ -207,9 +206,7 @@ std::vector<mx::array> backward(const std::vector<mx::array>& primals,
                    {d.batch, d.seq, d.inner},
                    {d.batch, d.inner, d.state},
                    {d.batch, d.seq, d.groups(), d.state},
-                   {d.batch, d.seq, d.groups(), d.state}},
-                  {mx::float32, mx::float32, mx::float32, mx::float32, mx::float32}, d.grid(),
-                  {kThreads, 1, 1}, d.template_args(), std::nullopt, false, {});
+                   {d.batch, d.seq, d.groups(), d.state}}, d.grid(), kThreads, d.template_args());
   auto cast = [&](const mx::array& v, int k) { return mx::astype(v, primals[k].dtype()); };
   return {cast(g[0], 0), cast(g[1], 1), cast(mx::sum(g[2], 0), 2), cast(mx::sum(g[3], 2), 3),
           cast(mx::sum(g[4], 2), 4)};

@@ -14,7 +14,8 @@ pub fn host(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
 }
 
 /// Asserts that `fused(inputs)` and `reference(inputs)` agree, and so do their gradients in every
-/// input: the output within 2e-3 of its largest magnitude, gradient `k` within `grad_rel[k]`.
+/// input: the output within 2e-3 of its largest magnitude, gradient `k` within `grad_rel[k]`; and
+/// that the kernels ran precompiled (unless `MIXSWEEP_KERNEL_JIT=mlx`).
 /// `names` label the gradients, `case` the problem.
 pub fn assert_fused_matches(
     inputs: &[Array],
@@ -55,6 +56,13 @@ pub fn assert_fused_matches(
             "{name} ({case}): max error {err} vs scale {scale}"
         );
     };
+    // the fused side ran from binaries compiled once per machine (custom_kernel.cpp), not a fallback
+    if std::env::var("MIXSWEEP_KERNEL_JIT").as_deref() != Ok("mlx") {
+        assert!(
+            mixsweep_mlx::kernels::kernels_precompiled(),
+            "custom kernels fell back to MLX's per-process JIT ({case}): see the warning above"
+        );
+    }
     close("output", &got_values[1], &want_values[1], 2e-3);
     for (k, name) in names.iter().enumerate() {
         close(name, &got_grads[k], &want_grads[k], grad_rel[k]);
