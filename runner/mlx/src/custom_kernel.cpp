@@ -52,7 +52,7 @@ struct Nvrtc {
   int (*attribute)(int*, int, int);
 
   static const Nvrtc* get() {
-    static const Nvrtc* api = [] () -> const Nvrtc* {
+    static const Nvrtc* api = []() -> const Nvrtc* {
       static Nvrtc n{};
       auto sym = [](const char* name) { return dlsym(RTLD_DEFAULT, name); };
       n.create = reinterpret_cast<decltype(n.create)>(sym("nvrtcCreateProgram"));
@@ -201,8 +201,7 @@ std::vector<mx::array> Kernel::operator()(const std::vector<mx::array>& inputs,
                                                {threads, 1, 1}, 0, std::nullopt, true);
     } catch (const std::exception& e) {
       precompiled_off.store(true);
-      std::fprintf(stderr,
-                   "warning: custom CUDA kernels fall back to MLX's per-process JIT (%s)\n",
+      std::fprintf(stderr, "warning: custom CUDA kernels fall back to MLX's per-process JIT (%s)\n",
                    e.what());
     }
   }
@@ -215,8 +214,6 @@ extern "C" {
 
 // 1 when custom kernels launch from this machine's compiled binaries (not MLX's per-process JIT):
 // NVRTC and the driver were found, no compile has failed, and MIXSWEEP_KERNEL_JIT is not "mlx".
-int msx_kernels_precompiled() {
-  return mixsweep_kernels::use_precompiled() ? 1 : 0;
-}
+int msx_kernels_precompiled() { return mixsweep_kernels::use_precompiled() ? 1 : 0; }
 
 }  // extern "C"

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <exception>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -11,6 +12,7 @@
 
 #include "mlx/fast.h"
 #include "mlx/ops.h"
+#include "mlx/transforms.h"
 
 extern "C" void msx_set_error(const char* msg);
 
@@ -64,6 +66,24 @@ int guarded(F body) {
     msx_set_error("unknown C++ exception");
     return 1;
   }
+}
+
+// The body of a fused scan's C entry point: checks `chunk`, joins `forward(primals, chunk)` and
+// `backward(primals, cotangents, outputs, chunk)` with custom_vjp (so the kernel pair traces into
+// `compile` like any op), applies it to `primals` and returns its first output in `out`.
+template <class Forward, class Backward>
+int differentiable(const char* what, int chunk, Forward forward, Backward backward,
+                   const std::vector<mlx::core::array>& primals, mlx::core::array** out) {
+  using Arrays = std::vector<mlx::core::array>;
+  return guarded([&] {
+    if (chunk < 1) throw std::invalid_argument(std::string(what) + ": chunk must be >= 1");
+    auto fun = mlx::core::custom_vjp(
+        [=](const Arrays& p) { return forward(p, chunk); },
+        [=](const Arrays& p, const Arrays& cotangents, const Arrays& outputs) {
+          return backward(p, cotangents, outputs, chunk);
+        });
+    *out = new mlx::core::array(fun(primals)[0]);
+  });
 }
 
 }  // namespace mixsweep_kernels

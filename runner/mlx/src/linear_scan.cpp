@@ -27,7 +27,7 @@
 namespace mx = mlx::core;
 
 using mixsweep_kernels::as_f32;
-using mixsweep_kernels::guarded;
+using mixsweep_kernels::differentiable;
 using mixsweep_kernels::Kernel;
 
 namespace {
@@ -96,8 +96,7 @@ Dims dims_of(const std::vector<mx::array>& in, int chunk) {
 }
 
 std::vector<mx::array> forward(const std::vector<mx::array>& primals, int chunk) {
-  static const Kernel kernel("mixsweep_linear_forward", {"log_a", "u"}, {"out"},
-                                             kForward, kHeader);
+  static const Kernel kernel("mixsweep_linear_forward", {"log_a", "u"}, {"out"}, kForward, kHeader);
   const auto in = as_f32(primals);
   const Dims d = dims_of(in, chunk);
   return kernel(in, {{d.batch, d.seq, d.channels}}, d.grid(), kThreads, d.template_args());
@@ -106,12 +105,13 @@ std::vector<mx::array> forward(const std::vector<mx::array>& primals, int chunk)
 std::vector<mx::array> backward(const std::vector<mx::array>& primals,
                                 const std::vector<mx::array>& cotangents,
                                 const std::vector<mx::array>& outputs, int chunk) {
-  static const Kernel kernel("mixsweep_linear_backward", {"log_a", "h", "dh"},
-                                             {"dlog_a", "du"}, kBackward, kHeader);
+  static const Kernel kernel("mixsweep_linear_backward", {"log_a", "h", "dh"}, {"dlog_a", "du"},
+                             kBackward, kHeader);
   const auto in = as_f32(primals);
   const Dims d = dims_of(in, chunk);
   const mx::Shape shape = {d.batch, d.seq, d.channels};
-  auto g = kernel({in[0], outputs[0], mx::astype(cotangents[0], mx::float32)}, {shape, shape}, d.grid(), kThreads, d.template_args());
+  auto g = kernel({in[0], outputs[0], mx::astype(cotangents[0], mx::float32)}, {shape, shape},
+                  d.grid(), kThreads, d.template_args());
   return {mx::astype(g[0], primals[0].dtype()), mx::astype(g[1], primals[1].dtype())};
 }
 
@@ -120,18 +120,8 @@ std::vector<mx::array> backward(const std::vector<mx::array>& primals,
 extern "C" {
 
 // h = scan(log_a, u) as above (float32), differentiable in both inputs.
-int msx_fused_linear_scan(const mx::array* log_a, const mx::array* u, int chunk,
-                          mx::array** out) {
-  return guarded([&] {
-    if (chunk < 1) throw std::invalid_argument("fused linear scan: chunk must be >= 1");
-    auto fun = mx::custom_vjp(
-        [chunk](const std::vector<mx::array>& primals) { return forward(primals, chunk); },
-        [chunk](const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
-                const std::vector<mx::array>& outputs) {
-          return backward(primals, cotangents, outputs, chunk);
-        });
-    *out = new mx::array(fun({*log_a, *u})[0]);
-  });
+int msx_fused_linear_scan(const mx::array* log_a, const mx::array* u, int chunk, mx::array** out) {
+  return differentiable("fused linear scan", chunk, forward, backward, {*log_a, *u}, out);
 }
 
 }  // extern "C"

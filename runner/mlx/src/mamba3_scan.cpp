@@ -40,7 +40,7 @@
 namespace mx = mlx::core;
 
 using mixsweep_kernels::as_f32;
-using mixsweep_kernels::guarded;
+using mixsweep_kernels::differentiable;
 using mixsweep_kernels::Kernel;
 
 namespace {
@@ -245,9 +245,9 @@ struct Dims {
   int chunks() const { return (seq + kCheckpoint - 1) / kCheckpoint; }
   std::tuple<int, int, int> grid() const { return {batch * groups * cblocks() * kThreads, 1, 1}; }
   std::vector<std::pair<std::string, mx::fast::TemplateArg>> template_args() const {
-    return {{"SEQ", seq},       {"INNER", inner},       {"PAIRS", pairs},
-            {"GROUPS", groups}, {"PER_GROUP", per_group()}, {"CBLOCKS", cblocks()},
-            {"CKPT", kCheckpoint}, {"CHUNK", chunk},     {"THREADS", kThreads}};
+    return {{"SEQ", seq},          {"INNER", inner},           {"PAIRS", pairs},
+            {"GROUPS", groups},    {"PER_GROUP", per_group()}, {"CBLOCKS", cblocks()},
+            {"CKPT", kCheckpoint}, {"CHUNK", chunk},           {"THREADS", kThreads}};
   }
 };
 
@@ -261,9 +261,9 @@ Dims dims_of(const std::vector<mx::array>& in, int chunk) {
                   theta.ndim() == 4 && theta.shape(0) == u.shape(0) &&
                   theta.shape(1) == u.shape(1) && theta.shape(2) == u.shape(2) && b.ndim() == 4 &&
                   b.shape(0) == u.shape(0) && b.shape(1) == u.shape(1) &&
-                  in[5].shape() == b.shape() && b.shape(3) == 2 * theta.shape(3) &&
-                  a.ndim() == 2 && a.shape(0) == u.shape(2) && a.shape(1) == b.shape(3) &&
-                  b.shape(2) > 0 && u.shape(2) % b.shape(2) == 0;
+                  in[5].shape() == b.shape() && b.shape(3) == 2 * theta.shape(3) && a.ndim() == 2 &&
+                  a.shape(0) == u.shape(2) && a.shape(1) == b.shape(3) && b.shape(2) > 0 &&
+                  u.shape(2) % b.shape(2) == 0;
   if (!ok) {
     throw std::invalid_argument(
         "fused mamba3 scan: expected u, delta, lambda [batch, seq, inner], theta [batch, seq, "
@@ -272,19 +272,21 @@ Dims dims_of(const std::vector<mx::array>& in, int chunk) {
   }
   const int pairs = theta.shape(3);
   if (pairs < 1 || pairs > 32 || (32 % pairs) != 0) {
-    throw std::invalid_argument("fused mamba3 scan: the number of state pairs must divide 32, got " +
-                                std::to_string(pairs));
+    throw std::invalid_argument(
+        "fused mamba3 scan: the number of state pairs must divide 32, got " +
+        std::to_string(pairs));
   }
   return Dims{u.shape(0), u.shape(1), u.shape(2), pairs, b.shape(2), chunk};
 }
 
 std::vector<mx::array> forward(const std::vector<mx::array>& primals, int chunk) {
-  static const Kernel kernel(
-      "mixsweep_mamba3_forward", {"u", "delta", "lambda", "theta", "bm", "cm", "a"},
-      {"y", "checkpoints"}, kForward, kHeader);
+  static const Kernel kernel("mixsweep_mamba3_forward",
+                             {"u", "delta", "lambda", "theta", "bm", "cm", "a"},
+                             {"y", "checkpoints"}, kForward, kHeader);
   const auto in = as_f32(primals);
   const Dims d = dims_of(in, chunk);
-  return kernel(in, {{d.batch, d.seq, d.inner}, {d.batch, d.chunks(), d.inner, d.pairs, 3}}, d.grid(), kThreads, d.template_args());
+  return kernel(in, {{d.batch, d.seq, d.inner}, {d.batch, d.chunks(), d.inner, d.pairs, 3}},
+                d.grid(), kThreads, d.template_args());
 }
 
 std::vector<mx::array> backward(const std::vector<mx::array>& primals,
@@ -301,8 +303,14 @@ std::vector<mx::array> backward(const std::vector<mx::array>& primals,
   const mx::Shape bti = {d.batch, d.seq, d.inner};
   const mx::Shape part = {d.batch, d.seq, d.groups, d.cblocks(), d.state()};
   auto g = kernel(in,
-                  {bti, bti, bti, {d.batch, d.seq, d.inner, d.pairs}, {d.batch, d.inner, d.state()},
-                   part, part}, d.grid(), kThreads, d.template_args());
+                  {bti,
+                   bti,
+                   bti,
+                   {d.batch, d.seq, d.inner, d.pairs},
+                   {d.batch, d.inner, d.state()},
+                   part,
+                   part},
+                  d.grid(), kThreads, d.template_args());
   auto cast = [&](const mx::array& v, int k) { return mx::astype(v, primals[k].dtype()); };
   return {cast(g[0], 0),
           cast(g[1], 1),
@@ -321,16 +329,8 @@ extern "C" {
 int msx_fused_mamba3_scan(const mx::array* u, const mx::array* delta, const mx::array* lambda,
                           const mx::array* theta, const mx::array* b, const mx::array* c,
                           const mx::array* a, int chunk, mx::array** out) {
-  return guarded([&] {
-    if (chunk < 1) throw std::invalid_argument("fused mamba3 scan: chunk must be >= 1");
-    auto fun = mx::custom_vjp(
-        [chunk](const std::vector<mx::array>& primals) { return forward(primals, chunk); },
-        [chunk](const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
-                const std::vector<mx::array>& outputs) {
-          return backward(primals, cotangents, outputs, chunk);
-        });
-    *out = new mx::array(fun({*u, *delta, *lambda, *theta, *b, *c, *a})[0]);
-  });
+  return differentiable("fused mamba3 scan", chunk, forward, backward,
+                        {*u, *delta, *lambda, *theta, *b, *c, *a}, out);
 }
 
 }  // extern "C"

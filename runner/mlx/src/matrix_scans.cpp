@@ -44,6 +44,7 @@
 namespace mx = mlx::core;
 
 using mixsweep_kernels::as_f32;
+using mixsweep_kernels::differentiable;
 using mixsweep_kernels::guarded;
 using mixsweep_kernels::Kernel;
 
@@ -315,9 +316,15 @@ struct Dims {
   int chunks() const { return (seq + kCheckpoint - 1) / kCheckpoint; }
   std::tuple<int, int, int> grid() const { return {batch * heads * groups() * threads(), 1, 1}; }
   std::vector<std::pair<std::string, mx::fast::TemplateArg>> template_args() const {
-    return {{"SEQ", seq},         {"HEADS", heads},      {"DK", dk},
-            {"DV", dv},           {"LANES", lanes()},    {"PER", per()},
-            {"CKPT", kCheckpoint}, {"CHUNK", chunk},      {"THREADS", threads()}};
+    return {{"SEQ", seq},
+            {"HEADS", heads},
+            {"DK", dk},
+            {"DV", dv},
+            {"LANES", lanes()},
+            {"PER", per()},
+            {"CKPT", kCheckpoint},
+            {"CHUNK", chunk},
+            {"THREADS", threads()}};
   }
 };
 
@@ -327,8 +334,9 @@ Dims dims_of(const char* what, const std::vector<mx::array>& in, int chunk) {
   const auto& v = in[2];
   if (q.ndim() != 4 || in[1].shape() != q.shape() || v.ndim() != 4 || v.shape(0) != q.shape(0) ||
       v.shape(1) != q.shape(1) || v.shape(2) != q.shape(2)) {
-    throw std::invalid_argument(std::string(what) +
-                                ": expected q, k [batch, seq, heads, d_k] and v [batch, seq, heads, d_v]");
+    throw std::invalid_argument(
+        std::string(what) +
+        ": expected q, k [batch, seq, heads, d_k] and v [batch, seq, heads, d_v]");
   }
   const int dk = q.shape(3);
   const bool fits = dk >= 1 && (dk <= 32 ? 32 % dk == 0 : (dk % 32 == 0 && dk <= kElements));
@@ -341,15 +349,15 @@ Dims dims_of(const char* what, const std::vector<mx::array>& in, int chunk) {
 }
 
 // The forward kernels' outputs: o and the checkpoints.
-std::vector<mx::array> run_forward(const Kernel& kernel,
-                                   const std::vector<mx::array>& in, const Dims& d) {
-  return kernel(in,
-                {{d.batch, d.seq, d.heads, d.dv}, {d.batch * d.heads, d.chunks(), d.dv, d.dk}}, d.grid(), d.threads(), d.template_args());
+std::vector<mx::array> run_forward(const Kernel& kernel, const std::vector<mx::array>& in,
+                                   const Dims& d) {
+  return kernel(in, {{d.batch, d.seq, d.heads, d.dv}, {d.batch * d.heads, d.chunks(), d.dv, d.dk}},
+                d.grid(), d.threads(), d.template_args());
 }
 
 std::vector<mx::array> gla_forward(const std::vector<mx::array>& primals, int chunk) {
-  static const Kernel kernel("mixsweep_gla_forward", {"q", "k", "v", "g"},
-                                             {"o", "checkpoints"}, kGlaForward, kHeader);
+  static const Kernel kernel("mixsweep_gla_forward", {"q", "k", "v", "g"}, {"o", "checkpoints"},
+                             kGlaForward, kHeader);
   const auto in = as_f32(primals);
   const Dims d = dims_of("fused gla scan", in, chunk);
   if (in[3].shape() != in[0].shape()) {
@@ -361,15 +369,15 @@ std::vector<mx::array> gla_forward(const std::vector<mx::array>& primals, int ch
 std::vector<mx::array> gla_backward(const std::vector<mx::array>& primals,
                                     const std::vector<mx::array>& cotangents,
                                     const std::vector<mx::array>& outputs, int chunk) {
-  static const Kernel kernel(
-      "mixsweep_gla_backward", {"q", "k", "v", "g", "checkpoints", "dout"},
-      {"dv", "dq_part", "dk_part", "dg_part"}, kGlaBackward, kHeader);
+  static const Kernel kernel("mixsweep_gla_backward", {"q", "k", "v", "g", "checkpoints", "dout"},
+                             {"dv", "dq_part", "dk_part", "dg_part"}, kGlaBackward, kHeader);
   auto in = as_f32(primals);
   const Dims d = dims_of("fused gla scan", in, chunk);
   in.push_back(outputs[1]);
   in.push_back(mx::astype(cotangents[0], mx::float32));
   const mx::Shape part = {d.batch, d.seq, d.heads, d.groups(), d.dk};
-  auto g = kernel(in, {{d.batch, d.seq, d.heads, d.dv}, part, part, part}, d.grid(), d.threads(), d.template_args());
+  auto g = kernel(in, {{d.batch, d.seq, d.heads, d.dv}, part, part, part}, d.grid(), d.threads(),
+                  d.template_args());
   auto cast = [&](const mx::array& v, int k) { return mx::astype(v, primals[k].dtype()); };
   return {cast(mx::sum(g[1], 3), 0), cast(mx::sum(g[2], 3), 1), cast(g[0], 2),
           cast(mx::sum(g[3], 3), 3)};
@@ -385,7 +393,7 @@ void check_gates(const std::vector<mx::array>& in) {
 
 std::vector<mx::array> delta_forward(const std::vector<mx::array>& primals) {
   static const Kernel kernel("mixsweep_delta_forward", {"q", "k", "v", "beta", "log_a"},
-                            {"o", "checkpoints"}, kDeltaForward, kHeader);
+                             {"o", "checkpoints"}, kDeltaForward, kHeader);
   const auto in = as_f32(primals);
   const Dims d = dims_of("fused delta scan", in, 1);
   check_gates(in);
@@ -404,7 +412,8 @@ std::vector<mx::array> delta_backward(const std::vector<mx::array>& primals,
   in.push_back(mx::astype(cotangents[0], mx::float32));
   const mx::Shape part = {d.batch, d.seq, d.heads, d.groups(), d.dk};
   const mx::Shape gate_part = {d.batch, d.seq, d.heads, d.groups()};
-  auto g = kernel(in, {{d.batch, d.seq, d.heads, d.dv}, part, part, gate_part, gate_part}, d.grid(), d.threads(), d.template_args());
+  auto g = kernel(in, {{d.batch, d.seq, d.heads, d.dv}, part, part, gate_part, gate_part}, d.grid(),
+                  d.threads(), d.template_args());
   auto cast = [&](const mx::array& v, int k) { return mx::astype(v, primals[k].dtype()); };
   // d log_a = a * d a
   const auto dlog_a = mx::multiply(mx::sum(g[3], 3), mx::exp(in[4]));
@@ -419,16 +428,7 @@ extern "C" {
 // o = gla(q, k, v, g) as above (float32), differentiable in all four inputs.
 int msx_fused_gla_scan(const mx::array* q, const mx::array* k, const mx::array* v,
                        const mx::array* g, int chunk, mx::array** out) {
-  return guarded([&] {
-    if (chunk < 1) throw std::invalid_argument("fused gla scan: chunk must be >= 1");
-    auto fun = mx::custom_vjp(
-        [chunk](const std::vector<mx::array>& primals) { return gla_forward(primals, chunk); },
-        [chunk](const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
-                const std::vector<mx::array>& outputs) {
-          return gla_backward(primals, cotangents, outputs, chunk);
-        });
-    *out = new mx::array(fun({*q, *k, *v, *g})[0]);
-  });
+  return differentiable("fused gla scan", chunk, gla_forward, gla_backward, {*q, *k, *v, *g}, out);
 }
 
 // o = delta(q, k, v, beta, log_a) as above (float32), differentiable in all five inputs.

@@ -33,7 +33,7 @@
 namespace mx = mlx::core;
 
 using mixsweep_kernels::as_f32;
-using mixsweep_kernels::guarded;
+using mixsweep_kernels::differentiable;
 using mixsweep_kernels::Kernel;
 
 namespace {
@@ -158,7 +158,7 @@ struct Dims {
   int chunks() const { return (seq + kCheckpoint - 1) / kCheckpoint; }
   std::tuple<int, int, int> grid() const { return {batch * groups() * kThreads, 1, 1}; }
   std::vector<std::pair<std::string, mx::fast::TemplateArg>> template_args() const {
-    return {{"BATCH", batch}, {"SEQ", seq},           {"INNER", inner},   {"STATE", state},
+    return {{"BATCH", batch},      {"SEQ", seq},     {"INNER", inner},     {"STATE", state},
             {"CKPT", kCheckpoint}, {"CHUNK", chunk}, {"THREADS", kThreads}};
   }
 };
@@ -183,20 +183,20 @@ Dims dims_of(const std::vector<mx::array>& in, int chunk) {
 }
 
 std::vector<mx::array> forward(const std::vector<mx::array>& primals, int chunk) {
-  static const Kernel kernel("mixsweep_scan_forward",
-                                             {"x", "delta", "a", "bm", "cm"},
-                                             {"y", "checkpoints"}, kForward, kHeader);
+  static const Kernel kernel("mixsweep_scan_forward", {"x", "delta", "a", "bm", "cm"},
+                             {"y", "checkpoints"}, kForward, kHeader);
   const auto in = as_f32(primals);
   const Dims d = dims_of(in, chunk);
-  return kernel(in, {{d.batch, d.seq, d.inner}, {d.batch, d.chunks(), d.inner, d.state}}, d.grid(), kThreads, d.template_args());
+  return kernel(in, {{d.batch, d.seq, d.inner}, {d.batch, d.chunks(), d.inner, d.state}}, d.grid(),
+                kThreads, d.template_args());
 }
 
 std::vector<mx::array> backward(const std::vector<mx::array>& primals,
                                 const std::vector<mx::array>& cotangents,
                                 const std::vector<mx::array>& outputs, int chunk) {
-  static const Kernel kernel(
-      "mixsweep_scan_backward", {"x", "delta", "a", "bm", "cm", "checkpoints", "dy"},
-      {"dx", "ddelta", "da_part", "db_part", "dc_part"}, kBackward, kHeader);
+  static const Kernel kernel("mixsweep_scan_backward",
+                             {"x", "delta", "a", "bm", "cm", "checkpoints", "dy"},
+                             {"dx", "ddelta", "da_part", "db_part", "dc_part"}, kBackward, kHeader);
   auto in = as_f32(primals);
   const Dims d = dims_of(in, chunk);
   in.push_back(outputs[1]);
@@ -206,7 +206,8 @@ std::vector<mx::array> backward(const std::vector<mx::array>& primals,
                    {d.batch, d.seq, d.inner},
                    {d.batch, d.inner, d.state},
                    {d.batch, d.seq, d.groups(), d.state},
-                   {d.batch, d.seq, d.groups(), d.state}}, d.grid(), kThreads, d.template_args());
+                   {d.batch, d.seq, d.groups(), d.state}},
+                  d.grid(), kThreads, d.template_args());
   auto cast = [&](const mx::array& v, int k) { return mx::astype(v, primals[k].dtype()); };
   return {cast(g[0], 0), cast(g[1], 1), cast(mx::sum(g[2], 0), 2), cast(mx::sum(g[3], 2), 3),
           cast(mx::sum(g[4], 2), 4)};
@@ -228,16 +229,8 @@ int msx_fused_scan_available() {
 // y = scan(x, delta, A, B, C) as above (float32), differentiable in all five inputs.
 int msx_fused_selective_scan(const mx::array* x, const mx::array* delta, const mx::array* a,
                              const mx::array* b, const mx::array* c, int chunk, mx::array** out) {
-  return guarded([&] {
-    if (chunk < 1) throw std::invalid_argument("fused selective scan: chunk must be >= 1");
-    auto fun = mx::custom_vjp(
-        [chunk](const std::vector<mx::array>& primals) { return forward(primals, chunk); },
-        [chunk](const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
-                const std::vector<mx::array>& outputs) {
-          return backward(primals, cotangents, outputs, chunk);
-        });
-    *out = new mx::array(fun({*x, *delta, *a, *b, *c})[0]);
-  });
+  return differentiable("fused selective scan", chunk, forward, backward, {*x, *delta, *a, *b, *c},
+                        out);
 }
 
 }  // extern "C"
