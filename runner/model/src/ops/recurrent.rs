@@ -24,6 +24,25 @@ fn need(ok: bool, what: &str, inputs: &[&Shape]) -> Result<(), String> {
     }
 }
 
+/// Per-head queries and keys `q, k [B, T, H, d_k]` with values `v [B, T, H, d_v]`.
+fn is_heads_qkv(q: &Shape, k: &Shape, v: &Shape) -> bool {
+    q.len() == 4
+        && q[0] == Dim::Batch
+        && q[1] == Dim::Seq
+        && k == q
+        && v.len() == 4
+        && v[..3] == q[..3]
+}
+
+/// FLOPs of a matrix-state scan read by queries: `state_mads·d_k·d_v` per token and head for the
+/// state update and read, and the chunkwise form's `L × L` terms.
+fn matrix_scan_flops(inputs: &[Vec<usize>], state_mads: f64, chunk: usize) -> f64 {
+    let (q, v) = (&inputs[0], &inputs[2]);
+    let tokens_heads = (q[0] * q[1] * q[2]) as f64;
+    let (dk, dv) = (q[3] as f64, v[3] as f64);
+    tokens_heads * (state_mads * dk * dv + 2.0 * chunk as f64 * (dk + dv))
+}
+
 /// Causal depthwise convolution over time: `y_t = Σ_j w[j] · x_{t-K+1+j} + bias`; `x [B, T, C]`,
 /// `w [K, C]`, `bias [C]`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -247,13 +266,7 @@ impl Rule for GlaScan {
     fn shapes(&self, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
         arity(inputs, 4, 4)?;
         let (q, k, v, g) = (inputs[0], inputs[1], inputs[2], inputs[3]);
-        let ok = q.len() == 4
-            && q[0] == Dim::Batch
-            && q[1] == Dim::Seq
-            && k == q
-            && g == q
-            && v.len() == 4
-            && v[..3] == q[..3];
+        let ok = is_heads_qkv(q, k, v) && g == q;
         need(
             ok,
             "q, k, decay [B, T, H, d_k] and v [B, T, H, d_v]",
@@ -262,10 +275,7 @@ impl Rule for GlaScan {
         Ok(vec![v.clone()])
     }
     fn flops(&self, inputs: &[Vec<usize>], _outputs: &[Vec<usize>]) -> f64 {
-        let (q, v) = (&inputs[0], &inputs[2]);
-        let tokens_heads = (q[0] * q[1] * q[2]) as f64;
-        let (dk, dv) = (q[3] as f64, v[3] as f64);
-        tokens_heads * (4.0 * dk * dv + 2.0 * self.chunk as f64 * (dk + dv))
+        matrix_scan_flops(inputs, 4.0, self.chunk)
     }
     fn decode_state(&self, inputs: &[Vec<usize>], _context: usize) -> usize {
         inputs[0][2] * inputs[0][3] * inputs[2][3] // [H, d_k, d_v]
@@ -288,14 +298,7 @@ impl Rule for DeltaScan {
     fn shapes(&self, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
         arity(inputs, 5, 5)?;
         let (q, k, v, beta, g) = (inputs[0], inputs[1], inputs[2], inputs[3], inputs[4]);
-        let ok = q.len() == 4
-            && q[0] == Dim::Batch
-            && q[1] == Dim::Seq
-            && k == q
-            && v.len() == 4
-            && v[..3] == q[..3]
-            && *beta == q[..3]
-            && g == beta;
+        let ok = is_heads_qkv(q, k, v) && *beta == q[..3] && g == beta;
         need(
             ok,
             "q, k [B, T, H, d_k], v [B, T, H, d_v], beta and log decay [B, T, H]",
@@ -304,11 +307,8 @@ impl Rule for DeltaScan {
         Ok(vec![v.clone()])
     }
     fn flops(&self, inputs: &[Vec<usize>], _outputs: &[Vec<usize>]) -> f64 {
-        // per token and head: the state update and read (~4·d_k·d_v) and the chunk's L×L terms
-        let (q, v) = (&inputs[0], &inputs[2]);
-        let tokens_heads = (q[0] * q[1] * q[2]) as f64;
-        let (dk, dv) = (q[3] as f64, v[3] as f64);
-        tokens_heads * (6.0 * dk * dv + 2.0 * self.chunk as f64 * (dk + dv))
+        // the delta rule's update reads the state once more than gla's (k_tᵀ S_{t−1})
+        matrix_scan_flops(inputs, 6.0, self.chunk)
     }
     fn decode_state(&self, inputs: &[Vec<usize>], _context: usize) -> usize {
         inputs[0][2] * inputs[0][3] * inputs[2][3] // [H, d_k, d_v]
