@@ -413,68 +413,70 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Prepared, String> {
     result
 }
 
-fn prepare_in(
+/// Err when Ctrl-C asked the run to stop.
+fn check_stop(opts: &PrepareOptions) -> Result<(), String> {
+    if opts.stop.load(Ordering::SeqCst) {
+        Err("interrupted: no output was written".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn say(opts: &PrepareOptions, msg: String) {
+    if !opts.quiet {
+        eprintln!("{msg}");
+    }
+}
+
+/// The tokenizer `opts` asks for (`None`: bytes), trained on `files` for a BPE.
+fn choose_tokenizer(
     opts: &PrepareOptions,
     files: &[PathBuf],
-    staging: &Path,
-) -> Result<Prepared, String> {
-    let interrupted = || -> Result<(), String> {
-        if opts.stop.load(Ordering::SeqCst) {
-            Err("interrupted: no output was written".into())
-        } else {
-            Ok(())
-        }
-    };
-    let total_bytes: u64 = files
-        .iter()
-        .filter_map(|f| f.metadata().ok())
-        .map(|m| m.len())
-        .sum();
-    let say = |msg: String| {
-        if !opts.quiet {
-            eprintln!("{msg}");
-        }
-    };
-    let tokenizer: Option<Tokenizer> = match &opts.tokenizer {
+    total_bytes: u64,
+) -> Result<Option<Tokenizer>, String> {
+    Ok(match &opts.tokenizer {
         TokenizerChoice::Bytes => None,
         TokenizerChoice::Load(p) => Some(
             Tokenizer::from_file(p)
                 .map_err(|e| format!("--tokenizer-path {}: {e}", p.display()))?,
         ),
         TokenizerChoice::TrainBpe { vocab_size } => {
-            say(format!(
-                "training a byte-level BPE of {vocab_size} tokens on {} file(s), {:.1} MB",
-                files.len(),
-                total_bytes as f64 / 1e6
-            ));
+            let mb = total_bytes as f64 / 1e6;
+            let n = files.len();
+            say(
+                opts,
+                format!(
+                    "training a byte-level BPE of {vocab_size} tokens on {n} file(s), {mb:.1} MB"
+                ),
+            );
             Some(train_bpe(files, &opts.text_field, *vocab_size)?)
         }
-    };
-    interrupted()?;
-    let vocab = tokenizer.as_ref().map_or(256, |t| t.get_vocab_size(true));
-    if vocab > MAX_VOCAB + 1 {
-        return Err(format!(
-            "the tokenizer has {vocab} tokens: over {} cannot be stored as uint16 ids",
-            MAX_VOCAB + 1
-        ));
-    }
+    })
+}
 
-    // Pass 1: tokenize everything into a flat uint16 file (the split needs the total).
-    let flat_path = staging.join("tokens.u16");
+/// Pass 1: tokenizes every file into the flat uint16 file `flat_path` (the split needs the total),
+/// with progress every 2 s; returns the number of tokens.
+fn tokenize_all(
+    opts: &PrepareOptions,
+    files: &[PathBuf],
+    tokenizer: Option<&Tokenizer>,
+    total_bytes: u64,
+    flat_path: &Path,
+) -> Result<usize, String> {
     let mut flat = std::io::BufWriter::new(
-        std::fs::File::create(&flat_path).map_err(|e| format!("{}: {e}", flat_path.display()))?,
+        std::fs::File::create(flat_path).map_err(|e| format!("{}: {e}", flat_path.display()))?,
     );
     let mut chunks = Chunks::new(files.to_vec(), &opts.text_field);
     let mut n_tokens = 0usize;
     let started = Instant::now();
     let mut last_report = Instant::now();
     loop {
-        interrupted()?;
+        check_stop(opts)?;
         let batch = next_batch(&mut chunks);
         if batch.is_empty() {
             break;
         }
-        let ids: Vec<Vec<u32>> = match &tokenizer {
+        let ids: Vec<Vec<u32>> = match tokenizer {
             None => batch
                 .iter()
                 .map(|c| c.bytes().map(u32::from).collect())
@@ -486,14 +488,12 @@ fn prepare_in(
                 .map(|e| e.get_ids().to_vec())
                 .collect(),
         };
-        for doc in ids {
-            for id in doc {
-                let id = u16::try_from(id)
-                    .map_err(|_| format!("token id {id} does not fit in uint16"))?;
-                flat.write_all(&id.to_le_bytes())
-                    .map_err(|e| e.to_string())?;
-                n_tokens += 1;
-            }
+        for id in ids.into_iter().flatten() {
+            let id =
+                u16::try_from(id).map_err(|_| format!("token id {id} does not fit in uint16"))?;
+            flat.write_all(&id.to_le_bytes())
+                .map_err(|e| e.to_string())?;
+            n_tokens += 1;
         }
         if !opts.quiet && last_report.elapsed().as_secs_f64() > 2.0 {
             last_report = Instant::now();
@@ -509,62 +509,59 @@ fn prepare_in(
         return Err(e);
     }
     flat.flush().map_err(|e| e.to_string())?;
-    drop(flat);
-    if n_tokens < 2 {
-        return Err(format!(
-            "--input {}: too little text ({n_tokens} tokens)",
-            opts.input.display()
-        ));
-    }
-    let n_val = if opts.val_split > 0.0 {
-        ((n_tokens as f64 * opts.val_split) as usize).max(1)
-    } else {
-        0
-    };
-    let n_train = n_tokens - n_val;
+    Ok(n_tokens)
+}
 
-    // Pass 2: shards, read back in shard-sized pieces.
-    let mut reader = BufReader::new(std::fs::File::open(&flat_path).map_err(|e| e.to_string())?);
-    let mut write_split = |prefix: &str, count: usize| -> Result<usize, String> {
-        let mut shards = 0;
-        let mut left = count;
-        while left > 0 {
-            interrupted()?;
-            let n = left.min(opts.tokens_per_shard);
-            let mut buf = vec![0u8; 2 * n];
-            reader.read_exact(&mut buf).map_err(|e| e.to_string())?;
-            let tokens: Vec<u16> = buf
-                .chunks_exact(2)
-                .map(|b| u16::from_le_bytes([b[0], b[1]]))
-                .collect();
-            let path = staging.join(format!("{prefix}_{shards:05}.bin"));
-            write_shard(&path, &tokens)
-                .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
-            shards += 1;
-            left -= n;
-        }
-        Ok(shards)
-    };
-    let train_shards = write_split("train", n_train)?;
-    let val_shards = write_split("val", n_val)?;
-
-    // Tokenizer, lookup tables, manifest. Byte-level data gets a tokenizer.json too (token id =
-    // byte value), so that every prepared folder works with `generate --tokenizer DIR`.
-    let written = match &tokenizer {
-        Some(t) => Some(t.clone()),
-        None => Some(byte_level_tokenizer()?),
-    };
-    if let Some(t) = &written {
-        t.save(staging.join("tokenizer.json"), true)
-            .map_err(|e| format!("cannot write tokenizer.json: {e}"))?;
+/// Pass 2: the next `count` tokens of `reader` as `<prefix>_XXXXX.bin` shards in `staging`;
+/// returns how many.
+fn write_split(
+    opts: &PrepareOptions,
+    reader: &mut impl Read,
+    staging: &Path,
+    prefix: &str,
+    count: usize,
+) -> Result<usize, String> {
+    let mut shards = 0;
+    let mut left = count;
+    while left > 0 {
+        check_stop(opts)?;
+        let n = left.min(opts.tokens_per_shard);
+        let mut buf = vec![0u8; 2 * n];
+        reader.read_exact(&mut buf).map_err(|e| e.to_string())?;
+        let tokens: Vec<u16> = buf
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        let path = staging.join(format!("{prefix}_{shards:05}.bin"));
+        write_shard(&path, &tokens)
+            .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
+        shards += 1;
+        left -= n;
     }
-    let (bytes, space, boundary) = lookup_tables(tokenizer.as_ref(), vocab)?;
+    Ok(shards)
+}
+
+/// The tokenizer (byte-level data gets one too, token id = byte value, so every prepared folder
+/// works with `generate --tokenizer DIR`), the lookup tables and the manifest, into `staging`.
+fn write_metadata(
+    staging: &Path,
+    tokenizer: Option<&Tokenizer>,
+    vocab: usize,
+    done: &Prepared,
+) -> Result<(), String> {
+    let written = match tokenizer {
+        Some(t) => t.clone(),
+        None => byte_level_tokenizer()?,
+    };
+    written
+        .save(staging.join("tokenizer.json"), true)
+        .map_err(|e| format!("cannot write tokenizer.json: {e}"))?;
+    let (bytes, space, boundary) = lookup_tables(tokenizer, vocab)?;
     let bytes_le: Vec<u8> = bytes.iter().flat_map(|b| b.to_le_bytes()).collect();
     write_file(&staging.join("bytes_per_token.bin"), &bytes_le)?;
     write_file(&staging.join("has_leading_space.bin"), &space)?;
     write_file(&staging.join("is_boundary_token.bin"), &boundary)?;
     let special: serde_json::Map<String, serde_json::Value> = tokenizer
-        .as_ref()
         .map(|t| {
             t.get_added_vocabulary()
                 .get_vocab()
@@ -577,22 +574,62 @@ fn prepare_in(
         "format": "mixlab.dataset", "version": 1, "representation": "discrete_tokens",
         "tokenizer": if tokenizer.is_some() { "tokenizer.json" } else { "bytes" },
         "vocab_size": vocab, "special_token_ids": special,
-        "splits": {"train": {"tokens": n_train, "shards": train_shards},
-                   "val": {"tokens": n_val, "shards": val_shards}},
+        "splits": {"train": {"tokens": done.train_tokens, "shards": done.train_shards},
+                   "val": {"tokens": done.val_tokens, "shards": done.val_shards}},
         "lookup_tables": {"bytes_per_token": "bytes_per_token.bin", "has_leading_space": "has_leading_space.bin",
                           "is_boundary_token": "is_boundary_token.bin"},
     });
     write_file(
         &staging.join("mixlab.dataset.json"),
         (serde_json::to_string_pretty(&manifest).unwrap() + "\n").as_bytes(),
-    )?;
-    Ok(Prepared {
+    )
+}
+
+fn prepare_in(
+    opts: &PrepareOptions,
+    files: &[PathBuf],
+    staging: &Path,
+) -> Result<Prepared, String> {
+    let total_bytes: u64 = files
+        .iter()
+        .filter_map(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let tokenizer = choose_tokenizer(opts, files, total_bytes)?;
+    check_stop(opts)?;
+    let vocab = tokenizer.as_ref().map_or(256, |t| t.get_vocab_size(true));
+    if vocab > MAX_VOCAB + 1 {
+        return Err(format!(
+            "the tokenizer has {vocab} tokens: over {} cannot be stored as uint16 ids",
+            MAX_VOCAB + 1
+        ));
+    }
+    let flat_path = staging.join("tokens.u16");
+    let n_tokens = tokenize_all(opts, files, tokenizer.as_ref(), total_bytes, &flat_path)?;
+    if n_tokens < 2 {
+        return Err(format!(
+            "--input {}: too little text ({n_tokens} tokens)",
+            opts.input.display()
+        ));
+    }
+    let n_val = if opts.val_split > 0.0 {
+        ((n_tokens as f64 * opts.val_split) as usize).max(1)
+    } else {
+        0
+    };
+    let n_train = n_tokens - n_val;
+    let mut reader = BufReader::new(std::fs::File::open(&flat_path).map_err(|e| e.to_string())?);
+    let train_shards = write_split(opts, &mut reader, staging, "train", n_train)?;
+    let val_shards = write_split(opts, &mut reader, staging, "val", n_val)?;
+    let done = Prepared {
         vocab_size: vocab,
         train_tokens: n_train,
         val_tokens: n_val,
         train_shards,
         val_shards,
-    })
+    };
+    write_metadata(staging, tokenizer.as_ref(), vocab, &done)?;
+    Ok(done)
 }
 
 /// Units for one `encode_batch` call: about two pieces' worth of text per core (many small JSONL
