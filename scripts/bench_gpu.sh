@@ -88,11 +88,12 @@ elif [[ $PARTS == *zoo* ]]; then
     run "$RUNNER" train --config examples/$cfg.json --train "$TRAIN" --device gpu --steps 300 \
       --compute-dtype bfloat16 --quiet --out "$OUT/zoo_$cfg"
   done
-  # ZOO_CHUNKED: configs timed again with their fused recurrence kernels off (MIXSWEEP_SCAN=chunked),
+  # ZOO_CHUNKED: configs timed again with their fused recurrence kernels off (MIXSWEEP_SCAN=chunked, or
+  # ZOO_SCAN=chunked:linear to turn off only the named kernels, see runner/trainer/src/lower/fused.rs),
   # for a same-session before/after of a kernel (their chunked kernels compile in the timed run's
   # step 0 unless zoowarm ran them too, which the steady rate excludes).
   for cfg in ${ZOO_CHUNKED:-}; do
-    MIXSWEEP_SCAN=chunked run "$RUNNER" train --config examples/$cfg.json --train "$TRAIN" --device gpu \
+    MIXSWEEP_SCAN=${ZOO_SCAN:-chunked} run "$RUNNER" train --config examples/$cfg.json --train "$TRAIN" --device gpu \
       --steps 300 --compute-dtype bfloat16 --quiet --out "$OUT/zoo_${cfg}_chunked"
   done
 fi

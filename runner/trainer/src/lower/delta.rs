@@ -21,7 +21,7 @@
 //! fused_delta_scan`: the state in registers, checkpoints every 16 steps, a reverse adjoint kernel);
 //! the chunkwise form stays for decoding and other backends.
 
-use super::recurrent::fused_kernels_enabled;
+use super::fused::{self, Fused};
 use super::{Ctx, State};
 use mixsweep_mlx::kernels::{fused_delta_scan, fused_matrix_scan_fits};
 use mixsweep_mlx::{Array, Dtype, Result, concatenate, where_};
@@ -79,7 +79,7 @@ pub fn delta_scan(s: &DeltaScan, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<
         unreachable!("the shape rule checked five inputs")
     };
     let (bsz, t, heads, dk) = (q.dim(0), q.dim(1), q.dim(2), q.dim(3));
-    if !ctx.decoding() && fused_matrix_scan_fits(dk) && fused_kernels_enabled() {
+    if !ctx.decoding() && fused_matrix_scan_fits(dk) && fused::enabled(Fused::Delta) {
         return fused_delta_scan(q, k, v, beta, log_a)?.astype(v.dtype()?);
     }
     let h0 = initial_state(ctx, [bsz, heads, dk, v.dim(3)])?;

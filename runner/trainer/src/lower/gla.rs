@@ -20,7 +20,8 @@
 //! same function with the same decay floor; the chunkwise form stays for decoding and other backends.
 
 use super::delta::{chunked, initial_state, masks, swap_last};
-use super::recurrent::{SCAN_LOG_BUDGET, fused_kernels_enabled, linear_recurrence};
+use super::fused::{self, Fused};
+use super::recurrent::{SCAN_LOG_BUDGET, linear_recurrence};
 use super::{Ctx, State};
 use mixsweep_mlx::kernels::{fused_gla_scan, fused_matrix_scan_fits};
 use mixsweep_mlx::{Array, Dtype, Result, concatenate, where_};
@@ -34,7 +35,7 @@ pub fn gla_scan(s: &GlaScan, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<Arra
     };
     let (bsz, t, heads, dk) = (q.dim(0), q.dim(1), q.dim(2), q.dim(3));
     let l = s.chunk.clamp(1, t.max(1));
-    if !ctx.decoding() && fused_matrix_scan_fits(dk) && fused_kernels_enabled() {
+    if !ctx.decoding() && fused_matrix_scan_fits(dk) && fused::enabled(Fused::Gla) {
         return fused_gla_scan(q, k, v, g, l)?.astype(v.dtype()?);
     }
     let h0 = initial_state(ctx, [bsz, heads, dk, v.dim(3)])?;

@@ -16,7 +16,8 @@
 //! rotated `B̃, C̃ [B, T, I, N]` materialised, the state by [`linear_recurrence`]. When decoding it
 //! continues from the saved phase, state and last `v`, and saves them again. Float32.
 
-use super::recurrent::{fused_kernels_enabled, linear_recurrence};
+use super::fused::{self, Fused};
+use super::recurrent::linear_recurrence;
 use super::{Ctx, State};
 use mixsweep_mlx::kernels::{fused_mamba3_fits, fused_mamba3_scan};
 use mixsweep_mlx::{Array, Dtype, Result, concatenate};
@@ -54,7 +55,7 @@ pub fn mamba3_scan(s: &Mamba3Scan, inputs: &[Array], ctx: &mut Ctx<'_>) -> Resul
     };
     let (t, pairs) = (u.dim(1), theta.dim(3));
     let l = s.chunk.clamp(1, t.max(1));
-    if !ctx.decoding() && fused_mamba3_fits(2 * pairs) && fused_kernels_enabled() {
+    if !ctx.decoding() && fused_mamba3_fits(2 * pairs) && fused::enabled(Fused::Mamba3) {
         let a = a_log.astype(Dtype::F32)?.exp()?.neg()?;
         let y = fused_mamba3_scan(u, delta, lambda, theta, b, c, &a, l)?;
         return y.astype(u.dtype()?);

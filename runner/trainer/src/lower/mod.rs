@@ -13,6 +13,7 @@ mod attention;
 mod delta;
 mod elementwise;
 mod embedding;
+pub mod fused;
 mod gla;
 #[cfg(test)]
 mod gradcheck;

@@ -10,6 +10,7 @@
 //! full forward. In training on CUDA the same recurrences run as fused kernels instead (no initial
 //! state): Mamba's selective scan, and every diagonal recurrence through [`fused_recurrence`].
 
+use super::fused::{self, Fused};
 use super::{Ctx, State};
 use mixsweep_mlx::{Array, Dtype, Result, where_};
 use mixsweep_model::ops::{DecayScan, GatedScan, MatrixScan, ScanTv, SelectiveScan};
@@ -130,7 +131,7 @@ fn saved(ctx: &Ctx<'_>) -> Option<Array> {
 /// Runs [`linear_recurrence`] from the saved state and saves the new one (when decoding); in
 /// training on CUDA, the fused kernel (the same function, decay floor included).
 fn recur(log_a: &Array, u: &Array, chunk: usize, ctx: &mut Ctx<'_>) -> Result<Array> {
-    if !ctx.decoding() && fused_kernels_enabled() {
+    if !ctx.decoding() && fused::enabled(Fused::Linear) {
         return fused_recurrence(log_a, u, chunk);
     }
     let h0 = saved(ctx);
@@ -245,18 +246,10 @@ pub fn conv(inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<Array> {
     conv_valid(&full, w, bias, t)
 }
 
-/// Whether recurrences with a fused CUDA kernel (forward and backward) run it instead of their
-/// chunked form: on the CUDA backend, unless `MIXSWEEP_SCAN=chunked` forces the chunked forms (for
-/// benchmarks and comparisons).
-pub fn fused_kernels_enabled() -> bool {
-    std::env::var("MIXSWEEP_SCAN").as_deref() != Ok("chunked")
-        && mixsweep_mlx::kernels::fused_scan_available()
-}
-
-/// Whether the selective scan runs as one fused CUDA kernel: [`fused_kernels_enabled`] and the state
-/// size divides 32.
+/// Whether the selective scan runs as one fused CUDA kernel: [`fused::enabled`] and the state size
+/// divides 32.
 pub fn use_fused_scan(state: usize) -> bool {
-    state > 0 && state <= 32 && 32 % state == 0 && fused_kernels_enabled()
+    state > 0 && state <= 32 && 32 % state == 0 && fused::enabled(Fused::Selective)
 }
 
 /// Mamba's selective scan `y_t = C_t h_t + D x_t` with `h_t = exp(max(dt_t A, floor)) h_{t-1} + dt_t x_t B_t`
