@@ -3,11 +3,11 @@
 //! Ctrl-C and the sweep's `timeout` send it one SIGINT (it stops after its current step and writes its
 //! resume point); it is killed 30 s later if it has not exited.
 
+use super::stopping::{Signal, StopClock};
 use super::{AttemptCtx, AttemptEnd, new_metrics};
 use anyhow::{Context, Result};
 use std::ffi::OsString;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn signal(child: &tokio::process::Child, sig: i32) {
     if let Some(pid) = child.id() {
@@ -88,11 +88,9 @@ pub async fn attempt(ctx: &AttemptCtx<'_>) -> Result<AttemptEnd> {
     if let Some(pid) = child.id() {
         std::fs::write(work.join("runner.pid"), pid.to_string())?;
     }
-    let started = Instant::now();
     let metrics = work.join("out/metrics.jsonl");
     let mut offset = 0usize;
-    let (mut interrupted, mut timed_out) = (false, false);
-    let mut signalled_at: Option<Instant> = None;
+    let mut clock = StopClock::new(ctx);
     loop {
         let status = child.try_wait()?;
         for m in new_metrics(&metrics, &mut offset) {
@@ -103,23 +101,15 @@ pub async fn attempt(ctx: &AttemptCtx<'_>) -> Result<AttemptEnd> {
             let _ = std::fs::remove_file(work.join("runner.pid"));
             return Ok(AttemptEnd {
                 code: status.code(),
-                interrupted,
-                timed_out,
+                interrupted: clock.interrupted,
+                timed_out: clock.timed_out,
                 ..Default::default()
             });
         }
-        if !interrupted && ctx.stop.load(Ordering::SeqCst) {
-            interrupted = true;
-        }
-        if !interrupted && ctx.timeout.is_some_and(|d| started.elapsed() > d) {
-            (timed_out, interrupted) = (true, true);
-        }
-        if interrupted && signalled_at.is_none() {
-            signal(&child, libc::SIGINT);
-            signalled_at = Some(Instant::now());
-        }
-        if signalled_at.is_some_and(|s| s.elapsed() > Duration::from_secs(30)) {
-            child.start_kill()?;
+        match clock.due() {
+            Some(Signal::Interrupt) => signal(&child, libc::SIGINT),
+            Some(Signal::Kill) => child.start_kill()?,
+            None => {}
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -10,6 +10,7 @@ pub mod docker;
 pub mod kubernetes;
 pub mod local;
 pub mod slurm;
+pub mod stopping;
 pub mod worker;
 
 use anyhow::Result;

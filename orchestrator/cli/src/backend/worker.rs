@@ -9,12 +9,13 @@
 //! default for trials on a GPU; `workers: false` in the sweep file or `MIXSWEEP_WORKERS=0` turns it
 //! off, `MIXSWEEP_WORKERS=1` (or `workers: true`) turns it on for CPU runs too.
 
+use super::stopping::{Signal, StopClock};
 use super::{AttemptCtx, AttemptEnd, new_metrics};
 use anyhow::{Context, Result};
 use mixsweep_artifacts::worker::Answer;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
@@ -169,25 +170,15 @@ impl Pool {
 async fn follow(ctx: &AttemptCtx<'_>, w: &mut Worker) -> Result<(AttemptEnd, bool)> {
     let metrics = ctx.work.join("out/metrics.jsonl");
     let mut offset = 0usize;
-    let started = Instant::now();
-    let (mut interrupted, mut timed_out) = (false, false);
-    let mut signalled_at: Option<Instant> = None;
+    let mut clock = StopClock::new(ctx);
     loop {
         for m in new_metrics(&metrics, &mut offset) {
             (ctx.on_metrics)(&m);
         }
-        if !interrupted && ctx.stop.load(Ordering::SeqCst) {
-            interrupted = true;
-        }
-        if !interrupted && ctx.timeout.is_some_and(|d| started.elapsed() > d) {
-            (timed_out, interrupted) = (true, true);
-        }
-        if interrupted && signalled_at.is_none() {
-            crate::process::signal_group(w.pid, libc::SIGINT);
-            signalled_at = Some(Instant::now());
-        }
-        if signalled_at.is_some_and(|s| s.elapsed() > Duration::from_secs(30)) {
-            w.child.start_kill()?;
+        match clock.due() {
+            Some(Signal::Interrupt) => crate::process::signal_group(w.pid, libc::SIGINT),
+            Some(Signal::Kill) => w.child.start_kill()?,
+            None => {}
         }
         let answer = tokio::select! {
             line = w.answers.next_line() => Some(line),
@@ -199,8 +190,8 @@ async fn follow(ctx: &AttemptCtx<'_>, w: &mut Worker) -> Result<(AttemptEnd, boo
         }
         let end = |code: Option<i32>| AttemptEnd {
             code,
-            interrupted,
-            timed_out,
+            interrupted: clock.interrupted,
+            timed_out: clock.timed_out,
             ..Default::default()
         };
         return Ok(match line {

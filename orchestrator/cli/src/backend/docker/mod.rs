@@ -327,7 +327,7 @@ impl DockerBackend {
         .await;
         logs.finish();
         let end = self
-            .ended(&name, stopper.interrupted, stopper.timed_out)
+            .ended(&name, stopper.interrupted(), stopper.timed_out())
             .await;
         self.dispose(&name, &end, ctx.log).await;
         end

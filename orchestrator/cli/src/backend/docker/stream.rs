@@ -5,14 +5,14 @@
 use super::DockerBackend;
 use crate::backend::AttemptCtx;
 use crate::backend::AttemptEnd;
+use crate::backend::stopping::{Signal, StopClock};
 use bollard::container::LogOutput;
 use futures::{Stream, StreamExt};
 use mixsweep_artifacts::worker;
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A trial's log files, written line by line as the engine delivers output.
 pub struct TrialLogs {
@@ -132,45 +132,34 @@ pub async fn pump(
     }
 }
 
-/// Turns Ctrl-C and the sweep's timeout into SIGINT to a container (the runner stops after its
-/// current step and stores a resume point), and SIGKILL 30 s later.
+/// The shared stopping policy ([`StopClock`]) for a container: SIGINT, then SIGKILL.
 pub struct Stopper<'a> {
-    stop: &'a AtomicBool,
-    timeout: Option<Duration>,
-    started: Instant,
-    signalled: Option<Instant>,
-    pub interrupted: bool,
-    pub timed_out: bool,
+    clock: StopClock<'a>,
 }
 
 impl<'a> Stopper<'a> {
     pub fn new(ctx: &AttemptCtx<'a>) -> Stopper<'a> {
         Stopper {
-            stop: ctx.stop,
-            timeout: ctx.timeout,
-            started: Instant::now(),
-            signalled: None,
-            interrupted: false,
-            timed_out: false,
+            clock: StopClock::new(ctx),
         }
+    }
+
+    /// Ctrl-C or the timeout asked the container to stop.
+    pub fn interrupted(&self) -> bool {
+        self.clock.interrupted
+    }
+
+    /// The timeout did.
+    pub fn timed_out(&self) -> bool {
+        self.clock.timed_out
     }
 
     /// Called on every tick while the container runs.
     pub async fn check(&mut self, backend: &DockerBackend, name: &str) {
-        let stop_now = self.stop.load(Ordering::SeqCst);
-        let late = self.timeout.is_some_and(|d| self.started.elapsed() > d);
-        if !self.interrupted && (stop_now || late) {
-            self.interrupted = true;
-            self.timed_out = !stop_now;
-            self.signalled = Some(Instant::now());
-            backend.signal(name, "SIGINT").await;
-        }
-        if self
-            .signalled
-            .is_some_and(|s| s.elapsed() > Duration::from_secs(30))
-        {
-            backend.signal(name, "SIGKILL").await;
-            self.signalled = None;
+        match self.clock.due() {
+            Some(Signal::Interrupt) => backend.signal(name, "SIGINT").await,
+            Some(Signal::Kill) => backend.signal(name, "SIGKILL").await,
+            None => {}
         }
     }
 }

@@ -180,7 +180,7 @@ impl Workers {
         )
         .await;
         logs.finish();
-        let (interrupted, timed_out) = (stopper.interrupted, stopper.timed_out);
+        let (interrupted, timed_out) = (stopper.interrupted(), stopper.timed_out());
         match logs.answer {
             Some(code) => {
                 let end = AttemptEnd {
