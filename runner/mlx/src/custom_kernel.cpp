@@ -101,10 +101,13 @@ struct Nvrtc {
       throw std::runtime_error("NVRTC could not compile " + entry + ": " + text);
     }
     size_t n = 0;
-    cubin_size(prog, &n);
-    out.resize(n);
-    cubin(prog, out.data());
+    bool got = cubin_size(prog, &n) == 0 && n > 0;
+    if (got) {
+      out.resize(n);
+      got = cubin(prog, out.data()) == 0;
+    }
     destroy(&prog);
+    if (!got) throw std::runtime_error("NVRTC compiled " + entry + " but gave no CUBIN");
     return out;
   }
 };
@@ -155,9 +158,14 @@ const std::string& binary(const std::string& source, const std::string& entry) {
   }
   if (bin.empty()) {
     bin = nvrtc.build(source, entry, arch);
-    // as MLX's units: the kernel list first, the binary (what readers look for) last
-    write_atomically(fs::path(ptx).replace_extension(".txt"), entry + "\t" + entry + "\n");
-    write_atomically(ptx, bin);
+    // as MLX's units: the kernel list first, the binary (what readers look for) last. A cache that
+    // cannot be written costs the next process a compile, not this one its binary.
+    try {
+      write_atomically(fs::path(ptx).replace_extension(".txt"), entry + "\t" + entry + "\n");
+      write_atomically(ptx, bin);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "warning: kernel cache not written (%s)\n", e.what());
+    }
   }
   return loaded.emplace(key.str(), std::move(bin)).first->second;
 }
