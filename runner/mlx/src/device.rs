@@ -51,3 +51,10 @@ pub fn select(requested: Option<Device>) -> Result<Device> {
     set_default(device)?;
     Ok(device)
 }
+
+/// Blocks `signals` on the worker thread of MLX's CPU stream, which MLX starts while the library
+/// loads: a process that takes its stop signals with `sigwait` must block them in every thread
+/// (threads started later inherit the mask of the thread that starts them).
+pub fn block_signals_on_cpu_stream(signals: &[i32]) -> Result<()> {
+    check(unsafe { ffi::msx_block_signals_on_cpu_stream(signals.as_ptr(), signals.len()) })
+}

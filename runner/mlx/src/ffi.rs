@@ -31,6 +31,7 @@ unsafe extern "C" {
     pub fn msx_gpu_available(out: *mut c_int) -> c_int;
     pub fn msx_set_default_device(gpu: c_int) -> c_int;
     pub fn msx_default_device(gpu: *mut c_int) -> c_int;
+    pub fn msx_block_signals_on_cpu_stream(signals: *const c_int, n: usize) -> c_int;
 
     pub fn msx_memory_stats(active: *mut usize, peak: *mut usize, cache: *mut usize) -> c_int;
     pub fn msx_reset_peak_memory() -> c_int;

@@ -7,10 +7,12 @@
 // `msx_array_free`. Vectors of arrays (`msx_vec`) carry the inputs and outputs
 // of Rust callbacks used by `value_and_grad` and `compile`.
 
+#include <csignal>
 #include <cstdint>
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -27,6 +29,7 @@
 #include "mlx/memory.h"
 #include "mlx/ops.h"
 #include "mlx/random.h"
+#include "mlx/scheduler.h"
 #include "mlx/transforms.h"
 #include "mlx/version.h"
 
@@ -114,6 +117,21 @@ int msx_set_default_device(int gpu) {
 int msx_default_device(int* gpu) {
   MSX_TRY
   *gpu = mx::default_device().type == mx::Device::gpu ? 1 : 0;
+  MSX_CATCH
+}
+
+// Blocks `signals` on the CPU stream's worker thread, which MLX starts while the library loads (before
+// main can block anything), and waits for it. Threads started later inherit their creator's mask.
+int msx_block_signals_on_cpu_stream(const int* signals, size_t n) {
+  MSX_TRY
+  sigset_t set;
+  sigemptyset(&set);
+  for (size_t i = 0; i < n; ++i) sigaddset(&set, signals[i]);
+  std::promise<int> done;
+  auto rc = done.get_future();
+  mx::scheduler::enqueue(mx::default_stream(mx::Device(mx::Device::cpu)),
+                         [&] { done.set_value(pthread_sigmask(SIG_BLOCK, &set, nullptr)); });
+  if (rc.get() != 0) throw std::runtime_error("pthread_sigmask failed on MLX's CPU stream thread");
   MSX_CATCH
 }
 

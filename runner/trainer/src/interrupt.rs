@@ -16,17 +16,62 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// The environment variable naming the parent-watch pipe's file descriptor.
 pub const PARENT_FD_ENV: &str = "MIXSWEEP_PARENT_FD";
 
-/// Installs the signal handler and the parent watch for `stop`.
+/// The signals that ask a run to stop.
+#[cfg(unix)]
+const STOP_SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// The first request sets the flag; a second ends the process at once.
+fn request_stop(stop: &AtomicBool) {
+    if stop.swap(true, Ordering::SeqCst) {
+        std::process::exit(130);
+    }
+    eprintln!("interrupt: stopping after the current step (press again to abort)");
+}
+
+/// Installs the stop-signal handling and the parent watch for `stop`. Must run before any thread
+/// of ours exists.
+///
+/// A terminal's Ctrl-C (and an orchestrator's SIGINT) reaches the whole process group, including the
+/// C++ compiler MLX runs for a CPU kernel; one killed mid-write failed the step and left a
+/// half-written library behind. So the stop signals are *ignored* (a disposition every child
+/// inherits, through `sh -c` and `g++` alike; a blocked mask would not survive dash) and *blocked*
+/// in every thread, which keeps them queued for the one thread that takes them with `sigwait`.
+/// MLX's CPU stream thread exists before main; it is blocked through MLX's scheduler.
+#[cfg(unix)]
 pub fn install(stop: Arc<AtomicBool>) {
-    let flag = stop.clone();
-    let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
+    // SAFETY: sigset_t is plain data set up by sigemptyset/sigaddset; SIG_IGN needs no handler;
+    // pthread_sigmask changes this thread's mask, and every thread started later inherits it.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in STOP_SIGNALS {
+            libc::sigaddset(&mut set, sig);
         }
-        eprintln!("interrupt: stopping after the current step (press again to abort)");
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        for sig in STOP_SIGNALS {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+        set
+    };
+    if let Err(e) = mixsweep_mlx::device::block_signals_on_cpu_stream(&STOP_SIGNALS) {
+        eprintln!("warning: {e}: a Ctrl-C may be lost while MLX's CPU thread runs");
+    }
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        loop {
+            let mut sig = 0;
+            // SAFETY: waits for one of the signals blocked above (queued although ignored: Linux
+            // and macOS never discard a blocked signal).
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                request_stop(&flag);
+            }
+        }
     });
     watch_parent(stop);
 }
+
+#[cfg(not(unix))]
+pub fn install(_stop: Arc<AtomicBool>) {}
 
 #[cfg(unix)]
 fn watch_parent(stop: Arc<AtomicBool>) {
@@ -50,6 +95,3 @@ fn watch_parent(stop: Arc<AtomicBool>) {
         }
     });
 }
-
-#[cfg(not(unix))]
-fn watch_parent(_stop: Arc<AtomicBool>) {}

@@ -20,6 +20,11 @@
 //! process could load a library the first is still writing ("file too short"). The same private-copy
 //! scheme fixes it ([`Backend::Cpu`]): the runner's `TMPDIR` points at a private folder seeded from the
 //! shared `<cache>/mlx-<version>/cpu`, and new libraries are published by rename.
+//!
+//! A library is shared only when it is whole ([`is_whole_library`]): a compiler killed mid-write (a
+//! terminal's Ctrl-C reaches MLX's `g++` child too) leaves a prefix of it in the private folder, and
+//! one such file published once made every later process on the machine fail to load it (CI,
+//! 2026-12-02). Adopting drops such files from the shared folder, so they are compiled again.
 
 use std::path::{Path, PathBuf};
 
@@ -71,13 +76,44 @@ fn complete_units(backend: Backend, dir: &Path) -> std::io::Result<Vec<Vec<PathB
                 }
             }
             Backend::Cpu => {
-                if matches!(ext, "so" | "dylib" | "dll") {
+                if matches!(ext, "so" | "dylib") {
                     units.extend(relative(path.to_path_buf()).map(|p| vec![p]));
                 }
             }
         }
     }
     Ok(units)
+}
+
+/// Whether `path` holds a whole shared library: its headers and section table parse (linkers write
+/// the section table last) and every segment's bytes lie inside the file, which is what the dynamic
+/// loader checks before it says "file too short". Reads only the headers.
+pub fn is_whole_library(path: &Path) -> bool {
+    use object::{Object, ObjectSegment};
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return false;
+    };
+    let data = object::ReadCache::new(file);
+    let Ok(library) = object::File::parse(&data) else {
+        return false;
+    };
+    library.segments().all(|s| {
+        let (offset, size) = s.file_range();
+        offset.checked_add(size).is_some_and(|end| end <= len)
+    })
+}
+
+/// Whether a unit may be shared: CUDA units are complete once listed; a CPU library must be whole.
+fn shareable(backend: Backend, unit_root: &Path, unit: &[PathBuf]) -> bool {
+    match backend {
+        Backend::Cuda => true,
+        Backend::Cpu => unit
+            .iter()
+            .all(|rel| is_whole_library(&unit_root.join(rel))),
+    }
 }
 
 fn copy_atomically(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -105,6 +141,18 @@ impl KernelCache {
         std::fs::create_dir_all(shared)?;
         std::fs::create_dir_all(private)?;
         for unit in complete_units(backend, shared)? {
+            if !shareable(backend, shared, &unit) {
+                // a broken file another process published: drop it so that it is compiled again
+                for rel in &unit {
+                    let path = shared.join(rel);
+                    eprintln!(
+                        "warning: kernel cache: {} is not a whole library; removed (it is compiled again)",
+                        path.display()
+                    );
+                    let _ = std::fs::remove_file(path);
+                }
+                continue;
+            }
             for rel in unit {
                 let (from, to) = (shared.join(&rel), private.join(&rel));
                 if let Some(parent) = to.parent() {
@@ -144,7 +192,8 @@ impl KernelCache {
         let mut published = 0;
         for unit in complete_units(self.backend, &self.private)? {
             let last = unit.last().expect("a unit has files");
-            if self.shared.join(last).is_file() {
+            // already shared, or cut short here (this process's compiler was killed)
+            if self.shared.join(last).is_file() || !shareable(self.backend, &self.private, &unit) {
                 continue;
             }
             // in order: MLX reads a unit only once its last file exists
@@ -252,23 +301,76 @@ mod tests {
         assert_eq!(cache.finish().unwrap(), 0);
     }
 
+    /// A real shared library, built the way MLX builds its CPU kernels (the system C++ compiler).
+    fn library(dir: &Path) -> Vec<u8> {
+        let src = dir.join("k.cpp");
+        std::fs::write(&src, "extern \"C\" float k(float x) { return 2.0f * x; }\n").unwrap();
+        let out = dir.join("built.so");
+        let status = std::process::Command::new("c++")
+            .args(["-shared", "-fPIC", "-O1", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .status()
+            .expect("a C++ compiler (MLX's CPU backend needs one too)");
+        assert!(status.success());
+        std::fs::read(&out).unwrap()
+    }
+
     #[test]
-    fn cpu_libraries_are_shared_only_when_complete() {
+    fn a_library_cut_short_is_not_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = library(dir.path());
+        let path = dir.path().join("libk.so");
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(is_whole_library(&path));
+        for cut in [0, 4, 64, bytes.len() / 4, bytes.len() / 2, bytes.len() - 1] {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            assert!(!is_whole_library(&path), "cut at {cut} of {}", bytes.len());
+        }
+        std::fs::write(&path, b"not a library at all").unwrap();
+        assert!(!is_whole_library(&path));
+    }
+
+    #[test]
+    fn cpu_libraries_are_shared_only_when_whole() {
         let root = tempfile::tempdir().unwrap();
+        let whole = library(root.path());
         let shared = root.path().join("shared");
         let private = root.path().join("run1");
         let cache = KernelCache::adopt_for(Backend::Cpu, &shared, &private).unwrap();
         assert!(!cache.is_warm());
-        std::fs::write(private.join("libk1.so"), b"elf").unwrap();
+        std::fs::write(private.join("libk1.so"), &whole).unwrap();
         std::fs::write(private.join("k1.cpp"), b"source").unwrap();
+        // the compiler was killed while writing this one
+        std::fs::write(private.join("libcut.so"), &whole[..whole.len() / 2]).unwrap();
         // MLX clips kernel file names near the 255-byte limit: publishing must not make them longer
         let long = format!("lib{}.so", "k".repeat(245));
-        std::fs::write(private.join(&long), b"elf").unwrap();
+        std::fs::write(private.join(&long), &whole).unwrap();
         assert_eq!(cache.finish().unwrap(), 2);
         assert_eq!(names(&shared), ["libk1.so", long.as_str()]);
         let cache =
             KernelCache::adopt_for(Backend::Cpu, &shared, &root.path().join("run2")).unwrap();
         assert!(cache.is_warm());
         assert_eq!(cache.finish().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_broken_library_in_the_shared_folder_is_dropped_and_compiled_again() {
+        // an earlier version published libraries without checking them: one cut short there made
+        // every later process fail with "file too short"
+        let root = tempfile::tempdir().unwrap();
+        let whole = library(root.path());
+        let shared = root.path().join("shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::write(shared.join("libok.so"), &whole).unwrap();
+        std::fs::write(shared.join("libcut.so"), &whole[..whole.len() - 100]).unwrap();
+        let private = root.path().join("run1");
+        let cache = KernelCache::adopt_for(Backend::Cpu, &shared, &private).unwrap();
+        assert_eq!(names(&private), ["libok.so"]);
+        assert_eq!(names(&shared), ["libok.so"]);
+        // this run compiles it again, whole, and shares it
+        std::fs::write(private.join("libcut.so"), &whole).unwrap();
+        assert_eq!(cache.finish().unwrap(), 1);
+        assert!(is_whole_library(&shared.join("libcut.so")));
     }
 }

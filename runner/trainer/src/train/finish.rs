@@ -47,15 +47,23 @@ impl Run<'_> {
         self.summary.status = match &outcome {
             Ok(()) => RunStatus::Completed,
             Err(TrainError::Diverged { .. }) => RunStatus::Diverged,
-            Err(TrainError::Interrupted) => RunStatus::Interrupted,
+            Err(TrainError::Interrupted | TrainError::InterruptedMidStep(_)) => {
+                RunStatus::Interrupted
+            }
             Err(_) => RunStatus::Failed,
         };
         if let Err(e) = &outcome {
             self.summary.error = Some(e.to_string());
         }
-        // Keep the weights of every run that got anywhere (a diverged run's are not finite: skip them).
-        if !matches!(outcome, Err(TrainError::Diverged { .. })) && self.summary.steps_completed > 0
-        {
+        // Keep the weights of every run that got anywhere. Not those of a diverged run (not finite)
+        // nor of one whose step failed (a failed computation, not the weights of any step).
+        let weights_kept = !matches!(
+            outcome,
+            Err(TrainError::Diverged { .. }
+                | TrainError::Mlx(_)
+                | TrainError::InterruptedMidStep(_))
+        );
+        if weights_kept && self.summary.steps_completed > 0 {
             self.export()?;
             if let Some(scheme) = self.opts.quantize {
                 self.export_quantized(&scheme)?;

@@ -47,6 +47,11 @@ pub enum TrainError {
     Diverged { message: String },
     #[error("interrupted")]
     Interrupted,
+    /// A step failed after a stop was asked for: a terminal's Ctrl-C also reaches the C++ compiler
+    /// MLX runs for CPU kernels, so the step dies with it. Its weights are a failed computation;
+    /// the run keeps its last checkpoint's resume point.
+    #[error("interrupted while a step ran ({0}); the last checkpoint's resume point is kept")]
+    InterruptedMidStep(mixsweep_mlx::Error),
     #[error("{0}")]
     Io(String),
 }
@@ -56,7 +61,7 @@ impl TrainError {
         match self {
             TrainError::Data(data::DataError::Remote { .. }) => 1,
             TrainError::Config(_) | TrainError::Data(_) | TrainError::Checkpoint(_) => 2,
-            TrainError::Interrupted => 130,
+            TrainError::Interrupted | TrainError::InterruptedMidStep(_) => 130,
             _ => 1,
         }
     }
@@ -128,7 +133,13 @@ pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
     let inputs = inputs::Inputs::load(opts, &cfg)?;
     startup.mark("data_open");
     let mut run = run::Run::start(opts, cfg, inputs, started, startup)?;
-    let outcome = run.train_loop();
+    let outcome = match run.train_loop() {
+        // a step that failed after a stop was asked for failed of the stop (see the variant)
+        Err(TrainError::Mlx(e)) if opts.stop.load(std::sync::atomic::Ordering::SeqCst) => {
+            Err(TrainError::InterruptedMidStep(e))
+        }
+        other => other,
+    };
     run.finish(outcome)
 }
 
