@@ -33,9 +33,10 @@ fn request_stop(stop: &AtomicBool) {
 ///
 /// A terminal's Ctrl-C (and an orchestrator's SIGINT) reaches the whole process group, including the
 /// C++ compiler MLX runs for a CPU kernel; one killed mid-write failed the step and left a
-/// half-written library behind. So the stop signals are *ignored* (a disposition every child
-/// inherits, through `sh -c` and `g++` alike; a blocked mask would not survive dash) and *blocked*
-/// in every thread, which keeps them queued for the one thread that takes them with `sigwait`.
+/// half-written library behind. So the stop signals are *ignored* on Linux (a disposition every
+/// child inherits, through `sh -c` and `g++` alike; a blocked mask alone would not survive dash,
+/// which clears it) and *blocked* in every thread, which keeps them queued for the one thread that
+/// takes them with `sigwait`.
 /// MLX's CPU stream thread exists before main; it is blocked through MLX's scheduler.
 #[cfg(unix)]
 pub fn install(stop: Arc<AtomicBool>) {
@@ -48,8 +49,12 @@ pub fn install(stop: Arc<AtomicBool>) {
             libc::sigaddset(&mut set, sig);
         }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        for sig in STOP_SIGNALS {
-            libc::signal(sig, libc::SIG_IGN);
+        // Linux queues a blocked signal even when ignored; POSIX leaves that open (macOS may
+        // discard it), so elsewhere only the mask protects the children.
+        if cfg!(target_os = "linux") {
+            for sig in STOP_SIGNALS {
+                libc::signal(sig, libc::SIG_IGN);
+            }
         }
         set
     };
@@ -60,8 +65,7 @@ pub fn install(stop: Arc<AtomicBool>) {
     std::thread::spawn(move || {
         loop {
             let mut sig = 0;
-            // SAFETY: waits for one of the signals blocked above (queued although ignored: Linux
-            // and macOS never discard a blocked signal).
+            // SAFETY: waits for one of the signals blocked above.
             if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
                 request_stop(&flag);
             }
