@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -140,6 +141,38 @@ void write_atomically(const fs::path& path, const std::string& data) {
   fs::rename(tmp, path);
 }
 
+// Whether `bin` is a whole 64-bit ELF image (a CUBIN): its section and program header tables and
+// every section's and segment's bytes lie inside it. A cut-short file in a shared cache would
+// otherwise fail every later launch.
+bool whole_elf(const std::string& bin) {
+  if (bin.size() < 64 || bin.compare(0, 4, "\x7f" "ELF") != 0 || bin[4] != 2) return false;
+  const uint64_t size = bin.size();
+  auto read = [&](uint64_t at, auto zero) {
+    decltype(zero) v = zero;
+    if (at <= size && sizeof v <= size - at) std::memcpy(&v, bin.data() + at, sizeof v);
+    return v;
+  };
+  auto inside = [&](uint64_t offset, uint64_t length) {
+    return offset <= size && length <= size - offset;
+  };
+  // table offset, entry size and count at these header offsets; each entry's (offset, size) fields
+  struct Table { uint64_t at, entsize_at, count_at, offset_field, size_field; };
+  for (const Table t : {Table{0x28, 0x3A, 0x3C, 0x18, 0x20}, Table{0x20, 0x36, 0x38, 0x08, 0x20}}) {
+    const uint64_t table = read(t.at, uint64_t{0});
+    const uint64_t entsize = read(t.entsize_at, uint16_t{0});
+    const uint64_t count = read(t.count_at, uint16_t{0});
+    if (!inside(table, entsize * count)) return false;
+    const bool sections = t.at == 0x28;
+    for (uint64_t i = 0; i < count; ++i) {
+      const uint64_t entry = table + i * entsize;
+      if (sections && read(entry + 4, uint32_t{0}) == 8) continue;  // SHT_NOBITS: no file bytes
+      if (!inside(read(entry + t.offset_field, uint64_t{0}), read(entry + t.size_field, uint64_t{0})))
+        return false;
+    }
+  }
+  return true;
+}
+
 // The binary of `source` (entry point `entry`): from this process's memory, the cache folder, or
 // NVRTC (then saved to the folder).
 const std::string& binary(const std::string& source, const std::string& entry) {
@@ -155,6 +188,11 @@ const std::string& binary(const std::string& source, const std::string& entry) {
   std::string bin;
   if (std::ifstream f(ptx, std::ios::binary); f.good()) {
     bin.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+  }
+  if (!bin.empty() && !whole_elf(bin)) {
+    std::fprintf(stderr, "warning: %s is not a whole kernel binary; compiling it again\n",
+                 ptx.c_str());
+    bin.clear();
   }
   if (bin.empty()) {
     bin = nvrtc.build(source, entry, arch);
@@ -223,5 +261,10 @@ extern "C" {
 // 1 when custom kernels launch from this machine's compiled binaries (not MLX's per-process JIT):
 // NVRTC and the driver were found, no compile has failed, and MIXSWEEP_KERNEL_JIT is not "mlx".
 int msx_kernels_precompiled() { return mixsweep_kernels::use_precompiled() ? 1 : 0; }
+
+// 1 when the `len` bytes at `data` are a whole ELF image (the check a cached CUBIN passes).
+int msx_is_whole_elf(const char* data, size_t len) {
+  return mixsweep_kernels::whole_elf(std::string(data, len)) ? 1 : 0;
+}
 
 }  // extern "C"

@@ -14,6 +14,13 @@ pub fn kernels_precompiled() -> bool {
     unsafe { ffi::msx_kernels_precompiled() == 1 }
 }
 
+/// Whether `bytes` is a whole 64-bit ELF image: its header, section and program header tables and
+/// every section's and segment's bytes lie inside it. The check a cached CUBIN passes before it is
+/// launched (a cut-short file is compiled again instead).
+pub fn is_whole_elf(bytes: &[u8]) -> bool {
+    unsafe { ffi::msx_is_whole_elf(bytes.as_ptr().cast(), bytes.len()) == 1 }
+}
+
 /// Whether [`fused_selective_scan`] can run: MLX's CUDA backend is present and the default
 /// device is the GPU. False on CPU and on Metal (no Metal version yet).
 pub fn fused_scan_available() -> bool {
@@ -148,4 +155,29 @@ pub fn fused_mamba3_scan(
             out,
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// A CUBIN is an ELF image; a real one from the system compiler stands in for it (no GPU here).
+    #[test]
+    fn a_kernel_binary_cut_short_is_not_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("k.cpp");
+        std::fs::write(&src, "extern \"C\" int k(int x) { return x + 1; }\n").unwrap();
+        let out = dir.path().join("k.so");
+        let ok = std::process::Command::new("c++")
+            .args(["-shared", "-fPIC", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .status()
+            .expect("a C++ compiler");
+        assert!(ok.success());
+        let bytes = std::fs::read(&out).unwrap();
+        assert!(super::is_whole_elf(&bytes));
+        for cut in [0, 3, 63, bytes.len() / 2, bytes.len() - 1] {
+            assert!(!super::is_whole_elf(&bytes[..cut]), "cut at {cut}");
+        }
+        assert!(!super::is_whole_elf(b"// PTX text, not a binary"));
+    }
 }
