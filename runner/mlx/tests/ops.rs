@@ -404,6 +404,79 @@ fn random_is_keyed_and_deterministic() {
     );
 }
 
+/// murmur3's 32-bit finaliser, the reference for `hashed_bernoulli`.
+fn fmix32(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+fn mask(a: &Array) -> Vec<bool> {
+    let v = a.astype(Dtype::F32).unwrap().to_vec_f32().unwrap();
+    v.into_iter().map(|x| x == 1.0).collect()
+}
+
+#[test]
+fn hashed_bernoulli_is_murmur3_of_position_and_key_eager_and_compiled() {
+    let (k0, k1) = (0x1234_5678_u32, 0x9abc_def0_u32);
+    let key = Array::from_u32(&[k0, k1], &[2]).unwrap();
+    let shape = [3_usize, 5, 7, 11];
+    let threshold = (0.8_f64 * 4_294_967_296.0).round() as u64;
+    let want: Vec<bool> = (0..shape.iter().product::<usize>() as u32)
+        .map(|i| u64::from(fmix32(fmix32(i ^ k0) ^ k1)) < threshold)
+        .collect();
+    let eager = random::hashed_bernoulli(0.8, &shape, &key).unwrap();
+    assert_eq!(eager.shape(), shape.to_vec());
+    assert_eq!(mask(&eager), want);
+    let mut f = Compiled::new(
+        move |ins| Ok(vec![random::hashed_bernoulli(0.8, &shape, &ins[0])?]),
+        false,
+    )
+    .unwrap();
+    assert_eq!(mask(&f.call(&[key]).unwrap()[0]), want, "compiled");
+    assert!(
+        mask(&random::hashed_bernoulli(1.0, &[4, 4], &random::key(1).unwrap()).unwrap())
+            .iter()
+            .all(|&b| b)
+    );
+    assert!(
+        mask(&random::hashed_bernoulli(0.0, &[4, 4], &random::key(1).unwrap()).unwrap())
+            .iter()
+            .all(|&b| !b)
+    );
+}
+
+#[test]
+fn hashed_bernoulli_has_its_rate_and_no_structure() {
+    let (n, m) = (256_usize, 512_usize);
+    let a = mask(&random::hashed_bernoulli(0.3, &[n, m], &random::key(7).unwrap()).unwrap());
+    let b = mask(&random::hashed_bernoulli(0.3, &[n, m], &random::key(8).unwrap()).unwrap());
+    let rate = |v: &[bool]| v.iter().filter(|&&x| x).count() as f64 / v.len() as f64;
+    // 131072 draws: the rate's standard error is 0.0013
+    assert!((rate(&a) - 0.3).abs() < 0.006, "rate {}", rate(&a));
+    // neighbours along either axis, and the masks of two keys, agree as often as independent draws do
+    let agree = |pairs: &mut dyn Iterator<Item = (bool, bool)>| {
+        let v: Vec<bool> = pairs.map(|(x, y)| x == y).collect();
+        rate(&v)
+    };
+    let independent = 0.3 * 0.3 + 0.7 * 0.7;
+    let along_row = agree(&mut (0..n * m - 1).map(|i| (a[i], a[i + 1])));
+    let along_column = agree(&mut (0..(n - 1) * m).map(|i| (a[i], a[i + m])));
+    let across_keys = agree(&mut a.iter().copied().zip(b.iter().copied()));
+    for (what, got) in [
+        ("row", along_row),
+        ("column", along_column),
+        ("keys", across_keys),
+    ] {
+        assert!(
+            (got - independent).abs() < 0.01,
+            "{what}: agreement {got}, want {independent}"
+        );
+    }
+}
+
 #[test]
 fn mlx_exceptions_become_errors() {
     let a = arr(&[1.0, 2.0, 3.0], &[3]);
