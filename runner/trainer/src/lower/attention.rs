@@ -89,15 +89,15 @@ pub fn attention(a: &Attention, inputs: &[Array], ctx: &mut Ctx<'_>) -> Result<A
     }
 }
 
-/// `dropout(softmax(q·kᵀ·scale − slope_h·(i − j) + mask)) · v` as matmuls (scores in the compute
-/// dtype, softmax in float32; positions as in [`mask`]). Under a segment mask a query that sees no key
-/// gets zeros, not a uniform average over keys it must not see.
 /// `MIXSWEEP_ATTENTION=unfused` writes every attention out (for start-up and speed comparisons).
 fn unfused() -> bool {
     static UNFUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *UNFUSED.get_or_init(|| std::env::var("MIXSWEEP_ATTENTION").is_ok_and(|v| v == "unfused"))
 }
 
+/// `dropout(softmax(q·kᵀ·scale − slope_h·(i − j) + mask)) · v` as matmuls (scores in the compute
+/// dtype, float32 for float16 and slopes; softmax in float32; positions as in [`mask`]). Under a
+/// segment mask a query that sees no key gets zeros, not a uniform average over keys it must not see.
 fn written_out(
     a: &Attention,
     q: &Array,
@@ -109,10 +109,18 @@ fn written_out(
     let (t, s) = (q.dim(2), k.dim(2));
     let groups = q.dim(1) / k.dim(1);
     let (k, v) = (repeat_heads(k, groups)?, repeat_heads(v, groups)?);
+    // scores stay in bfloat16 (the matmul's precision; softmax computes in float32 and rounds once,
+    // as float32 scores rounded afterwards did), but not in float16 (its range ends at 65504) nor
+    // under distance slopes (a penalty of hundreds would lose its units digit)
+    let scores_dtype = match q.dtype()? {
+        Dtype::F16 => Dtype::F32,
+        _ if slopes.is_some() => Dtype::F32,
+        dt => dt,
+    };
     let mut scores = q
         .matmul(&k.transpose(&[0, 1, 3, 2])?)?
         .mul_scalar(a.scale)?
-        .astype(Dtype::F32)?;
+        .astype(scores_dtype)?;
     if let Some(slopes) = slopes {
         let qpos =
             Array::arange((s - t) as f64, s as f64, 1.0, Dtype::F32)?.reshape(&[t as i32, 1])?;
@@ -122,18 +130,18 @@ fn written_out(
             .astype(Dtype::F32)?
             .reshape(&[-1, 1, 1])?
             .mul(&distance)?; // [H, T, S]
-        scores = scores.sub(&penalty)?;
+        scores = scores.sub(&penalty.astype(scores_dtype)?)?;
     }
     let keep = mask(a.mask, t, s)?;
     if let Some(keep) = &keep {
-        scores = where_(keep, &scores, &Array::scalar(-1e9, Dtype::F32)?)?;
+        scores = where_(keep, &scores, &Array::scalar(-1e9, scores_dtype)?)?;
     }
     let mut p = scores.softmax(-1, true)?;
     if let (Some(keep), false) = (&keep, a.mask.caches()) {
         let sees_any = keep
-            .astype(Dtype::F32)?
+            .astype(scores_dtype)?
             .sum(&[-1], true)?
-            .minimum(&Array::scalar(1.0, Dtype::F32)?)?;
+            .minimum(&Array::scalar(1.0, scores_dtype)?)?;
         p = p.mul(&sees_any)?;
     }
     let p = p.astype(q.dtype()?)?;
@@ -177,5 +185,40 @@ mod tests {
         let keep = mask(AttentionMask::Window(2), 1, 5).unwrap().unwrap();
         let v: Vec<f32> = keep.astype(Dtype::F32).unwrap().to_vec_f32().unwrap();
         assert_eq!(v, vec![0., 0., 0., 1., 1.]);
+    }
+
+    /// The written-out form in each compute dtype against the fused kernel in float32 (grouped heads).
+    #[test]
+    fn written_out_attention_matches_the_fused_kernel_in_every_dtype() {
+        use mixsweep_mlx::random;
+        let keys = random::split(&random::key(5).unwrap(), 3).unwrap();
+        let draw = |i: usize, heads: usize| {
+            let key = keys.slice_axis(0, i, i + 1).unwrap().reshape(&[2]).unwrap();
+            random::normal(&[2, heads, 24, 16], Dtype::F32, &key).unwrap()
+        };
+        let (q, k, v) = (draw(0, 4), draw(1, 2), draw(2, 2));
+        let a = Attention {
+            scale: 0.25,
+            mask: AttentionMask::Causal,
+            dropout: 0.0,
+            ordinal: 0,
+        };
+        let (kr, vr) = (repeat_heads(&k, 2).unwrap(), repeat_heads(&v, 2).unwrap());
+        let want = q
+            .scaled_dot_product_attention(&kr, &vr, 0.25, true)
+            .unwrap();
+        let want = want.to_vec_f32().unwrap();
+        for (dt, tol) in [(Dtype::F32, 1e-5), (Dtype::Bf16, 3e-2), (Dtype::F16, 4e-3)] {
+            let cast = |x: &Array| x.astype(dt).unwrap();
+            let got = written_out(&a, &cast(&q), &cast(&k), &cast(&v), None, None).unwrap();
+            assert_eq!(got.dtype().unwrap(), dt);
+            let got = got.astype(Dtype::F32).unwrap().to_vec_f32().unwrap();
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (g - w).abs())
+                .fold(0.0_f32, f32::max);
+            assert!(worst < tol, "{dt:?}: largest difference {worst}");
+        }
     }
 }
