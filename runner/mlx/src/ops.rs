@@ -145,10 +145,6 @@ impl Array {
     pub fn bitwise_xor(&self, other: &Array) -> Result<Array> {
         self.binary(other, Binary::BitwiseXor)
     }
-    /// Logical right shift of unsigned integers (`self >> other`), arithmetic for signed ones.
-    pub fn right_shift(&self, other: &Array) -> Result<Array> {
-        self.binary(other, Binary::RightShift)
-    }
     /// The remainder of integer or float division (the sign of the divisor, as NumPy's `%`).
     pub fn remainder(&self, other: &Array) -> Result<Array> {
         self.binary(other, Binary::Remainder)

@@ -3,26 +3,13 @@
 use mixsweep_mlx::{Array, Dtype, Result, random, where_};
 use mixsweep_model::ops::LoadBalance;
 
-/// Inverted dropout: keeps each element with probability `1 - rate` and scales it by the inverse of
-/// that probability. The mask is [`random::hashed_bernoulli`]'s (a hash of the position and the op's
-/// key, fused into the step by `compile`), which made nanoGPT's attention dropout cheap;
-/// `MIXSWEEP_DROPOUT_RNG=threefry` draws it from MLX's threefry bits instead (the earlier masks).
+/// Inverted dropout: keeps each element with probability `1 - rate` and scales it by `1 / (1 - rate)`.
+/// The mask comes from MLX's threefry bits; a counter-based hash of position and key, fused into the
+/// step by `compile`, was measured 5% slower on an H200 (BENCHMARKS.md, nanoGPT's attention dropout).
 pub fn dropout(x: &Array, rate: f32, key: &Array) -> Result<Array> {
-    let keep_p = 1.0 - rate;
-    let (keep, kept) = if threefry() {
-        let keep = random::bernoulli(keep_p, &x.shape(), key)?;
-        (keep, f64::from(keep_p))
-    } else {
-        let keep = random::hashed_bernoulli(keep_p, &x.shape(), key)?;
-        (keep, random::hashed_bernoulli_rate(keep_p))
-    };
-    let scaled = x.mul_scalar((1.0 / kept) as f32)?;
+    let keep = random::bernoulli(1.0 - rate, &x.shape(), key)?;
+    let scaled = x.mul_scalar(1.0 / (1.0 - rate))?;
     where_(&keep, &scaled, &Array::scalar(0.0, x.dtype()?)?)
-}
-
-fn threefry() -> bool {
-    static THREEFRY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *THREEFRY.get_or_init(|| std::env::var("MIXSWEEP_DROPOUT_RNG").is_ok_and(|v| v == "threefry"))
 }
 
 /// Mean cross-entropy in float32 of `logits [..., V]` against integer `targets [...]`.
