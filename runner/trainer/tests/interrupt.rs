@@ -16,6 +16,25 @@ fn interrupt_group(pgid: u32) {
     assert_eq!(unsafe { libc::kill(-(pgid as i32), libc::SIGINT) }, 0);
 }
 
+/// `train` on CPU for far more steps than a test waits for.
+fn long_cpu_run(cfg: &Path, out: &Path) -> std::process::Command {
+    let mut c = runner();
+    c.args([
+        "train",
+        "--device",
+        "cpu",
+        "--steps",
+        "100000",
+        "--train",
+        &train_glob(),
+    ])
+    .arg("--config")
+    .arg(cfg)
+    .arg("--out")
+    .arg(out);
+    c
+}
+
 #[test]
 fn interrupt_keeps_weights_and_summary() {
     let dir = tempfile::tempdir().unwrap();
@@ -23,20 +42,7 @@ fn interrupt_keeps_weights_and_summary() {
         v["training"]["log_every"] = 1.into()
     });
     let out = dir.path().join("run");
-    let mut child = runner()
-        .args([
-            "train",
-            "--device",
-            "cpu",
-            "--steps",
-            "100000",
-            "--train",
-            &train_glob(),
-        ])
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&out)
+    let mut child = long_cpu_run(&cfg, &out)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -123,20 +129,7 @@ fn ctrl_c_to_the_process_group_while_a_kernel_compiles_keeps_the_step() {
     std::fs::create_dir_all(&tmp).unwrap();
     let cfg = config_from_example("tiny.json", dir.path(), "cold", |_| {});
     let out = dir.path().join("run");
-    let mut child = runner()
-        .args([
-            "train",
-            "--device",
-            "cpu",
-            "--steps",
-            "100000",
-            "--train",
-            &train_glob(),
-        ])
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&out)
+    let mut child = long_cpu_run(&cfg, &out)
         .env("MIXSWEEP_KERNEL_CACHE", &cache)
         .env("TMPDIR", &tmp)
         .process_group(0)
