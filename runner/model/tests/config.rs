@@ -40,6 +40,30 @@ fn golden_error_messages() {
             "blocks[0].heads: heads=5 must be > 0 and divide model_dim=64",
         ),
         (
+            &format!(
+                r#"{{{BASE}, "blocks": [{{"type": "plain", "heads": 4, "kv_heads": 2, "differential_attention": true}}]}}"#
+            ),
+            "blocks[0].kv_heads: differential_attention cannot be combined with kv_heads (as in mixlab) (fix: remove kv_heads from this block, or differential_attention)",
+        ),
+        (
+            &format!(
+                r#"{{{BASE}, "blocks": [{{"type": "plain", "heads": 32, "differential_attention": true}}]}}"#
+            ),
+            "blocks[0].heads: the rotated width (head_dim = model_dim / heads, half of it with differential_attention) is 1: odd, and RoPE rotates pairs of features (fix: choose heads so that model_dim / heads is even, or set an even rope_dims)",
+        ),
+        (
+            &format!(
+                r#"{{{BASE}, "blocks": [{{"type": "plain", "heads": 4, "differential_lambda_init": 0.5}}]}}"#
+            ),
+            "blocks[0].differential_lambda_init: differential_lambda_init only applies with differential_attention (fix: add \"differential_attention\": true, or remove differential_lambda_init)",
+        ),
+        (
+            &format!(
+                r#"{{{BASE}, "blocks": [{{"type": "plain", "heads": 2, "differential_attention": true}}, {{"type": "plain", "heads": 2, "kv_source": 1}}]}}"#
+            ),
+            "blocks[1].kv_source: blocks[0] is a plain block that shares no keys; kv_source needs a plain block without differential_attention",
+        ),
+        (
             &format!(r#"{{{BASE}, "blocks": [{{"type": "mamb"}}]}}"#),
             "blocks[0].type: unknown block type \"mamb\" (fix: did you mean \"mamba\"?)",
         ),

@@ -145,6 +145,12 @@ def attention(cfg, blk, w, p, h, kv_cache, i):
     heads = lambda y, n: y.reshape(b, t, n, hd).transpose(0, 2, 1, 3)
     q = h @ w[p + "wq"] + (w[p + "q_bias"] if bias else 0)
     q = heads(q, hn)
+    if blk.get("differential_attention"):
+        k = heads(h @ w[p + "wk"] + (w[p + "k_bias"] if bias else 0), hn)
+        v = heads(h @ w[p + "wv"] + (w[p + "v_bias"] if bias else 0), hn)
+        c = differential(cfg, blk, w, p, q, k, v, i)
+        o = c.transpose(0, 2, 1, 3).reshape(b, t, d) @ w[p + "wo"]
+        return o + (w[p + "o_bias"] if bias else 0)
     if blk.get("qk_norm"):
         q = norm(cfg, w, p + "q_norm_scale", q, "rmsnorm", 1e-5, True)
     if use_rope:
@@ -173,6 +179,38 @@ def attention(cfg, blk, w, p, h, kv_cache, i):
         c = c - (mx.sum(c * v, -1, keepdims=True) / (mx.sum(v * v, -1, keepdims=True) + 1e-8)) * v
     o = c.transpose(0, 2, 1, 3).reshape(b, t, d) @ w[p + "wo"]
     return o + (w[p + "o_bias"] if bias else 0)
+
+
+def differential(cfg, blk, w, p, q, k, v, i):
+    """DIFF Transformer attention of [B, H, T, hd] heads, as mixlab's arch/differential_attention.go:
+    two softmax maps of the half-width sub-heads (each rotated on its own), their difference weighted
+    by the layer's lambda, applied to v, then RMSNorm (eps 1e-3) and (1 - lambda_init)."""
+    t, hd = q.shape[2], q.shape[-1]
+    s = hd // 2
+    lam_init = blk.get("differential_lambda_init", 0.8 - 0.6 * math.exp(-0.3 * (i + 1)))
+    use_rope = cfg.get("positional_embedding", "rope") == "rope"
+    r = blk.get("rope_dims", 0) or s
+    base = blk.get("rope_base", 10000.0)
+    adjacent = blk.get("rope_convention", "adjacent_pair") == "adjacent_pair"
+    qi, kj = mx.arange(t)[:, None], mx.arange(t)[None, :]
+    keep = kj <= qi
+    if blk.get("window_size"):
+        keep = keep & (kj >= qi - blk["window_size"] + 1)
+
+    def amap(qq, kk):
+        if use_rope:
+            qq, kk = rope(qq, r, base, adjacent), rope(kk, r, base, adjacent)
+        sc = (qq @ kk.transpose(0, 1, 3, 2)) / math.sqrt(s)
+        return mx.softmax(mx.where(keep, sc, -1e9), axis=-1)
+
+    def exp_dot(n):
+        dot = mx.sum(w[p + f"lambda_q{n}"] * w[p + f"lambda_k{n}"])
+        return mx.exp(mx.clip(dot, -5.0, 5.0))
+
+    lam = exp_dot(1) - exp_dot(2) + lam_init
+    a = amap(q[..., :s], k[..., :s]) - lam * amap(q[..., s:], k[..., s:])
+    c = norm(cfg, w, p + "subln_scale", a @ v, "rmsnorm", 1e-3, True)
+    return c * (1 - lam_init)
 
 
 def plain_rest(cfg, blk, w, p, x, h, kv_cache, i):

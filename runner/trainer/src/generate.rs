@@ -339,7 +339,7 @@ mod tests {
     }
 
     /// The cache gives the logits of recomputing the whole sequence, for attention (RoPE offsets,
-    /// KV cache, GQA) and for Mamba (convolution history, scan state).
+    /// KV cache, GQA, differential attention) and for Mamba (convolution history, scan state).
     #[test]
     fn cached_decoding_matches_full_forward() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -361,7 +361,8 @@ mod tests {
             load("examples/tiny_mamba.json"),
             small(serde_json::json!({"blocks": [
                 {"type": "plain", "heads": 4, "kv_heads": 2, "window_size": 5, "qk_norm": true, "xsa": true},
-                {"type": "plain", "heads": 4, "kv_heads": 2, "kv_source": 1}]})),
+                {"type": "plain", "heads": 4, "kv_heads": 2, "kv_source": 1},
+                {"type": "plain", "heads": 2, "differential_attention": true, "window_size": 6}]})),
             small(
                 serde_json::json!({"bigram_vocab_size": 97, "trigram_vocab_size": 53,
                 "positional_embedding": "learned_absolute", "unet": true, "resid_mix": true,

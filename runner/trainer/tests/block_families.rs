@@ -52,6 +52,16 @@ fn retnet_learns() {
 }
 
 #[test]
+fn differential_attention_learns() {
+    let _ = learns(
+        "differential",
+        serde_json::json!({"type": "plain", "heads": 2, "differential_attention": true}),
+        120,
+        0.6,
+    );
+}
+
+#[test]
 fn rwkv_learns() {
     let _ = learns("rwkv", serde_json::json!({"type": "rwkv"}), 120, 0.6);
 }

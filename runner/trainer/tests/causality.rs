@@ -19,6 +19,7 @@ fn logits(cfg: &ModelConfig, ids: &[i32]) -> Vec<f32> {
 fn changing_later_tokens_never_changes_earlier_logits() {
     let blocks = [
         serde_json::json!({"type": "plain", "heads": 2}),
+        serde_json::json!({"type": "plain", "heads": 2, "differential_attention": true}),
         serde_json::json!({"type": "mamba"}),
         serde_json::json!({"type": "retnet", "heads": 2}),
         serde_json::json!({"type": "rwkv"}),

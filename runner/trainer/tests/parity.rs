@@ -283,6 +283,18 @@ fn retnet_with_and_without_decay_and_legacy_mamba_match_step_by_step_references(
 }
 
 #[test]
+fn differential_attention_matches_a_step_by_step_reference() {
+    parity("tiny.json", |v| {
+        v["blocks"] = serde_json::json!([
+            {"type": "plain", "heads": 2, "differential_attention": true},
+            {"type": "swiglu"},
+            {"type": "plain", "heads": 2, "differential_attention": true,
+             "differential_lambda_init": 0.5, "window_size": 9, "rope_dims": 8}
+        ]);
+    });
+}
+
+#[test]
 fn rwkv_matches_a_step_by_step_reference() {
     parity("tiny.json", |v| {
         v["blocks"] = serde_json::json!([{"type": "rwkv"}, {"type": "swiglu"}, {"type": "rwkv"}]);

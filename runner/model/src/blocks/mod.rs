@@ -6,6 +6,7 @@ use crate::error::ConfigError;
 use crate::ir::{BuildError, Builder, Init, ValueId};
 use crate::json::Fields;
 
+pub mod differential;
 pub mod kit;
 
 /// Declares each block module and lists its `TYPE` in [`REGISTRY`] (in the order of the docs' table).

@@ -10,6 +10,7 @@
 //! [qk_gain]    q = q ⊙ g[head]                              (equals scaling each head's scores)
 //!              c = softmax(q·kᵀ/sqrt(hd) + causal/window mask) · v   (attention dropout)
 //! [xsa]        c = c - (<c, v>/(<v, v> + 1e-8)) · v
+//! [differential_attention]  c = DIFF Transformer attention instead (see `differential`)
 //!              x = x + attn_scale ⊙ dropout(merge(c) · wo)
 //!              t = x, or Norm(x) with ffn_pre_norm / sandwich placement   (ffn_norm)
 //!              x = x + mlp_scale ⊙ dropout(act(t · ff1) · ff2)   (geglu/swiglu: act(t·ff_gate) ⊙ t·ff1)
@@ -20,6 +21,7 @@
 //! identity `[1, 0]` (mixlab draws it Xavier-random, scaling the stream down at init); the fused qkv
 //! matmul is an implementation detail (the weights keep mixlab's names and shapes).
 
+use super::differential::Differential;
 use super::kit;
 use super::{Block, BlockCtx, BlockType, ModelDims, Placement, Role};
 use crate::error::ConfigError;
@@ -46,8 +48,10 @@ pub const TYPE: BlockType = BlockType {
         "ffn_activation",
         "ffn_pre_norm",
         "parallel_residual",
+        "differential_attention",
+        "differential_lambda_init",
     ],
-    summary: "causal attention (RoPE, GQA, qk-norm, XSA, windows, shared KV) + un-normalised FFN tail",
+    summary: "causal attention (RoPE, GQA, qk-norm, XSA, windows, shared KV, differential) + un-normalised FFN tail",
 };
 
 const MIXLAB_ONLY: &[crate::json::MixlabField] = &[
@@ -76,11 +80,6 @@ const MIXLAB_ONLY: &[crate::json::MixlabField] = &[
         "parallel_group",
         None,
         "heterogeneous parallel groups are not supported (parallel_residual pairs are)",
-    ),
-    mixlab(
-        "differential_attention",
-        Some("false"),
-        "differential attention is not supported",
     ),
     mixlab(
         "relative_attention",
@@ -115,12 +114,17 @@ pub struct Plain {
     pub ffn_pre_norm: bool,
     /// Starts a parallel-residual pair with the next block.
     pub parallel_residual: bool,
+    /// DIFF Transformer attention ([`Differential`]).
+    pub differential: Option<Differential>,
 }
 
 fn parse(f: &mut Fields<'_>, dims: &ModelDims) -> Result<Box<dyn Block>, ConfigError> {
     f.mixlab_defaults(MIXLAB_ONLY)?;
     let heads = kit::heads(f, dims.model_dim, "plain", None)?;
     let head_dim = dims.model_dim / heads;
+    let differential = Differential::parse(f, head_dim)?;
+    // a differential head's sub-maps are rotated: rope_dims counts a sub-map's features
+    let rope_width = if differential.is_some() { head_dim / 2 } else { head_dim };
     let kv_heads = f.usize("kv_heads")?.unwrap_or(heads);
     if kv_heads == 0 || heads % kv_heads != 0 {
         return Err(f
@@ -138,20 +142,23 @@ fn parse(f: &mut Fields<'_>, dims: &ModelDims) -> Result<Box<dyn Block>, ConfigE
         }
     };
     let rope_dims = match f.usize("rope_dims")? {
-        _ if !dims.rope => head_dim,
-        None | Some(0) if !head_dim.is_multiple_of(2) => {
+        _ if !dims.rope => rope_width,
+        None | Some(0) if !rope_width.is_multiple_of(2) => {
             return Err(f
-                .error("heads", format!("head_dim = model_dim / heads = {head_dim} is odd, and RoPE rotates pairs of features"))
+                .error("heads", format!("the rotated width (head_dim = model_dim / heads, half of it with differential_attention) is {rope_width}: odd, and RoPE rotates pairs of features"))
                 .with_hint("choose heads so that model_dim / heads is even, or set an even rope_dims"));
         }
-        None | Some(0) => head_dim,
+        None | Some(0) => rope_width,
         Some(r) if r % 2 != 0 => {
             return Err(f.error("rope_dims", format!("rope_dims={r} must be even")));
         }
-        Some(r) if r > head_dim => {
+        Some(r) if r > rope_width => {
             return Err(f.error(
                 "rope_dims",
-                format!("rope_dims={r} must be <= head_dim={head_dim}"),
+                match differential {
+                    None => format!("rope_dims={r} must be <= head_dim={head_dim}"),
+                    Some(_) => format!("rope_dims={r} must be <= {rope_width}, a differential sub-map's width (head_dim / 2)"),
+                },
             ));
         }
         Some(r) => r,
@@ -196,21 +203,36 @@ fn parse(f: &mut Fields<'_>, dims: &ModelDims) -> Result<Box<dyn Block>, ConfigE
         "geglu" => FfnActivation::Gated(UnaryKind::GeluTanh),
         _ => FfnActivation::Gated(UnaryKind::Silu),
     };
+    let qk_norm = f.bool("qk_norm")?.unwrap_or(false);
+    let xsa = f.bool("xsa")?.unwrap_or(false);
+    if differential.is_some() {
+        Differential::check_conflicts(
+            f,
+            &[
+                ("kv_heads", kv_heads != heads),
+                ("qk_norm", qk_norm),
+                ("qk_gain", qk_gain.is_some()),
+                ("xsa", xsa),
+                ("kv_source", kv_source.is_some()),
+            ],
+        )?;
+    }
     Ok(Box::new(Plain {
         heads,
         kv_heads,
         qk_gain,
-        qk_norm: f.bool("qk_norm")?.unwrap_or(false),
+        qk_norm,
         rope_dims,
         rope_base,
         adjacent_pairs,
-        xsa: f.bool("xsa")?.unwrap_or(false),
+        xsa,
         kv_source,
         window,
         attn_bias: f.bool("attn_bias")?.unwrap_or(false),
         ffn,
         ffn_pre_norm: f.bool("ffn_pre_norm")?.unwrap_or(false),
         parallel_residual: f.bool("parallel_residual")?.unwrap_or(false),
+        differential,
     }))
 }
 
@@ -270,7 +292,7 @@ impl Plain {
         } else {
             q
         };
-        let q = self.rope(b, ctx, q, "q_rope")?;
+        let q = self.rope_full(b, ctx, q, "q_rope")?;
         if let Some(kv) = shared {
             return Ok((q, kv.0, kv.1));
         }
@@ -281,8 +303,16 @@ impl Plain {
         } else {
             k
         };
-        let k = self.rope(b, ctx, k, "k_rope")?;
+        let k = self.rope_full(b, ctx, k, "k_rope")?;
         Ok((q, k, v))
+    }
+
+    /// RoPE on whole heads (differential heads rotate each sub-map instead, in [`Differential`]).
+    fn rope_full(&self, b: &mut Builder, ctx: &BlockCtx<'_>, x: ValueId, name: &str) -> R<ValueId> {
+        if self.differential.is_some() {
+            return Ok(x);
+        }
+        self.rope(b, ctx, x, name)
     }
 
     fn rope(&self, b: &mut Builder, ctx: &BlockCtx<'_>, x: ValueId, name: &str) -> R<ValueId> {
@@ -307,6 +337,15 @@ impl Plain {
     ) -> R<ValueId> {
         let d = ctx.dims.model_dim;
         let (q, k, v) = self.qkv(b, ctx, h)?;
+        let mask = match self.window {
+            Some(w) => AttentionMask::Window(w),
+            None => AttentionMask::Causal,
+        };
+        if let Some(diff) = &self.differential {
+            let rope = |b: &mut Builder, x: ValueId, name: &str| self.rope(b, ctx, x, name);
+            let c = diff.attend(b, ctx, (q, k, v), mask, &rope)?;
+            return self.output(b, ctx, c);
+        }
         ctx.publish_kv(index, k, v);
         let q = match self.qk_gain {
             Some(g) => {
@@ -330,10 +369,6 @@ impl Plain {
             }
             None => q,
         };
-        let mask = match self.window {
-            Some(w) => AttentionMask::Window(w),
-            None => AttentionMask::Causal,
-        };
         let attn = Attention {
             scale: 1.0 / (self.head_dim(d) as f32).sqrt(),
             mask,
@@ -346,6 +381,12 @@ impl Plain {
         } else {
             c
         };
+        self.output(b, ctx, c)
+    }
+
+    /// `merge(c) · wo (+ o_bias)`: the attention sublayer's output projection.
+    fn output(&self, b: &mut Builder, ctx: &BlockCtx<'_>, c: ValueId) -> R<ValueId> {
+        let d = ctx.dims.model_dim;
         let c = b.merge_heads("attention_merged", c)?;
         let wo = kit::matrix(b, ctx, "wo", d, d, Role::Out)?;
         let o = b.matmul("attention_out", c, wo)?;
@@ -447,7 +488,8 @@ impl Block for Plain {
     }
 
     fn attention_heads(&self) -> Option<(usize, usize)> {
-        Some((self.heads, self.kv_heads))
+        // a differential block's keys are two rotated sub-maps: not shareable
+        self.differential.is_none().then_some((self.heads, self.kv_heads))
     }
 
     fn kv_source(&self) -> Option<usize> {

@@ -292,7 +292,7 @@ fn check_kv_sources(blocks: &[Box<dyn Block>]) -> Result<(), ConfigError> {
                 return Err(ConfigError::new(
                     path,
                     format!(
-                        "blocks[{src}] is a {} block; kv_source needs a plain block",
+                        "blocks[{src}] is a {} block that shares no keys; kv_source needs a plain block without differential_attention",
                         blocks[src].kind()
                     ),
                 ));
