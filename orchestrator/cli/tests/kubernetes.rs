@@ -592,6 +592,49 @@ fn kernel_cache_is_a_host_folder_per_image_given_to_the_runner() {
     assert!(err.contains("kubernetes.kernel_cache"), "{err}");
 }
 
+/// GPU pods share compiled kernels through the sweep's storage unless told otherwise.
+#[test]
+fn gpu_pods_share_kernels_through_the_kernel_store() {
+    let store_of = |extra: &str, name: &str| -> Result<Option<String>, String> {
+        let (s, sweep) = setup(Scenario::Success, name, extra);
+        let jobs = planned_jobs(&s, &sweep)?;
+        let pod = jobs[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap();
+        let env = pod.containers[0].env.clone().unwrap_or_default();
+        Ok(env
+            .iter()
+            .find(|e| e.name == "MIXSWEEP_KERNEL_STORE")
+            .and_then(|e| e.value.clone()))
+    };
+    let default = store_of("", "k8sstore")
+        .unwrap()
+        .expect("a GPU pod gets a kernel store");
+    assert!(
+        default.starts_with("file://") && default.ends_with("/runs/kernels"),
+        "{default}"
+    );
+    assert_eq!(
+        store_of(
+            "kubernetes: {kernel_store: \"s3://kernels/h200/\"}\n",
+            "k8sstore2"
+        )
+        .unwrap(),
+        Some("s3://kernels/h200".into())
+    );
+    assert_eq!(
+        store_of("kubernetes: {kernel_store: \"off\"}\n", "k8sstore3").unwrap(),
+        None
+    );
+    let err = store_of("kubernetes: {kernel_store: /var/kernels}\n", "k8sstore5").unwrap_err();
+    assert!(err.contains("kubernetes.kernel_store"), "{err}");
+}
+
 #[test]
 fn jobs_succeed_and_rank_with_valid_manifests() {
     let (s, sweep) = setup(

@@ -204,6 +204,11 @@ pub struct KubernetesSpec {
     /// kernels between trials, one subfolder per image: without it every pod compiles them again.
     #[serde(default)]
     pub kernel_cache: Option<String>,
+    /// Object storage where GPU pods share compiled kernels across nodes (the runner's
+    /// `MIXSWEEP_KERNEL_STORE`): a fresh pod on a fresh node downloads what any earlier trial
+    /// compiled. Default for GPU trials: `<storage>/kernels`; `off` turns it off.
+    #[serde(default)]
+    pub kernel_store: Option<String>,
     /// A Kueue LocalQueue: Jobs are labelled for it and created suspended; Kueue admits them within its
     /// quota (then `max_parallel` does not cap submissions), and a Job it evicts resumes later.
     #[serde(default)]

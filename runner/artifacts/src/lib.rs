@@ -168,11 +168,15 @@ pub struct Summary {
     pub tok_s_steps: usize,
     /// Seconds from process start to the end of the first step, and its phases (`exec`, `config`,
     /// `data_open`, `device`, `program`, `weights`, `step_setup`, `data_upload`,
-    /// `first_validation`, `first_step_submit`, `first_step_wait`).
+    /// `first_validation`, `first_step_submit`, `first_step_wait`; `kernel_fetch` with a kernel store).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time_to_first_step_s: Option<f64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub startup: Vec<Phase>,
+    /// Compiled kernels (files) downloaded from the kernel store (`MIXSWEEP_KERNEL_STORE`) before
+    /// this run, its `kernel_fetch` start-up phase; absent without a store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernels_fetched: Option<usize>,
     /// `mean_tok_s` as a fraction of `training.hardware_tflops` (with that field only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mfu: Option<f64>,

@@ -267,4 +267,25 @@ int msx_is_whole_elf(const char* data, size_t len) {
   return mixsweep_kernels::whole_elf(std::string(data, len)) ? 1 : 0;
 }
 
+// The compute capability of the first GPU as "sm_<major><minor>" into `buf` (NUL-terminated), through
+// the driver libmlx loaded, without initialising MLX: 1 on success, 0 without a CUDA driver or GPU
+// (CPU and Metal builds, no visible device). The kernel cache keys compiled kernels by it.
+int msx_gpu_arch(char* buf, size_t len) {
+  using Init = int (*)(unsigned);
+  using DeviceGet = int (*)(int*, int);
+  using Attribute = int (*)(int*, int, int);
+  auto init = reinterpret_cast<Init>(dlsym(RTLD_DEFAULT, "cuInit"));
+  auto device_get = reinterpret_cast<DeviceGet>(dlsym(RTLD_DEFAULT, "cuDeviceGet"));
+  auto attribute = reinterpret_cast<Attribute>(dlsym(RTLD_DEFAULT, "cuDeviceGetAttribute"));
+  int dev = 0, major = 0, minor = 0;
+  if (!init || !device_get || !attribute || init(0) != 0 || device_get(&dev, 0) != 0 ||
+      attribute(&major, 75, dev) != 0 || attribute(&minor, 76, dev) != 0) {
+    return 0;
+  }
+  const std::string arch = "sm_" + std::to_string(major) + std::to_string(minor);
+  if (arch.size() + 1 > len) return 0;
+  std::memcpy(buf, arch.c_str(), arch.size() + 1);
+  return 1;
+}
+
 }  // extern "C"

@@ -266,6 +266,7 @@ unsafe extern "C" {
     pub fn msx_fused_scan_available() -> c_int;
     pub fn msx_kernels_precompiled() -> c_int;
     pub fn msx_is_whole_elf(data: *const c_char, len: usize) -> c_int;
+    pub fn msx_gpu_arch(buf: *mut c_char, len: usize) -> c_int;
     pub fn msx_fused_selective_scan(
         x: *const msx_array,
         delta: *const msx_array,

@@ -21,6 +21,15 @@ pub fn is_whole_elf(bytes: &[u8]) -> bool {
     unsafe { ffi::msx_is_whole_elf(bytes.as_ptr().cast(), bytes.len()) == 1 }
 }
 
+/// The first GPU's compute capability as `sm_<major><minor>` (e.g. `sm_90`), read from the CUDA
+/// driver without initialising MLX (so before any MLX call); `None` without a CUDA driver or GPU.
+pub fn gpu_arch() -> Option<String> {
+    let mut buf = [0u8; 32];
+    let ok = unsafe { ffi::msx_gpu_arch(buf.as_mut_ptr().cast(), buf.len()) == 1 };
+    let end = buf.iter().position(|&b| b == 0)?;
+    ok.then(|| String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
 /// Whether [`fused_selective_scan`] can run: MLX's CUDA backend is present and the default
 /// device is the GPU. False on CPU and on Metal (no Metal version yet).
 pub fn fused_scan_available() -> bool {

@@ -46,7 +46,7 @@ pub struct KernelCache {
 
 /// The files of each complete unit under `dir` (any depth), in publishing order (the file MLX
 /// looks for last), as paths relative to `dir`.
-fn complete_units(backend: Backend, dir: &Path) -> std::io::Result<Vec<Vec<PathBuf>>> {
+pub(crate) fn complete_units(backend: Backend, dir: &Path) -> std::io::Result<Vec<Vec<PathBuf>>> {
     let mut units = vec![];
     for entry in walkdir::WalkDir::new(dir).follow_links(false) {
         let entry = entry.map_err(std::io::Error::other)?;
@@ -107,7 +107,7 @@ pub fn is_whole_library(path: &Path) -> bool {
 }
 
 /// Whether a unit may be shared: CUDA units are complete once listed; a CPU library must be whole.
-fn shareable(backend: Backend, unit_root: &Path, unit: &[PathBuf]) -> bool {
+pub(crate) fn shareable(backend: Backend, unit_root: &Path, unit: &[PathBuf]) -> bool {
     match backend {
         Backend::Cuda => true,
         Backend::Cpu => unit

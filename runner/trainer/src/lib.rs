@@ -25,6 +25,7 @@ pub mod hiddenstats;
 pub mod init;
 pub mod interrupt;
 pub mod kernel_cache;
+pub mod kernel_store;
 pub mod lower;
 pub mod mlx_env;
 pub mod optim;

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     // "broken pipe" panic. (Sockets are unaffected: Rust sends with MSG_NOSIGNAL.)
     // SAFETY: first thing in main, before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let mlx_env = mixsweep_runner::mlx_env::MlxEnv::prepare();
+    let mut mlx_env = mixsweep_runner::mlx_env::MlxEnv::prepare();
     let cli = Cli::parse();
     // Long work stops cleanly on Ctrl-C / SIGTERM / the orchestrator's exit: the handler goes in
     // before anything else happens (a signal before it would kill the process without a summary).
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Train(a) => commands::run_train(a, stop, &mlx_env),
-        Command::Worker => worker::run(stop, &mlx_env),
+        Command::Worker => worker::run(stop, &mut mlx_env),
         Command::Eval(a) => commands::run_eval(a),
         Command::Generate(a) => commands::run_generate(a),
         Command::Count { config, json } => {

@@ -14,19 +14,37 @@
 //!   unless its cache has it. Unless set by the user, it lives in `<cache>/cuda-compute-cache` beside
 //!   the kernel cache (so a persistent kernel-cache volume keeps it too) with a 4 GiB limit (the
 //!   driver's default of 256 MiB holds the kernels of only a few models). The driver locks it itself.
+//! * `MIXSWEEP_KERNEL_STORE=<url>`: object storage behind the shared folders ([`crate::kernel_store`]):
+//!   what they lack is downloaded before MLX starts, what this process compiled is uploaded at exit
+//!   (and by a worker between trials). Without `MIXSWEEP_KERNEL_CACHE` the shared folder is then
+//!   `$MIXSWEEP_CACHE/mlx-kernels/local`.
 
 use crate::kernel_cache::{Backend, KernelCache};
+use crate::kernel_store::{Fetched, KernelStore, platform};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 pub struct MlxEnv {
     cuda: Option<KernelCache>,
     cpu: Option<KernelCache>,
+    /// The store behind each shared folder (`MIXSWEEP_KERNEL_STORE`), CUDA's then the CPU's.
+    stores: Vec<(KernelStore, PathBuf)>,
     /// The private `TMPDIR` given to MLX (removed at exit).
     private_tmp: Option<PathBuf>,
 }
 
+/// What this process downloaded from the kernel store at start (for the first run's summary).
+static FETCHED: Mutex<Option<Fetched>> = Mutex::new(None);
+
+/// Takes what the kernel store sent at process start (`None` after the first call, or without a
+/// store): the first run of a process reports it.
+pub fn take_fetched() -> Option<Fetched> {
+    FETCHED.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
 fn set(key: &str, value: impl AsRef<std::ffi::OsStr>) {
-    // SAFETY: MlxEnv::prepare runs first thing in main, before any other thread exists.
+    // SAFETY: MlxEnv::prepare sets every variable first thing in main, before any other thread
+    // exists (the CUDA driver and the store's client start threads only after).
     unsafe { std::env::set_var(key, value) };
 }
 
@@ -37,24 +55,22 @@ impl MlxEnv {
             set("MLX_CUDA_GRAPH_CACHE_SIZE", "2000");
         }
         let version = format!("mlx-{}", mixsweep_mlx::MLX_BUILD_VERSION);
+        let store_url = std::env::var("MIXSWEEP_KERNEL_STORE")
+            .ok()
+            .filter(|u| !u.is_empty());
         let explicit = std::env::var_os("MIXSWEEP_KERNEL_CACHE").map(PathBuf::from);
+        let root = explicit
+            .clone()
+            .unwrap_or_else(|| mixsweep_store::default_cache_dir().join("mlx-kernels/local"));
         let tmp = std::env::temp_dir();
         let pid = std::process::id();
-        let cuda = explicit.as_ref().and_then(|root| {
-            if std::env::var_os("MLX_PTX_CACHE_DIR").is_some() {
-                return None;
-            }
-            let shared = root.join(&version);
-            let cache = adopt(
-                Backend::Cuda,
-                &shared,
-                &tmp.join(format!("mixsweep-kernels-{pid}")),
-            )?;
-            set("MLX_PTX_CACHE_DIR", cache.private_dir());
-            Some(cache)
-        });
-        let root = explicit
-            .unwrap_or_else(|| mixsweep_store::default_cache_dir().join("mlx-kernels/local"));
+        // every variable first: the private folders' names do not depend on what is adopted
+        let cuda_private = (explicit.is_some() || store_url.is_some())
+            && std::env::var_os("MLX_PTX_CACHE_DIR").is_none();
+        let cuda_private = cuda_private.then(|| tmp.join(format!("mixsweep-kernels-{pid}")));
+        if let Some(dir) = &cuda_private {
+            set("MLX_PTX_CACHE_DIR", dir);
+        }
         if std::env::var_os("CUDA_CACHE_PATH").is_none() {
             set("CUDA_CACHE_PATH", root.join("cuda-compute-cache"));
         }
@@ -62,19 +78,42 @@ impl MlxEnv {
             set("CUDA_CACHE_MAXSIZE", (4u64 << 30).to_string());
         }
         let private_tmp = tmp.join(format!("mixsweep-mlx-{pid}"));
-        // MLX writes CPU kernels to temp_directory_path()/mlx/<version>/cpu
-        let kernels = private_tmp
-            .join("mlx")
-            .join(mixsweep_mlx::MLX_BUILD_VERSION)
-            .join("cpu");
-        let cpu = adopt(Backend::Cpu, &root.join(&version).join("cpu"), &kernels);
-        let private_tmp = cpu.as_ref().map(|_| {
+        let private_tmp = std::fs::create_dir_all(&private_tmp).is_ok().then(|| {
             set("TMPDIR", &private_tmp);
             private_tmp
+        });
+        // then the store (its client and the CUDA driver start threads) and the private copies
+        let mut stores = vec![];
+        let cuda = cuda_private.and_then(|private| {
+            let shared = root.join(&version);
+            if let Some(url) = &store_url {
+                let arch = mixsweep_mlx::kernels::gpu_arch();
+                stores.extend(fetch(
+                    url,
+                    &version,
+                    Backend::Cuda,
+                    arch.as_deref(),
+                    &shared,
+                ));
+            }
+            adopt(Backend::Cuda, &shared, &private)
+        });
+        // MLX writes CPU kernels to temp_directory_path()/mlx/<version>/cpu
+        let cpu = private_tmp.as_ref().and_then(|private_tmp| {
+            let shared = root.join(&version).join("cpu");
+            if let Some(url) = &store_url {
+                stores.extend(fetch(url, &version, Backend::Cpu, None, &shared));
+            }
+            let kernels = private_tmp
+                .join("mlx")
+                .join(mixsweep_mlx::MLX_BUILD_VERSION)
+                .join("cpu");
+            adopt(Backend::Cpu, &shared, &kernels)
         });
         MlxEnv {
             cuda,
             cpu,
+            stores,
             private_tmp,
         }
     }
@@ -88,8 +127,9 @@ impl MlxEnv {
             .map(|c| c.shared_dir())
     }
 
-    /// Publishes the kernels compiled so far (a worker, between trials).
-    pub fn publish(&self) {
+    /// Publishes the kernels compiled so far (a worker, between trials), to the shared folders and
+    /// the kernel store.
+    pub fn publish(&mut self) {
         for cache in [&self.cuda, &self.cpu].into_iter().flatten() {
             if let Err(e) = cache.publish() {
                 eprintln!(
@@ -98,18 +138,74 @@ impl MlxEnv {
                 );
             }
         }
+        self.push();
     }
 
-    /// Publishes newly compiled kernels and removes the private folders.
-    pub fn finish(self) {
-        for cache in [self.cuda, self.cpu].into_iter().flatten() {
+    /// Uploads the shared folders' kernels that the store lacks.
+    fn push(&mut self) {
+        for (store, shared) in &mut self.stores {
+            if let Err(e) = mixsweep_store::block_on(store.push_from(shared)) {
+                eprintln!(
+                    "warning: could not add the compiled kernels to {}: {e}",
+                    store.url()
+                );
+            }
+        }
+    }
+
+    /// Publishes newly compiled kernels (shared folders, then the store) and removes the private
+    /// folders.
+    pub fn finish(mut self) {
+        for cache in [self.cuda.take(), self.cpu.take()].into_iter().flatten() {
             let shared = cache.shared_dir().display().to_string();
             if let Err(e) = cache.finish() {
                 eprintln!("warning: could not add the compiled kernels to {shared}: {e}");
             }
         }
+        self.push();
         if let Some(dir) = self.private_tmp {
             let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Opens the store for `backend`'s kernels and downloads what `shared` lacks; `None` (with a
+/// warning) when the store cannot be read, or for CUDA without a GPU.
+fn fetch(
+    url: &str,
+    version: &str,
+    backend: Backend,
+    gpu_arch: Option<&str>,
+    shared: &Path,
+) -> Option<(KernelStore, PathBuf)> {
+    let platform = platform(backend, gpu_arch)?;
+    let fetched = KernelStore::open(url, version, &platform, backend).and_then(|mut store| {
+        let fetched = mixsweep_store::block_on(store.fetch_into(shared))?;
+        Ok((store, fetched))
+    });
+    match fetched {
+        Ok((store, fetched)) => {
+            if fetched.files > 0 {
+                eprintln!(
+                    "kernel store {}: {} files ({}) in {:.1} s",
+                    store.url(),
+                    fetched.files,
+                    bytesize::ByteSize(fetched.bytes),
+                    fetched.seconds
+                );
+            }
+            let mut total = FETCHED.lock().unwrap_or_else(|e| e.into_inner());
+            let t = total.get_or_insert_with(Fetched::default);
+            t.files += fetched.files;
+            t.bytes += fetched.bytes;
+            t.seconds += fetched.seconds;
+            Some((store, shared.to_path_buf()))
+        }
+        Err(e) => {
+            eprintln!(
+                "warning: kernel store {url}: {e}; kernels not there are compiled and not shared"
+            );
+            None
         }
     }
 }

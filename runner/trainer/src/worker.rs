@@ -75,7 +75,12 @@ fn redirect(from: &impl AsRawFd, to: i32) -> std::io::Result<()> {
 }
 
 /// Runs one job with stdout and stderr pointing at its log files; its exit code.
-fn run_job(job: Job, n: usize, stop: &Arc<AtomicBool>, mlx_env: &MlxEnv) -> std::io::Result<u8> {
+fn run_job(
+    job: Job,
+    n: usize,
+    stop: &Arc<AtomicBool>,
+    mlx_env: &mut MlxEnv,
+) -> std::io::Result<u8> {
     // the trial's start-up (summary `startup`, `time_to_first_step_s`) counts from here
     mixsweep_runner::train::startup::job_started();
     let redirected = match (&job.stdout, &job.stderr) {
@@ -126,7 +131,7 @@ fn run_job(job: Job, n: usize, stop: &Arc<AtomicBool>, mlx_env: &MlxEnv) -> std:
 }
 
 /// The worker loop; returns when stdin ends, a job was interrupted, or a job could not be set up.
-pub fn run(stop: Arc<AtomicBool>, mlx_env: &MlxEnv) -> Result<(), (i32, String)> {
+pub fn run(stop: Arc<AtomicBool>, mlx_env: &mut MlxEnv) -> Result<(), (i32, String)> {
     let stdin = std::io::stdin();
     let mut jobs = 0;
     for line in stdin.lock().lines() {

@@ -732,3 +732,82 @@ fn generation_is_deterministic_and_the_cache_changes_nothing() {
         .len();
     assert_eq!(ids, 20);
 }
+
+/// `MIXSWEEP_KERNEL_STORE`: a run uploads the kernels its machine has; a run on a fresh machine (an
+/// empty local cache) downloads them before MLX starts, so it does not compile them again.
+#[test]
+fn kernel_store_gives_a_fresh_machine_the_compiled_kernels() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let url = format!("file://{}", store.display());
+    let train = |name: &str, cache: &std::path::Path| {
+        let o = runner()
+            .args([
+                "train", "--device", "cpu", "--steps", "2", "--quiet", "--config",
+            ])
+            .arg(root().join("examples/tiny.json"))
+            .args(["--train", &train_glob(), "--out"])
+            .arg(dir.path().join(name))
+            .env("MIXSWEEP_KERNEL_STORE", &url)
+            .env("MIXSWEEP_CACHE", cache)
+            .env_remove("MIXSWEEP_KERNEL_CACHE")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        (
+            read_json(&dir.path().join(name).join("summary.json")),
+            stderr(&o),
+        )
+    };
+    let platform = format!(
+        "mlx-{}/cpu-{}-{}",
+        mixsweep_mlx::MLX_BUILD_VERSION,
+        std::env::consts::ARCH,
+        std::env::consts::OS
+    );
+    let stored = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(store.join(&platform))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    // machine A (its own empty cache) compiles MLX's CPU kernels and uploads them
+    let (first, _) = train("a", &dir.path().join("cache_a"));
+    assert_eq!(first["kernels_fetched"], 0, "the store starts empty");
+    let uploaded = stored();
+    assert!(
+        uploaded.iter().any(|f| f.ends_with(".so")),
+        "no kernels uploaded: {uploaded:?}"
+    );
+    // machine B starts with them: nothing to compile, nothing new to upload
+    let fresh = dir.path().join("cache_b");
+    let (second, err) = train("b", &fresh);
+    assert_eq!(second["kernels_fetched"], uploaded.len(), "{second}");
+    assert!(
+        !err.contains("compile MLX's CPU kernels"),
+        "the fresh machine's cache was cold: {err}"
+    );
+    let phases: Vec<&str> = second["startup"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases[..2], ["exec", "kernel_fetch"], "{phases:?}");
+    assert_eq!(stored(), uploaded);
+    let local = fresh
+        .join("mlx-kernels/local")
+        .join(format!("mlx-{}", mixsweep_mlx::MLX_BUILD_VERSION))
+        .join("cpu");
+    for f in &uploaded {
+        assert!(local.join(f).is_file(), "{f} not in {}", local.display());
+    }
+    assert_eq!(
+        second["final_train_loss"], first["final_train_loss"],
+        "the same run with downloaded kernels"
+    );
+}

@@ -333,6 +333,7 @@ impl<'a> Run<'a> {
             self.submitted_at_first = self.submitted;
             self.startup.finish("first_step_wait");
             self.summary.startup = self.startup.phases().to_vec();
+            self.summary.kernels_fetched = self.startup.kernels_fetched();
             self.summary.time_to_first_step_s = Some(self.startup.total());
         }
         let first = self.first_done.expect("set above");

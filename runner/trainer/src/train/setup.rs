@@ -31,6 +31,7 @@ pub(super) fn new_summary(
         mean_tok_s: 0.0,
         tok_s_steps: 0,
         time_to_first_step_s: None,
+        kernels_fetched: None,
         startup: Vec::new(),
         mfu: None,
         wall_time_s: 0.0,

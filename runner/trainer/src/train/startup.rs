@@ -24,27 +24,39 @@ pub struct Startup {
     last: Instant,
     phases: Vec<Phase>,
     done: bool,
+    /// Files the kernel store sent at process start (the first run of a process only).
+    kernels_fetched: Option<usize>,
 }
 
 impl Startup {
     pub fn new() -> Startup {
         let mut phases = Vec::new();
         let job = *JOB_START.lock().unwrap_or_else(|e| e.into_inner());
+        let fetched = crate::mlx_env::take_fetched();
         if let Some(t) = job {
             phases.push(Phase {
                 name: "job".into(),
                 seconds: t.elapsed().as_secs_f64(),
             });
         } else if let Some(s) = since_process_start() {
+            // the kernel store's download happened before main's first MLX call: its own phase
+            let fetch = fetched.map_or(0.0, |f| f.seconds).min(s);
             phases.push(Phase {
                 name: "exec".into(),
-                seconds: s,
+                seconds: s - fetch,
             });
+            if fetched.is_some() {
+                phases.push(Phase {
+                    name: "kernel_fetch".into(),
+                    seconds: fetch,
+                });
+            }
         }
         Startup {
             last: Instant::now(),
             phases,
             done: false,
+            kernels_fetched: fetched.map(|f| f.files),
         }
     }
 
@@ -68,6 +80,11 @@ impl Startup {
         if enabled() {
             eprintln!("{}", self.report());
         }
+    }
+
+    /// How many files the kernel store sent before this run (its first run in the process only).
+    pub fn kernels_fetched(&self) -> Option<usize> {
+        self.kernels_fetched
     }
 
     pub fn is_done(&self) -> bool {

@@ -131,6 +131,33 @@ pub fn job_manifest(
         }
         None => None,
     };
+    // The cluster's kernel store: a pod on a fresh node starts with every kernel compiled before.
+    let gpu_job = limits.contains_key("nvidia.com/gpu");
+    let kernel_store = match k.kernel_store.as_deref() {
+        Some("off") => None,
+        Some(url) if mixsweep_store::is_url(url) => Some(url.trim_end_matches('/').to_string()),
+        Some(other) => {
+            return Err(format!(
+                "kubernetes.kernel_store: {other:?} is not a storage URL (s3://bucket/prefix, gs://bucket/prefix), or `off`"
+            ));
+        }
+        None => gpu_job.then(|| format!("{}/kernels", settings.storage_url.trim_end_matches('/'))),
+    };
+    let mut env = vec![];
+    if kernel_cache.is_some() {
+        env.push(EnvVar {
+            name: "MIXSWEEP_KERNEL_CACHE".into(),
+            value: Some(KERNEL_CACHE_MOUNT.into()),
+            ..Default::default()
+        });
+    }
+    if let Some(url) = kernel_store {
+        env.push(EnvVar {
+            name: "MIXSWEEP_KERNEL_STORE".into(),
+            value: Some(url),
+            ..Default::default()
+        });
+    }
     let mut labels = BTreeMap::new();
     labels.insert("app.kubernetes.io/name".to_string(), "mixsweep".to_string());
     labels.insert(LABEL_SWEEP.to_string(), label_value(&spec.name));
@@ -153,13 +180,7 @@ pub fn job_manifest(
             requests: (!requests.is_empty()).then_some(requests),
             ..Default::default()
         }),
-        env: kernel_cache.as_ref().map(|_| {
-            vec![EnvVar {
-                name: "MIXSWEEP_KERNEL_CACHE".into(),
-                value: Some(KERNEL_CACHE_MOUNT.into()),
-                ..Default::default()
-            }]
-        }),
+        env: (!env.is_empty()).then_some(env),
         volume_mounts: kernel_cache.as_ref().map(|_| {
             vec![VolumeMount {
                 name: "kernels".into(),
