@@ -546,6 +546,11 @@ fn planned_jobs(s: &Setup, sweep: &Path) -> Result<Vec<Job>, String> {
         .collect())
 }
 
+/// The pod template of a planned Job.
+fn pod_of(job: &k8s_openapi::api::batch::v1::Job) -> &k8s_openapi::api::core::v1::PodSpec {
+    job.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+}
+
 #[test]
 fn kernel_cache_is_a_host_folder_per_image_given_to_the_runner() {
     let (s, sweep) = setup(
@@ -554,14 +559,7 @@ fn kernel_cache_is_a_host_folder_per_image_given_to_the_runner() {
         "kubernetes: {kernel_cache: /var/cache/mixsweep-kernels/}\n",
     );
     let jobs = planned_jobs(&s, &sweep).unwrap();
-    let pod = jobs[0]
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap();
+    let pod = pod_of(&jobs[0]);
     let volume = &pod.volumes.as_ref().unwrap()[0];
     let host = volume.host_path.as_ref().unwrap();
     assert_eq!(
@@ -598,14 +596,7 @@ fn gpu_pods_share_kernels_through_the_kernel_store() {
     let store_of = |extra: &str, name: &str| -> Result<Option<String>, String> {
         let (s, sweep) = setup(Scenario::Success, name, extra);
         let jobs = planned_jobs(&s, &sweep)?;
-        let pod = jobs[0]
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap();
+        let pod = pod_of(&jobs[0]);
         let env = pod.containers[0].env.clone().unwrap_or_default();
         Ok(env
             .iter()
