@@ -38,6 +38,24 @@ namespace mixsweep_kernels {
 
 namespace {
 
+// "sm_<major><minor>" of device 0 from the CUDA driver that libmlx loaded (resolved with dlsym, so
+// CPU and Metal builds link without it), without initialising MLX; "" without a driver or GPU.
+// (CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR/MINOR = 75/76; cuInit is idempotent.)
+std::string driver_arch() {
+  using Init = int (*)(unsigned);
+  using DeviceGet = int (*)(int*, int);
+  using Attribute = int (*)(int*, int, int);
+  auto init = reinterpret_cast<Init>(dlsym(RTLD_DEFAULT, "cuInit"));
+  auto device_get = reinterpret_cast<DeviceGet>(dlsym(RTLD_DEFAULT, "cuDeviceGet"));
+  auto attribute = reinterpret_cast<Attribute>(dlsym(RTLD_DEFAULT, "cuDeviceGetAttribute"));
+  int dev = 0, major = 0, minor = 0;
+  if (!init || !device_get || !attribute || init(0) != 0 || device_get(&dev, 0) != 0 ||
+      attribute(&major, 75, dev) != 0 || attribute(&minor, 76, dev) != 0) {
+    return "";
+  }
+  return "sm_" + std::to_string(major) + std::to_string(minor);
+}
+
 // The few NVRTC and driver entry points used, resolved from the libraries libmlx loaded (absent
 // from the CPU and Metal builds).
 struct Nvrtc {
@@ -49,8 +67,6 @@ struct Nvrtc {
   int (*log_size)(Program, size_t*);
   int (*log)(Program, char*);
   int (*destroy)(Program*);
-  int (*device_get)(int*, int);
-  int (*attribute)(int*, int, int);
 
   static const Nvrtc* get() {
     static const Nvrtc* api = []() -> const Nvrtc* {
@@ -63,23 +79,18 @@ struct Nvrtc {
       n.log_size = reinterpret_cast<decltype(n.log_size)>(sym("nvrtcGetProgramLogSize"));
       n.log = reinterpret_cast<decltype(n.log)>(sym("nvrtcGetProgramLog"));
       n.destroy = reinterpret_cast<decltype(n.destroy)>(sym("nvrtcDestroyProgram"));
-      n.device_get = reinterpret_cast<decltype(n.device_get)>(sym("cuDeviceGet"));
-      n.attribute = reinterpret_cast<decltype(n.attribute)>(sym("cuDeviceGetAttribute"));
       const bool all = n.create && n.compile && n.cubin_size && n.cubin && n.log_size && n.log &&
-                       n.destroy && n.device_get && n.attribute;
+                       n.destroy;
       return all ? &n : nullptr;
     }();
     return api;
   }
 
-  // "sm_<major><minor>" of device 0 (CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR/MINOR = 75/76).
+  // "sm_<major><minor>" of device 0.
   std::string arch() const {
-    int dev = 0, major = 0, minor = 0;
-    if (device_get(&dev, 0) != 0 || attribute(&major, 75, dev) != 0 ||
-        attribute(&minor, 76, dev) != 0) {
-      throw std::runtime_error("cannot read the GPU's compute capability");
-    }
-    return "sm_" + std::to_string(major) + std::to_string(minor);
+    std::string a = driver_arch();
+    if (a.empty()) throw std::runtime_error("cannot read the GPU's compute capability");
+    return a;
   }
 
   // The CUBIN of `source` for `arch`, or an error with NVRTC's log.
@@ -267,23 +278,11 @@ int msx_is_whole_elf(const char* data, size_t len) {
   return mixsweep_kernels::whole_elf(std::string(data, len)) ? 1 : 0;
 }
 
-// The compute capability of the first GPU as "sm_<major><minor>" into `buf` (NUL-terminated), through
-// the driver libmlx loaded, without initialising MLX: 1 on success, 0 without a CUDA driver or GPU
-// (CPU and Metal builds, no visible device). The kernel cache keys compiled kernels by it.
+// The first GPU's compute capability ("sm_90") into `buf`, NUL-terminated, before MLX starts: 1 on
+// success, 0 without a CUDA driver or GPU. The kernel store keys compiled kernels by it.
 int msx_gpu_arch(char* buf, size_t len) {
-  using Init = int (*)(unsigned);
-  using DeviceGet = int (*)(int*, int);
-  using Attribute = int (*)(int*, int, int);
-  auto init = reinterpret_cast<Init>(dlsym(RTLD_DEFAULT, "cuInit"));
-  auto device_get = reinterpret_cast<DeviceGet>(dlsym(RTLD_DEFAULT, "cuDeviceGet"));
-  auto attribute = reinterpret_cast<Attribute>(dlsym(RTLD_DEFAULT, "cuDeviceGetAttribute"));
-  int dev = 0, major = 0, minor = 0;
-  if (!init || !device_get || !attribute || init(0) != 0 || device_get(&dev, 0) != 0 ||
-      attribute(&major, 75, dev) != 0 || attribute(&minor, 76, dev) != 0) {
-    return 0;
-  }
-  const std::string arch = "sm_" + std::to_string(major) + std::to_string(minor);
-  if (arch.size() + 1 > len) return 0;
+  const std::string arch = mixsweep_kernels::driver_arch();
+  if (arch.empty() || arch.size() + 1 > len) return 0;
   std::memcpy(buf, arch.c_str(), arch.size() + 1);
   return 1;
 }
