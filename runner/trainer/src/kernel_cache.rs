@@ -116,14 +116,25 @@ pub(crate) fn shareable(backend: Backend, unit_root: &Path, unit: &[PathBuf]) ->
     }
 }
 
-fn copy_atomically(from: &Path, to: &Path) -> std::io::Result<()> {
+/// Writes `to` through `write` into a temporary name beside it, then renames it: a reader sees the
+/// whole file or none (the short temporary name: kernel names can be near the 255-byte limit; unit
+/// scans skip `.partial-*`).
+pub(crate) fn replace_atomically(
+    to: &Path,
+    write: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    // a short temporary name: kernel file names can be near the 255-byte limit already
-    let tmp = to.with_file_name(format!(".partial-{}", std::process::id()));
-    std::fs::copy(from, &tmp)?;
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = to.with_file_name(format!(".partial-{}-{n}", std::process::id()));
+    write(&tmp)?;
     std::fs::rename(&tmp, to)
+}
+
+fn copy_atomically(from: &Path, to: &Path) -> std::io::Result<()> {
+    replace_atomically(to, |tmp| std::fs::copy(from, tmp).map(|_| ()))
 }
 
 impl KernelCache {

@@ -3,19 +3,20 @@
 //! container or pod on a fresh node starts with the kernels that any earlier trial compiled instead
 //! of compiling them again (NVRTC: minutes for a recurrent model on a fresh machine).
 //!
-//! The store is a mirror of the node's shared folder ([`crate::kernel_cache`]): at start the runner
-//! downloads the objects that folder lacks ([`KernelStore::fetch_into`]; each file written under a
-//! temporary name and renamed, so a reader never sees half of one), and the shared folder feeds the
-//! run's private copy as before; when the run publishes new kernels to the shared folder, it uploads
-//! the complete units the store lacks ([`KernelStore::push_from`]), the file MLX looks for last
-//! uploaded last. A unit whose last file is missing in the store (an upload cut short) is downloaded
-//! in part and never adopted, because the shared folder only hands out complete units.
+//! The store stands behind the node's shared folder ([`crate::kernel_cache`]), its *mirror*: at start
+//! the runner downloads the objects the mirror lacks ([`KernelStore::fetch`]; each file written under
+//! a temporary name and renamed, so a reader never sees half of one), and the mirror feeds the run's
+//! private copy as before; after the run publishes new kernels to the mirror, it uploads the complete
+//! units the store lacks ([`KernelStore::push`]), a unit's files in order, the one MLX looks for last
+//! uploaded last. A unit only partly in the store (an upload cut short), or only partly downloaded
+//! yet, is never adopted: the shared folder hands out only units whose kernel list and binary are
+//! both there.
 //!
 //! Kernels are only valid for the MLX version and the machine code they were compiled for, so the
 //! store keys them `mlx-<version>/<platform>/...`: `cuda-sm_90` (the GPU's compute capability) or
 //! `cpu-x86_64-linux`. Failures of the store are warnings: the run compiles what it cannot download.
 
-use crate::kernel_cache::{Backend, complete_units, shareable};
+use crate::kernel_cache::{Backend, complete_units, replace_atomically, shareable};
 use futures::{StreamExt, TryStreamExt};
 use mixsweep_store::{Store, StoreError};
 use std::collections::HashSet;
@@ -24,17 +25,18 @@ use std::path::{Path, PathBuf};
 /// Downloads and uploads at once.
 const CONCURRENCY: usize = 16;
 
-/// One platform's kernels in the store.
+/// One platform's kernels in the store, and the local folder that mirrors them.
 pub struct KernelStore {
     store: Store,
     /// `mlx-<version>/<platform>`.
     prefix: String,
     backend: Backend,
+    mirror: PathBuf,
     /// Relative paths of the files the store holds (listed at fetch, extended by pushes).
     known: HashSet<String>,
 }
 
-/// What [`KernelStore::fetch_into`] downloaded.
+/// What [`KernelStore::fetch`] downloaded.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Fetched {
     pub files: usize,
@@ -70,17 +72,20 @@ fn key_of(rel: &Path) -> Option<String> {
 }
 
 impl KernelStore {
-    /// The store at `url` for kernels of MLX `version` (`mlx-0.32.2`) on `platform`.
+    /// The store at `url` for kernels of MLX `version` (`mlx-0.32.2`) on `platform`, mirrored in
+    /// the local shared folder `mirror`.
     pub fn open(
         url: &str,
         version: &str,
         platform: &str,
         backend: Backend,
+        mirror: &Path,
     ) -> Result<KernelStore, StoreError> {
         Ok(KernelStore {
             store: Store::open(url)?,
             prefix: format!("{version}/{platform}"),
             backend,
+            mirror: mirror.to_path_buf(),
             known: HashSet::new(),
         })
     }
@@ -90,8 +95,9 @@ impl KernelStore {
         self.store.url_of(&self.prefix)
     }
 
-    /// Lists the store and downloads every file `mirror` lacks.
-    pub async fn fetch_into(&mut self, mirror: &Path) -> Result<Fetched, StoreError> {
+    /// Lists the store and downloads every file the mirror lacks.
+    pub async fn fetch(&mut self) -> Result<Fetched, StoreError> {
+        let mirror = &self.mirror;
         let started = std::time::Instant::now();
         let listed = self.store.list_all(&self.prefix).await?;
         let strip = format!("{}/", self.prefix);
@@ -108,9 +114,6 @@ impl KernelStore {
                 wanted.push((object.key.clone(), mirror.join(rel), object.size));
             }
         }
-        // the file MLX looks for last (`.ptx`) after the others of its unit: a reader that sees it
-        // finds the rest already in place
-        wanted.sort_by_key(|(key, _, _)| key.ends_with(".ptx"));
         let store = &self.store;
         let files = wanted.len();
         let bytes = wanted.iter().map(|w| w.2).sum();
@@ -119,7 +122,7 @@ impl KernelStore {
                 let Some(data) = store.get(&key).await? else {
                     return Ok(()); // deleted since the listing
                 };
-                write_atomically(&to, &data)
+                replace_atomically(&to, |tmp| std::fs::write(tmp, &data))
                     .map_err(|e| StoreError::Local(format!("{}: {e}", to.display())))
             })
             .buffered(CONCURRENCY)
@@ -132,8 +135,9 @@ impl KernelStore {
         })
     }
 
-    /// Uploads the complete, shareable units of `mirror` that the store lacks; returns how many.
-    pub async fn push_from(&mut self, mirror: &Path) -> Result<usize, StoreError> {
+    /// Uploads the complete, shareable units of the mirror that the store lacks; returns how many.
+    pub async fn push(&mut self) -> Result<usize, StoreError> {
+        let mirror = &self.mirror;
         let units = complete_units(self.backend, mirror)
             .map_err(|e| StoreError::Local(format!("{}: {e}", mirror.display())))?;
         let mut new = vec![];
@@ -166,18 +170,6 @@ impl KernelStore {
         }
         Ok(new.len())
     }
-}
-
-fn write_atomically(to: &PathBuf, data: &[u8]) -> std::io::Result<()> {
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    // the kernel cache skips `.partial-*` names, and kernel names can be near the 255-byte limit
-    let tmp = to.with_file_name(format!(".partial-{}-{n}", std::process::id()));
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, to)
 }
 
 #[cfg(test)]
@@ -221,16 +213,18 @@ mod tests {
         unit(&a, "gemm_bf16");
         unit(&a.join("A".repeat(200)), "tail");
         std::fs::write(a.join("half.txt"), "a unit without its .ptx is not pushed").unwrap();
-        let mut store = KernelStore::open(&url, "mlx-0.0", "cuda-sm_90", Backend::Cuda).unwrap();
-        let fetched = mixsweep_store::block_on(store.fetch_into(&a)).unwrap();
+        let mut store =
+            KernelStore::open(&url, "mlx-0.0", "cuda-sm_90", Backend::Cuda, &a).unwrap();
+        let fetched = mixsweep_store::block_on(store.fetch()).unwrap();
         assert_eq!(fetched.files, 0);
-        assert_eq!(mixsweep_store::block_on(store.push_from(&a)).unwrap(), 2);
-        assert_eq!(mixsweep_store::block_on(store.push_from(&a)).unwrap(), 0);
+        assert_eq!(mixsweep_store::block_on(store.push()).unwrap(), 2);
+        assert_eq!(mixsweep_store::block_on(store.push()).unwrap(), 0);
 
         // machine B starts empty and ends with exactly A's complete units
         let b = root.path().join("b");
-        let mut store = KernelStore::open(&url, "mlx-0.0", "cuda-sm_90", Backend::Cuda).unwrap();
-        let fetched = mixsweep_store::block_on(store.fetch_into(&b)).unwrap();
+        let mut store =
+            KernelStore::open(&url, "mlx-0.0", "cuda-sm_90", Backend::Cuda, &b).unwrap();
+        let fetched = mixsweep_store::block_on(store.fetch()).unwrap();
         assert_eq!(fetched.files, 6);
         let mut expected = files(&a);
         expected.retain(|f| f != "half.txt");
@@ -241,20 +235,15 @@ mod tests {
         );
         assert_eq!(complete_units(Backend::Cuda, &b).unwrap().len(), 2);
         // what B has is what the store has: nothing to push, nothing more to fetch
-        assert_eq!(mixsweep_store::block_on(store.push_from(&b)).unwrap(), 0);
-        let again = mixsweep_store::block_on(store.fetch_into(&b)).unwrap();
+        assert_eq!(mixsweep_store::block_on(store.push()).unwrap(), 0);
+        let again = mixsweep_store::block_on(store.fetch()).unwrap();
         assert_eq!(again.files, 0);
 
         // another GPU architecture or MLX version sees none of it
         let c = root.path().join("c");
         for (version, platform) in [("mlx-0.0", "cuda-sm_80"), ("mlx-0.1", "cuda-sm_90")] {
-            let mut other = KernelStore::open(&url, version, platform, Backend::Cuda).unwrap();
-            assert_eq!(
-                mixsweep_store::block_on(other.fetch_into(&c))
-                    .unwrap()
-                    .files,
-                0
-            );
+            let mut other = KernelStore::open(&url, version, platform, Backend::Cuda, &c).unwrap();
+            assert_eq!(mixsweep_store::block_on(other.fetch()).unwrap().files, 0);
         }
     }
 
@@ -265,18 +254,20 @@ mod tests {
         let url = store_dir.display().to_string();
         let a = root.path().join("a");
         unit(&a, "k");
-        let mut store = KernelStore::open(&url, "mlx-0.0", "cuda-sm_90", Backend::Cuda).unwrap();
-        mixsweep_store::block_on(store.push_from(&a)).unwrap();
+        let mut store =
+            KernelStore::open(&url, "mlx-0.0", "cuda-sm_90", Backend::Cuda, &a).unwrap();
+        mixsweep_store::block_on(store.push()).unwrap();
         // an upload that stopped before the unit's last file
         std::fs::remove_file(store_dir.join("mlx-0.0/cuda-sm_90/k.ptx")).unwrap();
         let b = root.path().join("b");
-        let mut store = KernelStore::open(&url, "mlx-0.0", "cuda-sm_90", Backend::Cuda).unwrap();
-        mixsweep_store::block_on(store.fetch_into(&b)).unwrap();
+        let mut store =
+            KernelStore::open(&url, "mlx-0.0", "cuda-sm_90", Backend::Cuda, &b).unwrap();
+        mixsweep_store::block_on(store.fetch()).unwrap();
         assert!(b.join("k.txt").is_file());
         assert!(complete_units(Backend::Cuda, &b).unwrap().is_empty());
         // B compiles it and completes the store's copy
         unit(&b, "k");
-        assert_eq!(mixsweep_store::block_on(store.push_from(&b)).unwrap(), 1);
+        assert_eq!(mixsweep_store::block_on(store.push()).unwrap(), 1);
         assert!(store_dir.join("mlx-0.0/cuda-sm_90/k.ptx").is_file());
     }
 

@@ -28,7 +28,7 @@ pub struct MlxEnv {
     cuda: Option<KernelCache>,
     cpu: Option<KernelCache>,
     /// The store behind each shared folder (`MIXSWEEP_KERNEL_STORE`), CUDA's then the CPU's.
-    stores: Vec<(KernelStore, PathBuf)>,
+    stores: Vec<KernelStore>,
     /// The private `TMPDIR` given to MLX (removed at exit).
     private_tmp: Option<PathBuf>,
 }
@@ -143,8 +143,8 @@ impl MlxEnv {
 
     /// Uploads the shared folders' kernels that the store lacks.
     fn push(&mut self) {
-        for (store, shared) in &mut self.stores {
-            if let Err(e) = mixsweep_store::block_on(store.push_from(shared)) {
+        for store in &mut self.stores {
+            if let Err(e) = mixsweep_store::block_on(store.push()) {
                 eprintln!(
                     "warning: could not add the compiled kernels to {}: {e}",
                     store.url()
@@ -177,12 +177,13 @@ fn fetch(
     backend: Backend,
     gpu_arch: Option<&str>,
     shared: &Path,
-) -> Option<(KernelStore, PathBuf)> {
+) -> Option<KernelStore> {
     let platform = platform(backend, gpu_arch)?;
-    let fetched = KernelStore::open(url, version, &platform, backend).and_then(|mut store| {
-        let fetched = mixsweep_store::block_on(store.fetch_into(shared))?;
-        Ok((store, fetched))
-    });
+    let fetched =
+        KernelStore::open(url, version, &platform, backend, shared).and_then(|mut store| {
+            let fetched = mixsweep_store::block_on(store.fetch())?;
+            Ok((store, fetched))
+        });
     match fetched {
         Ok((store, fetched)) => {
             if fetched.files > 0 {
@@ -199,7 +200,7 @@ fn fetch(
             t.files += fetched.files;
             t.bytes += fetched.bytes;
             t.seconds += fetched.seconds;
-            Some((store, shared.to_path_buf()))
+            Some(store)
         }
         Err(e) => {
             eprintln!(
