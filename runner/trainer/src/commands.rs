@@ -69,6 +69,7 @@ pub fn run_train(a: TrainArgs, stop: Arc<AtomicBool>, mlx_env: &MlxEnv) -> Outco
         quantize: a.quantize.map(|b| Scheme::new(b, a.quant_method)),
         checkpoints: a.checkpoint_dir.zip(a.checkpoint_every.map(|n| n as usize)),
         stop,
+        kernels_fetched: mlx_env.take_fetched(),
     };
     let result = train(&opts).map(|_| ()).map_err(report);
     if let (Some(guard), Some(path)) = (profiler, &a.cpuprofile)

@@ -21,8 +21,8 @@
 
 use crate::kernel_cache::{Backend, KernelCache};
 use crate::kernel_store::{Fetched, KernelStore, platform};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 pub struct MlxEnv {
     cuda: Option<KernelCache>,
@@ -31,15 +31,8 @@ pub struct MlxEnv {
     stores: Vec<KernelStore>,
     /// The private `TMPDIR` given to MLX (removed at exit).
     private_tmp: Option<PathBuf>,
-}
-
-/// What this process downloaded from the kernel store at start (for the first run's summary).
-static FETCHED: Mutex<Option<Fetched>> = Mutex::new(None);
-
-/// Takes what the kernel store sent at process start (`None` after the first call, or without a
-/// store): the first run of a process reports it.
-pub fn take_fetched() -> Option<Fetched> {
-    FETCHED.lock().unwrap_or_else(|e| e.into_inner()).take()
+    /// What the stores sent at start, until the first run takes it ([`MlxEnv::take_fetched`]).
+    fetched: Cell<Option<Fetched>>,
 }
 
 fn set(key: &str, value: impl AsRef<std::ffi::OsStr>) {
@@ -84,16 +77,19 @@ impl MlxEnv {
         });
         // then the store (its client and the CUDA driver start threads) and the private copies
         let mut stores = vec![];
+        let mut fetched = None;
         let cuda = cuda_private.and_then(|private| {
             let shared = root.join(&version);
             if let Some(url) = &store_url {
                 let arch = mixsweep_mlx::kernels::gpu_arch();
+                let platform = platform(Backend::Cuda, arch.as_deref());
                 stores.extend(fetch(
                     url,
                     &version,
                     Backend::Cuda,
-                    arch.as_deref(),
+                    platform,
                     &shared,
+                    &mut fetched,
                 ));
             }
             adopt(Backend::Cuda, &shared, &private)
@@ -102,7 +98,15 @@ impl MlxEnv {
         let cpu = private_tmp.as_ref().and_then(|private_tmp| {
             let shared = root.join(&version).join("cpu");
             if let Some(url) = &store_url {
-                stores.extend(fetch(url, &version, Backend::Cpu, None, &shared));
+                let platform = platform(Backend::Cpu, None);
+                stores.extend(fetch(
+                    url,
+                    &version,
+                    Backend::Cpu,
+                    platform,
+                    &shared,
+                    &mut fetched,
+                ));
             }
             let kernels = private_tmp
                 .join("mlx")
@@ -115,7 +119,14 @@ impl MlxEnv {
             cpu,
             stores,
             private_tmp,
+            fetched: Cell::new(fetched),
         }
+    }
+
+    /// What the kernel store sent at process start; `None` after the first call (a worker's later
+    /// trials) and without a store.
+    pub fn take_fetched(&self) -> Option<Fetched> {
+        self.fetched.take()
     }
 
     /// The shared CPU kernel folder when it holds nothing yet: the first training on this machine
@@ -169,16 +180,18 @@ impl MlxEnv {
     }
 }
 
-/// Opens the store for `backend`'s kernels and downloads what `shared` lacks; `None` (with a
-/// warning) when the store cannot be read, or for CUDA without a GPU.
+/// Opens the store for `backend`'s kernels on `platform` and downloads what `shared` lacks, adding
+/// to `total`; `None` (with a warning) when the store cannot be read, or without a platform (CUDA
+/// without a GPU).
 fn fetch(
     url: &str,
     version: &str,
     backend: Backend,
-    gpu_arch: Option<&str>,
+    platform: Option<String>,
     shared: &Path,
+    total: &mut Option<Fetched>,
 ) -> Option<KernelStore> {
-    let platform = platform(backend, gpu_arch)?;
+    let platform = platform?;
     let fetched =
         KernelStore::open(url, version, &platform, backend, shared).and_then(|mut store| {
             let fetched = mixsweep_store::block_on(store.fetch())?;
@@ -195,7 +208,6 @@ fn fetch(
                     fetched.seconds
                 );
             }
-            let mut total = FETCHED.lock().unwrap_or_else(|e| e.into_inner());
             let t = total.get_or_insert_with(Fetched::default);
             t.files += fetched.files;
             t.bytes += fetched.bytes;

@@ -18,21 +18,7 @@ fn interrupt_group(pgid: u32) {
 
 /// `train` on CPU for far more steps than a test waits for.
 fn long_cpu_run(cfg: &Path, out: &Path) -> std::process::Command {
-    let mut c = runner();
-    c.args([
-        "train",
-        "--device",
-        "cpu",
-        "--steps",
-        "100000",
-        "--train",
-        &train_glob(),
-    ])
-    .arg("--config")
-    .arg(cfg)
-    .arg("--out")
-    .arg(out);
-    c
+    cpu_train(cfg, out, "100000")
 }
 
 #[test]

@@ -51,12 +51,7 @@ fn tiny_learns_shakespeare_in_200_steps() {
         first > 0.0 && first < wall,
         "first step at {first} s of {wall} s"
     );
-    let phases: Vec<&str> = s["startup"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
+    let phases = phase_names(&s);
     for p in [
         "device",
         "first_validation",
@@ -245,21 +240,8 @@ fn resume_continues_exactly_where_the_interrupted_run_stopped() {
     });
     let steps = "60";
     let train = |out: &std::path::Path, extra: &[&str]| {
-        let mut c = runner();
-        c.args([
-            "train",
-            "--device",
-            "cpu",
-            "--steps",
-            steps,
-            "--train",
-            &train_glob(),
-        ])
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--out")
-        .arg(out)
-        .args(extra);
+        let mut c = cpu_train(&cfg, out, steps);
+        c.args(extra);
         c
     };
     let losses = |out: &std::path::Path| -> Vec<(u64, f64)> {
@@ -741,15 +723,14 @@ fn kernel_store_gives_a_fresh_machine_the_compiled_kernels() {
     let store = dir.path().join("store");
     let url = format!("file://{}", store.display());
     let train = |name: &str, cache: Option<&std::path::Path>| {
-        let mut cmd = runner();
-        cmd.args([
-            "train", "--device", "cpu", "--steps", "2", "--quiet", "--config",
-        ])
-        .arg(root().join("examples/tiny.json"))
-        .args(["--train", &train_glob(), "--out"])
-        .arg(dir.path().join(name))
-        .env("MIXSWEEP_KERNEL_STORE", &url)
-        .env_remove("MIXSWEEP_KERNEL_CACHE");
+        let mut cmd = cpu_train(
+            &root().join("examples/tiny.json"),
+            &dir.path().join(name),
+            "2",
+        );
+        cmd.arg("--quiet")
+            .env("MIXSWEEP_KERNEL_STORE", &url)
+            .env_remove("MIXSWEEP_KERNEL_CACHE");
         if let Some(cache) = cache {
             cmd.env("MIXSWEEP_CACHE", cache);
         }
@@ -792,12 +773,7 @@ fn kernel_store_gives_a_fresh_machine_the_compiled_kernels() {
         !err.contains("compile MLX's CPU kernels"),
         "the fresh machine's cache was cold: {err}"
     );
-    let phases: Vec<&str> = second["startup"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
+    let phases = phase_names(&second);
     assert_eq!(phases[..2], ["exec", "kernel_fetch"], "{phases:?}");
     assert_eq!(stored(), uploaded);
     let local = fresh

@@ -97,6 +97,9 @@ pub struct TrainOptions {
     pub checkpoints: Option<(PathBuf, usize)>,
     /// Set by a signal handler to stop after the current step.
     pub stop: Arc<AtomicBool>,
+    /// What the kernel store sent at process start, for this run's start-up record (the first run
+    /// of a process; `None` for later runs of a worker and without a store).
+    pub kernels_fetched: Option<crate::kernel_store::Fetched>,
 }
 
 /// Loads a config, printing nothing. Config errors name the file.
@@ -126,7 +129,7 @@ fn configure(opts: &TrainOptions) -> Result<ModelConfig, TrainError> {
 
 pub fn train(opts: &TrainOptions) -> Result<Summary, TrainError> {
     let started = std::time::Instant::now();
-    let mut startup = startup::Startup::new();
+    let mut startup = startup::Startup::new(opts.kernels_fetched);
     let cfg = configure(opts)?;
     startup.mark("config");
     // Data first: bad data is an input error and should fail before any device work.

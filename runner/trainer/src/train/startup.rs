@@ -29,10 +29,11 @@ pub struct Startup {
 }
 
 impl Startup {
-    pub fn new() -> Startup {
+    /// Starts the record; `fetched`: the kernel store's download at process start (a phase of its
+    /// own, taken out of `exec`).
+    pub fn new(fetched: Option<crate::kernel_store::Fetched>) -> Startup {
         let mut phases = Vec::new();
         let job = *JOB_START.lock().unwrap_or_else(|e| e.into_inner());
-        let fetched = crate::mlx_env::take_fetched();
         if let Some(t) = job {
             phases.push(Phase {
                 name: "job".into(),
@@ -113,7 +114,7 @@ impl Startup {
 
 impl Default for Startup {
     fn default() -> Self {
-        Startup::new()
+        Startup::new(None)
     }
 }
 
@@ -154,7 +155,7 @@ mod tests {
     fn a_workers_job_counts_from_its_arrival_not_from_process_start() {
         std::thread::sleep(std::time::Duration::from_millis(30));
         job_started();
-        let s = Startup::new();
+        let s = Startup::new(None);
         *JOB_START.lock().unwrap() = None;
         let first = &s.phases()[0];
         assert_eq!(first.name, "job");
@@ -164,7 +165,7 @@ mod tests {
 
     #[test]
     fn phases_add_up_and_freeze_after_the_first_step() {
-        let mut s = Startup::new();
+        let mut s = Startup::new(None);
         std::thread::sleep(std::time::Duration::from_millis(20));
         s.mark("config");
         s.finish("first_step");

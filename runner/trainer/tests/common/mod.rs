@@ -16,6 +16,26 @@ pub fn runner() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mixsweep-runner"))
 }
 
+/// `mixsweep-runner train` of `cfg` on CPU for `steps` steps on tiny Shakespeare, into `out`.
+pub fn cpu_train(cfg: &Path, out: &Path, steps: &str) -> Command {
+    let mut c = runner();
+    c.args(["train", "--device", "cpu", "--steps", steps, "--train"])
+        .arg(train_glob())
+        .arg("--config")
+        .arg(cfg)
+        .arg("--out")
+        .arg(out);
+    c
+}
+
+/// The names of a summary's start-up phases, in order.
+pub fn phase_names(summary: &serde_json::Value) -> Vec<&str> {
+    summary["startup"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["name"].as_str()).collect())
+        .unwrap_or_default()
+}
+
 /// Byte-level tiny Shakespeare shards prepared with the real `prepare`, once per build of the runner:
 /// in cargo's test temp folder (under `target/`, not the system's), named by the binary's build time,
 /// published by an atomic rename so that concurrent test binaries share one copy.
