@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mixsweep_sweep::Trial;
-use mixsweep_sweep::spec::{GpuSpec, SweepSpec};
+use mixsweep_sweep::spec::{GpuSpec, KubernetesSpec, SweepSpec};
 use std::collections::BTreeMap;
 use std::time::Duration;
 /// The Job name of a trial.
@@ -57,6 +57,66 @@ fn quantity(s: impl Into<String>) -> Quantity {
 
 /// Where the node's kernel cache folder appears in the runner container.
 pub const KERNEL_CACHE_MOUNT: &str = "/mixsweep-kernels";
+
+/// The runner's kernel caches in a pod: the node's folder for this image (`kubernetes.kernel_cache`,
+/// a hostPath; the runner copies it in and publishes new kernels) and the cluster's kernel store
+/// (`kubernetes.kernel_store`, default `<storage>/kernels` for GPU pods). Returns the host folder and
+/// the container's environment.
+fn kernel_env(
+    k: &KubernetesSpec,
+    image: &str,
+    storage_url: &str,
+    gpu_job: bool,
+) -> Result<(Option<String>, Vec<EnvVar>), String> {
+    let kernel_cache = match &k.kernel_cache {
+        Some(dir) if !dir.starts_with('/') => {
+            return Err(format!(
+                "kubernetes.kernel_cache: {dir:?} is not an absolute path on the nodes (e.g. /var/cache/mixsweep-kernels)"
+            ));
+        }
+        Some(dir) => {
+            let image: String = image
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            Some(format!("{}/{image}", dir.trim_end_matches('/')))
+        }
+        None => None,
+    };
+    // The cluster's kernel store: a pod on a fresh node starts with every kernel compiled before.
+    let kernel_store = match k.kernel_store.as_deref() {
+        Some("off") => None,
+        Some(url) if mixsweep_store::is_url(url) => Some(url.trim_end_matches('/').to_string()),
+        Some(other) => {
+            return Err(format!(
+                "kubernetes.kernel_store: {other:?} is not a storage URL (s3://bucket/prefix, gs://bucket/prefix), or `off`"
+            ));
+        }
+        None => gpu_job.then(|| format!("{}/kernels", storage_url.trim_end_matches('/'))),
+    };
+    let mut env = vec![];
+    if kernel_cache.is_some() {
+        env.push(EnvVar {
+            name: "MIXSWEEP_KERNEL_CACHE".into(),
+            value: Some(KERNEL_CACHE_MOUNT.into()),
+            ..Default::default()
+        });
+    }
+    if let Some(url) = kernel_store {
+        env.push(EnvVar {
+            name: "MIXSWEEP_KERNEL_STORE".into(),
+            value: Some(url),
+            ..Default::default()
+        });
+    }
+    Ok((kernel_cache, env))
+}
 
 /// The typed Job of one trial. Errors name the sweep field at fault.
 pub fn job_manifest(
@@ -108,56 +168,8 @@ pub fn job_manifest(
         .map(|v| serde_json::from_value::<Affinity>(v.clone()))
         .transpose()
         .map_err(|e| format!("kubernetes.affinity: not a Kubernetes affinity: {e}"))?;
-    // The node's kernel folder for this image (the runner copies it in and publishes new kernels).
-    let kernel_cache = match &k.kernel_cache {
-        Some(dir) if !dir.starts_with('/') => {
-            return Err(format!(
-                "kubernetes.kernel_cache: {dir:?} is not an absolute path on the nodes (e.g. /var/cache/mixsweep-kernels)"
-            ));
-        }
-        Some(dir) => {
-            let image: String = settings
-                .image
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '.' {
-                        c
-                    } else {
-                        '-'
-                    }
-                })
-                .collect();
-            Some(format!("{}/{image}", dir.trim_end_matches('/')))
-        }
-        None => None,
-    };
-    // The cluster's kernel store: a pod on a fresh node starts with every kernel compiled before.
     let gpu_job = limits.contains_key("nvidia.com/gpu");
-    let kernel_store = match k.kernel_store.as_deref() {
-        Some("off") => None,
-        Some(url) if mixsweep_store::is_url(url) => Some(url.trim_end_matches('/').to_string()),
-        Some(other) => {
-            return Err(format!(
-                "kubernetes.kernel_store: {other:?} is not a storage URL (s3://bucket/prefix, gs://bucket/prefix), or `off`"
-            ));
-        }
-        None => gpu_job.then(|| format!("{}/kernels", settings.storage_url.trim_end_matches('/'))),
-    };
-    let mut env = vec![];
-    if kernel_cache.is_some() {
-        env.push(EnvVar {
-            name: "MIXSWEEP_KERNEL_CACHE".into(),
-            value: Some(KERNEL_CACHE_MOUNT.into()),
-            ..Default::default()
-        });
-    }
-    if let Some(url) = kernel_store {
-        env.push(EnvVar {
-            name: "MIXSWEEP_KERNEL_STORE".into(),
-            value: Some(url),
-            ..Default::default()
-        });
-    }
+    let (kernel_cache, env) = kernel_env(k, &settings.image, &settings.storage_url, gpu_job)?;
     let mut labels = BTreeMap::new();
     labels.insert("app.kubernetes.io/name".to_string(), "mixsweep".to_string());
     labels.insert(LABEL_SWEEP.to_string(), label_value(&spec.name));
