@@ -13,6 +13,8 @@ PARTS=${PARTS:-refs,ours,full}
 mkdir -p "$OUT"
 log() { echo "### $*" | tee -a "$OUT/bench.log"; }
 run() { log "$*"; "$@" 2>&1 | tee -a "$OUT/bench.log"; }
+# A config by name: an example, or an ablation variant in scripts/bench/ablate/ (ZOO may name either).
+config() { if [[ -f examples/$1.json ]]; then echo "examples/$1.json"; else echo "scripts/bench/ablate/$1.json"; fi; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 run "$RUNNER" smoke --device gpu || exit 1
@@ -29,7 +31,7 @@ if [[ $PARTS == *ours* ]]; then
       --compute-dtype $dtype --out "$OUT/bench_$dtype"
   done
   for cfg in gqa_shakespeare mamba_shakespeare; do
-    run "$RUNNER" train --config examples/$cfg.json --train "$TRAIN" --device gpu --steps 300 \
+    run "$RUNNER" train --config "$(config "$cfg")" --train "$TRAIN" --device gpu --steps 300 \
       --compute-dtype bfloat16 --out "$OUT/${cfg}_300"
   done
 fi
@@ -76,7 +78,7 @@ if [[ $PARTS == *zoowarm* ]]; then
   for cfg in $ZOO; do
     log "warm $cfg"
     ( start=$(date +%s)
-      MIXSWEEP_EAGER_FIRST_VAL=0 "$RUNNER" train --config examples/$cfg.json --train "$TRAIN" --device gpu \
+      MIXSWEEP_EAGER_FIRST_VAL=0 "$RUNNER" train --config "$(config "$cfg")" --train "$TRAIN" --device gpu \
         --steps 2 --compute-dtype bfloat16 --quiet --out "$OUT/warm_$cfg" > "$OUT/warm_$cfg.log" 2>&1
       echo "warm $cfg: exit $? after $(( $(date +%s) - start )) s" | tee -a "$OUT/bench.log" ) &
     n=$((n + 1))
@@ -85,7 +87,7 @@ if [[ $PARTS == *zoowarm* ]]; then
   wait
 elif [[ $PARTS == *zoo* ]]; then
   for cfg in $ZOO; do
-    run "$RUNNER" train --config examples/$cfg.json --train "$TRAIN" --device gpu --steps 300 \
+    run "$RUNNER" train --config "$(config "$cfg")" --train "$TRAIN" --device gpu --steps 300 \
       --compute-dtype bfloat16 --quiet --out "$OUT/zoo_$cfg"
   done
   # ZOO_CHUNKED: configs timed again with their fused recurrence kernels off (MIXSWEEP_SCAN=chunked, or
@@ -93,7 +95,7 @@ elif [[ $PARTS == *zoo* ]]; then
   # for a same-session before/after of a kernel (their chunked kernels compile in the timed run's
   # step 0 unless zoowarm ran them too, which the steady rate excludes).
   for cfg in ${ZOO_CHUNKED:-}; do
-    MIXSWEEP_SCAN=${ZOO_SCAN:-chunked} run "$RUNNER" train --config examples/$cfg.json --train "$TRAIN" --device gpu \
+    MIXSWEEP_SCAN=${ZOO_SCAN:-chunked} run "$RUNNER" train --config "$(config "$cfg")" --train "$TRAIN" --device gpu \
       --steps 300 --compute-dtype bfloat16 --quiet --out "$OUT/zoo_${cfg}_chunked"
   done
 fi
@@ -104,7 +106,7 @@ if [[ $PARTS == *kerneljit* ]]; then
   for cfg in ${STARTUP_CONFIGS:-mamba_shakespeare}; do
     for jit in ours mlx ours mlx; do
       TIMEFORMAT="kerneljit $cfg jit=$jit: wall %R s"
-      { time MIXSWEEP_KERNEL_JIT=$jit MIXSWEEP_TIMING=1 "$RUNNER" train --config examples/$cfg.json \
+      { time MIXSWEEP_KERNEL_JIT=$jit MIXSWEEP_TIMING=1 "$RUNNER" train --config "$(config "$cfg")" \
         --train "$TRAIN" --device gpu --steps 2 --compute-dtype bfloat16 --quiet --out "$OUT/kerneljit_${cfg}_$jit"; } 2>&1 | tee -a "$OUT/bench.log"
     done
   done
@@ -118,7 +120,7 @@ if [[ $PARTS == *startup* ]]; then
   for cfg in ${STARTUP_CONFIGS:-tiny gqa_shakespeare}; do
     for eager in ${EAGER_MODES:-1 0 1}; do
       TIMEFORMAT="startup $cfg eager_first_val=$eager: wall %R s"
-      { time MIXSWEEP_EAGER_FIRST_VAL=$eager MIXSWEEP_TIMING=1 "$RUNNER" train --config examples/$cfg.json \
+      { time MIXSWEEP_EAGER_FIRST_VAL=$eager MIXSWEEP_TIMING=1 "$RUNNER" train --config "$(config "$cfg")" \
         --train "$TRAIN" --device gpu --steps 2 --compute-dtype bfloat16 --quiet --out "$OUT/startup_${cfg}_$eager"; } 2>&1 | tee -a "$OUT/bench.log"
     done
   done

@@ -72,6 +72,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/matrix_scans.cpp");
     println!("cargo:rerun-if-changed=src/linear_scan.cpp");
     println!("cargo:rerun-if-changed=src/mamba3_scan.cpp");
+    println!("cargo:rerun-if-changed=src/causal_conv.cpp");
     println!("cargo:rerun-if-changed=src/custom_kernel.cpp");
     println!("cargo:rerun-if-changed=src/kernel_util.h");
     println!("cargo:rerun-if-changed=src/op_codes.def");
@@ -115,6 +116,7 @@ fn main() {
         .file("src/matrix_scans.cpp")
         .file("src/linear_scan.cpp")
         .file("src/mamba3_scan.cpp")
+        .file("src/causal_conv.cpp")
         .file("src/custom_kernel.cpp")
         .flag_if_supported("-Wno-unused-parameter")
         .flag_if_supported("-Wno-deprecated-declarations")

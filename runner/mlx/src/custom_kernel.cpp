@@ -233,9 +233,10 @@ Kernel::Kernel(std::string name, std::vector<std::string> inputs, std::vector<st
 std::string Kernel::program(const std::string& entry, const TemplateArgs& args) const {
   std::string s = header_;
   s += "\nextern \"C\" __global__ void " + entry + "(\n";
-  for (const auto& in : inputs_) s += "    const float* " + in + ",\n";
+  // __restrict__: outputs never alias inputs (MLX allocates them), so loads may move above stores
+  for (const auto& in : inputs_) s += "    const float* __restrict__ " + in + ",\n";
   for (size_t i = 0; i < outputs_.size(); ++i) {
-    s += "    float* " + outputs_[i] + (i + 1 < outputs_.size() ? ",\n" : ") {\n");
+    s += "    float* __restrict__ " + outputs_[i] + (i + 1 < outputs_.size() ? ",\n" : ") {\n");
   }
   for (const auto& [name, value] : args) {
     s += "  constexpr int " + name + " = " + std::to_string(std::get<int>(value)) + ";\n";

@@ -276,6 +276,13 @@ unsafe extern "C" {
         chunk: c_int,
         out: *mut *mut msx_array,
     ) -> c_int;
+    pub fn msx_fused_causal_conv(
+        x: *const msx_array,
+        w: *const msx_array,
+        bias: *const msx_array,
+        segment: c_int,
+        out: *mut *mut msx_array,
+    ) -> c_int;
     pub fn msx_fused_linear_scan(
         log_a: *const msx_array,
         u: *const msx_array,

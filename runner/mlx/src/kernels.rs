@@ -1,5 +1,5 @@
 //! Custom GPU kernels that MLX lacks, written for its CUDA backend (`src/selective_scan.cpp`,
-//! `src/matrix_scans.cpp`, `src/linear_scan.cpp`, `src/mamba3_scan.cpp`, compiled at run time by MLX's JIT). Each is a
+//! `src/matrix_scans.cpp`, `src/linear_scan.cpp`, `src/mamba3_scan.cpp`, `src/causal_conv.cpp`, compiled at run time by MLX's JIT). Each is a
 //! differentiable MLX function (its backward pass is a second kernel, attached with `custom_vjp`),
 //! so it traces into `compile` like any op.
 //! Callers keep a portable fallback and ask [`fused_scan_available`] first.
@@ -122,6 +122,21 @@ pub fn fused_linear_scan(log_a: &Array, u: &Array, chunk: usize) -> Result<Array
             log_a.as_ptr(),
             u.as_ptr(),
             chunk.min(i32::MAX as usize) as i32,
+            out,
+        )
+    })
+}
+
+/// The causal depthwise convolution in one kernel: `y[b, t, c] = bias[c] + Σ_j w[j, c] x[b, t − K + 1 + j, c]`
+/// (zero before `t = 0`) for `x [batch, seq, channels]`, `w [K, channels]`, `bias [channels]`;
+/// returns `y [batch, seq, channels]` in float32. Each GPU thread walks `segment` time steps.
+pub fn fused_causal_conv(x: &Array, w: &Array, bias: &Array, segment: usize) -> Result<Array> {
+    Array::build(|out| unsafe {
+        ffi::msx_fused_causal_conv(
+            x.as_ptr(),
+            w.as_ptr(),
+            bias.as_ptr(),
+            segment.clamp(1, i32::MAX as usize) as i32,
             out,
         )
     })

@@ -69,6 +69,7 @@ __device__ __forceinline__ float mixsweep_sum_state(float v, int width) {
 const char* kForward = R"(
   MIXSWEEP_SCAN_INDEX
   float h = 0.0f;
+#pragma unroll 4
   for (int t = 0; t < SEQ; ++t) {
     if (t % CKPT == 0 && active) {
       checkpoints[(((size_t)batch * CHUNKS + t / CKPT) * INNER + channel) * STATE + n] = h;

@@ -1,6 +1,6 @@
 //! Which fused CUDA kernels run instead of their chunked forms.
 //!
-//! Every recurrence with a fused kernel (forward and backward, training only) runs it on MLX's CUDA
+//! Every recurrence with a fused kernel (and the causal convolution) (forward and backward, training only) runs it on MLX's CUDA
 //! backend. `MIXSWEEP_SCAN` turns kernels off, for benchmarks and comparisons: `chunked` turns them
 //! all off, `chunked:linear,gla` the named ones ([`Fused::name`]). A name that is not a kernel is
 //! reported once on stderr and ignored.
@@ -18,15 +18,18 @@ pub enum Fused {
     Delta,
     /// Mamba-3's trapezoidal rotating scan (`mamba3_scan.cpp`).
     Mamba3,
+    /// The causal depthwise convolution of Mamba-style blocks (`causal_conv.cpp`).
+    Conv,
 }
 
 impl Fused {
-    pub const ALL: [Fused; 5] = [
+    pub const ALL: [Fused; 6] = [
         Fused::Selective,
         Fused::Linear,
         Fused::Gla,
         Fused::Delta,
         Fused::Mamba3,
+        Fused::Conv,
     ];
 
     pub fn name(self) -> &'static str {
@@ -36,6 +39,7 @@ impl Fused {
             Fused::Gla => "gla",
             Fused::Delta => "delta",
             Fused::Mamba3 => "mamba3",
+            Fused::Conv => "conv",
         }
     }
 }

@@ -211,8 +211,22 @@ pub fn token_shift(x: &Array, ctx: &mut Ctx<'_>) -> Result<Array> {
     mixsweep_mlx::concatenate(&[&prev, &x.slice_axis(1, 0, t - 1)?], 1)
 }
 
-/// `y_t = Σ_j w[j] · x_{t-K+1+j} + bias` over `x [B, T, C]`, `w [K, C]` (zeros before the start).
+/// Time steps each GPU thread of the fused convolution walks.
+const CONV_SEGMENT: usize = 32;
+
+/// `y_t = Σ_j w[j] · x_{t-K+1+j} + bias` over `x [B, T, C]`, `w [K, C]` (zeros before the start):
+/// the fused CUDA kernel where [`fused::enabled`] says so (x's dtype out, float32 inside), otherwise
+/// `K` shifted slices.
 pub fn causal_conv1d(x: &Array, w: &Array, bias: &Array) -> Result<Array> {
+    if fused::enabled(Fused::Conv) {
+        let out = x.dtype()?;
+        return mixsweep_mlx::kernels::fused_causal_conv(x, w, bias, CONV_SEGMENT)?.astype(out);
+    }
+    causal_conv_sliced(x, w, bias)
+}
+
+/// [`causal_conv1d`] as `K` shifted slices of the zero-padded input (every backend).
+fn causal_conv_sliced(x: &Array, w: &Array, bias: &Array) -> Result<Array> {
     let k = w.dim(0);
     let t = x.dim(1);
     let padded = x.pad_axis(1, k - 1, 0, 0.0)?;
@@ -471,6 +485,38 @@ mod tests {
                 &["dlog_a", "du"],
                 &[1e-2, 2e-3],
                 &format!("{shape:?}"),
+            );
+        }
+    }
+
+    /// On CUDA: the fused convolution and its three gradients equal the sliced form's (MLX
+    /// autodiff), with a partial last time segment, a partial channel block, kernel sizes 1 to 4
+    /// and the Mamba example's shape. Run on a GPU machine with `--ignored`.
+    #[test]
+    #[ignore = "needs MLX's CUDA backend: run with --ignored on an NVIDIA machine"]
+    fn fused_causal_conv_matches_the_sliced_form_and_its_gradients() {
+        assert!(
+            mixsweep_mlx::kernels::fused_scan_available(),
+            "the fused convolution needs MLX's CUDA backend (libmlx of mlx-cuda-13)"
+        );
+        for (b, t, c, k) in [
+            (2, 37, 40, 4),
+            (3, 5, 300, 3),
+            (1, 70, 8, 1),
+            (64, 256, 768, 4),
+        ] {
+            let inputs = [
+                arr(&host(b * t * c, 61, -1.0, 1.0), &[b, t, c]),
+                arr(&host(k * c, 62, -1.0, 1.0), &[k, c]),
+                arr(&host(c, 63, -1.0, 1.0), &[c]),
+            ];
+            assert_fused_matches(
+                &inputs,
+                |v| mixsweep_mlx::kernels::fused_causal_conv(&v[0], &v[1], &v[2], CONV_SEGMENT),
+                |v| causal_conv_sliced(&v[0], &v[1], &v[2]),
+                &["dx", "dw", "dbias"],
+                &[1e-4; 3],
+                &format!("b={b} t={t} c={c} k={k}"),
             );
         }
     }
