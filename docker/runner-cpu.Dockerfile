@@ -5,7 +5,8 @@
 #
 # MLX compiles fused CPU kernels with a C++ compiler at run time; this image has none, so the train step
 # runs uncompiled here (MLX_DISABLE_COMPILE=1: same results, slower on CPU). The CUDA image needs no
-# compiler (MLX uses NVRTC) and keeps compilation on.
+# compiler (MLX uses NVRTC) and keeps compilation on. When the build machine has OpenBLAS, the build
+# script adds it and `ENV MIXSWEEP_BLAS` below (the runner preloads it over the wheel's reference BLAS).
 FROM scratch
 COPY rootfs/ /
 ENV PATH=/opt/mixsweep/bin \

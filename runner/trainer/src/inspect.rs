@@ -75,6 +75,9 @@ pub fn smoke(d: DeviceArg) -> anyhow::Result<()> {
     let version = mixsweep_mlx::version().context("reading the MLX version")?;
     let dev = mixsweep_mlx::device::select(d.device()).context("selecting the device")?;
     println!("PASS: MLX {version} available, device: {dev}");
+    // where MLX's CPU matmuls go (the runner preloads OpenBLAS over the wheel's reference BLAS)
+    let blas = mixsweep_runner::blas::cblas_provider();
+    println!("cpu blas: {}", blas.as_deref().unwrap_or("none found"));
     let cfg = ModelConfig::from_jsonc(
         r#"{"name":"smoke","model_dim":32,"vocab_size":64,"seq_len":16,
             "blocks":[{"type":"plain","heads":2},{"type":"swiglu"},{"type":"mamba","state_size":4}],

@@ -14,6 +14,7 @@
 //! * [`prepare`]: text -> shards (bytes or BPE), tokenizer, manifest, BPB lookup tables.
 //! * [`remote`]: configs from and artifacts to object storage (data URLs: [`data::resolve_files`]).
 
+pub mod blas;
 pub mod char_features;
 pub mod checkpoint;
 pub mod data;

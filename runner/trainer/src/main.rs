@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 fn main() -> ExitCode {
+    // Before anything else: may restart this program with a fast BLAS preloaded (blas.rs).
+    mixsweep_runner::blas::preload_fast_blas();
     // Output piped into `head` ends the process quietly, as for any Unix tool, instead of a
     // "broken pipe" panic. (Sockets are unaffected: Rust sends with MSG_NOSIGNAL.)
     // SAFETY: first thing in main, before any thread exists.
