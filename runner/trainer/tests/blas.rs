@@ -8,7 +8,8 @@ use common::*;
 
 fn blas_line(envs: &[(&str, &str)]) -> String {
     let mut c = runner();
-    c.args(["smoke", "--device", "cpu"]);
+    // the BLAS line is what is checked; uncompiled saves the cold kernel JIT
+    c.args(["smoke", "--device", "cpu"]).env("MLX_DISABLE_COMPILE", "1");
     for (k, v) in envs {
         c.env(k, v);
     }
@@ -42,6 +43,7 @@ fn matmuls_go_to_openblas_unless_the_reference_blas_is_asked_for() {
     let mut c = runner();
     let o = c
         .args(["smoke", "--device", "cpu"])
+        .env("MLX_DISABLE_COMPILE", "1")
         .env("MIXSWEEP_BLAS", "/nonexistent/libopenblas.so")
         .output()
         .unwrap();
