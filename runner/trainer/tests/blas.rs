@@ -9,7 +9,8 @@ use common::*;
 fn blas_line(envs: &[(&str, &str)]) -> String {
     let mut c = runner();
     // the BLAS line is what is checked; uncompiled saves the cold kernel JIT
-    c.args(["smoke", "--device", "cpu"]).env("MLX_DISABLE_COMPILE", "1");
+    c.args(["smoke", "--device", "cpu"])
+        .env("MLX_DISABLE_COMPILE", "1");
     for (k, v) in envs {
         c.env(k, v);
     }
