@@ -34,13 +34,10 @@ printf 'root:x:0:\nmixsweep:x:1000:\n' > "$fs/etc/group"
 cp "$root/docker/runner-cpu.Dockerfile" "$ctx/Dockerfile"
 # The system's OpenBLAS, if any, with its own libraries: the runner preloads it over the wheel's
 # reference BLAS (~5x faster CPU training; runner/trainer/src/blas.rs), told where by MIXSWEEP_BLAS.
-for blas in /usr/lib/x86_64-linux-gnu/libopenblas.so.0 /usr/lib/aarch64-linux-gnu/libopenblas.so.0 \
-  /usr/lib64/libopenblas.so.0 /usr/lib/libopenblas.so.0; do
-  [[ -f $blas ]] || continue
+if blas=$(bash "$root/scripts/ensure-openblas.sh" --path) && [[ -n $blas ]]; then
   cp -L "$blas" "$fs/opt/mixsweep/lib/libopenblas.so.0"
   ldd "$blas" | awk '/=> \// {print $3}' | while read -r lib; do cp -nL "$lib" "$fs/opt/mixsweep/lib/"; done
   echo 'ENV MIXSWEEP_BLAS=/opt/mixsweep/lib/libopenblas.so.0' >> "$ctx/Dockerfile"
-  break
-done
+fi
 docker build --quiet -t "$tag" "$ctx" >/dev/null
 echo "built $tag from $bin ($(du -sh "$fs" | cut -f1) root filesystem)"

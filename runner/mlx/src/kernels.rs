@@ -1,7 +1,8 @@
 //! Custom GPU kernels that MLX lacks, written for its CUDA backend (`src/selective_scan.cpp`,
-//! `src/matrix_scans.cpp`, `src/linear_scan.cpp`, `src/mamba3_scan.cpp`, `src/causal_conv.cpp`, compiled at run time by MLX's JIT). Each is a
-//! differentiable MLX function (its backward pass is a second kernel, attached with `custom_vjp`),
-//! so it traces into `compile` like any op.
+//! `src/matrix_scans.cpp`, `src/linear_scan.cpp`, `src/mamba3_scan.cpp`, `src/causal_conv.cpp`;
+//! compiled once per machine by `src/custom_kernel.cpp`). Each is a differentiable MLX function
+//! (its backward pass is a second kernel, attached with `custom_vjp`), so it traces into `compile`
+//! like any op.
 //! Callers keep a portable fallback and ask [`fused_scan_available`] first.
 
 use crate::{Array, Result, ffi};

@@ -60,11 +60,8 @@ fn reference(inputs: &[Array], dy: &Array) -> (Vec<f32>, Vec<Vec<f32>>) {
             let padded = x.pad_axis(1, k - 1, 0, 0.0)?;
             let mut y = bias.clone();
             for j in 0..k {
-                y = y.add(&padded.slice_axis(1, j, j + t)?.mul(&w.slice_axis(
-                    0,
-                    j,
-                    j + 1,
-                )?)?)?;
+                let wj = w.slice_axis(0, j, j + 1)?;
+                y = y.add(&padded.slice_axis(1, j, j + t)?.mul(&wj)?)?;
             }
             Ok(vec![y.mul(&dy)?.sum_all()?, y])
         },

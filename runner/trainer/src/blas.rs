@@ -23,7 +23,8 @@ pub const SETTING: &str = "MIXSWEEP_BLAS";
 const PRELOADED: &str = "MIXSWEEP_BLAS_PRELOADED";
 const PRELOAD_WAS: &str = "MIXSWEEP_BLAS_LD_PRELOAD_WAS";
 
-/// Where distributions put OpenBLAS (`libopenblas.so.0`), searched in order.
+/// Where distributions put OpenBLAS (`libopenblas.so.0`), searched in order (the same list as
+/// `scripts/ensure-openblas.sh`, which the CPU image's build script asks).
 const CANDIDATES: &[&str] = &[
     "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
     "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
@@ -39,9 +40,14 @@ pub fn is_reference_blas(path: &str) -> bool {
     name.starts_with("libblas") && !path.contains("openblas")
 }
 
+/// The first of the usual places of OpenBLAS that `exists` accepts.
+fn first_candidate(exists: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    CANDIDATES.iter().map(PathBuf::from).find(|p| exists(p))
+}
+
 /// The system's OpenBLAS (the first of the usual places that has it).
 pub fn system_openblas() -> Option<PathBuf> {
-    CANDIDATES.iter().map(PathBuf::from).find(|p| p.is_file())
+    first_candidate(Path::is_file)
 }
 
 /// The library to preload, if any: `setting` is `MIXSWEEP_BLAS`, `provider` the file that serves
@@ -71,7 +77,7 @@ pub fn choose(
     if !reference {
         return Ok(None);
     }
-    Ok(CANDIDATES.iter().map(PathBuf::from).find(|p| exists(p)))
+    Ok(first_candidate(exists))
 }
 
 /// First thing in `main`, before any thread: re-executes this program with a fast BLAS preloaded

@@ -1,7 +1,7 @@
 //! Which fused CUDA kernels run instead of their chunked forms.
 //!
-//! Every recurrence with a fused kernel (and the causal convolution) (forward and backward, training only) runs it on MLX's CUDA
-//! backend. `MIXSWEEP_SCAN` turns kernels off, for benchmarks and comparisons: `chunked` turns them
+//! Every recurrence with a fused kernel, and the causal convolution, runs it (forward and backward,
+//! training only) on MLX's CUDA backend. `MIXSWEEP_SCAN` turns kernels off, for benchmarks and comparisons: `chunked` turns them
 //! all off, `chunked:linear,gla` the named ones ([`Fused::name`]). A name that is not a kernel is
 //! reported once on stderr and ignored.
 
