@@ -1,6 +1,7 @@
 //! Warm workers (`MIXSWEEP_WORKERS=1`, the default on GPU slots) on CPU: one `mixsweep-runner
 //! worker` trains a slot's trials in turn with the same results as one process per trial; a worker
-//! killed mid-trial is replaced and the trial retried; Ctrl-C leaves the trial resumable.
+//! killed mid-trial is replaced and the trial retried; Ctrl-C leaves the trial resumable; later
+//! trials of the same model reuse the compiled steps with the same results.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -101,7 +102,24 @@ fn one_worker_trains_the_slots_trials_in_turn_exactly_like_separate_processes() 
         let log = std::fs::read_to_string(cold.join(format!("trials/{id}/stderr.log"))).unwrap();
         assert!(worker_job(&log).is_none());
     }
-    // bit-identical training: nothing of one trial leaks into the next (seeds, optimizer, caches)
+    // the worker's later trials (other lr, other seed) reuse the first one's compiled steps
+    for (id, (_, job)) in ids.iter().zip(&jobs) {
+        let s = json(&warm.join(format!("trials/{id}/summary.json")));
+        let phases: Vec<&str> = s["startup"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        let want = if *job == 1 {
+            "step_setup"
+        } else {
+            "step_reused"
+        };
+        assert!(phases.contains(&want), "job {job}: {phases:?}");
+    }
+    // bit-identical training: nothing of one trial leaks into the next (seeds, optimizer, the
+    // reused compiled steps, caches)
     assert_eq!(finals(&warm, "warm"), finals(&cold, "warm"));
     // no worker is left behind
     assert!(

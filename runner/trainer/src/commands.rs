@@ -5,7 +5,9 @@ use crate::cli::{DeviceArg, EvalArgs, GenerateArgs, HiddenstatsArgs, PrepareArgs
 
 use mixsweep_runner::mlx_env::MlxEnv;
 use mixsweep_runner::quantize::Scheme;
+use mixsweep_runner::step_cache::StepCache;
 use mixsweep_runner::train::{TrainError, TrainOptions, train};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,7 +17,13 @@ fn report(e: TrainError) -> (i32, String) {
     (e.exit_code(), e.to_string())
 }
 
-pub fn run_train(a: TrainArgs, stop: Arc<AtomicBool>, mlx_env: &MlxEnv) -> Outcome {
+/// `step_cache`: a worker's compiled steps (`None` for a one-trial process).
+pub fn run_train(
+    a: TrainArgs,
+    stop: Arc<AtomicBool>,
+    mlx_env: &MlxEnv,
+    step_cache: Option<Rc<StepCache>>,
+) -> Outcome {
     let on_cpu = match a.device {
         DeviceArg::Cpu => true,
         DeviceArg::Gpu => false,
@@ -70,6 +78,7 @@ pub fn run_train(a: TrainArgs, stop: Arc<AtomicBool>, mlx_env: &MlxEnv) -> Outco
         checkpoints: a.checkpoint_dir.zip(a.checkpoint_every.map(|n| n as usize)),
         stop,
         kernels_fetched: mlx_env.take_fetched(),
+        step_cache,
     };
     let result = train(&opts).map(|_| ()).map_err(report);
     if let (Some(guard), Some(path)) = (profiler, &a.cpuprofile)

@@ -6,7 +6,8 @@
 //! * [`data`]: token shards, globs, batch sampling, the device-resident stream.
 //! * [`init`], [`rng`]: deterministic host-side weight init.
 //! * [`executor`]: IR ops -> MLX ops (incl. the chunked Mamba scan).
-//! * [`step`]: the compiled train step (AdamW, clipping) and eval step.
+//! * [`step`]: the compiled train step (optimizer plan, clipping) and eval step.
+//! * [`step_cache`]: compiled steps a worker keeps for its next trials.
 //! * [`train`]: the loop, metrics, summary, weights.
 //! * [`generate`]: sampling text with a KV cache / recurrent state.
 //! * [`eval`]: full validation and bits per byte (lookup tables from `prepare`).
@@ -36,4 +37,5 @@ pub mod quantize;
 pub mod remote;
 pub use mixsweep_model::rng;
 pub mod step;
+pub mod step_cache;
 pub mod train;

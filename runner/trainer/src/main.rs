@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         mixsweep_runner::interrupt::install(stop.clone());
     }
     let result = match cli.command {
-        Command::Train(a) => commands::run_train(a, stop, &mlx_env),
+        Command::Train(a) => commands::run_train(a, stop, &mlx_env, None),
         Command::Worker => worker::run(stop, &mut mlx_env),
         Command::Eval(a) => commands::run_eval(a),
         Command::Generate(a) => commands::run_generate(a),

@@ -2,9 +2,13 @@
 //!
 //! The whole train step — forward, backward and the optimizer [`Plan`]'s update (clipping, each
 //! group's rule, the finite guard) — is one function compiled with MLX `compile`, taking
-//! `(params, state slots, tokens, targets, lr_scale, t, dropout_key)` and returning
-//! `(loss, grad_norm, params', state')`. After the first call (tracing) no Rust code runs per step
-//! beyond building the input list.
+//! `(params, state slots, tokens, targets, t, dropout_key, qat, group learning rates)` and
+//! returning `(loss, grad_norm, params', state', auxiliary losses)`. After the first call (tracing)
+//! no Rust code runs per step beyond building the input list.
+//!
+//! The learning rates are inputs (computed on the host from the schedule), so a worker can hand
+//! one model's compiled [`Steps`] to its next trial when that trial differs only in learning
+//! rates, seed or data ([`crate::step_cache`]).
 
 use crate::executor::Executor;
 use crate::optim::{Plan, StepInputs};
@@ -64,6 +68,25 @@ pub struct StepScalars {
 /// A step function over a flat list of arrays.
 type EvalFn = dyn FnMut(&[Array]) -> Result<Vec<Array>>;
 
+/// What a compiled train step bakes in: the program, the compute dtype and the plan without its
+/// learning rates. `None` for steps that capture per-run arrays (character features, QAT).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepKey {
+    program: Arc<Program>,
+    dtype: ComputeDtype,
+    plan: crate::optim::TraceKey,
+}
+
+impl StepKey {
+    pub fn new(program: &Arc<Program>, dtype: ComputeDtype, plan: &Plan) -> StepKey {
+        StepKey {
+            program: program.clone(),
+            dtype,
+            plan: plan.trace_key(),
+        }
+    }
+}
+
 /// The compiled train and eval functions of one model.
 pub struct Steps {
     /// How many times the train step was traced (1 unless input shapes change).
@@ -75,6 +98,10 @@ pub struct Steps {
     eval_traced: bool,
     n: usize,
     slot_counts: Vec<usize>,
+    /// The plan whose learning rates the next steps use (the trial's own, also for reused steps).
+    plan: Arc<Plan>,
+    /// What the traced step bakes in, when it may serve another run.
+    key: Option<StepKey>,
 }
 
 /// What a model's steps need besides its program and optimizer.
@@ -98,7 +125,11 @@ impl Steps {
         options: StepOptions,
     ) -> Result<Steps> {
         let StepOptions { char_map, qat } = options;
+        let key =
+            (char_map.is_none() && qat.is_none()).then(|| StepKey::new(&program, dtype, &plan));
         let n = program.weights.len();
+        let n_groups = plan.group_count();
+        let trace_plan = plan.clone();
         let slot_counts = plan.slot_counts();
         let n_state: usize = slot_counts.iter().sum();
         let counts = slot_counts.clone();
@@ -117,7 +148,8 @@ impl Steps {
                     .iter()
                     .map(|&k| it.by_ref().take(k).collect())
                     .collect();
-                let [tokens, targets, lr_scale, t, key, qat_on] = rest else {
+                let (fixed, lrs) = rest.split_at(rest.len().saturating_sub(n_groups));
+                let [tokens, targets, t, key, qat_on] = fixed else {
                     return Err(mixsweep_mlx::Error::new(
                         "train step: wrong number of inputs",
                     ));
@@ -137,13 +169,8 @@ impl Steps {
                     params,
                     &(0..n).collect::<Vec<_>>(),
                 )?;
-                let (norm, new_params, new_state) = plan.step(
-                    &values[0],
-                    params,
-                    &grads,
-                    &state,
-                    &StepInputs { lr_scale, t },
-                )?;
+                let (norm, new_params, new_state) =
+                    trace_plan.step(&values[0], params, &grads, &state, lrs, &StepInputs { t })?;
                 let mut out = vec![values[0].clone(), norm];
                 out.extend(new_params);
                 out.extend(new_state.into_iter().flatten());
@@ -164,7 +191,24 @@ impl Steps {
             eval_traced: false,
             n,
             slot_counts,
+            plan,
+            key,
         })
+    }
+
+    /// What the traced step bakes in; `None` when it must not serve another run.
+    pub fn key(&self) -> Option<&StepKey> {
+        self.key.as_ref()
+    }
+
+    /// These steps for a run with an equal [`StepKey`] (its plan differs at most in learning
+    /// rates): the next steps use `plan`'s rates. `Err(self)` when the keys differ.
+    pub fn rebind(mut self, key: &StepKey, plan: Arc<Plan>) -> std::result::Result<Steps, Steps> {
+        if self.key.as_ref() != Some(key) {
+            return Err(self);
+        }
+        self.plan = plan;
+        Ok(self)
     }
 
     /// One optimizer step; replaces `state` and returns `(loss, grad_norm, auxiliary losses)` (lazy
@@ -179,13 +223,15 @@ impl Steps {
         let mut ins: Vec<Array> = state.arrays().into_iter().cloned().collect();
         ins.push(tokens.clone());
         ins.push(targets.clone());
-        ins.push(Array::scalar(scalars.lr_scale, Dtype::F32)?);
         ins.push(Array::scalar(scalars.t as f32, Dtype::F32)?);
         ins.push(mixsweep_mlx::random::key(scalars.dropout_seed)?);
         ins.push(Array::scalar(
             if scalars.qat { 1.0 } else { 0.0 },
             Dtype::F32,
         )?);
+        for lr in self.plan.group_lrs(scalars.lr_scale) {
+            ins.push(Array::scalar(lr, Dtype::F32)?);
+        }
         let mut out = self.train.call(&ins)?.into_iter();
         let loss = out.next().expect("loss");
         let norm = out.next().expect("grad norm");

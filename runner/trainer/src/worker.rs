@@ -1,7 +1,9 @@
 //! `mixsweep-runner worker`: a long-lived runner that trains trials one after another, so that
 //! each trial after the first skips the process start, MLX's device set-up and the loading (or
 //! compiling) of every kernel the earlier trials used (MLX keeps its JIT modules for the life of
-//! the process).
+//! the process), and each later trial of a model it trained before skips tracing and compiling the
+//! train and eval steps when it differs only in learning rates, seed, data or step count
+//! ([`mixsweep_runner::step_cache`]; `MIXSWEEP_STEP_CACHE=0` turns that off).
 //!
 //! Protocol (`mixsweep_artifacts::worker`, one JSON object per line): the orchestrator writes a job
 //! `{"args": ["train", "--config", ...], "stdout": PATH, "stderr": PATH, "id": ID}` on stdin; the
@@ -24,8 +26,10 @@ use crate::commands;
 use clap::Parser;
 use mixsweep_artifacts::worker::{self, Job};
 use mixsweep_runner::mlx_env::MlxEnv;
+use mixsweep_runner::step_cache::StepCache;
 use std::io::{BufRead, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -80,6 +84,7 @@ fn run_job(
     n: usize,
     stop: &Arc<AtomicBool>,
     mlx_env: &mut MlxEnv,
+    steps: Option<&Rc<StepCache>>,
 ) -> std::io::Result<u8> {
     // the trial's start-up (summary `startup`, `time_to_first_step_s`) counts from here
     mixsweep_runner::train::startup::job_started();
@@ -97,7 +102,7 @@ fn run_job(
     let code = match Cli::try_parse_from(argv) {
         Ok(Cli {
             command: Command::Train(a),
-        }) => match commands::run_train(a, stop.clone(), mlx_env) {
+        }) => match commands::run_train(a, stop.clone(), mlx_env, steps.cloned()) {
             Ok(()) => 0,
             Err((code, message)) => {
                 eprintln!("error: {message}");
@@ -134,6 +139,9 @@ fn run_job(
 pub fn run(stop: Arc<AtomicBool>, mlx_env: &mut MlxEnv) -> Result<(), (i32, String)> {
     let stdin = std::io::stdin();
     let mut jobs = 0;
+    let steps = std::env::var("MIXSWEEP_STEP_CACHE")
+        .map_or(true, |v| v != "0")
+        .then(|| Rc::new(StepCache::new()));
     for line in stdin.lock().lines() {
         let line = line.map_err(|e| (1, format!("reading a job: {e}")))?;
         if line.trim().is_empty() {
@@ -143,7 +151,7 @@ pub fn run(stop: Arc<AtomicBool>, mlx_env: &mut MlxEnv) -> Result<(), (i32, Stri
             serde_json::from_str(&line).map_err(|e| (2, format!("invalid job {line:?}: {e}")))?;
         jobs += 1;
         let id = job.id.clone();
-        let code = run_job(job, jobs, &stop, mlx_env)
+        let code = run_job(job, jobs, &stop, mlx_env, steps.as_ref())
             .map_err(|e| (1, format!("setting up a job: {e}")))?;
         let mut out = std::io::stdout().lock();
         let answer = worker::Answer {

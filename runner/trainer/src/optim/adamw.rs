@@ -1,9 +1,10 @@
 //! AdamW with mixlab's order: decoupled weight decay first, then the bias-corrected Adam step
 //! (mixlab §6.3). State: `adam_m`, `adam_v`.
 
-use super::{Hyper, Optimizer, StepInputs, adam_direction};
+use super::{Optimizer, StepInputs, adam_direction};
 use mixsweep_mlx::{Array, Result};
 
+#[derive(Debug)]
 pub struct AdamW {
     pub beta1: f32,
     pub beta2: f32,
@@ -25,14 +26,14 @@ impl Optimizer for AdamW {
         g: &Array,
         state: &[Array],
         lr: &Array,
-        h: Hyper,
+        weight_decay: f32,
         s: &StepInputs<'_>,
     ) -> Result<(Array, Vec<Array>)> {
         let betas = (self.beta1, self.beta2, self.epsilon);
         let (update, m, v) = adam_direction(state, g, betas, s.t)?;
         let mut p = p.clone();
-        if h.weight_decay > 0.0 {
-            p = p.sub(&p.mul(&lr.mul_scalar(h.weight_decay)?)?)?;
+        if weight_decay > 0.0 {
+            p = p.sub(&p.mul(&lr.mul_scalar(weight_decay)?)?)?;
         }
         Ok((p.sub(&update.mul(lr)?)?, vec![m, v]))
     }

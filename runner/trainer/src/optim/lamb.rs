@@ -2,9 +2,10 @@
 //! by the trust ratio `r = ||w|| / ||u||` (capped; 1 when a norm is 0 or not finite):
 //! `w -= lr · r · u`. State: `lamb_m`, `lamb_v`.
 
-use super::{Hyper, Optimizer, StepInputs, adam_direction};
+use super::{Optimizer, StepInputs, adam_direction};
 use mixsweep_mlx::{Array, Dtype, Result, where_};
 
+#[derive(Debug)]
 pub struct Lamb {
     pub beta1: f32,
     pub beta2: f32,
@@ -28,12 +29,12 @@ impl Optimizer for Lamb {
         g: &Array,
         state: &[Array],
         lr: &Array,
-        h: Hyper,
+        weight_decay: f32,
         s: &StepInputs<'_>,
     ) -> Result<(Array, Vec<Array>)> {
         let (mut u, m, v) = adam_direction(state, g, (self.beta1, self.beta2, self.eps), s.t)?;
-        if h.weight_decay > 0.0 {
-            u = u.add(&p.mul_scalar(h.weight_decay)?)?;
+        if weight_decay > 0.0 {
+            u = u.add(&p.mul_scalar(weight_decay)?)?;
         }
         let w_norm = p.square()?.sum_all()?.sqrt()?;
         let u_norm = u.square()?.sum_all()?.sqrt()?;

@@ -27,14 +27,13 @@ pub struct Hyper {
 
 /// Per-step values every update may read, as arrays of the compiled step.
 pub struct StepInputs<'a> {
-    /// The schedule's multiplier of each group's learning rate.
-    pub lr_scale: &'a Array,
     /// The 1-based optimizer step, float32 (bias corrections).
     pub t: &'a Array,
 }
 
-/// One update rule.
-pub trait Optimizer: Send + Sync {
+/// One update rule. Its `Debug` form names the rule and every constant its update bakes into the
+/// compiled step (part of [`Plan::trace_key`]).
+pub trait Optimizer: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &'static str;
 
     /// The state kept for a weight of this shape: `(slot name, shape)`; slot names prefix the
@@ -42,14 +41,16 @@ pub trait Optimizer: Send + Sync {
     fn slots(&self, shape: &[usize]) -> Vec<(&'static str, Vec<usize>)>;
 
     /// The weight and its state after one step, from its (clipped) gradient. `lr` is the effective
-    /// learning rate (`lr_scale · hyper.lr`, a scalar array).
+    /// learning rate (the schedule's multiplier times the group's rate), an input of the compiled
+    /// step: rules never see the group's rate as a number, so one compiled step serves trials that
+    /// differ only in learning rates ([`Plan::trace_key`]).
     fn update(
         &self,
         p: &Array,
         g: &Array,
         state: &[Array],
         lr: &Array,
-        h: Hyper,
+        weight_decay: f32,
         s: &StepInputs<'_>,
     ) -> Result<(Array, Vec<Array>)>;
 
@@ -59,11 +60,11 @@ pub trait Optimizer: Send + Sync {
         &self,
         g: Group<'_>,
         lr: &Array,
-        h: Hyper,
+        weight_decay: f32,
         s: &StepInputs<'_>,
     ) -> Result<Vec<(Array, Vec<Array>)>> {
         (0..g.params.len())
-            .map(|i| self.update(g.params[i], g.grads[i], g.states[i], lr, h, s))
+            .map(|i| self.update(g.params[i], g.grads[i], g.states[i], lr, weight_decay, s))
             .collect()
     }
 }
@@ -108,6 +109,8 @@ pub struct Plan {
     /// Per weight: index into `rules`, and its group's values.
     per_weight: Vec<(usize, Hyper)>,
     shapes: Vec<Vec<usize>>,
+    /// Weight indices updated together: same rule, shape and hyperparameters (in weight order).
+    groups: Vec<Vec<usize>>,
     grad_clip: f32,
     summary: String,
     /// `MIXSWEEP_FINITE_GUARD=0` (benchmarks only): no guard, a non-finite step updates anyway.
@@ -146,7 +149,7 @@ impl Plan {
             }
         };
         let mut rules: Vec<(Rule, Arc<dyn Optimizer>)> = vec![];
-        let per_weight = program
+        let per_weight: Vec<(usize, Hyper)> = program
             .weights
             .iter()
             .map(|w| {
@@ -175,34 +178,48 @@ impl Plan {
                 (index, hyper)
             })
             .collect();
+        let shapes: Vec<Vec<usize>> = program.weights.iter().map(|w| w.shape.clone()).collect();
         Plan {
             rules: rules.into_iter().map(|(_, o)| o).collect(),
+            groups: groups(&per_weight, &shapes),
             per_weight,
-            shapes: program.weights.iter().map(|w| w.shape.clone()).collect(),
+            shapes,
             grad_clip: t.grad_clip as f32,
             summary: o.describe(),
             guard: std::env::var("MIXSWEEP_FINITE_GUARD").map_or(true, |v| v != "0"),
         }
     }
 
-    /// Weight indices updated together: same rule, shape and hyperparameters (in weight order).
-    fn groups(&self) -> Vec<Vec<usize>> {
-        let mut groups: Vec<Vec<usize>> = vec![];
-        for i in 0..self.shapes.len() {
-            let key = |j: usize| {
-                (
-                    self.per_weight[j].0,
-                    &self.shapes[j],
-                    self.per_weight[j].1.lr.to_bits(),
-                    self.per_weight[j].1.weight_decay.to_bits(),
-                )
-            };
-            match groups.iter_mut().find(|g| key(g[0]) == key(i)) {
-                Some(g) => g.push(i),
-                None => groups.push(vec![i]),
-            }
+    /// Each update group's learning rate at the schedule's multiplier `lr_scale`: `lr_scale · lr`
+    /// in float32, in [`Plan::step`]'s group order (the compiled step's `lrs` inputs).
+    pub fn group_lrs(&self, lr_scale: f32) -> Vec<f32> {
+        self.groups
+            .iter()
+            .map(|g| lr_scale * self.per_weight[g[0]].1.lr)
+            .collect()
+    }
+
+    /// How many learning rates [`Plan::step`] takes.
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Everything of this plan that [`Plan::step`] bakes into a traced step: all but the learning
+    /// rates' values (which groups share a rate still shapes the trace). Two plans with equal keys
+    /// can share one compiled step, each passing its own [`Plan::group_lrs`].
+    pub fn trace_key(&self) -> TraceKey {
+        TraceKey {
+            rules: self.rules.iter().map(|r| format!("{r:?}")).collect(),
+            per_weight: self
+                .per_weight
+                .iter()
+                .map(|(rule, h)| (*rule, h.weight_decay.to_bits()))
+                .collect(),
+            shapes: self.shapes.clone(),
+            groups: self.groups.clone(),
+            grad_clip: self.grad_clip.to_bits(),
+            guard: self.guard,
         }
-        groups
     }
 
     /// "muon (matrix), adamw (embed, head, scalar)".
@@ -264,8 +281,16 @@ impl Plan {
         params: &[Array],
         grads: &[Array],
         state: &[Vec<Array>],
+        lrs: &[Array],
         s: &StepInputs<'_>,
     ) -> Result<(Array, Vec<Array>, Vec<Vec<Array>>)> {
+        if lrs.len() != self.groups.len() {
+            return Err(mixsweep_mlx::Error::new(format!(
+                "optimizer step: {} learning rates for {} update groups",
+                lrs.len(),
+                self.groups.len()
+            )));
+        }
         let mut sq = Array::scalar(0.0, Dtype::F32)?;
         for g in grads {
             sq = sq.add(&g.astype(Dtype::F32)?.square()?.sum_all()?)?;
@@ -287,15 +312,14 @@ impl Plan {
         };
         let mut new_p: Vec<Option<Array>> = vec![None; params.len()];
         let mut new_s: Vec<Vec<Array>> = vec![vec![]; params.len()];
-        for members in self.groups() {
+        for (members, lr) in self.groups.iter().zip(lrs) {
             let (rule, h) = self.per_weight[members[0]];
             let group = Group {
                 params: members.iter().map(|&i| &params[i]).collect(),
                 grads: members.iter().map(|&i| &grads[i]).collect(),
                 states: members.iter().map(|&i| state[i].as_slice()).collect(),
             };
-            let lr = s.lr_scale.mul_scalar(h.lr)?;
-            let updated = self.rules[rule].update_group(group, &lr, h, s)?;
+            let updated = self.rules[rule].update_group(group, lr, h.weight_decay, s)?;
             for (&i, (p2, s2)) in members.iter().zip(updated) {
                 if !self.guard {
                     (new_p[i], new_s[i]) = (Some(p2), s2);
@@ -316,6 +340,39 @@ impl Plan {
             .collect();
         Ok((norm, new_p, new_s))
     }
+}
+
+/// What a [`Plan`] bakes into a traced train step ([`Plan::trace_key`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceKey {
+    /// Each rule's `Debug` form: its name and constants.
+    rules: Vec<String>,
+    /// Per weight: its rule and its decay (bits).
+    per_weight: Vec<(usize, u32)>,
+    shapes: Vec<Vec<usize>>,
+    groups: Vec<Vec<usize>>,
+    grad_clip: u32,
+    guard: bool,
+}
+
+/// Weight indices updated together: same rule, shape and hyperparameters (in weight order).
+fn groups(per_weight: &[(usize, Hyper)], shapes: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    let key = |j: usize| {
+        (
+            per_weight[j].0,
+            &shapes[j],
+            per_weight[j].1.lr.to_bits(),
+            per_weight[j].1.weight_decay.to_bits(),
+        )
+    };
+    let mut groups: Vec<Vec<usize>> = vec![];
+    for i in 0..shapes.len() {
+        match groups.iter_mut().find(|g| key(g[0]) == key(i)) {
+            Some(g) => g.push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    groups
 }
 
 fn is_finite(x: &Array) -> Result<Array> {

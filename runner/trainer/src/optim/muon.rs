@@ -8,10 +8,11 @@
 //! Orthogonalisation runs in the run's compute dtype (mixlab: always bfloat16); state is float32.
 //! State: `muon_momentum` (and `normuon_v`, one entry per index of the longer dimension).
 
-use super::{Group, Hyper, Optimizer, StepInputs};
+use super::{Group, Optimizer, StepInputs};
 use mixsweep_mlx::{Array, Dtype, Result};
 use mixsweep_model::config::optimizer::MuonVariant;
 
+#[derive(Debug)]
 pub struct Muon {
     pub variant: MuonVariant,
     pub momentum: f32,
@@ -93,7 +94,7 @@ impl Optimizer for Muon {
         g: &Array,
         state: &[Array],
         lr: &Array,
-        h: Hyper,
+        weight_decay: f32,
         s: &StepInputs<'_>,
     ) -> Result<(Array, Vec<Array>)> {
         let group = Group {
@@ -101,14 +102,14 @@ impl Optimizer for Muon {
             grads: vec![g],
             states: vec![state],
         };
-        Ok(self.update_group(group, lr, h, s)?.remove(0))
+        Ok(self.update_group(group, lr, weight_decay, s)?.remove(0))
     }
 
     fn update_group(
         &self,
         grp: Group<'_>,
         lr: &Array,
-        h: Hyper,
+        weight_decay: f32,
         _s: &StepInputs<'_>,
     ) -> Result<Vec<(Array, Vec<Array>)>> {
         let shape = grp.params[0].shape();
@@ -155,8 +156,8 @@ impl Optimizer for Muon {
         let mut out = Vec::with_capacity(us.len());
         for (i, (u, m)) in us.iter().zip(ms).enumerate() {
             let mut p = grp.params[i].clone();
-            if h.weight_decay > 0.0 {
-                p = p.sub(&p.mul(&lr.mul_scalar(h.weight_decay)?)?)?;
+            if weight_decay > 0.0 {
+                p = p.sub(&p.mul(&lr.mul_scalar(weight_decay)?)?)?;
             }
             let mut state = vec![m];
             if let Some(vs) = &vs {

@@ -31,23 +31,8 @@ fn update(
     t: f32,
 ) -> (Vec<f32>, Vec<Vec<f32>>) {
     let (lr_a, t_a) = (scalar(lr), scalar(t));
-    let s = StepInputs {
-        lr_scale: &scalar(1.0),
-        t: &t_a,
-    };
-    let (p2, st) = o
-        .update(
-            p,
-            g,
-            state,
-            &lr_a,
-            Hyper {
-                lr,
-                weight_decay: wd,
-            },
-            &s,
-        )
-        .unwrap();
+    let s = StepInputs { t: &t_a };
+    let (p2, st) = o.update(p, g, state, &lr_a, wd, &s).unwrap();
     (
         p2.to_vec_f32().unwrap(),
         st.iter().map(|a| a.to_vec_f32().unwrap()).collect(),
@@ -236,10 +221,8 @@ fn a_non_finite_loss_or_gradient_leaves_weights_and_state_alone() {
         .map(|w| Array::full(&w.shape, 0.5, Dtype::F32).unwrap())
         .collect();
     let state = plan.initial_state().unwrap();
-    let s = StepInputs {
-        lr_scale: &scalar(1.0),
-        t: &scalar(1.0),
-    };
+    let lrs: Vec<Array> = plan.group_lrs(1.0).into_iter().map(scalar).collect();
+    let s = StepInputs { t: &scalar(1.0) };
     for (loss, bad) in [(f32::NAN, false), (1.0, true)] {
         let grads: Vec<Array> = params
             .iter()
@@ -250,7 +233,7 @@ fn a_non_finite_loss_or_gradient_leaves_weights_and_state_alone() {
             })
             .collect();
         let (_, p2, s2) = plan
-            .step(&scalar(loss), &params, &grads, &state, &s)
+            .step(&scalar(loss), &params, &grads, &state, &lrs, &s)
             .unwrap();
         for (a, b) in p2.iter().zip(&params) {
             assert_eq!(a.to_vec_f32().unwrap(), b.to_vec_f32().unwrap());
@@ -294,14 +277,8 @@ fn a_batched_muon_group_equals_its_members_updated_alone() {
             })
             .collect();
         let (lr, t) = (scalar(0.1), scalar(1.0));
-        let s = StepInputs {
-            lr_scale: &scalar(1.0),
-            t: &t,
-        };
-        let h = Hyper {
-            lr: 0.1,
-            weight_decay: 0.0,
-        };
+        let s = StepInputs { t: &t };
+        let h = 0.0;
         let group = Group {
             params: ps.iter().collect(),
             grads: gs.iter().collect(),
@@ -319,5 +296,42 @@ fn a_batched_muon_group_equals_its_members_updated_alone() {
                 "{variant:?} weight {i}: {a:?} vs {b:?}"
             );
         }
+    }
+}
+
+fn plan_of(training: &str) -> Plan {
+    let cfg = mixsweep_model::ModelConfig::from_jsonc(&format!(
+        r#"{{"model_dim":8,"vocab_size":16,"seq_len":4,"blocks":[{{"type":"plain","heads":2}},{{"type":"swiglu"}}],
+            "training":{{"batch_tokens":8,{training}}}}}"#
+    ))
+    .unwrap();
+    Plan::new(&cfg, &cfg.lower())
+}
+
+/// Plans that differ only in learning rates trace the same step; their rates come in as inputs.
+#[test]
+fn learning_rates_are_inputs_not_part_of_the_trace() {
+    let a = plan_of(r#""lr":1e-3"#);
+    let b = plan_of(r#""lr":3e-3"#);
+    assert_eq!(a.trace_key(), b.trace_key());
+    assert_eq!(a.group_count(), a.group_lrs(1.0).len());
+    let (la, lb) = (a.group_lrs(0.5), b.group_lrs(0.5));
+    assert_ne!(la, lb);
+    // host float32 products, as the traced `lr_scale · lr` was
+    assert!(la.contains(&(0.5f32 * 1e-3f32)), "{la:?}");
+    assert!(lb.contains(&(0.5f32 * 3e-3f32)), "{lb:?}");
+}
+
+/// What the trace bakes in (decay, betas, clipping, which groups share a rate) separates plans.
+#[test]
+fn baked_hyperparameters_separate_trace_keys() {
+    let base = plan_of(r#""lr":1e-3"#).trace_key();
+    for other in [
+        r#""lr":1e-3,"weight_decay":0.1"#,
+        r#""lr":1e-3,"beta2":0.9"#,
+        r#""lr":1e-3,"grad_clip":0.5"#,
+        r#""lr":1e-3,"optimizer":"adamw""#,
+    ] {
+        assert_ne!(plan_of(other).trace_key(), base, "{other}");
     }
 }

@@ -84,6 +84,14 @@ impl Run<'_> {
         if !self.opts.quiet {
             self.print_footer();
         }
+        // a worker's next trial of this model may reuse the compiled steps; not after a step failed
+        let step_failed = matches!(
+            outcome,
+            Err(TrainError::Mlx(_) | TrainError::InterruptedMidStep(_))
+        );
+        if let (Some(cache), false) = (&self.opts.step_cache, step_failed) {
+            cache.keep(self.steps);
+        }
         outcome.map(|_| self.summary)
     }
 

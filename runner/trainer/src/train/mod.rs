@@ -100,6 +100,9 @@ pub struct TrainOptions {
     /// What the kernel store sent at process start, for this run's start-up record (the first run
     /// of a process; `None` for later runs of a worker and without a store).
     pub kernels_fetched: Option<crate::kernel_store::Fetched>,
+    /// A warm worker's compiled steps: this run takes a matching model's and keeps its own for the
+    /// next trials (`None` in a process that runs one trial).
+    pub step_cache: Option<std::rc::Rc<crate::step_cache::StepCache>>,
 }
 
 /// Loads a config, printing nothing. Config errors name the file.
