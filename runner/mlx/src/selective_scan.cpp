@@ -16,6 +16,8 @@
 //
 // The C entry points catch every exception and report it through msx_set_error, like shim.cpp.
 
+#include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <optional>
 #include <stdexcept>
@@ -38,8 +40,37 @@ using mixsweep_kernels::Kernel;
 
 namespace {
 
-constexpr int kThreads = 256;
+// Launch shape: threads per block of each kernel and the steps between saved states. 128 threads
+// per backward block (8 channels) beat 256 on the H200 (1.60-1.69 vs 1.81-1.87 ms forward + backward
+// at [64, 256, 768, 16], BENCHMARKS.md); the forward is indifferent. `MIXSWEEP_SCAN_TUNE=
+// FWD_THREADS:BWD_THREADS:CHECKPOINT` overrides them (`examples/bench_scan.rs` compares shapes).
+constexpr int kForwardThreads = 256;
+constexpr int kBackwardThreads = 128;
 constexpr int kCheckpoint = 16;
+
+struct Tune {
+  int forward_threads = kForwardThreads;
+  int backward_threads = kBackwardThreads;
+  int checkpoint = kCheckpoint;
+};
+
+const Tune& tune() {
+  static const Tune t = [] {
+    Tune t;
+    if (const char* v = std::getenv("MIXSWEEP_SCAN_TUNE")) {
+      int f = 0, b = 0, c = 0;
+      if (std::sscanf(v, "%d:%d:%d", &f, &b, &c) == 3 && f >= 32 && f <= 1024 && b >= 32 &&
+          b <= 1024 && c >= 1 && c <= 64 && f % 32 == 0 && b % 32 == 0 &&
+          2 * c * b * 4 <= 48 * 1024) {  // the backward's per-block sums live in shared memory
+        t = Tune{f, b, c};
+      } else {
+        std::fprintf(stderr, "warning: MIXSWEEP_SCAN_TUNE=%s ignored (FWD:BWD:CKPT)\n", v);
+      }
+    }
+    return t;
+  }();
+  return t;
+}
 
 // Shared by both kernels: which (batch, channel, state) this thread owns. Template constants
 // (BATCH, SEQ, INNER, STATE, CKPT, CHUNK, THREADS) are injected by MLX at the top of each kernel.
@@ -155,12 +186,18 @@ const char* kBackward = R"(
 
 struct Dims {
   int batch, seq, inner, state, chunk;
-  int groups() const { return (inner + kThreads / state - 1) / (kThreads / state); }
-  int chunks() const { return (seq + kCheckpoint - 1) / kCheckpoint; }
-  std::tuple<int, int, int> grid() const { return {batch * groups() * kThreads, 1, 1}; }
-  std::vector<std::pair<std::string, mx::fast::TemplateArg>> template_args() const {
-    return {{"BATCH", batch},      {"SEQ", seq},     {"INNER", inner},     {"STATE", state},
-            {"CKPT", kCheckpoint}, {"CHUNK", chunk}, {"THREADS", kThreads}};
+  // blocks of `threads` threads along the channels
+  int groups(int threads) const { return (inner + threads / state - 1) / (threads / state); }
+  int chunks() const { return (seq + tune().checkpoint - 1) / tune().checkpoint; }
+  std::tuple<int, int, int> grid(int threads) const { return {batch * groups(threads) * threads, 1, 1}; }
+  std::vector<std::pair<std::string, mx::fast::TemplateArg>> template_args(int threads) const {
+    return {{"BATCH", batch},
+            {"SEQ", seq},
+            {"INNER", inner},
+            {"STATE", state},
+            {"CKPT", tune().checkpoint},
+            {"CHUNK", chunk},
+            {"THREADS", threads}};
   }
 };
 
@@ -188,8 +225,9 @@ std::vector<mx::array> forward(const std::vector<mx::array>& primals, int chunk)
                              {"y", "checkpoints"}, kForward, kHeader);
   const auto in = as_f32(primals);
   const Dims d = dims_of(in, chunk);
-  return kernel(in, {{d.batch, d.seq, d.inner}, {d.batch, d.chunks(), d.inner, d.state}}, d.grid(),
-                kThreads, d.template_args());
+  const int threads = tune().forward_threads;
+  return kernel(in, {{d.batch, d.seq, d.inner}, {d.batch, d.chunks(), d.inner, d.state}},
+                d.grid(threads), threads, d.template_args(threads));
 }
 
 std::vector<mx::array> backward(const std::vector<mx::array>& primals,
@@ -202,13 +240,14 @@ std::vector<mx::array> backward(const std::vector<mx::array>& primals,
   const Dims d = dims_of(in, chunk);
   in.push_back(outputs[1]);
   in.push_back(mx::astype(cotangents[0], mx::float32));
+  const int threads = tune().backward_threads;
   auto g = kernel(in,
                   {{d.batch, d.seq, d.inner},
                    {d.batch, d.seq, d.inner},
                    {d.batch, d.inner, d.state},
-                   {d.batch, d.seq, d.groups(), d.state},
-                   {d.batch, d.seq, d.groups(), d.state}},
-                  d.grid(), kThreads, d.template_args());
+                   {d.batch, d.seq, d.groups(threads), d.state},
+                   {d.batch, d.seq, d.groups(threads), d.state}},
+                  d.grid(threads), threads, d.template_args(threads));
   auto cast = [&](const mx::array& v, int k) { return mx::astype(v, primals[k].dtype()); };
   return {cast(g[0], 0), cast(g[1], 1), cast(mx::sum(g[2], 0), 2), cast(mx::sum(g[3], 2), 3),
           cast(mx::sum(g[4], 2), 4)};

@@ -14,14 +14,15 @@ const KERNELS: &str = include_str!("../src/selective_scan.cpp");
 const MAIN: &str = r#"
 int main() {
   constexpr int B = E_BATCH, T = E_SEQ, I = E_INNER, N = E_STATE;
-  constexpr int PER_BLOCK = THREADS_PER_BLOCK / N, G = (I + PER_BLOCK - 1) / PER_BLOCK;
+  constexpr int FWD_BLOCK = E_FORWARD / N, FG = (I + FWD_BLOCK - 1) / FWD_BLOCK;
+  constexpr int BWD_BLOCK = E_BACKWARD / N, G = (I + BWD_BLOCK - 1) / BWD_BLOCK;
   constexpr int CHUNKS = (T + E_CKPT - 1) / E_CKPT;
   auto x = load("x.bin", B * T * I), delta = load("delta.bin", B * T * I), a = load("a.bin", I * N);
   auto bm = load("b.bin", B * T * N), cm = load("c.bin", B * T * N), dy = load("dy.bin", B * T * I);
   std::vector<float> y(B * T * I, NAN), ckpt(B * CHUNKS * I * N, NAN), dx(B * T * I, NAN),
       ddelta(B * T * I, NAN), da(B * I * N, NAN), db(B * T * G * N, NAN), dc(B * T * G * N, NAN);
-  launch(B * G, [&] { forward(x.data(), delta.data(), a.data(), bm.data(), cm.data(), y.data(), ckpt.data()); });
-  launch(B * G, [&] {
+  launch_with(B * FG, E_FORWARD, [&] { forward(x.data(), delta.data(), a.data(), bm.data(), cm.data(), y.data(), ckpt.data()); });
+  launch_with(B * G, E_BACKWARD, [&] {
     backward(x.data(), delta.data(), a.data(), bm.data(), cm.data(), ckpt.data(), dy.data(),
              dx.data(), ddelta.data(), da.data(), db.data(), dc.data());
   });
@@ -37,27 +38,41 @@ int main() {
 }
 "#;
 
+/// A launch shape (`Tune` in the source): threads per block of each kernel, checkpoint interval.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    forward: usize,
+    backward: usize,
+    checkpoint: usize,
+}
+
 /// The kernels as one C++ program for these sizes (the template constants MLX would inject).
-fn program(batch: usize, seq: usize, inner: usize, state: usize, chunk: usize) -> String {
-    let constants = format!(
-        "  constexpr int BATCH = {batch}; constexpr int SEQ = {seq}; constexpr int INNER = {inner};\n  \
-         constexpr int STATE = {state}; constexpr int CKPT = E_CKPT; constexpr int CHUNK = {chunk};\n  \
-         constexpr int THREADS = THREADS_PER_BLOCK; (void)BATCH;\n"
-    );
-    let threads = constant(KERNELS, "kThreads");
-    let checkpoint = constant(KERNELS, "kCheckpoint");
+fn program(batch: usize, seq: usize, inner: usize, state: usize, chunk: usize, l: Shape) -> String {
+    let constants = |threads: usize| {
+        format!(
+            "  constexpr int BATCH = {batch}; constexpr int SEQ = {seq}; constexpr int INNER = {inner};\n  \
+             constexpr int STATE = {state}; constexpr int CKPT = E_CKPT; constexpr int CHUNK = {chunk};\n  \
+             constexpr int THREADS = {threads}; (void)BATCH;\n"
+        )
+    };
     format!(
-        "#define THREADS_PER_BLOCK {threads}\n#define E_CKPT {checkpoint}\n\
+        "#define THREADS_PER_BLOCK {forward}\n#define E_FORWARD {forward}\n#define E_BACKWARD {backward}\n\
+         #define E_CKPT {checkpoint}\n\
          #define E_BATCH {batch}\n#define E_SEQ {seq}\n#define E_INNER {inner}\n#define E_STATE {state}\n\
          {PRELUDE}{header}\n\
          void forward(const float* x, const float* delta, const float* a, const float* bm, const float* cm,\n\
-                      float* y, float* checkpoints) {{\n{constants}{forward}}}\n\
+                      float* y, float* checkpoints) {{\n{fc}{fwd}}}\n\
          void backward(const float* x, const float* delta, const float* a, const float* bm, const float* cm,\n\
                        const float* checkpoints, const float* dy, float* dx, float* ddelta, float* da_part,\n\
-                       float* db_part, float* dc_part) {{\n{constants}{backward}}}\n{MAIN}",
+                       float* db_part, float* dc_part) {{\n{bc}{bwd}}}\n{MAIN}",
+        forward = l.forward,
+        backward = l.backward,
+        checkpoint = l.checkpoint,
+        fc = constants(l.forward),
+        bc = constants(l.backward),
         header = kernel_source(KERNELS, "kHeader"),
-        forward = kernel_source(KERNELS, "kForward"),
-        backward = kernel_source(KERNELS, "kBackward"),
+        fwd = kernel_source(KERNELS, "kForward"),
+        bwd = kernel_source(KERNELS, "kBackward"),
     )
 }
 
@@ -103,9 +118,23 @@ fn reference(inputs: &[Array], dy: &Array, floor: f32) -> (Vec<f32>, Vec<Vec<f32
 fn fused_scan_kernels_match_autodiff_of_the_recurrence() {
     // (batch, seq, inner, state, chunk): a partial last checkpoint chunk and a partial channel
     // block; state sizes 16, 8 and 32; decays that hit the floor (dt up to 3, |A| up to e^2.5).
-    for (batch, seq, inner, state, chunk) in
-        [(2, 37, 40, 16, 8), (1, 16, 24, 8, 16), (1, 5, 3, 32, 4)]
-    {
+    let default = Shape {
+        forward: constant(KERNELS, "kForwardThreads"),
+        backward: constant(KERNELS, "kBackwardThreads"),
+        checkpoint: constant(KERNELS, "kCheckpoint"),
+    };
+    let other = Shape {
+        forward: 64,
+        backward: 256,
+        checkpoint: 8,
+    };
+    for (batch, seq, inner, state, chunk, shape) in [
+        (2, 37, 40, 16, 8, default),
+        (1, 16, 24, 8, 16, default),
+        (1, 5, 3, 32, 4, default),
+        (2, 37, 40, 16, 8, other),
+        (1, 19, 3, 32, 4, other),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let x = values(batch * seq * inner, 1, -1.0, 1.0);
         let delta = values(batch * seq * inner, 2, 0.01, 3.0);
@@ -126,7 +155,7 @@ fn fused_scan_kernels_match_autodiff_of_the_recurrence() {
         ] {
             write(dir.path(), name, v);
         }
-        compile_and_run(dir.path(), &program(batch, seq, inner, state, chunk));
+        compile_and_run(dir.path(), &program(batch, seq, inner, state, chunk, shape));
 
         let arr = |v: &[f32], s: &[usize]| Array::from_f32(v, s).unwrap();
         let inputs = [
@@ -146,7 +175,7 @@ fn fused_scan_kernels_match_autodiff_of_the_recurrence() {
             ("db", want_grads[3].clone()),
             ("dc", want_grads[4].clone()),
         ];
-        let case = format!("batch {batch}, seq {seq}, inner {inner}, state {state}");
+        let case = format!("batch {batch}, seq {seq}, inner {inner}, state {state}, {shape:?}");
         for (name, want) in wants {
             let got = read(dir.path(), &format!("{name}.out"));
             assert_close(name, &got, &want, 1e-4, &case);

@@ -31,7 +31,8 @@ pub fn constant(source: &str, name: &str) -> usize {
 }
 
 /// The CUDA built-ins, for a program that defines `THREADS_PER_BLOCK` first, and `launch(blocks,
-/// kernel)`, which runs the blocks one after another with a thread per CUDA thread.
+/// kernel)`, which runs the blocks one after another with a thread per CUDA thread
+/// (`launch_with(blocks, threads, kernel)` for another block size, up to 1024).
 pub const PRELUDE: &str = r#"
 #include <algorithm>
 #include <barrier>
@@ -47,10 +48,9 @@ using std::min;
 #define __forceinline__ inline
 #define __shared__ static
 struct Dim3 { int x, y, z; };
-thread_local Dim3 threadIdx, blockIdx;
-const Dim3 blockDim = {THREADS_PER_BLOCK, 1, 1};
+thread_local Dim3 threadIdx, blockIdx, blockDim;
 std::barrier<>* block_barrier;
-float shuffle_buffer[THREADS_PER_BLOCK];
+float shuffle_buffer[1024];
 void __syncthreads() { block_barrier->arrive_and_wait(); }
 // Every thread of the block reaches each shuffle (the kernels' control flow is uniform).
 float __shfl_xor_sync(unsigned, float v, int offset, int) {
@@ -73,17 +73,23 @@ static void save(const char* f, const std::vector<float>& v) {
   fwrite(v.data(), 4, v.size(), p);
   fclose(p);
 }
-template <class F> static void launch(int blocks, F kernel) {
+template <class F> static void launch_with(int blocks, int per_block, F kernel) {
   for (int b = 0; b < blocks; ++b) {
-    std::barrier<> barrier(THREADS_PER_BLOCK);
+    std::barrier<> barrier(per_block);
     block_barrier = &barrier;
     std::vector<std::thread> threads;
-    for (int t = 0; t < THREADS_PER_BLOCK; ++t) {
-      threads.emplace_back([&, t, b] { threadIdx = {t, 0, 0}; blockIdx = {b, 0, 0}; kernel(); });
+    for (int t = 0; t < per_block; ++t) {
+      threads.emplace_back([&, t, b] {
+        threadIdx = {t, 0, 0};
+        blockIdx = {b, 0, 0};
+        blockDim = {per_block, 1, 1};
+        kernel();
+      });
     }
     for (auto& t : threads) t.join();
   }
 }
+template <class F> static void launch(int blocks, F kernel) { launch_with(blocks, THREADS_PER_BLOCK, kernel); }
 "#;
 
 /// Deterministic values in `[lo, hi)` (xorshift).
