@@ -202,13 +202,13 @@ impl Steps {
     }
 
     /// These steps for a run with an equal [`StepKey`] (its plan differs at most in learning
-    /// rates): the next steps use `plan`'s rates. `Err(self)` when the keys differ.
-    pub fn rebind(mut self, key: &StepKey, plan: Arc<Plan>) -> std::result::Result<Steps, Steps> {
+    /// rates): the next steps use `plan`'s rates. `None` (the steps dropped) when the keys differ.
+    pub fn rebind(mut self, key: &StepKey, plan: Arc<Plan>) -> Option<Steps> {
         if self.key.as_ref() != Some(key) {
-            return Err(self);
+            return None;
         }
         self.plan = plan;
-        Ok(self)
+        Some(self)
     }
 
     /// One optimizer step; replaces `state` and returns `(loss, grad_norm, auxiliary losses)` (lazy

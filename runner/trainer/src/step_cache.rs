@@ -40,7 +40,7 @@ impl StepCache {
         let key = StepKey::new(program, dtype, plan);
         let mut kept = self.kept.borrow_mut();
         let i = kept.iter().position(|s| s.key() == Some(&key))?;
-        kept.remove(i).rebind(&key, plan.clone()).ok()
+        kept.remove(i).rebind(&key, plan.clone())
     }
 
     /// Keeps `steps` for a later trial (dropping the least recently kept beyond the capacity);

@@ -120,7 +120,7 @@ impl<'a> Run<'a> {
             qat,
         };
         let kept = (options.char_map.is_none() && options.qat.is_none())
-            .then(|| opts.step_cache.as_ref())
+            .then_some(opts.step_cache.as_ref())
             .flatten()
             .and_then(|c| c.take(&program, t.compute_dtype, &plan));
         let reused = kept.is_some();
