@@ -336,9 +336,13 @@ fn rwkv_matches_a_step_by_step_reference() {
     });
 }
 
+/// Both sides on the reference BLAS: top-k routing turns float32 rounding into discrete expert
+/// choices, so the summation order of OpenBLAS (with the learning rate an input of the compiled step
+/// since 2026-12-03) took the losses 5e-4 apart by step 7, while the reference BLAS keeps them within
+/// 1e-4 over all 20 steps.
 #[test]
 fn moe_with_top_k_routing_and_its_load_balancing_loss_matches_reference() {
-    parity("tiny.json", |v| {
+    parity_on("tiny.json", 1e-4, 1e-4, Blas::Reference, |v| {
         v["blocks"] = serde_json::json!([
             {"type": "plain", "heads": 4},
             {"type": "moe", "num_experts": 4, "top_k": 2, "load_balance_loss_weight": 0.1},
