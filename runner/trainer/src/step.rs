@@ -2,7 +2,7 @@
 //!
 //! The whole train step — forward, backward and the optimizer [`Plan`]'s update (clipping, each
 //! group's rule, the finite guard) — is one function compiled with MLX `compile`, taking
-//! `(params, state slots, tokens, targets, t, dropout_key, qat, group learning rates)` and
+//! `(params, state slots, tokens, targets, dropout_key, [t, qat, each group's learning rate])` and
 //! returning `(loss, grad_norm, params', state', auxiliary losses)`. After the first call (tracing)
 //! no Rust code runs per step beyond building the input list.
 //!
@@ -12,7 +12,7 @@
 
 use crate::executor::Executor;
 use crate::optim::{Plan, StepInputs};
-use mixsweep_mlx::{Array, Compiled, Dtype, Result, value_and_grad};
+use mixsweep_mlx::{Array, Compiled, Result, value_and_grad};
 use mixsweep_model::ComputeDtype;
 use mixsweep_model::ir::Program;
 use std::sync::Arc;
@@ -148,12 +148,22 @@ impl Steps {
                     .iter()
                     .map(|&k| it.by_ref().take(k).collect())
                     .collect();
-                let (fixed, lrs) = rest.split_at(rest.len().saturating_sub(n_groups));
-                let [tokens, targets, t, key, qat_on] = fixed else {
+                let [tokens, targets, key, scalars] = rest else {
                     return Err(mixsweep_mlx::Error::new(
                         "train step: wrong number of inputs",
                     ));
                 };
+                if scalars.shape() != [2 + n_groups] {
+                    return Err(mixsweep_mlx::Error::new(
+                        "train step: wrong number of scalars",
+                    ));
+                }
+                // one upload a step for every host scalar: [t, qat, each group's learning rate]
+                let scalar = |i: usize| scalars.slice_axis(0, i, i + 1)?.reshape(&[]);
+                let (t, qat_on) = (&scalar(0)?, &scalar(1)?);
+                let lrs = (0..n_groups)
+                    .map(|g| scalar(2 + g))
+                    .collect::<Result<Vec<_>>>()?;
                 let (values, grads) = value_and_grad(
                     |ps: &[Array]| {
                         let ps = match &qat {
@@ -170,7 +180,7 @@ impl Steps {
                     &(0..n).collect::<Vec<_>>(),
                 )?;
                 let (norm, new_params, new_state) =
-                    trace_plan.step(&values[0], params, &grads, &state, lrs, &StepInputs { t })?;
+                    trace_plan.step(&values[0], params, &grads, &state, &lrs, &StepInputs { t })?;
                 let mut out = vec![values[0].clone(), norm];
                 out.extend(new_params);
                 out.extend(new_state.into_iter().flatten());
@@ -223,15 +233,10 @@ impl Steps {
         let mut ins: Vec<Array> = state.arrays().into_iter().cloned().collect();
         ins.push(tokens.clone());
         ins.push(targets.clone());
-        ins.push(Array::scalar(scalars.t as f32, Dtype::F32)?);
         ins.push(mixsweep_mlx::random::key(scalars.dropout_seed)?);
-        ins.push(Array::scalar(
-            if scalars.qat { 1.0 } else { 0.0 },
-            Dtype::F32,
-        )?);
-        for lr in self.plan.group_lrs(scalars.lr_scale) {
-            ins.push(Array::scalar(lr, Dtype::F32)?);
-        }
+        let mut host = vec![scalars.t as f32, if scalars.qat { 1.0 } else { 0.0 }];
+        host.extend(self.plan.group_lrs(scalars.lr_scale));
+        ins.push(Array::from_f32(&host, &[host.len()])?);
         let mut out = self.train.call(&ins)?.into_iter();
         let loss = out.next().expect("loss");
         let norm = out.next().expect("grad norm");
