@@ -289,6 +289,28 @@ fn eval_fn(
 }
 
 #[cfg(test)]
+impl Steps {
+    /// One step with `tokens` as inputs and targets; its loss, read back (tests).
+    pub(crate) fn loss_of_step(
+        &mut self,
+        state: &mut TrainState,
+        tokens: &Array,
+        lr_scale: f32,
+        t: u64,
+        dropout_seed: u64,
+    ) -> f32 {
+        let s = StepScalars {
+            lr_scale,
+            t,
+            dropout_seed,
+            qat: false,
+        };
+        let (loss, _, _) = self.train_step(state, tokens, tokens, &s).unwrap();
+        loss.item_f32().unwrap()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use mixsweep_model::ModelConfig;
@@ -312,18 +334,7 @@ mod tests {
         let toks = Array::from_i32(&(0..16).map(|i| i % 32).collect::<Vec<_>>(), &[2, 8]).unwrap();
         let mut loss_with = |seed: u64| {
             let mut st = TrainState::new(w.clone(), &plan).unwrap();
-            let s = StepScalars {
-                lr_scale: 0.0,
-                t: 1,
-                dropout_seed: seed,
-                qat: false,
-            };
-            steps
-                .train_step(&mut st, &toks, &toks, &s)
-                .unwrap()
-                .0
-                .item_f32()
-                .unwrap()
+            steps.loss_of_step(&mut st, &toks, 0.0, 1, seed)
         };
         let (a, b, c) = (loss_with(1), loss_with(2), loss_with(1));
         assert_ne!(a, b, "different dropout keys must give different losses");

@@ -70,7 +70,7 @@ impl StepCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::step::{StepScalars, TrainState};
+    use crate::step::TrainState;
     use mixsweep_mlx::Array;
     use mixsweep_model::ModelConfig;
     use std::sync::atomic::Ordering;
@@ -95,20 +95,7 @@ mod tests {
         let toks =
             Array::from_i32(&(0..16).map(|i| (i * 5) % 32).collect::<Vec<_>>(), &[2, 8]).unwrap();
         (1..=3)
-            .map(|t| {
-                let s = StepScalars {
-                    lr_scale: 1.0,
-                    t,
-                    dropout_seed: t,
-                    qat: false,
-                };
-                steps
-                    .train_step(&mut st, &toks, &toks, &s)
-                    .unwrap()
-                    .0
-                    .item_f32()
-                    .unwrap()
-            })
+            .map(|t| steps.loss_of_step(&mut st, &toks, 1.0, t, t))
             .collect()
     }
 
