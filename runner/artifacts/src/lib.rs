@@ -167,8 +167,9 @@ pub struct Summary {
     /// included).
     pub tok_s_steps: usize,
     /// Seconds from process start to the end of the first step, and its phases (`exec`, `config`,
-    /// `data_open`, `device`, `program`, `weights`, `step_setup`, `data_upload`,
-    /// `first_validation`, `first_step_submit`, `first_step_wait`; `kernel_fetch` with a kernel store).
+    /// `data_open`, `device`, `program`, `weights`, `step_setup` (or `step_reused`: a warm worker's
+    /// compiled steps of an earlier trial), `data_upload`, `first_validation`, `first_step_submit`,
+    /// `first_step_wait`; `job` instead of `exec` in a worker; `kernel_fetch` with a kernel store).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time_to_first_step_s: Option<f64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -69,7 +69,7 @@ pub struct StepScalars {
 type EvalFn = dyn FnMut(&[Array]) -> Result<Vec<Array>>;
 
 /// What a compiled train step bakes in: the program, the compute dtype and the plan without its
-/// learning rates. `None` for steps that capture per-run arrays (character features, QAT).
+/// learning rates.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepKey {
     program: Arc<Program>,
@@ -78,12 +78,19 @@ pub struct StepKey {
 }
 
 impl StepKey {
-    pub fn new(program: &Arc<Program>, dtype: ComputeDtype, plan: &Plan) -> StepKey {
-        StepKey {
+    /// The key of the steps these arguments build; `None` when they capture per-run arrays
+    /// (character features, QAT) and must serve no other run.
+    pub fn of(
+        program: &Arc<Program>,
+        dtype: ComputeDtype,
+        plan: &Plan,
+        options: &StepOptions,
+    ) -> Option<StepKey> {
+        (options.char_map.is_none() && options.qat.is_none()).then(|| StepKey {
             program: program.clone(),
             dtype,
             plan: plan.trace_key(),
-        }
+        })
     }
 }
 
@@ -124,9 +131,8 @@ impl Steps {
         plan: Arc<Plan>,
         options: StepOptions,
     ) -> Result<Steps> {
+        let key = StepKey::of(&program, dtype, &plan, &options);
         let StepOptions { char_map, qat } = options;
-        let key =
-            (char_map.is_none() && qat.is_none()).then(|| StepKey::new(&program, dtype, &plan));
         let n = program.weights.len();
         let n_groups = plan.group_count();
         let trace_plan = plan.clone();
@@ -211,14 +217,11 @@ impl Steps {
         self.key.as_ref()
     }
 
-    /// These steps for a run with an equal [`StepKey`] (its plan differs at most in learning
-    /// rates): the next steps use `plan`'s rates. `None` (the steps dropped) when the keys differ.
-    pub fn rebind(mut self, key: &StepKey, plan: Arc<Plan>) -> Option<Steps> {
-        if self.key.as_ref() != Some(key) {
-            return None;
-        }
+    /// These steps for a run whose [`StepKey`] equals theirs (its plan differs at most in learning
+    /// rates; [`crate::step_cache::StepCache::take`] matched it): the next steps use `plan`'s rates.
+    pub(crate) fn with_plan(mut self, plan: Arc<Plan>) -> Steps {
         self.plan = plan;
-        Some(self)
+        self
     }
 
     /// One optimizer step; replaces `state` and returns `(loss, grad_norm, auxiliary losses)` (lazy

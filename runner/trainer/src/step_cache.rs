@@ -10,8 +10,6 @@
 
 use crate::optim::Plan;
 use crate::step::{StepKey, Steps};
-use mixsweep_model::ComputeDtype;
-use mixsweep_model::ir::Program;
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -29,18 +27,12 @@ impl StepCache {
         StepCache::default()
     }
 
-    /// Kept steps traced for this program, dtype and plan (up to learning rates), now updating
-    /// with `plan`'s rates; `None` when none match.
-    pub fn take(
-        &self,
-        program: &Arc<Program>,
-        dtype: ComputeDtype,
-        plan: &Arc<Plan>,
-    ) -> Option<Steps> {
-        let key = StepKey::new(program, dtype, plan);
+    /// Kept steps with this key ([`StepKey::of`] the run's program, dtype, plan and options), now
+    /// updating with `plan`'s learning rates; `None` when none match.
+    pub fn take(&self, key: &StepKey, plan: &Arc<Plan>) -> Option<Steps> {
         let mut kept = self.kept.borrow_mut();
-        let i = kept.iter().position(|s| s.key() == Some(&key))?;
-        kept.remove(i).rebind(&key, plan.clone())
+        let i = kept.iter().position(|s| s.key() == Some(key))?;
+        Some(kept.remove(i).with_plan(plan.clone()))
     }
 
     /// Keeps `steps` for a later trial (dropping the least recently kept beyond the capacity);
@@ -70,10 +62,22 @@ impl StepCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::step::TrainState;
+    use crate::step::{StepOptions, TrainState};
     use mixsweep_mlx::Array;
-    use mixsweep_model::ModelConfig;
+    use mixsweep_model::ir::Program;
+    use mixsweep_model::{ComputeDtype, ModelConfig};
     use std::sync::atomic::Ordering;
+
+    /// What a run of this model takes from the cache (no per-run arrays).
+    fn take(
+        cache: &StepCache,
+        program: &Arc<Program>,
+        dtype: ComputeDtype,
+        plan: &Arc<Plan>,
+    ) -> Option<Steps> {
+        let key = StepKey::of(program, dtype, plan, &StepOptions::default())?;
+        cache.take(&key, plan)
+    }
 
     fn model(training: &str) -> (Arc<Program>, Arc<Plan>) {
         let cfg = ModelConfig::from_jsonc(&format!(
@@ -110,9 +114,7 @@ mod tests {
         let mut a = Steps::new(pa.clone(), dtype, plan_a.clone()).unwrap();
         let la = losses(&mut a, &pa, &plan_a);
         cache.keep(a);
-        let mut reused = cache
-            .take(&pb, dtype, &plan_b)
-            .expect("same model, other lr");
+        let mut reused = take(&cache, &pb, dtype, &plan_b).expect("same model, other lr");
         assert!(cache.is_empty());
         let lb = losses(&mut reused, &pb, &plan_b);
         assert_eq!(reused.traces.load(Ordering::Relaxed), 1, "no re-trace");
@@ -129,8 +131,8 @@ mod tests {
         let cache = StepCache::new();
         cache.keep(Steps::new(p.clone(), dtype, plan.clone()).unwrap());
         let (_, decayed) = model(r#""lr":1e-2,"weight_decay":0.3"#);
-        assert!(cache.take(&p, dtype, &decayed).is_none());
-        assert!(cache.take(&p, ComputeDtype::Bfloat16, &plan).is_none());
+        assert!(take(&cache, &p, dtype, &decayed).is_none());
+        assert!(take(&cache, &p, ComputeDtype::Bfloat16, &plan).is_none());
         let wider = Arc::new(
             ModelConfig::from_jsonc(
                 r#"{"model_dim":32,"vocab_size":32,"seq_len":8,"blocks":[{"type":"plain","heads":2},{"type":"swiglu"}],
@@ -139,9 +141,9 @@ mod tests {
             .unwrap()
             .lower(),
         );
-        assert!(cache.take(&wider, dtype, &plan).is_none());
+        assert!(take(&cache, &wider, dtype, &plan).is_none());
         assert_eq!(cache.len(), 1);
-        assert!(cache.take(&p, dtype, &plan).is_some());
+        assert!(take(&cache, &p, dtype, &plan).is_some());
     }
 
     #[test]
@@ -149,11 +151,13 @@ mod tests {
         let dtype = ComputeDtype::Float32;
         let (p, plan) = model(r#""lr":1e-2"#);
         let cache = StepCache::new();
-        let options = crate::step::StepOptions {
+        let options = || StepOptions {
             char_map: Some(Array::from_i32(&[0; 32], &[32, 1]).unwrap()),
             qat: None,
         };
-        cache.keep(Steps::with_options(p.clone(), dtype, plan.clone(), options).unwrap());
+        // a run with character features neither finds kept steps nor leaves its own
+        assert!(StepKey::of(&p, dtype, &plan, &options()).is_none());
+        cache.keep(Steps::with_options(p.clone(), dtype, plan.clone(), options()).unwrap());
         assert!(cache.is_empty());
         for wd in 1..=CAPACITY + 1 {
             let (p, plan) = model(&format!(r#""lr":1e-2,"weight_decay":0.{wd}"#));
@@ -162,10 +166,10 @@ mod tests {
         assert_eq!(cache.len(), CAPACITY);
         let (p1, plan1) = model(r#""lr":1e-2,"weight_decay":0.1"#);
         assert!(
-            cache.take(&p1, dtype, &plan1).is_none(),
+            take(&cache, &p1, dtype, &plan1).is_none(),
             "the oldest was dropped"
         );
         let (p2, plan2) = model(r#""lr":1e-2,"weight_decay":0.2"#);
-        assert!(cache.take(&p2, dtype, &plan2).is_some());
+        assert!(take(&cache, &p2, dtype, &plan2).is_some());
     }
 }

@@ -18,7 +18,7 @@ use crate::divergence::Divergence;
 use crate::eval::LookupTables;
 use crate::optim::Plan;
 use crate::rng::derive;
-use crate::step::{StepScalars, Steps, TrainState};
+use crate::step::{StepKey, StepScalars, Steps, TrainState};
 use mixsweep_mlx::{Array, device};
 use mixsweep_model::ir::Program;
 use mixsweep_model::{Counts, ModelConfig, TrainingConfig};
@@ -119,10 +119,9 @@ impl<'a> Run<'a> {
             char_map: inputs.char_map,
             qat,
         };
-        let kept = (options.char_map.is_none() && options.qat.is_none())
-            .then_some(opts.step_cache.as_ref())
-            .flatten()
-            .and_then(|c| c.take(&program, t.compute_dtype, &plan));
+        let kept = StepKey::of(&program, t.compute_dtype, &plan, &options)
+            .zip(opts.step_cache.as_ref())
+            .and_then(|(key, cache)| cache.take(&key, &plan));
         let reused = kept.is_some();
         let steps = match kept {
             Some(steps) => steps,
